@@ -1,0 +1,71 @@
+"""ssmfab: Fabric SSH connections through AWS Systems Manager Session Manager.
+
+    import ssmfab
+    with ssmfab.connect("i-0123456789abcdef0", user="ec2-user") as conn:
+        conn.run("uname -a")
+"""
+
+from __future__ import annotations
+
+from .client import Client, connect
+from .config import Settings, load_settings
+from .connection import SSMConnection
+from .exceptions import (
+    AccessDeniedError,
+    AuthenticationError,
+    AWSCLIError,
+    AWSError,
+    CommandError,
+    ConfigError,
+    CredentialsError,
+    FleetError,
+    HostKeyError,
+    NoTargetsError,
+    PluginError,
+    SandboxError,
+    SelectorError,
+    SSHError,
+    SSMFabError,
+    TargetNotConnectedError,
+    TunnelError,
+)
+from .fleet import FleetResult, HostResult, fan_out, run_command
+from .targets import Selection, Selector, Skipped, Target, parse_selector, resolve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthenticationError",
+    "AWSCLIError",
+    "AWSError",
+    "Client",
+    "CommandError",
+    "ConfigError",
+    "CredentialsError",
+    "FleetError",
+    "FleetResult",
+    "HostKeyError",
+    "HostResult",
+    "NoTargetsError",
+    "PluginError",
+    "SandboxError",
+    "Selection",
+    "Selector",
+    "SelectorError",
+    "Settings",
+    "Skipped",
+    "SSHError",
+    "SSMConnection",
+    "SSMFabError",
+    "Target",
+    "TargetNotConnectedError",
+    "TunnelError",
+    "__version__",
+    "connect",
+    "fan_out",
+    "load_settings",
+    "parse_selector",
+    "resolve",
+    "run_command",
+]

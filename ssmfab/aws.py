@@ -1,0 +1,109 @@
+"""boto3 sessions and clients built from Settings, and the one place botocore errors become ssmfab errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings
+from .exceptions import AccessDeniedError, AWSError, ConfigError, CredentialsError, TargetNotConnectedError
+
+if TYPE_CHECKING:
+    import boto3
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ssm import SSMClient
+
+CREDENTIAL_CODES = {
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "RequestExpired",
+}
+ACCESS_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+
+
+@dataclass
+class AWSContext:
+    """The session and the clients ssmfab needs, all bound to one region, profile and endpoint."""
+
+    session: boto3.Session
+    region: str
+    profile: str | None
+    endpoint_url: str | None
+
+    def client(self, service: str) -> Any:
+        with aws_errors(f"creating the {service} client"):
+            return self.session.client(service, region_name=self.region, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+
+    def ec2(self) -> EC2Client:
+        return self.client("ec2")  # type: ignore[no-any-return]
+
+    def ssm(self) -> SSMClient:
+        return self.client("ssm")  # type: ignore[no-any-return]
+
+
+def aws_context(settings: Settings) -> AWSContext:
+    """Region and profile follow boto3's chain unless settings (config, env or flags) name them."""
+    import boto3
+    import botocore.exceptions
+
+    try:
+        session = boto3.Session(profile_name=settings.aws.profile, region_name=settings.aws.region)
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigError(
+            f"AWS profile {settings.aws.profile!r} not found: check --profile/AWS_PROFILE or run `aws configure list-profiles`"
+        ) from exc
+    region = session.region_name
+    if not region:
+        raise ConfigError("no AWS region: pass --region, set AWS_REGION, or set one in your profile")
+    return AWSContext(session=session, region=region, profile=settings.aws.profile, endpoint_url=settings.aws.endpoint_url)
+
+
+def describe_client_error(code: str, message: str, doing: str, target: str | None = None) -> Exception:
+    """Turn an AWS error code into the matching ssmfab error with a fix; shared by boto3 and CLI paths."""
+    subject = f"{target}: " if target else ""
+    if code == "TargetNotConnected":
+        return TargetNotConnectedError(
+            f"{subject}SSM agent not connected (TargetNotConnected): the instance may be booting, stopped or "
+            "lack network to SSM; check `ssmfab hosts` and retry",
+            host=target,
+        )
+    if code in CREDENTIAL_CODES:
+        return CredentialsError(
+            f"{subject}AWS rejected the credentials while {doing} ({code}): refresh them (e.g. `aws sso login`)"
+        )
+    if code in ACCESS_CODES:
+        return AccessDeniedError(
+            f"{subject}access denied while {doing}: {message} (grant it in IAM: see the README's IAM section)"
+        )
+    return AWSError(f"{subject}AWS error while {doing}: {code}: {message}")
+
+
+@contextmanager
+def aws_errors(doing: str, target: str | None = None) -> Iterator[None]:
+    """Map botocore's exceptions raised inside the block to one-line ssmfab errors."""
+    import botocore.exceptions as bx
+
+    try:
+        yield
+    except bx.ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise describe_client_error(str(error.get("Code", "")), str(error.get("Message", "")), doing, target) from exc
+    except (bx.NoCredentialsError, bx.PartialCredentialsError) as exc:
+        raise CredentialsError(
+            f"no AWS credentials while {doing}: set AWS_PROFILE, run `aws configure` or `aws sso login`"
+        ) from exc
+    except (bx.SSOTokenLoadError, bx.UnauthorizedSSOTokenError, bx.TokenRetrievalError) as exc:
+        raise CredentialsError(f"AWS SSO session expired while {doing}: run `aws sso login`") from exc
+    except bx.NoRegionError as exc:
+        raise ConfigError("no AWS region: pass --region, set AWS_REGION, or set one in your profile") from exc
+    except bx.EndpointConnectionError as exc:
+        raise AWSError(f"cannot reach AWS while {doing}: {exc}; check the network, region and endpoint") from exc
+    except bx.BotoCoreError as exc:
+        raise AWSError(f"AWS error while {doing}: {exc}") from exc

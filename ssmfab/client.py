@@ -1,0 +1,123 @@
+"""The library's front door: settings, AWS clients and the tunnel factory, held together for one run.
+
+    client = ssmfab.Client(region="eu-west-1", user="ubuntu")
+    for target in client.targets(tags=["Role=web"]):
+        with client.connect(target) as conn:
+            conn.run("uptime")
+
+Nothing here is global: two Clients with different regions or profiles can live side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .aws import AWSContext, aws_context, aws_errors
+from .config import Settings, load_settings
+from .connection import SSMConnection
+from .hostkeys import KnownHosts
+from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets, resolve
+from .exceptions import SelectorError
+from .tunnel import TunnelFactory, tunnel_factory
+
+#: Friendly keyword names accepted by Client(...) and connect(...), mapped to settings keys.
+OVERRIDE_KEYS = {
+    "region": "aws.region",
+    "profile": "aws.profile",
+    "endpoint_url": "aws.endpoint_url",
+    "default_tag_key": "targets.default_tag_key",
+    "user": "ssh.user",
+    "user_tag": "ssh.user_tag",
+    "key": "ssh.key",
+    "key_filename": "ssh.key",
+    "known_hosts": "ssh.known_hosts",
+    "strict_host_keys": "ssh.strict_host_keys",
+    "connect_timeout": "ssh.connect_timeout",
+    "tunnel": "tunnel.mode",
+    "document": "tunnel.document",
+    "remote_port": "tunnel.remote_port",
+    "aws_cli": "tunnel.aws_cli",
+    "plugin": "tunnel.plugin",
+    "parallel": "run.parallel",
+}
+
+
+def settings_from(overrides: dict[str, Any], settings: Settings | None = None) -> Settings:
+    """Settings from every layer plus keyword overrides (``None`` values mean "not given")."""
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise TypeError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(OVERRIDE_KEYS))}")
+    dotted = {OVERRIDE_KEYS[name]: value for name, value in overrides.items()}
+    return (settings or load_settings()).merged(dotted) if settings else load_settings(dotted)
+
+
+class Client:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        aws: AWSContext | None = None,
+        tunnels: TunnelFactory | None = None,
+        notify: Callable[[str], Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = settings_from(overrides, settings)
+        self._aws = aws
+        self._tunnels = tunnels
+        self.notify = notify
+        self.known_hosts = KnownHosts(self.settings.ssh.known_hosts)
+
+    @property
+    def aws(self) -> AWSContext:
+        # Built on first use: listing the config or the sandbox needs no AWS session.
+        if self._aws is None:
+            self._aws = aws_context(self.settings)
+        return self._aws
+
+    @property
+    def tunnels(self) -> TunnelFactory:
+        if self._tunnels is None:
+            self._tunnels = tunnel_factory(self.settings, self.aws)
+        return self._tunnels
+
+    def select(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> Selection:
+        """Every instance matching the selectors, reachable or not (see ``Selection.skipped``)."""
+        selector = parse_selector(ids, names, tags, default_tag_key=self.settings.targets.default_tag_key)
+        with aws_errors(f"looking up instances for {selector}"):
+            return resolve(selector, self.aws.ec2(), self.aws.ssm(), region=self.aws.region)
+
+    def targets(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> list[Target]:
+        """The reachable instances matching the selectors; NoTargetsError if there are none."""
+        return require_targets(self.select(ids, names, tags), self.aws.profile)
+
+    def user_for(self, target: Target) -> str:
+        tag = self.settings.ssh.user_tag
+        return (target.tags.get(tag) if tag else None) or self.settings.ssh.user
+
+    def connect(self, target: Target | str, **connection_kwargs: Any) -> SSMConnection:
+        """An unopened SSMConnection (Fabric opens it on first use); close it or use it as a context manager."""
+        if isinstance(target, str):
+            if not INSTANCE_ID.match(target):
+                raise SelectorError(f"bad instance id {target!r}: expected i-… or mi-… followed by 8 or 17 hex digits")
+            target = Target(id=target, region=self.aws.region)
+        ssh = self.settings.ssh
+        options: dict[str, Any] = {
+            "user": self.user_for(target),
+            "key_filename": ssh.key,
+            "strict_host_keys": ssh.strict_host_keys,
+            "connect_timeout": ssh.connect_timeout,
+            "notify": self.notify,
+        }
+        options.update(connection_kwargs)
+        return SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
+
+
+def connect(target: Target | str, *, settings: Settings | None = None, **kwargs: Any) -> SSMConnection:
+    """``ssmfab.connect("i-0abc…", user=…, key_filename=…)``: one Fabric Connection through SSM.
+
+    Keyword arguments naming settings (region, profile, user, key_filename, tunnel, …) override the
+    configuration; any others go to SSMConnection (e.g. ``connect_kwargs``, ``config``).
+    """
+    setting_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in OVERRIDE_KEYS}
+    return Client(settings, **setting_kwargs).connect(target, **kwargs)

@@ -1,0 +1,226 @@
+"""Layered configuration, lowest to highest precedence:
+
+1. built-in defaults (the dataclasses below; ``config/ssmfab.toml`` documents them),
+2. TOML files: ``/etc/ssmfab/config.toml``, ``$XDG_CONFIG_HOME/ssmfab/config.toml`` (``~/.config``),
+   ``./ssmfab.toml`` in the working directory, then the file named by ``$SSMFAB_CONFIG``,
+3. ``SSMFAB_*`` environment variables, only for known keys and converted to the key's type,
+4. explicit overrides (command-line flags or keyword arguments), ``None`` meaning "not given".
+
+Like invoke's ``Config``, unknown keys are errors rather than silently ignored: a typo in a config file
+should not quietly deploy to the wrong place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+TUNNEL_MODES = ("cli", "plugin")
+
+
+@dataclass(frozen=True)
+class AWSSettings:
+    #: None: follow boto3's chain (AWS_REGION, AWS_DEFAULT_REGION, the profile's region).
+    region: str | None = field(default=None, metadata={"env": "SSMFAB_REGION"})
+    #: None: follow boto3's chain (AWS_PROFILE, then the default profile); SSO profiles work.
+    profile: str | None = field(default=None, metadata={"env": "SSMFAB_PROFILE"})
+    #: None: follow boto3's chain (AWS_ENDPOINT_URL and friends).
+    endpoint_url: str | None = field(default=None, metadata={"env": "SSMFAB_ENDPOINT_URL"})
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    #: The tag key a bare ``--tag web`` refers to.
+    default_tag_key: str = field(default="Role", metadata={"env": "SSMFAB_DEFAULT_TAG_KEY"})
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    user: str = field(default="ec2-user", metadata={"env": "SSMFAB_USER"})
+    #: An instance tag whose value, when present, overrides ``user`` for that instance ("" disables it).
+    user_tag: str = field(default="ssmfab:user", metadata={"env": "SSMFAB_USER_TAG"})
+    #: Private key file; None lets paramiko try the agent and ~/.ssh/id_* keys.
+    key: str | None = field(default=None, metadata={"env": "SSMFAB_KEY"})
+    #: ssmfab's own known_hosts file: host keys are pinned per instance id.
+    known_hosts: str = field(default="~/.config/ssmfab/known_hosts", metadata={"env": "SSMFAB_KNOWN_HOSTS"})
+    #: Refuse hosts whose key is not pinned yet, instead of trusting them on first use.
+    strict_host_keys: bool = field(default=False, metadata={"env": "SSMFAB_STRICT_HOST_KEYS"})
+    #: Seconds allowed for the tunnel plus the SSH handshake.
+    connect_timeout: float = field(default=30.0, metadata={"env": "SSMFAB_CONNECT_TIMEOUT"})
+
+
+@dataclass(frozen=True)
+class TunnelSettings:
+    #: "cli": the documented ProxyCommand (``aws ssm start-session ...``);
+    #: "plugin": StartSession through boto3, then session-manager-plugin directly (no aws process).
+    mode: str = field(default="cli", metadata={"env": "SSMFAB_TUNNEL"})
+    document: str = field(default="AWS-StartSSHSession", metadata={"env": "SSMFAB_DOCUMENT"})
+    #: The port sshd listens on, on the instance.
+    remote_port: int = field(default=22, metadata={"env": "SSMFAB_REMOTE_PORT"})
+    aws_cli: str = field(default="aws", metadata={"env": "SSMFAB_AWS_CLI"})
+    plugin: str = field(default="session-manager-plugin", metadata={"env": "SSMFAB_PLUGIN"})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    #: Hosts worked on at once.
+    parallel: int = field(default=10, metadata={"env": "SSMFAB_PARALLEL"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    aws: AWSSettings = field(default_factory=AWSSettings)
+    targets: TargetSettings = field(default_factory=TargetSettings)
+    ssh: SSHSettings = field(default_factory=SSHSettings)
+    tunnel: TunnelSettings = field(default_factory=TunnelSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def merged(self, overrides: Mapping[str, Any], source: str = "overrides") -> Settings:
+        """A copy with ``{"section.key": value}`` applied; ``None`` values are skipped (not given)."""
+        sections: dict[str, dict[str, Any]] = {}
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            sections.setdefault(section, {})[key] = value
+        return _apply(self, sections, source)
+
+
+def _section_types() -> dict[str, Any]:
+    defaults = Settings()
+    return {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Settings)}
+
+
+def _convert(value: Any, target_type: str, where: str) -> Any:
+    """Coerce a file or environment value to the field's declared type, or say exactly what is wrong."""
+    wanted = target_type.replace(" ", "")
+    if wanted in ("str", "str|None"):
+        if isinstance(value, str):
+            return value
+    elif wanted == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            return value.lower() in ("1", "true", "yes", "on")
+    elif wanted == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif wanted == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    raise ConfigError(f"{where}: expected {target_type.replace(' | None', '')}, got {value!r}")
+
+
+def _apply(settings: Settings, sections: Mapping[str, Any], source: str) -> Settings:
+    known_sections = {f.name for f in dataclasses.fields(Settings)}
+    updates: dict[str, Any] = {}
+    for section_name, values in sections.items():
+        if section_name not in known_sections:
+            raise ConfigError(
+                f"{source}: unknown section [{section_name}] (known: {', '.join(sorted(known_sections))})"
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: [{section_name}] must be a table of settings")
+        current = getattr(settings, section_name)
+        fields_by_name = {f.name: f for f in dataclasses.fields(current)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in fields_by_name:
+                raise ConfigError(
+                    f"{source}: unknown setting {section_name}.{key} "
+                    f"(known: {', '.join(sorted(fields_by_name))})"
+                )
+            changes[key] = _convert(value, str(fields_by_name[key].type), f"{source}: {section_name}.{key}")
+        updates[section_name] = dataclasses.replace(current, **changes)
+    result = dataclasses.replace(settings, **updates)
+    _validate(result, source)
+    return result
+
+
+def _validate(settings: Settings, source: str) -> None:
+    if settings.tunnel.mode not in TUNNEL_MODES:
+        raise ConfigError(
+            f"{source}: tunnel.mode {settings.tunnel.mode!r} is not one of {', '.join(TUNNEL_MODES)}"
+        )
+    if settings.run.parallel < 1:
+        raise ConfigError(f"{source}: run.parallel must be at least 1, got {settings.run.parallel}")
+    if not 0 < settings.tunnel.remote_port < 65536:
+        raise ConfigError(f"{source}: tunnel.remote_port {settings.tunnel.remote_port} is not a TCP port")
+    if settings.ssh.connect_timeout <= 0:
+        raise ConfigError(f"{source}: ssh.connect_timeout must be positive")
+
+
+def default_config_files(env: Mapping[str, str], cwd: Path) -> list[Path]:
+    """Config files in the order they are read (later ones win)."""
+    xdg = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME", "~")).expanduser() / ".config")
+    files = [Path("/etc/ssmfab/config.toml"), xdg / "ssmfab" / "config.toml", cwd / "ssmfab.toml"]
+    explicit = env.get("SSMFAB_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"SSMFAB_CONFIG names {path}, which is not a file: fix or unset SSMFAB_CONFIG")
+        files.append(path)
+    return files
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    layer: dict[str, dict[str, str]] = {}
+    for section_name, section in _section_types().items():
+        for f in dataclasses.fields(section):
+            name = f.metadata.get("env")
+            if name and name in env:
+                layer.setdefault(section_name, {})[f.name] = env[name]
+    return layer
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    files: list[Path] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build Settings from every layer. ``env``/``files``/``cwd`` default to the process's own."""
+    env = os.environ if env is None else env
+    files = default_config_files(env, cwd or Path.cwd()) if files is None else files
+    settings = Settings()
+    for path in files:
+        if path.is_file():
+            settings = _apply(settings, _read_toml(path), str(path))
+    env_values = _env_layer(env)
+    if env_values:
+        settings = _apply(settings, env_values, "environment")
+    return settings.merged(overrides or {}, "command line")
+
+
+def env_var_names() -> dict[str, str]:
+    """``{"section.key": "SSMFAB_..."}`` for documentation and tests."""
+    return {
+        f"{section_name}.{f.name}": f.metadata["env"]
+        for section_name, section in _section_types().items()
+        for f in dataclasses.fields(section)
+    }

@@ -1,0 +1,142 @@
+"""A Fabric Connection whose transport is an SSM tunnel.
+
+Everything Fabric offers (run, sudo, put, get, cd, prefix, forward_local, sftp) works unchanged: only
+``open``/``close`` differ. Opening starts the tunnel, pins the host key per instance id and maps every
+failure to a one-line ssmfab error naming the host; closing ends the SSH session, the tunnel's process
+group and the SSM session, whatever state they are in.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import paramiko
+from fabric import Config, Connection
+
+from .exceptions import AuthenticationError, SSHError, SSMFabError
+from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
+from .targets import Target
+from .tunnel import Tunnel, TunnelFactory
+
+
+class SSMConnection(Connection):  # type: ignore[misc]
+    """``fabric.Connection`` to one instance through Systems Manager.
+
+    Build it with ``ssmfab.connect(...)`` or ``Client.connect(...)``, which fill in the tunnel factory,
+    the pinned-keys file and the user from configuration.
+    """
+
+    def __init__(
+        self,
+        target: Target | str,
+        *,
+        tunnels: TunnelFactory,
+        known_hosts: KnownHosts,
+        user: str,
+        key_filename: str | None = None,
+        strict_host_keys: bool = False,
+        connect_timeout: float = 30.0,
+        config: Config | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
+        notify: Any = None,
+    ) -> None:
+        self.target = target if isinstance(target, Target) else Target(id=target)
+        kwargs: dict[str, Any] = {
+            # With a ready socket paramiko's own `timeout` is unused; these bound each handshake phase.
+            "banner_timeout": connect_timeout,
+            "auth_timeout": connect_timeout,
+            "channel_timeout": connect_timeout,
+        }
+        if key_filename:
+            kwargs["key_filename"] = key_filename
+        kwargs.update(connect_kwargs or {})
+        super().__init__(
+            host=self.target.id,
+            user=user,
+            port=22,
+            # An explicit empty ssh_config: a user's ~/.ssh/config must not swap our tunnel for its own.
+            config=config or Config(ssh_config=paramiko.SSHConfig()),
+            connect_kwargs=kwargs,
+            gateway=False,
+        )
+        self.tunnels = tunnels
+        self.known_hosts = known_hosts
+        self.strict_host_keys = strict_host_keys
+        self.notify = notify
+        self.tunnel: Tunnel | None = None
+        self.gateway: Any = False
+
+    @property
+    def label(self) -> str:
+        return self.target.label
+
+    def __repr__(self) -> str:
+        return f"<SSMConnection {self.target.label} user={self.user} tunnel={self.tunnels.mode}>"
+
+    def open(self) -> Any:
+        if self.is_connected:
+            return None
+        self.tunnels.check()
+        self.client.set_missing_host_key_policy(
+            PinningPolicy(self.known_hosts, strict=self.strict_host_keys, notify=self.notify)
+        )
+        pinned = self.client.get_host_keys()
+        pinned.clear()
+        for key_type, key in self.known_hosts.lookup(self.host).items():
+            pinned.add(self.host, key_type, key)
+        # Fabric asks open_gateway() for a socket only when `gateway` is truthy.
+        self.gateway = self.tunnels
+        try:
+            return super().open()
+        except BaseException as exc:
+            error = self.explain(exc)
+            self._close_transport_and_tunnel()
+            if error is None:
+                raise
+            raise error from exc
+        finally:
+            self.gateway = False
+
+    def open_gateway(self) -> socket.socket:
+        self.tunnel = self.tunnels.open(self.host)
+        return self.tunnel.sock
+
+    def explain(self, exc: BaseException) -> SSMFabError | None:
+        """The one-line error a user should see for ``exc`` raised by open or a command, or None to let it through."""
+        host = self.label
+        if isinstance(exc, SSMFabError):
+            return exc
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts)
+        if isinstance(exc, paramiko.AuthenticationException):
+            key = self.connect_kwargs.get("key_filename") or "the agent/default keys"
+            return AuthenticationError(
+                f"{host}: SSH key refused for user {self.user!r} (key: {key}): check --user "
+                "(or the instance's user tag) and --key, or push a key with EC2 Instance Connect",
+                host=host,
+            )
+        if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+            failure = self.tunnel.failure(host) if self.tunnel is not None else None
+            if failure is not None:
+                return failure
+            if isinstance(exc, (socket.timeout, TimeoutError)):
+                return SSHError(f"{host}: timed out opening SSH through the SSM tunnel: raise --connect-timeout", host)
+            return SSHError(f"{host}: SSH handshake through the SSM tunnel failed: {exc}", host)
+        return None
+
+    def _close_transport_and_tunnel(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self.tunnel is not None:
+                self.tunnel.close()
+                self.tunnel = None
+            self.transport = None
+
+    def close(self) -> None:
+        """Close SFTP, SSH, the tunnel process group and the SSM session; idempotent."""
+        try:
+            super().close()
+        finally:
+            self._close_transport_and_tunnel()

@@ -1,0 +1,320 @@
+"""How bytes reach an instance's sshd: the one seam between SSH and AWS Systems Manager.
+
+A ``TunnelFactory`` opens a ``Tunnel`` to an instance id; the tunnel's ``sock`` is one end of a
+``socketpair`` whose other end is the stdin/stdout of the process carrying the SSM session, as OpenSSH
+does for a ProxyCommand. paramiko then works on a real socket (select, timeouts) rather than on pipes.
+
+Modes:
+
+``cli``
+    The documented ProxyCommand ``aws ssm start-session --target ID --document-name AWS-StartSSHSession
+    --parameters portNumber=22``. The aws process stays alive (as the plugin's parent) for the session.
+``plugin``
+    StartSession through boto3 in this process, then session-manager-plugin started directly with the
+    aws CLI's exact calling convention, so any real plugin build works; TerminateSession on close.
+
+Every tunnel process runs in its own session and process group; ``close()`` ends the whole group, so
+the plugin under an aws process is never orphaned (paramiko's ProxyCommand only signals its child).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from .aws import AWSContext, aws_errors, describe_client_error
+from .config import Settings
+from .exceptions import AWSCLIError, CredentialsError, PluginError, SSMFabError, TunnelError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+
+#: The first plugin release that supports SSH sessions (AWS's documentation).
+MIN_PLUGIN_VERSION = (1, 1, 23, 0)
+#: Plugins up to this version take the StartSession response JSON itself as their first argument;
+#: newer ones take the name of an environment variable holding it (the aws CLI's convention).
+LAST_PLUGIN_WITH_INLINE_RESPONSE = (1, 2, 497, 0)
+RESPONSE_ENV_VAR = "AWS_SSM_START_SESSION_RESPONSE"
+PLUGIN_INSTALL_HINT = (
+    "install session-manager-plugin: "
+    "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html"
+)
+AWS_ERROR_LINE = re.compile(r"An error occurred \((\w+)\) when calling the (\w+) operation: (.*)")
+
+
+class Tunnel(Protocol):
+    """An open byte stream to one instance's sshd."""
+
+    sock: socket.socket
+
+    def close(self) -> None: ...
+
+    def failure(self, host: str) -> SSMFabError | None:
+        """Why the tunnel broke, from its process's exit status and stderr; None if it looks healthy."""
+        ...
+
+
+class TunnelFactory(Protocol):
+    mode: str
+
+    def check(self) -> None:
+        """Verify prerequisites (CLI, plugin version) once, raising a one-line error with the fix."""
+        ...
+
+    def open(self, target_id: str) -> Tunnel: ...
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    match = re.search(r"(\d+(?:\.\d+)+)", text)
+    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
+
+
+def plugin_version(plugin: str) -> tuple[int, ...]:
+    """The installed plugin's version, or PluginError naming the fix."""
+    path = shutil.which(plugin)
+    if path is None:
+        raise PluginError(f"{plugin} not found on PATH: {PLUGIN_INSTALL_HINT}")
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PluginError(f"{path} --version failed ({exc}): reinstall it; {PLUGIN_INSTALL_HINT}") from exc
+    version = parse_version(done.stdout)
+    if not version:
+        raise PluginError(f"{path} --version printed no version ({done.stdout.strip()!r}): {PLUGIN_INSTALL_HINT}")
+    if version < MIN_PLUGIN_VERSION:
+        shown = ".".join(map(str, version))
+        raise PluginError(f"session-manager-plugin {shown} is too old for SSH (needs >= 1.1.23.0): {PLUGIN_INSTALL_HINT}")
+    return version
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in the group (zombies of reparented children don't count)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+class ProcessTunnel:
+    """A child process group whose stdin/stdout is the other end of ``sock``."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, *, on_close: Any = None) -> None:
+        self.argv = argv
+        self.sock, child_end = socket.socketpair()
+        child_fd = child_end.fileno()
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        self._on_close = on_close
+        self._closed = False
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                stdin=child_fd,
+                stdout=child_fd,
+                stderr=self._stderr,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.sock.close()
+            self._stderr.close()
+            raise TunnelError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+        finally:
+            child_end.close()
+
+    def stderr_text(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()[-8192:].decode(errors="replace")
+
+    def failure(self, host: str) -> SSMFabError | None:
+        try:
+            # A dying tunnel may still be writing its reason; give it a moment to finish.
+            code: int | None = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        text = self.stderr_text()
+        match = AWS_ERROR_LINE.search(text)
+        if match:
+            error = describe_client_error(match.group(1), match.group(3).strip(), f"calling {match.group(2)}", host)
+            return error if isinstance(error, SSMFabError) else TunnelError(str(error), host)
+        if "SessionManagerPlugin is not found" in text:
+            return PluginError(f"{host}: the aws CLI found no session-manager-plugin: {PLUGIN_INSTALL_HINT}", host)
+        if "Unable to locate credentials" in text:
+            return CredentialsError(
+                f"{host}: the aws CLI found no AWS credentials: set AWS_PROFILE, run `aws configure` or `aws sso login`"
+            )
+        if code is None and not text.strip():
+            return None
+        last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+        status = "still running" if code is None else f"exit {code}"
+        return TunnelError(f"{host}: SSM tunnel closed ({status}){': ' + last if last else ''}", host)
+
+    def close(self) -> None:
+        """End the whole process group: EOF first, then SIGTERM, then SIGKILL. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.sock.close()
+        pgid = self.process.pid
+        try:
+            self.process.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            if not _group_alive(pgid):
+                break
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _group_alive(pgid):
+                if self.process.poll() is None:
+                    try:
+                        self.process.wait(timeout=0.05)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.02)
+        try:
+            self.process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass
+        self._stderr.close()
+        if self._on_close is not None:
+            self._on_close()
+
+
+class CLITunnelFactory:
+    """The documented ProxyCommand: ``aws ssm start-session … --document-name AWS-StartSSHSession``."""
+
+    mode = "cli"
+
+    def __init__(self, settings: Settings, aws: AWSContext) -> None:
+        self.settings = settings
+        self.aws = aws
+        self._checked = False
+
+    def check(self) -> None:
+        if self._checked:
+            return
+        if shutil.which(self.settings.tunnel.aws_cli) is None:
+            raise AWSCLIError(
+                f"{self.settings.tunnel.aws_cli} not found on PATH: install the AWS CLI, "
+                "or use the plugin tunnel (--tunnel plugin / tunnel.mode = \"plugin\")"
+            )
+        plugin_version(self.settings.tunnel.plugin)
+        self._checked = True
+
+    def argv(self, target_id: str) -> list[str]:
+        tunnel = self.settings.tunnel
+        argv = [
+            tunnel.aws_cli, "ssm", "start-session",
+            "--target", target_id,
+            "--document-name", tunnel.document,
+            "--parameters", f"portNumber={tunnel.remote_port}",
+            "--region", self.aws.region,
+        ]  # fmt: skip
+        if self.aws.profile:
+            argv += ["--profile", self.aws.profile]
+        if self.aws.endpoint_url:
+            argv += ["--endpoint-url", self.aws.endpoint_url]
+        return argv
+
+    def open(self, target_id: str) -> Tunnel:
+        self.check()
+        return ProcessTunnel(self.argv(target_id))
+
+
+class PluginTunnelFactory:
+    """StartSession in-process, then session-manager-plugin with the aws CLI's calling convention."""
+
+    mode = "plugin"
+
+    def __init__(self, settings: Settings, aws: AWSContext) -> None:
+        self.settings = settings
+        self.aws = aws
+        self._ssm: SSMClient | None = None
+        self._version: tuple[int, ...] = ()
+
+    def check(self) -> None:
+        if not self._version:
+            self._version = plugin_version(self.settings.tunnel.plugin)
+
+    @property
+    def ssm(self) -> SSMClient:
+        if self._ssm is None:
+            self._ssm = self.aws.ssm()
+        return self._ssm
+
+    def open(self, target_id: str) -> Tunnel:
+        self.check()
+        tunnel = self.settings.tunnel
+        request = {
+            "Target": target_id,
+            "DocumentName": tunnel.document,
+            "Parameters": {"portNumber": [str(tunnel.remote_port)]},
+        }
+        with aws_errors("starting the SSM session", target_id):
+            response = self.ssm.start_session(**request)  # type: ignore[arg-type]
+        session_id = response["SessionId"]
+        session = {k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}
+        env = dict(os.environ)
+        if self._version <= LAST_PLUGIN_WITH_INLINE_RESPONSE:
+            first_arg = json.dumps(session)
+        else:
+            env[RESPONSE_ENV_VAR] = json.dumps(session)
+            first_arg = RESPONSE_ENV_VAR
+        argv = [
+            str(shutil.which(tunnel.plugin)),
+            first_arg,
+            self.aws.region,
+            "StartSession",
+            self.aws.profile or "",
+            json.dumps(request),
+            self.ssm.meta.endpoint_url,
+        ]
+
+        def terminate() -> None:
+            # The session must end on AWS's side too, whatever the plugin did on its way out.
+            try:
+                with aws_errors("terminating the SSM session", target_id):
+                    self.ssm.terminate_session(SessionId=session_id)
+            except SSMFabError:
+                pass
+
+        try:
+            return ProcessTunnel(argv, env, on_close=terminate)
+        except TunnelError:
+            terminate()
+            raise
+
+
+def tunnel_factory(settings: Settings, aws: AWSContext) -> TunnelFactory:
+    if settings.tunnel.mode == "plugin":
+        return PluginTunnelFactory(settings, aws)
+    return CLITunnelFactory(settings, aws)
