@@ -27,6 +27,8 @@ INSTANCE_ID = re.compile(r"^(i|mi)-([0-9a-f]{8}|[0-9a-f]{17})$")
 TAG_KEY = re.compile(r"^[\w .:/=+\-@*?]{1,128}$")
 #: SSM filters take at most 50 values, DescribeInstanceInformation pages at most 50 entries.
 SSM_BATCH = 50
+#: DescribeInstances page size: small enough to stream, large enough for few calls.
+EC2_PAGE = 100
 #: States worth reporting when a selector matches them; terminated instances are gone for good.
 VISIBLE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -180,7 +182,8 @@ def _ec2_filters(selector: Selector) -> list[dict[str, Any]]:
 def _describe_ec2(ec2: EC2Client, selector: Selector) -> list[dict[str, Any]]:
     instances: list[dict[str, Any]] = []
     paginator = ec2.get_paginator("describe_instances")
-    for page in paginator.paginate(Filters=_ec2_filters(selector)):  # type: ignore[arg-type]
+    pages = paginator.paginate(Filters=_ec2_filters(selector), PaginationConfig={"PageSize": EC2_PAGE})  # type: ignore[arg-type]
+    for page in pages:
         for reservation in page.get("Reservations", []):
             instances.extend(reservation.get("Instances", []))  # type: ignore[arg-type]
     return instances

@@ -1,0 +1,38 @@
+# ssmfab: `make demo` runs the main job against the local sandbox fleet; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SANDBOX_DIR ?= $(CURDIR)/.sandbox-demo
+
+.PHONY: venv demo test unit typecheck clean
+
+$(BIN)/inv: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/inv
+
+# Start the sandbox (moto + real sshd + stand-in plugin), run the main job through the real aws CLI
+# ProxyCommand, show the output, and always tear the sandbox down.
+demo: venv
+	@$(BIN)/inv sandbox.up --dir $(SANDBOX_DIR)
+	@PATH="$(CURDIR)/$(BIN):$$PATH"; . $(SANDBOX_DIR)/env.sh; status=0; \
+	  echo; echo '$$ inv hosts --tag web'; inv hosts --tag web || status=$$?; \
+	  echo; echo "$$ inv run --tag web 'uname -sr; uptime'"; inv run --tag web 'uname -sr; uptime' || status=$$?; \
+	  echo; $(BIN)/inv sandbox.down --dir $(SANDBOX_DIR); exit $$status
+
+test: venv
+	$(BIN)/python -m pytest -q
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest -q -m 'not integration'
+
+typecheck: venv
+	$(BIN)/mypy
+
+clean:
+	-$(BIN)/inv sandbox.down --dir $(SANDBOX_DIR) 2>/dev/null
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache

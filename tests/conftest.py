@@ -1,0 +1,61 @@
+"""Shared fixtures. AWS itself cannot run here: moto stands in for it, served over HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from ssmfab.aws import AWSContext
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test may reach real AWS or read the developer's own AWS or ssmfab configuration."""
+    empty = tmp_path_factory.mktemp("aws-config")
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "SSMFAB_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(empty / "xdg"))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server in a thread of the test process, with the SSM calls moto lacks installed."""
+    from moto.server import ThreadedMotoServer
+
+    from ssmfab.sandbox.moto_ext import install
+
+    install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_endpoint(moto_server: str) -> Iterator[str]:
+    """The shared moto server, reset to empty for this test."""
+    request = urllib.request.Request(f"{moto_server}/moto-api/reset", data=b"", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+    yield moto_server
+
+
+@pytest.fixture
+def aws(moto_endpoint: str) -> AWSContext:
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+    return AWSContext(session=session, region=REGION, profile=None, endpoint_url=moto_endpoint)
+
+
+def json_body(data: object) -> bytes:
+    return json.dumps(data).encode()

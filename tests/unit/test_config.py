@@ -1,0 +1,84 @@
+"""Configuration layering: defaults < files < SSMFAB_* env < overrides, strict about unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from ssmfab.config import Settings, env_var_names, load_settings
+from ssmfab.exceptions import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_documented_defaults_match_the_code() -> None:
+    """config/ssmfab.toml documents every setting: its active values and its env var names must be true."""
+    documented = load_settings(env={}, files=[REPO / "config" / "ssmfab.toml"])
+    assert documented == Settings()
+    text = (REPO / "config" / "ssmfab.toml").read_text()
+    for dotted, env_name in env_var_names().items():
+        section, key = dotted.split(".")
+        assert f"[{section}]" in text
+        assert re.search(rf"^#? ?{key} = .*# {env_name}\b", text, re.M), f"{dotted} / {env_name} undocumented"
+
+
+def test_layers_apply_in_order(tmp_path: Path) -> None:
+    system = tmp_path / "system.toml"
+    system.write_text('[ssh]\nuser = "ubuntu"\n[run]\nparallel = 3\n')
+    project = tmp_path / "project.toml"
+    project.write_text("[run]\nparallel = 5\n")
+    env = {"SSMFAB_PARALLEL": "7", "SSMFAB_STRICT_HOST_KEYS": "yes"}
+    settings = load_settings(env=env, files=[system, project])
+    assert settings.ssh.user == "ubuntu"
+    assert settings.run.parallel == 7
+    assert settings.ssh.strict_host_keys is True
+    settings = load_settings({"run.parallel": 2, "ssh.user": None}, env=env, files=[system, project])
+    assert settings.run.parallel == 2
+    assert settings.ssh.user == "ubuntu"
+
+
+def test_default_files_include_project_and_explicit(tmp_path: Path) -> None:
+    (tmp_path / "ssmfab.toml").write_text('[tunnel]\nmode = "plugin"\n')
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text('[ssh]\nuser = "admin"\n')
+    settings = load_settings(env={"HOME": str(tmp_path), "SSMFAB_CONFIG": str(explicit)}, cwd=tmp_path)
+    assert settings.tunnel.mode == "plugin"
+    assert settings.ssh.user == "admin"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[ssh]\nusr = 'x'\n", "unknown setting ssh.usr"),
+        ("[shh]\nuser = 'x'\n", "unknown section [shh]"),
+        ("[run]\nparallel = 'many'\n", "run.parallel: expected int"),
+        ("[run]\nparallel = 0\n", "run.parallel must be at least 1"),
+        ("[tunnel]\nmode = 'carrier-pigeon'\n", "tunnel.mode 'carrier-pigeon'"),
+        ("[ssh\n", "not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_file_and_key(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, files=[path])
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_bad_env_value_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="environment: ssh.connect_timeout: expected float"):
+        load_settings(env={"SSMFAB_CONNECT_TIMEOUT": "soon"}, files=[])
+
+
+def test_missing_explicit_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SSMFAB_CONFIG names"):
+        load_settings(env={"SSMFAB_CONFIG": str(tmp_path / "nope.toml")}, cwd=tmp_path)
+
+
+def test_settings_are_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().ssh.user = "root"  # type: ignore[misc]

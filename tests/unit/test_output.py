@@ -1,0 +1,51 @@
+"""Host-prefixed output keeps whole lines together, whatever chunks Fabric hands over."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+from ssmfab.output import PrefixedStream, table
+
+
+def test_lines_are_prefixed_and_partial_lines_held_back() -> None:
+    sink = io.StringIO()
+    stream = PrefixedStream(sink, "[web-1] ", threading.Lock())
+    stream.write("hel")
+    assert sink.getvalue() == ""
+    stream.write("lo\nwor")
+    stream.write("ld\nlast")
+    assert sink.getvalue() == "[web-1] hello\n[web-1] world\n"
+    stream.flush()
+    assert sink.getvalue().endswith("[web-1] last\n")
+
+
+def test_concurrent_writers_never_split_a_line() -> None:
+    sink = io.StringIO()
+    lock = threading.Lock()
+
+    def writer(name: str) -> None:
+        stream = PrefixedStream(sink, f"[{name}] ", lock)
+        for n in range(200):
+            for chunk in (f"{name} line ", f"{n}", "\n"):
+                stream.write(chunk)
+
+    threads = [threading.Thread(target=writer, args=(f"h{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = sink.getvalue().splitlines()
+    assert len(lines) == 800
+    for line in lines:
+        prefix, _, rest = line.partition("] ")
+        assert rest.startswith(prefix[1:] + " line ")
+
+
+def test_table_aligns_columns() -> None:
+    assert table(["A", "LONGER"], [["x", 1], ["yyyy", 22]]).splitlines() == [
+        "A     LONGER",
+        "----  ------",
+        "x     1",
+        "yyyy  22",
+    ]

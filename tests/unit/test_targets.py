@@ -1,0 +1,169 @@
+"""Target resolution against moto (served over HTTP): tags, names, ids, AND/OR, pagination, skipped reasons."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from ssmfab.aws import AWSContext
+from ssmfab.exceptions import NoTargetsError
+from ssmfab.sandbox.moto_ext import sandbox_put_instance_information
+from ssmfab.targets import parse_selector, require_targets, resolve
+from tests.conftest import REGION
+
+
+class Fleet:
+    """Builds EC2 instances and SSM registrations in moto, the way a real account would have them."""
+
+    def __init__(self, aws: AWSContext) -> None:
+        self.aws = aws
+        self.ec2 = aws.ec2()
+        self.ssm = aws.ssm()
+        self.image = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def launch(self, count: int = 1, *, agent: str | None = "Online", **tags: str) -> list[str]:
+        reservation = self.ec2.run_instances(
+            ImageId=self.image,
+            MinCount=count,
+            MaxCount=count,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
+        ids = [i["InstanceId"] for i in reservation["Instances"]]
+        if agent is not None:
+            self.register([{"InstanceId": i, "PingStatus": agent, "ResourceType": "EC2Instance"} for i in ids])
+        return ids
+
+    def register(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            entry.setdefault("AgentVersion", "3.3.1142.0")
+            entry.setdefault("PlatformType", "Linux")
+        sandbox_put_instance_information(str(self.aws.endpoint_url), REGION, entries)
+
+    def resolve(self, ids: list[str] | None = None, names: list[str] | None = None, tags: list[str] | None = None) -> Any:
+        selector = parse_selector(ids or (), names or (), tags or ())
+        return resolve(selector, self.ec2, self.ssm, region=REGION)
+
+
+@pytest.fixture
+def fleet(aws: AWSContext) -> Fleet:
+    return Fleet(aws)
+
+
+def names_of(selection: Any) -> list[str]:
+    return [t.name for t in selection.targets]
+
+
+def test_tags_and_or_names_ids(fleet: Fleet) -> None:
+    web = [fleet.launch(Name=f"web-{n}", Role="web", Env="prod")[0] for n in (1, 2)]
+    fleet.launch(Name="web-3", Role="web", Env="staging")
+    fleet.launch(Name="db-1", Role="db", Env="prod")
+
+    assert names_of(fleet.resolve(tags=["Role=web"])) == ["web-1", "web-2", "web-3"]
+    assert names_of(fleet.resolve(tags=["web"])) == ["web-1", "web-2", "web-3"]  # bare value: default key Role
+    assert names_of(fleet.resolve(tags=["Role=web", "Env=prod"])) == ["web-1", "web-2"]  # keys AND
+    assert names_of(fleet.resolve(tags=["Role=web,db", "Env=prod"])) == ["db-1", "web-1", "web-2"]  # values OR
+    assert names_of(fleet.resolve(names=["web-*"])) == ["web-1", "web-2", "web-3"]
+    assert names_of(fleet.resolve(names=["db-1", "web-2"])) == ["db-1", "web-2"]
+    assert names_of(fleet.resolve(ids=[web[1]])) == ["web-2"]
+    assert names_of(fleet.resolve(ids=[web[0]], tags=["Role=db"])) == []  # criteria AND
+
+
+def test_target_records_carry_what_users_need(fleet: Fleet) -> None:
+    [instance_id] = fleet.launch(Name="web-1", Role="web")
+    [target] = fleet.resolve(tags=["web"]).targets
+    assert target.id == instance_id
+    assert target.tags["Role"] == "web"
+    assert target.private_ip
+    assert (target.platform, target.ping_status, target.agent_version, target.region) == (
+        "Linux",
+        "Online",
+        "3.3.1142.0",
+        REGION,
+    )
+    assert target.label == f"web-1 ({instance_id})"
+
+
+def test_unreachable_instances_are_skipped_with_a_reason(fleet: Fleet) -> None:
+    fleet.launch(Name="web-ok", Role="web")
+    fleet.launch(Name="web-lost", Role="web", agent="ConnectionLost")
+    fleet.launch(Name="web-unmanaged", Role="web", agent=None)
+    [stopped] = fleet.launch(Name="web-stopped", Role="web")
+    fleet.ec2.stop_instances(InstanceIds=[stopped])
+    [gone] = fleet.launch(Name="web-gone", Role="web")
+    fleet.ec2.terminate_instances(InstanceIds=[gone])
+
+    selection = fleet.resolve(tags=["web"])
+    assert names_of(selection) == ["web-ok"]
+    reasons = {s.target.name: s.reason for s in selection.skipped}
+    assert set(reasons) == {"web-lost", "web-unmanaged", "web-stopped"}  # terminated is gone for good
+    assert "ConnectionLost" in reasons["web-lost"]
+    assert "not managed by SSM" in reasons["web-unmanaged"]
+    assert "stopped" in reasons["web-stopped"]
+
+
+def test_unknown_id_is_reported(fleet: Fleet) -> None:
+    selection = fleet.resolve(ids=["i-0123456789abcdef0"])
+    assert selection.targets == []
+    assert [s.reason for s in selection.skipped] == [f"no such instance in {REGION}"]
+    with pytest.raises(NoTargetsError, match="i-0123456789abcdef0: no such instance"):
+        require_targets(selection, None)
+
+
+def test_no_match_names_the_filter_and_region(fleet: Fleet) -> None:
+    fleet.launch(Name="web-1", Role="web")
+    with pytest.raises(NoTargetsError) as err:
+        require_targets(fleet.resolve(tags=["Role=cache"]), "ops")
+    message = str(err.value)
+    assert "--tag Role=cache" in message and REGION in message and "profile ops" in message
+
+
+def test_hybrid_nodes_come_from_ssm(fleet: Fleet) -> None:
+    fleet.launch(Name="web-1", Role="web")
+    fleet.register(
+        [
+            {
+                "InstanceId": "mi-0123456789abcdef0",
+                "PingStatus": "Online",
+                "ResourceType": "ManagedInstance",
+                "Name": "onprem-1",
+                "IPAddress": "10.9.8.7",
+                "Tags": [{"Key": "Role", "Value": "web"}, {"Key": "Name", "Value": "onprem-1"}],
+            },
+            {
+                "InstanceId": "mi-0123456789abcdef1",
+                "PingStatus": "ConnectionLost",
+                "ResourceType": "ManagedInstance",
+                "Name": "onprem-2",
+                "Tags": [{"Key": "Role", "Value": "web"}],
+            },
+        ]
+    )
+    selection = fleet.resolve(tags=["web"])
+    assert names_of(selection) == ["onprem-1", "web-1"]
+    assert [s.target.id for s in selection.skipped] == ["mi-0123456789abcdef1"]
+    [hybrid] = fleet.resolve(ids=["mi-0123456789abcdef0"]).targets
+    assert (hybrid.name, hybrid.private_ip, hybrid.tags["Role"]) == ("onprem-1", "10.9.8.7", "web")
+    assert names_of(fleet.resolve(names=["onprem-*"])) == ["onprem-1"]
+
+
+def test_pagination_over_more_than_a_hundred(fleet: Fleet) -> None:
+    fleet.launch(130, Role="batch")
+    fleet.register(
+        [
+            {"InstanceId": f"mi-{n:017x}", "PingStatus": "Online", "ResourceType": "ManagedInstance",
+             "Tags": [{"Key": "Role", "Value": "batch"}]}
+            for n in range(1, 121)
+        ]
+    )  # fmt: skip
+    calls: Counter[str] = Counter()
+    for client in (fleet.ec2, fleet.ssm):
+        client.meta.events.register("after-call", lambda model, **_: calls.update([model.name]))
+    selection = fleet.resolve(tags=["Role=batch"])
+    assert len(selection.targets) == 250
+    assert len({t.id for t in selection.targets}) == 250
+    assert calls["DescribeInstances"] >= 2  # more than one page of EC2 instances
+    assert calls["DescribeInstanceInformation"] >= 5  # 130 ids in batches of 50, then 120 hybrid nodes paged
