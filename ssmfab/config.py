@@ -75,12 +75,47 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class DeploySettings:
+    #: A local file or directory; a .tar.gz/.tgz file is unpacked into the release directory.
+    artifact: str = field(default="", metadata={"env": "SSMFAB_DEPLOY_ARTIFACT"})
+    #: Remote base: releases go to <base_dir>/releases/<timestamp>, <base_dir>/current points at one.
+    base_dir: str = field(default="app", metadata={"env": "SSMFAB_DEPLOY_BASE_DIR"})
+    #: Commands run in the new release directory before ``current`` is switched.
+    before_switch: tuple[str, ...] = ()
+    #: Commands run in the new release directory after the switch, before the health check.
+    after_switch: tuple[str, ...] = ()
+    #: Run in <base_dir>/current after the switch; exit 0 means healthy. "" skips the check.
+    health_check: str = field(default="", metadata={"env": "SSMFAB_DEPLOY_HEALTH_CHECK"})
+    health_retries: int = field(default=3, metadata={"env": "SSMFAB_DEPLOY_HEALTH_RETRIES"})
+    #: Seconds between health-check attempts.
+    health_delay: float = field(default=2.0, metadata={"env": "SSMFAB_DEPLOY_HEALTH_DELAY"})
+    #: Releases kept per host (the current and previous ones are never pruned).
+    keep_releases: int = field(default=5, metadata={"env": "SSMFAB_DEPLOY_KEEP_RELEASES"})
+    #: Rolling batch (hosts or a percentage); "" deploys to all hosts at once (bounded by run.parallel).
+    batch: str = field(default="", metadata={"env": "SSMFAB_DEPLOY_BATCH"})
+    #: Failed hosts tolerated before the rollout stops starting new hosts.
+    max_failures: str = field(default="0", metadata={"env": "SSMFAB_DEPLOY_MAX_FAILURES"})
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    #: Remote files or globs fetched by fetch-logs when no --path is given.
+    paths: tuple[str, ...] = ("/var/log/messages", "/var/log/syslog")
+    #: Extra paths per tag, as "Key=Value" = ["glob", ...]; added for instances carrying that tag.
+    paths_by_tag: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Local destination; files land in <dest>/<instance-id>/<remote path>.
+    dest: str = field(default="logs", metadata={"env": "SSMFAB_LOGS_DEST"})
+
+
+@dataclass(frozen=True)
 class Settings:
     aws: AWSSettings = field(default_factory=AWSSettings)
     targets: TargetSettings = field(default_factory=TargetSettings)
     ssh: SSHSettings = field(default_factory=SSHSettings)
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
+    logs: LogSettings = field(default_factory=LogSettings)
 
     def merged(self, overrides: Mapping[str, Any], source: str = "overrides") -> Settings:
         """A copy with ``{"section.key": value}`` applied; ``None`` values are skipped (not given)."""
@@ -122,7 +157,18 @@ def _convert(value: Any, target_type: str, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    raise ConfigError(f"{where}: expected {target_type.replace(' | None', '')}, got {value!r}")
+    elif wanted == "tuple[str,...]":
+        if isinstance(value, str):
+            return tuple(line for line in value.splitlines() if line.strip())
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif wanted == "dict[str,tuple[str,...]]":
+        if isinstance(value, Mapping) and all(
+            isinstance(v, (list, tuple)) and all(isinstance(i, str) for i in v) for v in value.values()
+        ):
+            return {str(k): tuple(v) for k, v in value.items()}
+    shown = target_type.replace(" | None", "").replace("tuple[str, ...]", "list of strings")
+    raise ConfigError(f"{where}: expected {shown}, got {value!r}")
 
 
 def _apply(settings: Settings, sections: Mapping[str, Any], source: str) -> Settings:
@@ -162,6 +208,10 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: tunnel.remote_port {settings.tunnel.remote_port} is not a TCP port")
     if settings.ssh.connect_timeout <= 0:
         raise ConfigError(f"{source}: ssh.connect_timeout must be positive")
+    if settings.deploy.keep_releases < 2:
+        raise ConfigError(f"{source}: deploy.keep_releases must be at least 2 (current and previous)")
+    if settings.deploy.health_retries < 1:
+        raise ConfigError(f"{source}: deploy.health_retries must be at least 1")
 
 
 def default_config_files(env: Mapping[str, str], cwd: Path) -> list[Path]:
@@ -223,4 +273,5 @@ def env_var_names() -> dict[str, str]:
         f"{section_name}.{f.name}": f.metadata["env"]
         for section_name, section in _section_types().items()
         for f in dataclasses.fields(section)
+        if "env" in f.metadata
     }

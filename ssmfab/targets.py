@@ -225,7 +225,7 @@ def _hybrid_nodes(ssm: SSMClient, selector: Selector, region: str) -> list[Targe
     for info in _describe_ssm(ssm, filters):
         if not info["InstanceId"].startswith("mi-"):
             continue
-        tags = _hybrid_tags(ssm, info["InstanceId"]) if selector.tags or selector.names else {}
+        tags = _hybrid_tags(ssm, info["InstanceId"])
         name = tags.get("Name") or str(info.get("Name") or info.get("ComputerName") or "")
         if not selector.matches(info["InstanceId"], tags, name):
             continue

@@ -19,6 +19,11 @@ def test_documented_defaults_match_the_code() -> None:
     documented = load_settings(env={}, files=[REPO / "config" / "ssmfab.toml"])
     assert documented == Settings()
     text = (REPO / "config" / "ssmfab.toml").read_text()
+    for section in dataclasses.fields(Settings):
+        for setting in dataclasses.fields(getattr(Settings(), section.name)):
+            assert re.search(rf"^(# )?{setting.name} = |^\[{section.name}\.{setting.name}\]", text, re.M), (
+                f"{section.name}.{setting.name} is not documented in config/ssmfab.toml"
+            )
     for dotted, env_name in env_var_names().items():
         section, key = dotted.split(".")
         assert f"[{section}]" in text

@@ -24,15 +24,17 @@ class Fleet:
         self.image = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
     def launch(self, count: int = 1, *, agent: str | None = "Online", **tags: str) -> list[str]:
-        reservation = self.ec2.run_instances(
-            ImageId=self.image,
-            MinCount=count,
-            MaxCount=count,
-            TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-            ],
-        )
-        ids = [i["InstanceId"] for i in reservation["Instances"]]
+        ids = []
+        for _ in range(count):  # one reservation each, as separate launches would be
+            reservation = self.ec2.run_instances(
+                ImageId=self.image,
+                MinCount=1,
+                MaxCount=1,
+                TagSpecifications=[
+                    {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+                ],
+            )
+            ids += [i["InstanceId"] for i in reservation["Instances"]]
         if agent is not None:
             self.register([{"InstanceId": i, "PingStatus": agent, "ResourceType": "EC2Instance"} for i in ids])
         return ids

@@ -1,0 +1,284 @@
+"""The SSM calls moto lacks, added to moto's SSM responder for the sandbox and for tests.
+
+moto 5 implements EC2 and most of SSM but not Session Manager (StartSession, TerminateSession,
+ResumeSession, DescribeSessions) nor DescribeInstanceInformation. ``install()`` adds them to moto's SSM
+response class, which serves both ``mock_aws`` and the HTTP server. State lives on moto's per-account,
+per-region SSM backend, so moto's reset clears it.
+
+The registry of managed instances (what DescribeInstanceInformation reports, and where a session's
+bytes go) is filled through one non-AWS action, ``SandboxPutInstanceInformation``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+SESSION_DOCUMENTS = {
+    "AWS-StartSSHSession",
+    "AWS-StartPortForwardingSession",
+    "AWS-StartPortForwardingSessionToRemoteHost",
+    "AWS-StartInteractiveCommand",
+    "SSM-SessionManagerRunShell",
+}
+INFO_FIELDS = (
+    "InstanceId", "PingStatus", "LastPingDateTime", "AgentVersion", "IsLatestVersion", "PlatformType",
+    "PlatformName", "PlatformVersion", "ResourceType", "IPAddress", "ComputerName", "Name",
+)  # fmt: skip
+FILTER_KEYS = {
+    "InstanceIds": "InstanceId",
+    "PingStatus": "PingStatus",
+    "ResourceType": "ResourceType",
+    "PlatformTypes": "PlatformType",
+    "AgentVersion": "AgentVersion",
+}
+LEGACY_FILTER_KEYS = {
+    "instanceIds": "InstanceIds",
+    "pingStatus": "PingStatus",
+    "resourceType": "ResourceType",
+    "platformTypes": "PlatformTypes",
+    "agentVersion": "AgentVersion",
+}
+ACCOUNT_ID = "123456789012"
+
+
+@dataclass
+class SandboxState:
+    """Per-backend registry of managed instances and Session Manager sessions."""
+
+    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _now() -> float:
+    return datetime.now(timezone.utc).timestamp()
+
+
+def state_of(backend: Any) -> SandboxState:
+    state = getattr(backend, "_ssmfab_sandbox", None)
+    if state is None:
+        state = SandboxState()
+        backend._ssmfab_sandbox = state
+    return state
+
+
+def put_instance_information(account_id: str, region: str, entries: list[dict[str, Any]]) -> None:
+    """Register (or update) managed instances directly in this process's moto backend."""
+    from moto.ssm.models import ssm_backends
+
+    _upsert(state_of(ssm_backends[account_id][region]), entries)
+
+
+def _upsert(state: SandboxState, entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
+        instance_id = entry["InstanceId"]
+        record = dict(state.instances.get(instance_id, {}))
+        record.update(entry)
+        record.setdefault("PingStatus", "Online")
+        record.setdefault("AgentVersion", "3.3.1142.0")
+        record.setdefault("IsLatestVersion", True)
+        record.setdefault("PlatformType", "Linux")
+        record.setdefault("PlatformName", "Amazon Linux")
+        record.setdefault("PlatformVersion", "2023")
+        record.setdefault("ResourceType", "ManagedInstance" if instance_id.startswith("mi-") else "EC2Instance")
+        record["LastPingDateTime"] = _now()
+        state.instances[instance_id] = record
+
+
+def _signed_headers(region: str, target: str) -> dict[str, str]:
+    # moto checks no signature; it reads the region (and account) from the credential scope.
+    return {
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": f"AmazonSSM.{target}",
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=testing/20200101/{region}/ssm/aws4_request, "
+        "SignedHeaders=host, Signature=0",
+    }
+
+
+def call_sandbox_ssm(endpoint_url: str, region: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST one SSM JSON action to a moto server (used for the non-AWS action and by the stand-in plugin)."""
+    request = urllib.request.Request(
+        endpoint_url.rstrip("/") + "/", data=json.dumps(body).encode(), headers=_signed_headers(region, action)
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else {}
+
+
+def sandbox_put_instance_information(endpoint_url: str, region: str, entries: list[dict[str, Any]]) -> None:
+    call_sandbox_ssm(endpoint_url, region, "SandboxPutInstanceInformation", {"InstanceInformationList": entries})
+
+
+def _tags(record: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in record.get("Tags", [])}
+
+
+def _matches(record: dict[str, Any], key: str, values: list[str]) -> bool:
+    if key.startswith("tag:"):
+        return _tags(record).get(key[4:]) in values
+    if key == "tag-key":
+        return any(k in values for k in _tags(record))
+    if key not in FILTER_KEYS:
+        from moto.ssm.exceptions import InvalidFilterKey
+
+        raise InvalidFilterKey(f"The filter key {key} is not valid.")
+    return str(record.get(FILTER_KEYS[key])) in values
+
+
+def _page(items: list[Any], token: str | None, max_results: int) -> tuple[list[Any], str | None]:
+    start = int(token or 0)
+    end = start + max_results
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+def _error(code: str, message: str) -> Exception:
+    from moto.core.exceptions import ServiceException
+
+    return ServiceException(code, message)  # type: ignore[no-any-return]
+
+
+def _describe_instance_information(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    state = state_of(self.ssm_backend)
+    filters = [(f["Key"], f["Values"]) for f in self._get_param("Filters") or []]
+    filters += [(LEGACY_FILTER_KEYS.get(f["key"], f["key"]), f["valueSet"]) for f in self._get_param("InstanceInformationFilterList") or []]
+    max_results = int(self._get_param("MaxResults") or 10)
+    if not 5 <= max_results <= 50:
+        raise _error("ValidationException", "MaxResults must be between 5 and 50.")
+    records = [r for _, r in sorted(state.instances.items()) if all(_matches(r, k, v) for k, v in filters)]
+    page, token = _page(records, self._get_param("NextToken"), max_results)
+    result: dict[str, Any] = {"InstanceInformationList": [{k: r[k] for k in INFO_FIELDS if k in r} for r in page]}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+def _sandbox_put_instance_information(self: Any) -> str:
+    body = json.loads(self.body or "{}")
+    _upsert(state_of(self.ssm_backend), list(body.get("InstanceInformationList", [])))
+    return "{}"
+
+
+def _known_document(self: Any, name: str) -> bool:
+    if name in SESSION_DOCUMENTS:
+        return True
+    try:
+        self.ssm_backend.get_document(name=name, document_version=None, version_name=None, document_format=None)
+        return True
+    except Exception:  # noqa: BLE001 - any lookup failure means "no such document"
+        return False
+
+
+def _session_response(session: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "SessionId": session["SessionId"],
+        "TokenValue": session["TokenValue"],
+        "StreamUrl": session["StreamUrl"],
+    }
+
+
+def _start_session(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    state = state_of(self.ssm_backend)
+    target = self._get_param("Target")
+    document = self._get_param("DocumentName") or "SSM-SessionManagerRunShell"
+    record = state.instances.get(target)
+    if record is None or record.get("PingStatus") != "Online":
+        raise _error("TargetNotConnected", f"{target} is not connected.")
+    if not _known_document(self, document):
+        raise _error("InvalidDocument", f"Document {document} does not exist.")
+    session_id = f"sandbox-{secrets.token_hex(9)[:17]}"
+    address = record.get("SandboxStreamAddress", "127.0.0.1:0")
+    session = {
+        "SessionId": session_id,
+        "Target": target,
+        "DocumentName": document,
+        "Parameters": self._get_param("Parameters") or {},
+        "Reason": self._get_param("Reason") or "",
+        "Status": "Connected",
+        "StartDate": _now(),
+        "Owner": f"arn:aws:sts::{self.current_account}:assumed-role/sandbox/ssmfab",
+        "TokenValue": secrets.token_urlsafe(24),
+        "StreamUrl": f"tcp://{address}/v1/data-channel/{session_id}?role=publish_subscribe",
+    }
+    state.sessions[session_id] = session
+    return ActionResult(_session_response(session))
+
+
+def _terminate_session(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    session_id = self._get_param("SessionId")
+    session = state_of(self.ssm_backend).sessions.get(session_id)
+    if session is not None and session["Status"] != "Terminated":
+        session["Status"] = "Terminated"
+        session["EndDate"] = _now()
+    return ActionResult({"SessionId": session_id})
+
+
+def _resume_session(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    session_id = self._get_param("SessionId")
+    session = state_of(self.ssm_backend).sessions.get(session_id)
+    if session is None or session["Status"] != "Connected":
+        raise _error("DoesNotExistException", f"Session {session_id} is not active.")
+    return ActionResult(_session_response(session))
+
+
+def _describe_sessions(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    wanted = self._get_param("State")
+    if wanted not in ("Active", "History"):
+        raise _error("ValidationException", "State must be Active or History.")
+    sessions = [
+        s for s in state_of(self.ssm_backend).sessions.values() if (s["Status"] == "Connected") == (wanted == "Active")
+    ]
+    for flt in self._get_param("Filters") or []:
+        key, value = flt["key"], flt["value"]
+        field_name = {"Target": "Target", "Owner": "Owner", "Status": "Status", "SessionId": "SessionId"}.get(key)
+        if field_name:
+            sessions = [s for s in sessions if s[field_name] == value]
+    page, token = _page(sessions, self._get_param("NextToken"), int(self._get_param("MaxResults") or 200))
+    shown = ("SessionId", "Target", "Status", "StartDate", "EndDate", "DocumentName", "Owner", "Reason")
+    result: dict[str, Any] = {"Sessions": [{k: s[k] for k in shown if k in s} for s in page]}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+def _list_tags_for_managed_instance(original: Any) -> Any:
+    """Hybrid nodes' tags live in the sandbox registry; other resources keep moto's own handling."""
+
+    def list_tags_for_resource(self: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        if self._get_param("ResourceType") == "ManagedInstance":
+            record = state_of(self.ssm_backend).instances.get(self._get_param("ResourceId"))
+            if record is not None:
+                return ActionResult({"TagList": list(record.get("Tags", []))})
+        return original(self)
+
+    list_tags_for_resource._ssmfab = True  # type: ignore[attr-defined]
+    return list_tags_for_resource
+
+
+def install() -> None:
+    """Add the missing calls to moto's SSM responder (idempotent)."""
+    from moto.ssm.responses import SimpleSystemManagerResponse as Responder
+
+    Responder.describe_instance_information = _describe_instance_information
+    Responder.sandbox_put_instance_information = _sandbox_put_instance_information
+    Responder.start_session = _start_session
+    Responder.terminate_session = _terminate_session
+    Responder.resume_session = _resume_session
+    Responder.describe_sessions = _describe_sessions
+    if not getattr(Responder.list_tags_for_resource, "_ssmfab", False):
+        Responder.list_tags_for_resource = _list_tags_for_managed_instance(Responder.list_tags_for_resource)
