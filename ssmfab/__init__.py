@@ -17,6 +17,7 @@ from .exceptions import (
     AWSError,
     CommandError,
     ConfigError,
+    DeployError,
     CredentialsError,
     FleetError,
     HostKeyError,
@@ -27,6 +28,7 @@ from .exceptions import (
     SSHError,
     SSMFabError,
     TargetNotConnectedError,
+    TransferError,
     TunnelError,
 )
 from .fleet import FleetResult, HostResult, fan_out, run_command
@@ -42,6 +44,7 @@ __all__ = [
     "Client",
     "CommandError",
     "ConfigError",
+    "DeployError",
     "CredentialsError",
     "FleetError",
     "FleetResult",
@@ -60,6 +63,7 @@ __all__ = [
     "SSMFabError",
     "Target",
     "TargetNotConnectedError",
+    "TransferError",
     "TunnelError",
     "__version__",
     "connect",

@@ -20,6 +20,8 @@ filter involved and says what to do about it, in one line.
     │   ├── AuthenticationError     the SSH key or user was refused
     │   └── HostKeyError            unknown key in strict mode, or a changed key
     ├── CommandError                a remote command exited non-zero
+    ├── DeployError                 a deploy or rollback step failed on a host
+    ├── TransferError               a put/get was refused, failed or did not verify
     ├── FleetError                  one or more hosts of a fan-out failed
     └── SandboxError                the local sandbox fleet could not start or stop
 """
@@ -102,13 +104,22 @@ class CommandError(SSMFabError):
         self.stderr_tail = stderr_tail
 
 
+class DeployError(SSMFabError):
+    pass
+
+
+class TransferError(SSMFabError):
+    pass
+
+
 class FleetError(SSMFabError):
     """Raised when hosts of a fan-out failed; the message lists each failed host and why."""
 
-    def __init__(self, failures: dict[str, str], total: int) -> None:
+    def __init__(self, failures: dict[str, str], total: int, not_started: int = 0) -> None:
         shown = "; ".join(f"{host}: {why}" for host, why in list(failures.items())[:5])
         more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
-        super().__init__(f"{len(failures)} of {total} hosts failed: {shown}{more}")
+        held = f" ({not_started} not started)" if not_started else ""
+        super().__init__(f"{len(failures)} of {total} hosts failed{held}: {shown}{more}")
         self.failures = failures
         self.total = total
 

@@ -17,26 +17,32 @@ class PrefixedStream:
     from interleaving mid-line.
     """
 
-    def __init__(self, stream: IO[str], prefix: str, lock: threading.Lock) -> None:
+    def __init__(self, stream: IO[str], prefix: str, lock: threading.Lock, progress: Progress | None = None) -> None:
         self.stream = stream
         self.prefix = prefix
         self.lock = lock
+        self.progress = progress
         self._partial = ""
+
+    def _emit(self, lines: list[str]) -> None:
+        with self.lock:
+            if self.progress is not None:
+                self.progress.clear_unlocked()
+            self.stream.write("".join(f"{self.prefix}{line}\n" for line in lines))
+            self.stream.flush()
+            if self.progress is not None:
+                self.progress.draw_unlocked()
 
     def write(self, text: str) -> int:
         self._partial += text
         if "\n" in self._partial:
             *lines, self._partial = self._partial.split("\n")
-            with self.lock:
-                self.stream.write("".join(f"{self.prefix}{line}\n" for line in lines))
-                self.stream.flush()
+            self._emit(lines)
         return len(text)
 
     def flush(self) -> None:
         if self._partial:
-            with self.lock:
-                self.stream.write(f"{self.prefix}{self._partial}\n")
-                self.stream.flush()
+            self._emit([self._partial])
             self._partial = ""
 
     def isatty(self) -> bool:
@@ -46,16 +52,17 @@ class PrefixedStream:
 class HostStreams:
     """Per-host prefixed stdout/stderr writers, aligned to the longest host name."""
 
-    def __init__(self, targets: Sequence[Target], out: IO[str], err: IO[str]) -> None:
+    def __init__(self, targets: Sequence[Target], out: IO[str], err: IO[str], progress: Progress | None = None) -> None:
         self.width = max((len(host_name(t)) for t in targets), default=0)
         self.out, self.err = out, err
-        self.lock = threading.Lock()
+        self.progress = progress
+        self.lock = progress.lock if progress is not None else threading.Lock()
 
     def for_target(self, target: Target) -> dict[str, Any]:
         prefix = f"[{host_name(target).ljust(self.width)}] "
         return {
-            "out_stream": PrefixedStream(self.out, prefix, self.lock),
-            "err_stream": PrefixedStream(self.err, prefix, self.lock),
+            "out_stream": PrefixedStream(self.out, prefix, self.lock, self.progress),
+            "err_stream": PrefixedStream(self.err, prefix, self.lock, self.progress),
         }
 
 
@@ -97,3 +104,58 @@ def summary_table(result: FleetResult[Any]) -> str:
     ok, failed = len(result.succeeded), len(result.failed)
     summary = table(["HOST", "NAME", "STATUS", "EXIT", "TIME"], rows)
     return f"{summary}\n{ok} ok, {failed} failed"
+
+
+def report_dict(result: FleetResult[Any], describe: Any = None) -> dict[str, Any]:
+    """A JSON-ready report: one entry per target, never merged, with status, exit code, timing and error."""
+    hosts = []
+    for r in result.results:
+        entry: dict[str, Any] = {
+            "instance_id": r.target.id,
+            "name": r.target.name,
+            "status": r.status,
+            "exit_code": r.exit_code,
+            "duration": round(r.duration, 3),
+            "error": r.error,
+        }
+        if describe is not None and r.ok and r.value is not None:
+            entry.update(describe(r.value))
+        hosts.append(entry)
+    return {
+        "ok": len(result.succeeded),
+        "failed": len(result.failed),
+        "not_started": len(result.not_started),
+        "hosts": hosts,
+    }
+
+
+class Progress:
+    """On a terminal, one self-rewriting status line on stderr; when piped, nothing (lines already say it)."""
+
+    def __init__(self, total: int, stream: IO[str], *, enabled: bool | None = None) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.done = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+
+    def clear_unlocked(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+    def draw_unlocked(self) -> None:
+        if self.enabled:
+            self.stream.write(f"\r\x1b[K{self.done}/{self.total} hosts done, {self.failed} failed")
+            self.stream.flush()
+
+    def update(self, result: Any) -> None:
+        with self.lock:
+            self.done += 1
+            self.failed += 0 if result.ok else 1
+            self.draw_unlocked()
+
+    def close(self) -> None:
+        with self.lock:
+            self.clear_unlocked()

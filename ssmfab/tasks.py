@@ -7,6 +7,8 @@ and ``--region``, ``--profile``, ``--user``, ``--key``, ``--tunnel``.
 from __future__ import annotations
 
 import functools
+import inspect
+import json as jsonlib
 import os
 import sys
 import tempfile
@@ -18,11 +20,15 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from . import transfer
 from .client import Client
-from .exceptions import SelectorError, SSMFabError
-from .fleet import fan_out, run_command
-from .output import HostStreams, hosts_table, skipped_lines, summary_table, table
-from .targets import require_targets
+from .deploy import Deployer, check_artifact
+from .exceptions import ConfigError, SelectorError, SSMFabError
+from .fleet import FleetResult, Policy, fan_out, run_command
+from .logs import LogFetcher, parse_duration
+from .output import HostStreams, Progress, hosts_table, report_dict, skipped_lines, summary_table, table
+from .shell import ssh_command
+from .targets import INSTANCE_ID, Target, require_targets
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,16 +58,116 @@ def user_errors(body: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def ssmfab_task(**task_kwargs: Any) -> Callable[[F], Any]:
+    """``@task`` with user_errors, the shared help texts for the flags the body has, and repeatable
+    selector flags."""
+
+    def decorate(body: F) -> Any:
+        params = inspect.signature(body).parameters
+        shared = {**SELECTOR_HELP, **FLEET_HELP}
+        helps = {k: v for k, v in {**shared, **task_kwargs.pop("help", {})}.items() if k in params}
+        iterable = [name for name in ("id", "name", "tag", "path") if name in params]
+        return task(help=helps, iterable=iterable, **task_kwargs)(user_errors(body))
+
+    return decorate
+
+
 def notice(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def make_client(**flags: Any) -> Client:
+FLEET_HELP = {
+    "parallel": "hosts at once (default 10, config run.parallel)",
+    "batch": "rolling batches: hosts per batch or a percentage (25%); a batch finishes before the next starts",
+    "max_failures": "failed hosts tolerated (count or %); past it no new host starts",
+    "timeout": "seconds one host may take, connection included",
+    "json": "print a JSON report instead of the summary table",
+}
+
+
+def session(**flags: Any) -> Client:
+    """A Client from config plus the flags actually given."""
     return Client(notify=notice, **{k: v for k, v in flags.items() if v not in (None, "")})
 
 
-@task(iterable=SELECTORS, help=SELECTOR_HELP)
-@user_errors
+def loose_selector(text: str | None) -> dict[str, list[str]]:
+    """A positional target: an instance id, ``Key=Value`` (a tag) or a Name glob."""
+    if not text:
+        return {}
+    if INSTANCE_ID.match(text.split(",")[0]):
+        return {"ids": [text]}
+    if "=" in text:
+        return {"tags": [text]}
+    return {"names": [text]}
+
+
+def select(
+    client: Client,
+    id: list[str] | None,  # noqa: A002
+    name: list[str] | None,
+    tag: list[str] | None,
+    positional: str | None = None,
+    *,
+    required: bool = True,
+) -> list[Target]:
+    """Resolve the selectors, print what was skipped and why, and insist on at least one target."""
+    extra = loose_selector(positional)
+    ids, names, tags = [*(id or ()), *extra.get("ids", ())], [*(name or ()), *extra.get("names", ())], [*(tag or ()), *extra.get("tags", ())]
+    if required and not (ids or names or tags):
+        raise SelectorError("no hosts selected: give an instance id, --id, --name or --tag (all hosts: --name '*')")
+    selection = client.select(ids, names, tags)
+    for line in skipped_lines(selection):
+        notice(line)
+    return require_targets(selection, client.aws.profile)
+
+
+def fleet(
+    client: Client,
+    targets: list[Target],
+    operation: Callable[[Any], Any],
+    *,
+    parallel: str | None = None,
+    batch: str | None = None,
+    max_failures: str | None = None,
+    timeout: str | None = None,
+    json_report: bool = False,
+    describe: Callable[[Any], dict[str, Any]] | None = None,
+) -> FleetResult[Any]:
+    """Fan out with the policy from flags/config, show progress and the summary (or JSON), then fail loudly."""
+    policy = Policy(
+        parallel=client.settings.run.parallel if parallel is None else parse_int(parallel, "parallel"),
+        batch=batch or None,
+        max_failures=max_failures or None,
+        timeout=None if timeout in (None, "") else parse_float(str(timeout), "timeout"),
+    )
+    progress = Progress(len(targets), sys.stderr, enabled=None if not json_report else False)
+    result = fan_out(targets, client.connect, operation, policy=policy, on_result=progress.update)
+    progress.close()
+    if json_report:
+        print(jsonlib.dumps(report_dict(result, describe), indent=2))
+    else:
+        print(summary_table(result), flush=True)
+        for failure in result.failed:
+            notice(f"FAILED {failure.error}")
+    result.raise_for_failures()
+    return result
+
+
+def parse_int(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: expected a whole number") from None
+
+
+def parse_float(value: str, flag: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: expected a number of seconds") from None
+
+
+@ssmfab_task()
 def hosts(
     c: Any,
     id: list[str] | None = None,  # noqa: A002 - the flag users type is --id
@@ -69,12 +175,9 @@ def hosts(
     tag: list[str] | None = None,
     region: str | None = None,
     profile: str | None = None,
-    user: str | None = None,
-    key: str | None = None,
-    tunnel: str | None = None,
 ) -> None:
     """List the instances the selectors match (all of them when none is given), with SSM status."""
-    client = make_client(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
+    client = session(region=region, profile=profile)
     selection = client.select(id or (), name or (), tag or ())
     if not selection.targets and not selection.skipped:
         require_targets(selection, client.aws.profile)
@@ -82,11 +185,7 @@ def hosts(
     print(f"{len(selection.targets)} reachable, {len(selection.skipped)} skipped ({client.aws.region})")
 
 
-@task(
-    iterable=SELECTORS,
-    help={**SELECTOR_HELP, "command": "shell command to run on every host", "parallel": "hosts at once (default 10)"},
-)
-@user_errors
+@ssmfab_task(help={"command": "shell command to run on every host"})
 def run(
     c: Any,
     command: str,
@@ -94,37 +193,227 @@ def run(
     name: list[str] | None = None,
     tag: list[str] | None = None,
     parallel: str | None = None,
+    batch: str | None = None,
+    max_failures: str | None = None,
+    timeout: str | None = None,
+    json: bool = False,
     region: str | None = None,
     profile: str | None = None,
     user: str | None = None,
     key: str | None = None,
     tunnel: str | None = None,
 ) -> None:
-    """Run a command on every selected host, output prefixed per host, then a per-host summary."""
-    if not (id or name or tag):
-        raise SelectorError("run needs a selector: --id, --name or --tag (all hosts: --name '*')")
-    client = make_client(region=region, profile=profile, user=user, key=key, tunnel=tunnel, parallel=parallel)
-    selection = client.select(id or (), name or (), tag or ())
-    for line in skipped_lines(selection):
-        notice(line)
-    targets = require_targets(selection, client.aws.profile)
+    """Run a command on every selected host: live output prefixed per host, then a per-host summary."""
+    client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
+    targets = select(client, id, name, tag)
     streams = HostStreams(targets, sys.stdout, sys.stderr)
 
     def operation(conn: Any) -> Any:
-        return run_command(command, **streams.for_target(conn.target))(conn)
+        hide = {"hide": True} if json else streams.for_target(conn.target)
+        return run_command(command, **hide)(conn)
 
-    result = fan_out(targets, client.connect, operation, parallel=client.settings.run.parallel)
-    print(summary_table(result), flush=True)
-    for failure in result.failed:
-        notice(f"FAILED {failure.error}")
-    result.raise_for_failures()
+    fleet(client, targets, operation, parallel=parallel, batch=batch, max_failures=max_failures, timeout=timeout,
+          json_report=json, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr})  # fmt: skip
 
 
-@task(help={"forget": "instance id whose pinned host key(s) to remove"})
-@user_errors
+@ssmfab_task(help={"local": "local file or directory", "remote": "remote path (a directory: put inside it)"})
+def put(
+    c: Any,
+    local: str,
+    remote: str,
+    id: list[str] | None = None,  # noqa: A002
+    name: list[str] | None = None,
+    tag: list[str] | None = None,
+    parallel: str | None = None,
+    json: bool = False,
+    region: str | None = None,
+    profile: str | None = None,
+    user: str | None = None,
+    key: str | None = None,
+    tunnel: str | None = None,
+) -> None:
+    """Upload a file or a whole directory to every selected host: verified, atomic, modes kept."""
+    source = Path(local).expanduser()
+    if not source.exists():
+        raise ConfigError(f"{local}: no such local file or directory")
+    client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
+    targets = select(client, id, name, tag)
+    fleet(client, targets, lambda conn: transfer.put(conn, str(source), remote, recursive=source.is_dir()),
+          parallel=parallel, json_report=json, describe=transfer_summary)  # fmt: skip
+
+
+@ssmfab_task(help={"remote": "remote file, directory or glob", "dest": "local folder (default .)"})
+def get(
+    c: Any,
+    remote: str,
+    dest: str = ".",
+    id: list[str] | None = None,  # noqa: A002
+    name: list[str] | None = None,
+    tag: list[str] | None = None,
+    parallel: str | None = None,
+    json: bool = False,
+    region: str | None = None,
+    profile: str | None = None,
+    user: str | None = None,
+    key: str | None = None,
+    tunnel: str | None = None,
+) -> None:
+    """Download files, directories or globs: into DEST for one host, DEST/<instance-id>/ for several."""
+    client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
+    targets = select(client, id, name, tag)
+    root = Path(dest).expanduser()
+
+    def operation(conn: Any) -> Any:
+        folder = root / conn.target.id if len(targets) > 1 else root
+        folder.mkdir(parents=True, exist_ok=True)
+        return transfer.get(conn, remote, str(folder) + os.sep, recursive=True)
+
+    fleet(client, targets, operation, parallel=parallel, json_report=json, describe=transfer_summary)
+
+
+def transfer_summary(report: Any) -> dict[str, Any]:
+    return {"files": report.files, "bytes": report.bytes}
+
+
+@ssmfab_task(help={
+        "artifact": "file, directory or .tar.gz to ship (config deploy.artifact)",
+        "base_dir": "remote base directory (config deploy.base_dir)",
+        "dry_run": "print the plan per host and touch nothing",
+    })
+def deploy(
+    c: Any,
+    id: list[str] | None = None,  # noqa: A002
+    name: list[str] | None = None,
+    tag: list[str] | None = None,
+    artifact: str | None = None,
+    base_dir: str | None = None,
+    batch: str | None = None,
+    max_failures: str | None = None,
+    parallel: str | None = None,
+    timeout: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    region: str | None = None,
+    profile: str | None = None,
+    user: str | None = None,
+    key: str | None = None,
+    tunnel: str | None = None,
+) -> None:
+    """Rolling release deploy: upload, hooks, atomic switch of current, health check, rollback on failure."""
+    client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
+    settings = client.settings.merged({"deploy.artifact": artifact, "deploy.base_dir": base_dir}).deploy
+    deployer = Deployer(settings, check_artifact(settings))
+    targets = select(client, id, name, tag)
+    if dry_run:
+        for target in targets:
+            print("\n".join(deployer.plan(target.label)))
+        return
+    fleet(client, targets, deployer.deploy, parallel=parallel, batch=batch or settings.batch,
+          max_failures=max_failures or settings.max_failures, timeout=timeout, json_report=json,
+          describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes})  # fmt: skip
+    if not json:
+        print(f"release {deployer.release} is live on {len(targets)} host(s)")
+
+
+@ssmfab_task(help={"base_dir": "remote base directory (config deploy.base_dir)"})
+def rollback(
+    c: Any,
+    id: list[str] | None = None,  # noqa: A002
+    name: list[str] | None = None,
+    tag: list[str] | None = None,
+    base_dir: str | None = None,
+    parallel: str | None = None,
+    json: bool = False,
+    region: str | None = None,
+    profile: str | None = None,
+    user: str | None = None,
+    key: str | None = None,
+    tunnel: str | None = None,
+) -> None:
+    """Switch current back one release on every selected host."""
+    client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
+    settings = client.settings.merged({"deploy.base_dir": base_dir}).deploy
+    deployer = Deployer(settings, Path("."))
+    targets = select(client, id, name, tag)
+    fleet(client, targets, deployer.rollback, parallel=parallel, json_report=json,
+          describe=lambda r: {"release": r.release, "previous": r.previous})  # fmt: skip
+
+
+@ssmfab_task(positional=["target"],
+    help={
+        "target": "an instance id, a tag (Key=Value) or a Name glob",
+        "path": "remote file or glob (repeatable; default: config logs.paths and logs.paths_by_tag)",
+        "since": "only files modified within this long: 30m, 2h, 1d",
+        "lines": "only the last N lines of each file",
+        "dest": "local folder (default ./logs): files land in DEST/<instance-id>/<remote path>",
+    })
+def fetch_logs(
+    c: Any,
+    target: str,
+    path: list[str] | None = None,
+    since: str | None = None,
+    lines: str | None = None,
+    dest: str | None = None,
+    id: list[str] | None = None,  # noqa: A002
+    name: list[str] | None = None,
+    tag: list[str] | None = None,
+    parallel: str | None = None,
+    json: bool = False,
+    region: str | None = None,
+    profile: str | None = None,
+    user: str | None = None,
+    key: str | None = None,
+    tunnel: str | None = None,
+) -> None:
+    """Fetch log files (compressed on the wire) into DEST/<instance-id>/<remote path as it was>."""
+    client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
+    log_settings = client.settings.merged({"logs.dest": dest}).logs
+    fetcher = LogFetcher(
+        log_settings,
+        paths=tuple(path or ()),
+        since=parse_duration(since) if since else None,
+        lines=parse_int(lines, "lines") if lines else None,
+    )
+    targets = select(client, id, name, tag, target)
+    result = fleet(client, targets, fetcher.fetch, parallel=parallel, json_report=json,
+                   describe=lambda r: {"files": r.files, "bytes": r.bytes, "wire_bytes": r.wire_bytes, "missing": r.missing})  # fmt: skip
+    if not json:
+        for host in result.succeeded:
+            if host.value is not None:
+                notice(host.value.summary(host.target.label))
+
+
+@ssmfab_task(positional=["target"],
+    help={
+        "target": "an instance id, a tag (Key=Value) or a Name glob matching one host",
+        "cmd": "run one command with a tty instead of a shell",
+    })
+def shell(
+    c: Any,
+    target: str,
+    cmd: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    user: str | None = None,
+    key: str | None = None,
+) -> None:
+    """An interactive shell (or --cmd with a tty) through the tunnel, handing the terminal to ssh."""
+    client = session(region=region, profile=profile, user=user, key=key)
+    targets = select(client, None, None, None, target)
+    if len(targets) > 1:
+        raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
+    argv = ssh_command(client, targets[0], cmd)
+    if argv is None:
+        with client.connect(targets[0]) as conn:
+            conn.run(cmd, pty=True) if cmd else conn.shell()
+        return
+    os.execvp(argv[0], argv)
+
+
+@ssmfab_task(help={"forget": "instance id whose pinned host key(s) to remove"})
 def known_hosts(c: Any, forget: str | None = None) -> None:
     """List the host keys ssmfab has pinned, or forget one instance's keys."""
-    client = make_client()
+    client = session()
     store = client.known_hosts
     if forget:
         removed = store.forget(forget)
@@ -137,8 +426,7 @@ def default_sandbox_dir() -> Path:
     return Path(os.environ.get("SSMFAB_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"ssmfab-sandbox-{os.getuid()}")
 
 
-@task(help={"dir": "sandbox folder (default $SSMFAB_SANDBOX_DIR or a per-user temp folder)", "web": "web hosts", "db": "db hosts"})
-@user_errors
+@ssmfab_task(help={"dir": "sandbox folder (default $SSMFAB_SANDBOX_DIR or a per-user temp folder)", "web": "web hosts", "db": "db hosts"})
 def sandbox_up(c: Any, dir: str | None = None, web: int = 3, db: int = 1) -> None:  # noqa: A002
     """Start the local sandbox fleet: moto server, real sshd per instance, stand-in session-manager-plugin."""
     from .sandbox import Sandbox, default_hosts
@@ -150,8 +438,7 @@ def sandbox_up(c: Any, dir: str | None = None, web: int = 3, db: int = 1) -> Non
     print(f"\nsandbox up in {root}; point this shell at it with:\n    . {root / 'env.sh'}\nstop it with: inv sandbox.down")
 
 
-@task(help={"dir": "sandbox folder"})
-@user_errors
+@ssmfab_task(help={"dir": "sandbox folder"})
 def sandbox_down(c: Any, dir: str | None = None) -> None:  # noqa: A002
     """Stop the sandbox fleet and remove its folder: no process or file is left."""
     from .sandbox import Sandbox
@@ -164,8 +451,7 @@ def sandbox_down(c: Any, dir: str | None = None) -> None:  # noqa: A002
     print(f"sandbox at {root} stopped and removed")
 
 
-@task(help={"dir": "sandbox folder"})
-@user_errors
+@ssmfab_task(help={"dir": "sandbox folder"})
 def sandbox_env(c: Any, dir: str | None = None) -> None:  # noqa: A002
     """Print the shell lines that point AWS and ssmfab at the sandbox (use: eval "$(ssmfab sandbox.env)")."""
     root = Path(dir) if dir else default_sandbox_dir()
@@ -180,7 +466,7 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, known_hosts)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts)
     ns.add_collection(sandbox)
     return ns
 

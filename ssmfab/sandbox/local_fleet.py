@@ -1,0 +1,312 @@
+"""The sandbox fleet: a moto server, one real sshd per fake EC2 instance, and a stand-in plugin.
+
+``Sandbox(root).up()`` leaves everything under ``root`` (state.json, env.sh, keys, host folders, logs)
+and ``down()`` stops every process it started and removes ``root``; ``Sandbox.load(root)`` lets another
+process (``inv sandbox.down``) do that. The processes run in their own sessions on purpose: the sandbox
+outlives ``inv sandbox.up`` until ``inv sandbox.down``, like the AWS account it stands in for.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import SandboxError
+from .moto_ext import sandbox_put_instance_information
+from .sshd import SSHServer, find_sshd, free_port, generate_key, terminate_group
+
+REGION = "us-east-1"
+AGENT_VERSION = "3.3.1142.0"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SandboxHost:
+    name: str
+    instance_id: str
+    tags: dict[str, str]
+    port: int
+    pid: int | None
+    folder: str
+    private_ip: str = ""
+
+
+def default_hosts(web: int = 3, db: int = 1) -> list[HostSpec]:
+    """web-1..N (Role=web) and db-1..M (Role=db), all Env=demo."""
+    hosts = [HostSpec(f"web-{n}", {"Role": "web", "Env": "demo"}) for n in range(1, web + 1)]
+    hosts += [HostSpec(f"db-{n}", {"Role": "db", "Env": "demo"}) for n in range(1, db + 1)]
+    return hosts
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return ""
+    return "" if state == "Z" else raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+class Sandbox:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.endpoint = ""
+        self.moto_pid: int | None = None
+        self.user = getpass.getuser()
+        self.hosts: list[SandboxHost] = []
+        self._servers: dict[str, SSHServer] = {}
+        self._moto: subprocess.Popen[bytes] | None = None
+
+    # -- paths -------------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def key_file(self) -> Path:
+        return self.root / "id_ed25519"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def up(self, hosts: Sequence[HostSpec] | None = None) -> Sandbox:
+        if self.state_file.exists():
+            raise SandboxError(f"a sandbox is already up at {self.root}: stop it first with `inv sandbox.down`")
+        sshd = find_sshd()
+        specs = list(hosts if hosts is not None else default_hosts())
+        if len({h.name for h in specs}) != len(specs):
+            raise SandboxError("sandbox host names must be unique")
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._start_moto()
+            generate_key(self.key_file, "ssmfab sandbox client")
+            authorized = self.root / "authorized_keys"
+            shutil.copyfile(self.key_file.with_suffix(".pub"), authorized)
+            servers = {spec.name: SSHServer(self.root / "hosts" / spec.name, free_port(), authorized) for spec in specs}
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda s: (s.prepare(), s.start(sshd)), servers.values()))
+            self._servers = servers
+            self._wait_moto()
+            self._create_instances(specs)
+            self._write_launchers()
+            self._save()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _start_moto(self) -> None:
+        ready = self.root / "moto.port"
+        with (self.root / "moto.log").open("ab") as log:
+            self._moto = subprocess.Popen(
+                [sys.executable, "-m", "ssmfab.sandbox.server", "--ready-file", str(ready)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.moto_pid = self._moto.pid
+
+    def _wait_moto(self, timeout: float = 60.0) -> None:
+        ready = self.root / "moto.port"
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self._moto is not None and self._moto.poll() is not None:
+                log = (self.root / "moto.log").read_text(errors="replace").strip().splitlines()[-1:]
+                raise SandboxError(f"the sandbox's moto server exited: {' '.join(log) or 'no output'}")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the sandbox's moto server did not start within {timeout:.0f}s")
+            time.sleep(0.05)
+        self.endpoint = f"http://127.0.0.1:{ready.read_text().strip()}"
+
+    def _create_instances(self, specs: Sequence[HostSpec]) -> None:
+        import boto3
+
+        ec2 = boto3.client(
+            "ec2", endpoint_url=self.endpoint, region_name=REGION,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        registry = []
+        for spec in specs:
+            tags = {"Name": spec.name, **spec.tags}
+            instance = ec2.run_instances(
+                ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+            )["Instances"][0]  # fmt: skip
+            server = self._servers[spec.name]
+            host = SandboxHost(
+                name=spec.name,
+                instance_id=instance["InstanceId"],
+                tags=tags,
+                port=server.port,
+                pid=server.pid,
+                folder=str(server.folder),
+                private_ip=instance.get("PrivateIpAddress", ""),
+            )
+            self.hosts.append(host)
+            registry.append(self._registration(host, "Online"))
+        sandbox_put_instance_information(self.endpoint, REGION, registry)
+
+    @staticmethod
+    def _registration(host: SandboxHost, ping_status: str) -> dict[str, Any]:
+        return {
+            "InstanceId": host.instance_id,
+            "PingStatus": ping_status,
+            "AgentVersion": AGENT_VERSION,
+            "PlatformType": "Linux",
+            "PlatformName": "Amazon Linux",
+            "ResourceType": "EC2Instance",
+            "IPAddress": host.private_ip,
+            "ComputerName": f"{host.name}.sandbox.internal",
+            "SandboxStreamAddress": f"127.0.0.1:{host.port}",
+        }
+
+    def _write_launchers(self) -> None:
+        self.bin_dir.mkdir(exist_ok=True)
+        plugin = self.bin_dir / "session-manager-plugin"
+        plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ssmfab.sandbox.plugin "$@"\n')
+        plugin.chmod(0o755)
+        (self.root / "aws-config").touch()
+        (self.root / "aws-credentials").touch()
+        lines = ["# Point this shell at the ssmfab sandbox fleet: . THIS_FILE", "unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN"]
+        lines += [f"export {name}={_sh_quote(value)}" for name, value in self.env(path="$PATH").items()]
+        (self.root / "env.sh").write_text("\n".join(lines) + "\n")
+
+    def _save(self) -> None:
+        state = {
+            "root": str(self.root),
+            "endpoint": self.endpoint,
+            "region": REGION,
+            "moto_pid": self.moto_pid,
+            "user": self.user,
+            "hosts": [asdict(h) for h in self.hosts],
+        }
+        temp = self.state_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(state, indent=2))
+        os.replace(temp, self.state_file)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str]) -> Sandbox:
+        box = cls(root)
+        try:
+            state = json.loads(box.state_file.read_text())
+        except FileNotFoundError:
+            raise SandboxError(f"no sandbox at {box.root}: start one with `inv sandbox.up`") from None
+        box.endpoint = state["endpoint"]
+        box.moto_pid = state["moto_pid"]
+        box.user = state["user"]
+        box.hosts = [SandboxHost(**h) for h in state["hosts"]]
+        authorized = box.root / "authorized_keys"
+        box._servers = {h.name: SSHServer(Path(h.folder), h.port, authorized) for h in box.hosts}
+        return box
+
+    def _ours(self, pid: int | None) -> bool:
+        """Only signal a pid that is still one of this sandbox's processes (pids get reused)."""
+        return pid is not None and str(self.root) in _cmdline(pid)
+
+    def down(self) -> None:
+        """Stop every process of this sandbox and remove its folder; safe to call more than once."""
+        for name, server in self._servers.items():
+            if server.process is not None:
+                server.stop()
+            else:
+                pid = next((h.pid for h in self.hosts if h.name == name), None)
+                if pid is not None and self._ours(pid):
+                    terminate_group(pid)
+        if self._moto is not None:
+            terminate_group(self._moto.pid, self._moto)
+        elif self._ours(self.moto_pid):
+            terminate_group(self.moto_pid)  # type: ignore[arg-type]
+        self._servers = {}
+        self._moto = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- for tests and demos -----------------------------------------------------------------------
+    def host(self, name: str) -> SandboxHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise SandboxError(f"no sandbox host named {name!r} (have: {', '.join(h.name for h in self.hosts)})")
+
+    def stop_host(self, name: str) -> None:
+        """Stop one host's sshd (the instance's SSH service goes down; its SSM agent stays Online)."""
+        host = self.host(name)
+        server = self._servers[name]
+        if server.process is not None:
+            server.stop()
+        elif self._ours(host.pid):
+            terminate_group(host.pid)  # type: ignore[arg-type]
+        host.pid = None
+
+    def start_host(self, name: str) -> None:
+        """Start a stopped host's sshd again: same port, same host key."""
+        host = self.host(name)
+        server = self._servers[name]
+        server.start(find_sshd())
+        host.pid = server.pid
+        self._save()
+
+    def set_agent_status(self, name: str, ping_status: str) -> None:
+        """Change what SSM reports for a host's agent (e.g. ConnectionLost makes StartSession refuse it)."""
+        sandbox_put_instance_information(self.endpoint, REGION, [self._registration(self.host(name), ping_status)])
+
+    def env(self, path: str | None = None) -> dict[str, str]:
+        """Environment pointing the aws CLI, boto3 and ssmfab at this sandbox."""
+        venv_bin = str(Path(sys.executable).parent)
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": str(self.root / "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.root / "aws-credentials"),
+            "PATH": os.pathsep.join([str(self.bin_dir), venv_bin, path if path is not None else os.environ.get("PATH", "")]),
+            "SSMFAB_USER": self.user,
+            "SSMFAB_KEY": str(self.key_file),
+            "SSMFAB_KNOWN_HOSTS": str(self.root / "known_hosts"),
+        }
+
+
+def _sh_quote(value: str) -> str:
+    if value.endswith("$PATH"):
+        # Keep $PATH expandable when the file is sourced.
+        return '"' + value.replace('"', '\\"') + '"'
+    import shlex
+
+    return shlex.quote(value)
+
+
+@contextmanager
+def running_sandbox(root: str | os.PathLike[str], hosts: Sequence[HostSpec] | None = None) -> Iterator[Sandbox]:
+    """``with running_sandbox(tmp) as box: …``: up, then down whatever happens."""
+    box = Sandbox(root).up(hosts)
+    try:
+        yield box
+    finally:
+        box.down()

@@ -1,0 +1,39 @@
+"""``python -m ssmfab.sandbox.server``: a moto server on loopback with the sandbox's SSM calls installed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+
+from .moto_ext import install
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path, required=True, help="the bound port is written here once serving")
+    args = parser.parse_args(argv)
+
+    from moto.server import ThreadedMotoServer
+
+    install()
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    temp = args.ready_file.with_suffix(".tmp")
+    temp.write_text(str(port))
+    os.replace(temp, args.ready_file)  # atomic: a reader never sees a half-written port
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Interactive shells: hand the terminal to OpenSSH with the documented ProxyCommand and ssmfab's pins.
+
+OpenSSH handles terminals, resizing, escape sequences and agent forwarding better than any Python
+emulation, so when ``ssh`` is installed ssmfab execs it; the same known_hosts file keeps ssh and ssmfab
+in agreement about host keys.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+
+from .client import Client
+from .targets import Target
+from .tunnel import CLITunnelFactory
+
+
+def proxy_command(client: Client) -> str:
+    """The ProxyCommand AWS documents, completed with region, profile and endpoint (``%h``/``%p`` kept)."""
+    settings = client.settings
+    parts = [
+        settings.tunnel.aws_cli, "ssm", "start-session", "--target", "%h",
+        "--document-name", settings.tunnel.document, "--parameters", "portNumber=%p",
+        "--region", client.aws.region,
+    ]  # fmt: skip
+    if client.aws.profile:
+        parts += ["--profile", client.aws.profile]
+    if client.aws.endpoint_url:
+        parts += ["--endpoint-url", client.aws.endpoint_url]
+    return " ".join(p if p in ("%h", "%p") else shlex.quote(p) for p in parts)
+
+
+def ssh_command(client: Client, target: Target, command: str | None = None) -> list[str] | None:
+    """The ``ssh`` argv for an interactive session on ``target``; None when OpenSSH's client or the aws CLI
+    is missing (the caller then opens a pty through the configured tunnel instead)."""
+    ssh = shutil.which("ssh")
+    if ssh is None or shutil.which(client.settings.tunnel.aws_cli) is None:
+        return None
+    CLITunnelFactory(client.settings, client.aws).check()
+    settings = client.settings
+    client.known_hosts.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    argv = [
+        ssh,
+        "-o", f"ProxyCommand={proxy_command(client)}",
+        "-o", f"UserKnownHostsFile={client.known_hosts.path}",
+        "-o", f"StrictHostKeyChecking={'yes' if settings.ssh.strict_host_keys else 'accept-new'}",
+        "-o", f"ConnectTimeout={int(settings.ssh.connect_timeout)}",
+        "-p", str(settings.tunnel.remote_port),
+        "-l", client.user_for(target),
+    ]  # fmt: skip
+    if settings.ssh.key:
+        argv += ["-i", settings.ssh.key]
+    argv += ["-t", target.id]
+    if command:
+        argv.append(command)
+    return argv

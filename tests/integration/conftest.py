@@ -1,0 +1,80 @@
+"""The sandbox fleet for integration tests: a moto server, real OpenSSH sshd per instance, the real aws CLI
+and a stand-in session-manager-plugin (the one part of AWS that cannot run here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ssmfab.client import Client
+from ssmfab.sandbox import Sandbox, default_hosts
+
+pytestmark = pytest.mark.integration
+
+TUNNEL_PROCESS_MARKERS = ("start-session", "ssmfab.sandbox.plugin")
+
+
+def processes_matching(*needles: str) -> list[str]:
+    """Command lines of live (non-zombie) processes containing any needle."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(n in cmdline for n in needles):
+            found.append(f"{entry}: {cmdline.strip()}")
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
+        pytest.skip("OpenSSH sshd is not installed (apt-get install -y openssh-server)")
+    root = tmp_path_factory.mktemp("fleet") / "sandbox"
+    box = Sandbox(root)
+    box.up(default_hosts(web=3, db=1))
+    try:
+        yield box
+    finally:
+        box.down()
+    leftovers = processes_matching(str(root))
+    assert not leftovers, f"sandbox processes outlived down(): {leftovers}"
+    assert not root.exists(), "sandbox folder outlived down()"
+
+
+@pytest.fixture
+def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Point this process (and the aws CLI it starts) at the sandbox; a fresh known_hosts per test."""
+    env = dict(sandbox.env())
+    env["SSMFAB_KNOWN_HOSTS"] = str(tmp_path / "known_hosts")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def no_tunnel_outlives_its_test() -> Iterator[None]:
+    before = set(processes_matching(*TUNNEL_PROCESS_MARKERS))
+    yield
+    after = set(processes_matching(*TUNNEL_PROCESS_MARKERS)) - before
+    assert not after, f"tunnel processes outlived the test: {sorted(after)}"
+
+
+@pytest.fixture(params=["cli", "plugin"])
+def client(request: pytest.FixtureRequest, sandbox_env: dict[str, str]) -> Client:
+    """A library Client on the sandbox, once per tunnel mode."""
+    return Client(tunnel=request.param, notify=lambda message: None)

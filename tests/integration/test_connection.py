@@ -1,0 +1,122 @@
+"""Fabric's API through the SSM tunnel, on real sshd, in both tunnel modes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from ssmfab.client import Client
+from ssmfab.exceptions import AuthenticationError, HostKeyError, TargetNotConnectedError
+from ssmfab.sandbox import Sandbox
+
+from .conftest import TUNNEL_PROCESS_MARKERS, processes_matching
+
+
+def host_id(sandbox: Sandbox, name: str) -> str:
+    return next(h.instance_id for h in sandbox.hosts if h.name == name)
+
+
+def active_sessions(env: dict[str, str]) -> list[dict[str, object]]:
+    ssm = boto3.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    return list(ssm.describe_sessions(State="Active")["Sessions"])
+
+
+def test_run_reads_stdout_and_exit_code(client: Client, sandbox: Sandbox) -> None:
+    [target] = client.targets(names=["web-1"])
+    with client.connect(target) as conn:
+        result = conn.run("echo hello from $(basename $HOME); exit 3", hide=True, warn=True)
+        assert result.stdout.strip() == "hello from home"
+        assert result.exited == 3
+        # cd and prefix come from Fabric unchanged.
+        with conn.cd("/"), conn.prefix("export GREETING=hi"):
+            assert conn.run("pwd; echo $GREETING", hide=True).stdout.split() == ["/", "hi"]
+
+
+def test_put_then_get_is_byte_identical(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    local = tmp_path / "payload.bin"
+    local.write_bytes(payload)
+    with client.connect(host_id(sandbox, "web-2")) as conn:
+        conn.put(str(local), "payload.bin")
+        remote_sum = conn.run("sha256sum payload.bin", hide=True).stdout.split()[0]
+        conn.get("payload.bin", str(tmp_path / "back.bin"))
+        conn.run("rm payload.bin")
+    assert remote_sum == hashlib.sha256(payload).hexdigest()
+    assert (tmp_path / "back.bin").read_bytes() == payload
+
+
+def test_forward_local_reaches_a_port_behind_the_instance(client: Client, sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    # The moto server listens on the "instance's" loopback: reach it through an SSH port forward.
+    remote_port = int(sandbox_env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local_port = probe.getsockname()[1]
+    with client.connect(host_id(sandbox, "db-1")) as conn:
+        with conn.forward_local(local_port, remote_port=remote_port, remote_host="127.0.0.1"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/moto-api/", timeout=10) as response:
+                assert response.status == 200
+
+
+def test_close_ends_tunnel_processes_and_ssm_session(client: Client, sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    conn = client.connect(host_id(sandbox, "web-3"))
+    conn.run("true")
+    assert processes_matching(*TUNNEL_PROCESS_MARKERS), "a tunnel process should be running while connected"
+    assert active_sessions(sandbox_env)
+    conn.close()
+    assert processes_matching(*TUNNEL_PROCESS_MARKERS) == []
+    assert active_sessions(sandbox_env) == []
+    conn.close()  # idempotent
+
+
+def test_host_key_is_pinned_then_a_changed_key_is_refused(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    notes: list[str] = []
+    client = Client(notify=notes.append)
+    target_id = host_id(sandbox, "web-1")
+    with client.connect(target_id) as conn:
+        conn.run("true")
+    assert len(notes) == 1 and notes[0].startswith(f"{target_id}: first connection, pinned host key")
+    with client.connect(target_id) as conn:
+        conn.run("true")
+    assert len(notes) == 1  # second time: known key, no notice
+
+    known_hosts = Path(sandbox_env["SSMFAB_KNOWN_HOSTS"])
+    other_key = "AAAAC3NzaC1lZDI1NTE5AAAAIGd8qvZ2e9Hq4kHqfB3Q1o8x8o0cQyqG0P2e0Xw9ZsJt"
+    known_hosts.write_text(f"{target_id} ssh-ed25519 {other_key}\n")
+    with pytest.raises(HostKeyError) as err:
+        client.connect(target_id).run("true")
+    message = str(err.value)
+    assert "HOST KEY CHANGED" in message and message.count("SHA256:") == 2
+    assert f"ssmfab known-hosts --forget {target_id}" in message
+
+
+def test_strict_mode_refuses_unpinned_hosts(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    client = Client(strict_host_keys=True)
+    with pytest.raises(HostKeyError, match="is not pinned and strict host keys are on"):
+        client.connect(host_id(sandbox, "web-1")).run("true")
+
+
+def test_refused_key_is_one_clear_error(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    import paramiko
+
+    wrong = tmp_path / "wrong_key"
+    paramiko.RSAKey.generate(2048).write_private_key_file(str(wrong))
+    client = Client(key=str(wrong), notify=lambda message: None)
+    with pytest.raises(AuthenticationError, match="SSH key refused for user"):
+        client.connect(host_id(sandbox, "web-1")).run("true")
+
+
+@pytest.mark.parametrize("mode", ["cli", "plugin"])
+def test_target_not_connected(mode: str, sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    sandbox.set_agent_status("db-1", "ConnectionLost")
+    try:
+        client = Client(tunnel=mode)
+        with pytest.raises(TargetNotConnectedError, match="TargetNotConnected"):
+            client.connect(host_id(sandbox, "db-1")).run("true")
+    finally:
+        sandbox.set_agent_status("db-1", "Online")
