@@ -9,7 +9,7 @@ group and the SSM session, whatever state they are in.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 import paramiko
 from fabric import Config, Connection
@@ -20,12 +20,28 @@ from .targets import Target
 from .tunnel import Tunnel, TunnelFactory
 
 
+def default_config() -> Config:
+    """Fabric config for SSM connections: an explicit empty ssh_config (a user's ~/.ssh/config must not
+    swap our tunnel for its own) and no local stdin forwarding (hosts run in parallel threads; pass
+    ``in_stream=sys.stdin`` to a single ``run`` that needs it)."""
+    return Config(ssh_config=paramiko.SSHConfig(), overrides={"run": {"in_stream": False}})
+
+
 class SSMConnection(Connection):  # type: ignore[misc]
     """``fabric.Connection`` to one instance through Systems Manager.
 
     Build it with ``ssmfab.connect(...)`` or ``Client.connect(...)``, which fill in the tunnel factory,
     the pinned-keys file and the user from configuration.
     """
+
+    # invoke's DataProxy turns assignments to undeclared attributes into config entries; declaring them
+    # here keeps them plain attributes (Fabric does the same for host, user, port…).
+    target: Target = cast(Target, None)
+    tunnels: TunnelFactory = cast(TunnelFactory, None)
+    known_hosts: KnownHosts = cast(KnownHosts, None)
+    strict_host_keys = False
+    notify: Any = None
+    tunnel: Tunnel | None = None
 
     def __init__(
         self,
@@ -55,8 +71,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
             host=self.target.id,
             user=user,
             port=22,
-            # An explicit empty ssh_config: a user's ~/.ssh/config must not swap our tunnel for its own.
-            config=config or Config(ssh_config=paramiko.SSHConfig()),
+            config=config or default_config(),
             connect_kwargs=kwargs,
             gateway=False,
         )

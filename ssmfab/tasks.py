@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json as jsonlib
+import logging
 import os
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def user_errors(body: F) -> F:
 
     @functools.wraps(body)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # paramiko logs each failed handshake with a traceback; the one-line error below says it all.
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
         try:
             return body(*args, **kwargs)
         except SSMFabError as exc:

@@ -136,9 +136,10 @@ def _page(items: list[Any], token: str | None, max_results: int) -> tuple[list[A
 
 
 def _error(code: str, message: str) -> Exception:
-    from moto.core.exceptions import ServiceException
+    # moto serialises an error with the model of the service its exception class's module belongs to.
+    from moto.ssm.exceptions import SSMException
 
-    return ServiceException(code, message)  # type: ignore[no-any-return]
+    return SSMException(code, message)  # type: ignore[no-any-return]
 
 
 def _describe_instance_information(self: Any) -> Any:

@@ -57,9 +57,9 @@ def test_run_exit_code_is_non_zero_when_a_host_fails(sandbox_env: dict[str, str]
     [
         (["run", "--id", "i-nothex", "true"], 2, ["bad instance id 'i-nothex'"]),
         (["run", "--tag", "Role=", "true"], 2, ["no value given"]),
-        (["run", "true"], 2, ["run needs a selector"]),
+        (["run", "true"], 2, ["no hosts selected"]),
         (["run", "--tag", "Role=cache", "true"], 3, ["--tag Role=cache", "us-east-1"]),
-        (["run", "--tag", "web", "--parallel", "zero", "true"], 2, ["run.parallel"]),
+        (["run", "--tag", "web", "--parallel", "zero", "true"], 2, ["--parallel 'zero'"]),
         (["run", "--tag", "web", "--tunnel", "carrier", "true"], 2, ["tunnel.mode 'carrier'"]),
     ],
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import urllib.request
+import subprocess
+import time
 from pathlib import Path
 
 import boto3
@@ -20,6 +21,18 @@ from .conftest import TUNNEL_PROCESS_MARKERS, processes_matching
 
 def host_id(sandbox: Sandbox, name: str) -> str:
     return next(h.instance_id for h in sandbox.hosts if h.name == name)
+
+
+def connect_soon(port: int) -> socket.socket:
+    """Fabric's forward_local binds its listener in a thread after the context is entered; wait for it."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def active_sessions(env: dict[str, str]) -> list[dict[str, object]]:
@@ -59,8 +72,12 @@ def test_forward_local_reaches_a_port_behind_the_instance(client: Client, sandbo
         local_port = probe.getsockname()[1]
     with client.connect(host_id(sandbox, "db-1")) as conn:
         with conn.forward_local(local_port, remote_port=remote_port, remote_host="127.0.0.1"):
-            with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/moto-api/", timeout=10) as response:
-                assert response.status == 200
+            with connect_soon(local_port) as http:
+                http.sendall(b"GET /moto-api/ HTTP/1.0\r\nHost: sandbox\r\n\r\n")
+                reply = b""
+                while chunk := http.recv(65536):
+                    reply += chunk
+    assert reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n", 1)[0]
 
 
 def test_close_ends_tunnel_processes_and_ssm_session(client: Client, sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
@@ -102,10 +119,8 @@ def test_strict_mode_refuses_unpinned_hosts(sandbox: Sandbox, sandbox_env: dict[
 
 
 def test_refused_key_is_one_clear_error(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
-    import paramiko
-
     wrong = tmp_path / "wrong_key"
-    paramiko.RSAKey.generate(2048).write_private_key_file(str(wrong))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
     client = Client(key=str(wrong), notify=lambda message: None)
     with pytest.raises(AuthenticationError, match="SSH key refused for user"):
         client.connect(host_id(sandbox, "web-1")).run("true")
