@@ -20,7 +20,8 @@ def make_logs(conn: object, lines: int = 20000) -> str:
     """A realistic log tree in the host's home; returns the content of app.log as the host sees it."""
     conn.run(  # type: ignore[attr-defined]
         "mkdir -p var/log/app && "
-        f"for i in $(seq 1 {lines}); do echo \"2026-11-28T10:00:00Z INFO req=$i path=/api/v1/items status=200 host=$(basename $(dirname $HOME))\"; done > var/log/app/app.log && "
+        f"host=$(basename $(dirname $HOME)) && seq 1 {lines} | "
+        "sed \"s|.*|2026-11-28T10:00:00Z INFO req=& path=/api/v1/items status=200 host=$host|\" > var/log/app/app.log && "
         "echo rotated > var/log/app/app.log.1 && echo other > var/log/other.txt",
         hide=True,
     )
