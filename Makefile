@@ -18,9 +18,14 @@ venv: $(BIN)/inv
 # ProxyCommand, show the output, and always tear the sandbox down.
 demo: venv
 	@$(BIN)/inv sandbox.up --dir $(SANDBOX_DIR)
-	@PATH="$(CURDIR)/$(BIN):$$PATH"; . $(SANDBOX_DIR)/env.sh; status=0; \
+	@PATH="$(CURDIR)/$(BIN):$$PATH"; . $(SANDBOX_DIR)/env.sh; export SSMFAB_CONFIG=demo/ssmfab.toml; status=0; \
+	  rm -rf demo-logs; \
 	  echo; echo '$$ inv hosts --tag web'; inv hosts --tag web || status=$$?; \
 	  echo; echo "$$ inv run --tag web 'uname -sr; uptime'"; inv run --tag web 'uname -sr; uptime' || status=$$?; \
+	  echo; echo '$$ inv deploy --tag web --dry-run'; inv deploy --tag web --dry-run || status=$$?; \
+	  echo; echo '$$ inv deploy --tag web'; inv deploy --tag web || status=$$?; \
+	  echo; echo '$$ inv fetch-logs web-1'; inv fetch-logs web-1 || status=$$?; \
+	  find demo-logs -type f | sort | while read f; do echo "--- $$f"; cat "$$f"; done; \
 	  echo; $(BIN)/inv sandbox.down --dir $(SANDBOX_DIR); exit $$status
 
 test: venv

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .config import DeploySettings
@@ -58,10 +59,21 @@ def _quote(path: str) -> str:
     return shlex.quote(path)
 
 
+def _label(conn: Any) -> str:
+    return str(getattr(conn, "label", None) or conn.host)
+
+
 class Deployer:
     """One deploy of ``artifact`` to many hosts; ``deploy(conn)`` is the per-host operation."""
 
-    def __init__(self, settings: DeploySettings, artifact: Path, release: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: DeploySettings,
+        artifact: Path,
+        release: str | None = None,
+        notify: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.notify = notify or (lambda message: None)
         self.settings = settings
         self.artifact = artifact
         self.release = release or release_name()
@@ -86,7 +98,7 @@ class Deployer:
     def _sh(self, conn: Any, command: str, **kwargs: Any) -> Any:
         result = conn.run(command, hide=True, warn=True, **kwargs)
         if result.failed:
-            raise CommandError(getattr(conn, "label", conn.host), command, result.exited, result.stderr)
+            raise CommandError(_label(conn), command, result.exited, result.stderr)
         return result
 
     def current(self, conn: Any) -> str | None:
@@ -112,6 +124,9 @@ class Deployer:
         for attempt in range(1, s.health_retries + 1):
             report.health_attempts = attempt
             result = conn.run(f"cd {_quote(self.base + '/current')} && {s.health_check}", hide=True, warn=True)
+            said = (result.stdout.strip() or result.stderr.strip()).splitlines()[-1:] or [""]
+            verdict = "passed" if result.ok else f"failed (exit {result.exited})"
+            self.notify(f"{_label(conn)}: health check {verdict} on attempt {attempt}/{s.health_retries}: {said[0]}")
             if result.ok:
                 return True
             if attempt < s.health_retries:
@@ -131,7 +146,7 @@ class Deployer:
         return old
 
     def deploy(self, conn: Any) -> DeployReport:
-        label = getattr(conn, "label", conn.host)
+        label = _label(conn)
         release_dir = f"{self.base}/releases/{self.release}"
         report = DeployReport(release=self.release, previous=self.current(conn))
         self._sh(conn, f"mkdir -p {_quote(release_dir)}")
@@ -144,8 +159,10 @@ class Deployer:
         if self.artifact.is_file() and self.artifact.name.endswith(ARCHIVE_SUFFIXES):
             archive = f"{release_dir}/{self.artifact.name}"
             self._sh(conn, f"tar -xzf {_quote(archive)} -C {_quote(release_dir)} && rm -f {_quote(archive)}")
+        self.notify(f"{label}: uploaded {report.files} files ({report.bytes} bytes) to {release_dir}, verified")
         self._hooks(conn, self.settings.before_switch, release_dir)
         self.switch(conn, self.release)
+        self.notify(f"{label}: {self.base}/current -> releases/{self.release} (was {report.previous or 'none'})")
         try:
             self._hooks(conn, self.settings.after_switch, release_dir)
             if self.settings.health_check and not self.healthy(conn, report):
@@ -155,13 +172,14 @@ class Deployer:
                 )
         except BaseException:
             self.switch(conn, report.previous)
+            self.notify(f"{label}: switched back to {report.previous or 'no release'}")
             raise
         report.pruned = self.prune(conn, {self.release, report.previous or ""})
         return report
 
     def rollback(self, conn: Any) -> DeployReport:
         """Switch ``current`` back to the release before it."""
-        label = getattr(conn, "label", conn.host)
+        label = _label(conn)
         current = self.current(conn)
         releases = self.releases(conn)
         older = [r for r in releases if current is None or r < current]
@@ -169,4 +187,5 @@ class Deployer:
             raise DeployError(f"{label}: no release older than {current or 'none'} in {self.base}/releases to roll back to")
         report = DeployReport(release=older[-1], previous=current)
         self.switch(conn, older[-1])
+        self.notify(f"{label}: {self.base}/current -> releases/{older[-1]} (was {current or 'none'})")
         return report

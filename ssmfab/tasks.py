@@ -305,7 +305,7 @@ def deploy(
     """Rolling release deploy: upload, hooks, atomic switch of current, health check, rollback on failure."""
     client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
     settings = client.settings.merged({"deploy.artifact": artifact, "deploy.base_dir": base_dir}).deploy
-    deployer = Deployer(settings, check_artifact(settings))
+    deployer = Deployer(settings, check_artifact(settings), notify=notice)
     targets = select(client, id, name, tag)
     if dry_run:
         for target in targets:
@@ -336,7 +336,7 @@ def rollback(
     """Switch current back one release on every selected host."""
     client = session(region=region, profile=profile, user=user, key=key, tunnel=tunnel)
     settings = client.settings.merged({"deploy.base_dir": base_dir}).deploy
-    deployer = Deployer(settings, Path("."))
+    deployer = Deployer(settings, Path("."), notify=notice)
     targets = select(client, id, name, tag)
     fleet(client, targets, deployer.rollback, parallel=parallel, json_report=json,
           describe=lambda r: {"release": r.release, "previous": r.previous})  # fmt: skip
