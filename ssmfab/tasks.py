@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,8 +52,10 @@ def user_errors(body: F) -> F:
 
     @functools.wraps(body)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # paramiko logs each failed handshake with a traceback; the one-line error below says it all.
+        # paramiko logs each failed handshake with a traceback, and its SFTP prefetch thread dies loudly
+        # when a tunnel is cut mid-download; the one-line error below says it all.
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+        threading.excepthook = quiet_prefetch_errors
         try:
             return body(*args, **kwargs)
         except SSMFabError as exc:
@@ -73,6 +76,12 @@ def ssmfab_task(**task_kwargs: Any) -> Callable[[F], Any]:
         return task(help=helps, iterable=iterable, **task_kwargs)(user_errors(body))
 
     return decorate
+
+
+def quiet_prefetch_errors(args: threading.ExceptHookArgs) -> None:
+    if args.thread is not None and "_prefetch_thread" in args.thread.name:
+        return  # the transfer that owns the thread reports the failure
+    threading.__excepthook__(args)
 
 
 def notice(message: str) -> None:

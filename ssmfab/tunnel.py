@@ -129,6 +129,7 @@ class ProcessTunnel:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self._on_close = on_close
         self._closed = False
+        self._final_stderr = ""
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -147,15 +148,19 @@ class ProcessTunnel:
             child_end.close()
 
     def stderr_text(self) -> str:
+        if self._stderr.closed:
+            return self._final_stderr
         self._stderr.seek(0)
         return self._stderr.read()[-8192:].decode(errors="replace")
 
     def failure(self, host: str) -> SSMFabError | None:
         try:
             # A dying tunnel may still be writing its reason; give it a moment to finish.
-            code: int | None = self.process.wait(timeout=2)
+            code: int | None = self.process.wait(timeout=0 if self._closed else 2)
         except subprocess.TimeoutExpired:
             code = None
+        if self._closed and not self.stderr_text().strip():
+            return TunnelError(f"{host}: the connection was closed while in use", host)
         text = self.stderr_text()
         match = AWS_ERROR_LINE.search(text)
         if match:
@@ -204,6 +209,8 @@ class ProcessTunnel:
             self.process.wait(timeout=3)
         except subprocess.TimeoutExpired:
             pass
+        # Keep the last words for failure(), which may run after close() (e.g. a transfer cut mid-way).
+        self._final_stderr = self.stderr_text()
         self._stderr.close()
         if self._on_close is not None:
             self._on_close()

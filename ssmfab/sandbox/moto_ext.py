@@ -139,7 +139,7 @@ def _error(code: str, message: str) -> Exception:
     # moto serialises an error with the model of the service its exception class's module belongs to.
     from moto.ssm.exceptions import SSMException
 
-    return SSMException(code, message)  # type: ignore[no-any-return]
+    return SSMException(code, message)
 
 
 def _describe_instance_information(self: Any) -> Any:
@@ -275,11 +275,15 @@ def install() -> None:
     """Add the missing calls to moto's SSM responder (idempotent)."""
     from moto.ssm.responses import SimpleSystemManagerResponse as Responder
 
-    Responder.describe_instance_information = _describe_instance_information
-    Responder.sandbox_put_instance_information = _sandbox_put_instance_information
-    Responder.start_session = _start_session
-    Responder.terminate_session = _terminate_session
-    Responder.resume_session = _resume_session
-    Responder.describe_sessions = _describe_sessions
+    handlers = {
+        "describe_instance_information": _describe_instance_information,
+        "sandbox_put_instance_information": _sandbox_put_instance_information,
+        "start_session": _start_session,
+        "terminate_session": _terminate_session,
+        "resume_session": _resume_session,
+        "describe_sessions": _describe_sessions,
+    }
+    for name, handler in handlers.items():
+        setattr(Responder, name, handler)
     if not getattr(Responder.list_tags_for_resource, "_ssmfab", False):
-        Responder.list_tags_for_resource = _list_tags_for_managed_instance(Responder.list_tags_for_resource)
+        setattr(Responder, "list_tags_for_resource", _list_tags_for_managed_instance(Responder.list_tags_for_resource))

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.integration
 TUNNEL_PROCESS_MARKERS = ("start-session", "ssmfab.sandbox.plugin")
 
 
-def processes_matching(*needles: str) -> list[str]:
-    """Command lines of live (non-zombie) processes containing any needle."""
+def processes_matching(*needles: str, environ: str | None = None) -> list[str]:
+    """Command lines of live (non-zombie) processes containing any needle (and, if given, whose environment
+    contains ``environ``: it tells this run's processes from another run's on a shared machine)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -30,6 +31,12 @@ def processes_matching(*needles: str) -> list[str]:
         except OSError:
             continue
         if state != "Z" and any(n in cmdline for n in needles):
+            if environ is not None:
+                try:
+                    if environ.encode() not in Path(f"/proc/{entry}/environ").read_bytes():
+                        continue
+                except OSError:
+                    continue
             found.append(f"{entry}: {cmdline.strip()}")
     return found
 
@@ -66,11 +73,20 @@ def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     return env
 
 
+def tunnel_processes(sandbox: Sandbox) -> list[str]:
+    """This run's tunnel processes (aws CLI and plugin), recognised by the sandbox endpoint in their env."""
+    return processes_matching(*TUNNEL_PROCESS_MARKERS, environ=f"AWS_ENDPOINT_URL={sandbox.endpoint}")
+
+
 @pytest.fixture(autouse=True)
-def no_tunnel_outlives_its_test() -> Iterator[None]:
-    before = set(processes_matching(*TUNNEL_PROCESS_MARKERS))
+def no_tunnel_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "sandbox" not in request.fixturenames:
+        yield
+        return
+    sandbox = request.getfixturevalue("sandbox")
+    before = set(tunnel_processes(sandbox))
     yield
-    after = set(processes_matching(*TUNNEL_PROCESS_MARKERS)) - before
+    after = set(tunnel_processes(sandbox)) - before
     assert not after, f"tunnel processes outlived the test: {sorted(after)}"
 
 

@@ -16,7 +16,7 @@ from ssmfab.client import Client
 from ssmfab.exceptions import AuthenticationError, HostKeyError, TargetNotConnectedError
 from ssmfab.sandbox import Sandbox
 
-from .conftest import TUNNEL_PROCESS_MARKERS, processes_matching
+from .conftest import tunnel_processes
 
 
 def host_id(sandbox: Sandbox, name: str) -> str:
@@ -83,10 +83,10 @@ def test_forward_local_reaches_a_port_behind_the_instance(client: Client, sandbo
 def test_close_ends_tunnel_processes_and_ssm_session(client: Client, sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
     conn = client.connect(host_id(sandbox, "web-3"))
     conn.run("true")
-    assert processes_matching(*TUNNEL_PROCESS_MARKERS), "a tunnel process should be running while connected"
+    assert tunnel_processes(sandbox), "a tunnel process should be running while connected"
     assert active_sessions(sandbox_env)
     conn.close()
-    assert processes_matching(*TUNNEL_PROCESS_MARKERS) == []
+    assert tunnel_processes(sandbox) == []
     assert active_sessions(sandbox_env) == []
     conn.close()  # idempotent
 
