@@ -103,10 +103,12 @@ class LogFetcher:
         target = getattr(conn, "target", None)
         instance_id = target.id if target is not None else conn.host
         patterns = self.patterns_for(target.tags if target is not None else {})
+        root = self.dest / instance_id
+        for pattern in patterns:
+            local_path_for(root, pattern)  # refuse `..` and the like before touching the host
         files = self._select(conn, patterns, report)
         if not files:
             return report
-        root = self.dest / instance_id
         landing = [local_path_for(root, path) for path in files]
         remote_dir = conn.run("mktemp -d", hide=True).stdout.strip()
         root.mkdir(parents=True, exist_ok=True)

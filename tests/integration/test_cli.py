@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,70 @@ def test_unreachable_host_fails_alone_with_exit_1(sandbox: Sandbox, sandbox_env:
     assert_one_line_error(done, 1, "1 of 3 hosts failed", "web-2")
     assert "[web-1] ok" in done.stdout and "[web-3] ok" in done.stdout
     assert "2 ok, 1 failed" in done.stdout
+
+
+def test_json_report_lists_every_host_when_one_is_down(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    sandbox.stop_host("web-1")
+    try:
+        done = ssmfab("run", "--tag", "web", "--json", "echo ok", env=dict(os.environ))
+    finally:
+        sandbox.start_host("web-1")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert (report["ok"], report["failed"], report["not_started"]) == (2, 1, 0)
+    by_name = {h["name"]: h for h in report["hosts"]}
+    assert set(by_name) == {"web-1", "web-2", "web-3"}
+    assert by_name["web-1"]["status"] == "failed" and "web-1" in by_name["web-1"]["error"]
+    assert by_name["web-2"]["stdout"] == "ok\n" and by_name["web-2"]["exit_code"] == 0
+
+
+def test_batches_and_failure_budget_stop_where_they_should(sandbox_env: dict[str, str]) -> None:
+    # Batches of 2 in name order (db-1, web-1 | web-2, web-3); db-1 fails; with no failure tolerated
+    # the second batch never starts.
+    command = 'test "$(basename $(dirname $HOME))" != db-1'
+    done = ssmfab("run", "--name", "*", "--batch", "2", "--max-failures", "0", "--json", command, env=dict(os.environ))
+    report = json.loads(done.stdout)
+    statuses = {h["name"]: h["status"] for h in report["hosts"]}
+    assert statuses == {"db-1": "failed", "web-1": "ok", "web-2": "skipped", "web-3": "skipped"}
+    assert done.returncode == 1
+    # 25% of 4 hosts tolerates one failure: everything runs.
+    done = ssmfab("run", "--name", "*", "--batch", "2", "--max-failures", "25%", "--json", command, env=dict(os.environ))
+    assert [h["status"] for h in json.loads(done.stdout)["hosts"]] == ["failed", "ok", "ok", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["run", "--tag", "web", "true", "--no-such-flag"], 1, "No idea what '--no-such-flag' is"),
+        (["deploy", "--tag", "web", "--artifact", "/nonexistent/app.tgz"], 2, "artifact /nonexistent/app.tgz does not exist"),
+        (["deploy", "--tag", "web"], 2, "no artifact to deploy"),
+        (["run", "--tag", "web", "--batch", "half", "true"], 2, "--batch 'half'"),
+        (["fetch-logs", "web-1", "--since", "yesterday"], 2, "--since 'yesterday'"),
+        (["put", "/nonexistent/file", "x", "--tag", "web"], 2, "/nonexistent/file: no such local file"),
+    ],
+)
+def test_bad_fleet_input(sandbox_env: dict[str, str], args: list[str], code: int, needle: str) -> None:
+    done = ssmfab(*args, env=dict(os.environ))
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    assert needle in done.stderr
+
+
+def test_fetch_logs_refuses_dotdot_paths(sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    done = ssmfab("fetch-logs", "web-1", "--path", "../../etc/hostname", "--dest", str(tmp_path / "logs"), env=dict(os.environ))
+    assert done.returncode == 1
+    assert "would land outside" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_put_and_get_tasks(sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    tree = tmp_path / "site"
+    (tree / "css").mkdir(parents=True)
+    (tree / "index.html").write_text("<h1>hi</h1>\n")
+    (tree / "css" / "app.css").write_text("body{}\n")
+    done = ssmfab("put", str(tree), "uploads/", "--tag", "web", env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    done = ssmfab("get", "uploads/site/*.html", "--dest", str(tmp_path / "back"), "--tag", "web", env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    copies = sorted(p.relative_to(tmp_path / "back").as_posix() for p in (tmp_path / "back").rglob("index.html"))
+    assert len(copies) == 3 and all(c.startswith("i-") for c in copies)
