@@ -35,6 +35,11 @@ class SSMFabError(Exception):
     #: Process exit code the command line uses for this kind of error.
     exit_code = 1
 
+    def __init__(self, message: str = "", host: str | None = None) -> None:
+        super().__init__(message)
+        #: The instance the error is about, when there is one.
+        self.host = host
+
 
 class ConfigError(SSMFabError):
     exit_code = 2
@@ -61,9 +66,7 @@ class AccessDeniedError(AWSError):
 
 
 class TunnelError(SSMFabError):
-    def __init__(self, message: str, host: str | None = None) -> None:
-        super().__init__(message)
-        self.host = host
+    pass
 
 
 class PluginError(TunnelError):
@@ -79,9 +82,7 @@ class TargetNotConnectedError(TunnelError):
 
 
 class SSHError(SSMFabError):
-    def __init__(self, message: str, host: str | None = None) -> None:
-        super().__init__(message)
-        self.host = host
+    pass
 
 
 class AuthenticationError(SSHError):
@@ -97,8 +98,7 @@ class CommandError(SSMFabError):
 
     def __init__(self, host: str, command: str, exit_code: int, stderr_tail: str = "") -> None:
         detail = f": {stderr_tail.strip().splitlines()[-1]}" if stderr_tail.strip() else ""
-        super().__init__(f"{host}: `{command}` exited {exit_code}{detail}")
-        self.host = host
+        super().__init__(f"{host}: `{command}` exited {exit_code}{detail}", host)
         self.command = command
         self.returncode = exit_code
         self.stderr_tail = stderr_tail

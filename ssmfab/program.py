@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from invoke.program import Program
 
 from . import __version__
@@ -9,7 +12,12 @@ from .tasks import ns
 
 
 def main() -> None:
-    Program(namespace=ns, version=__version__, name="ssmfab", binary="ssmfab").run()
+    try:
+        Program(namespace=ns, version=__version__, name="ssmfab", binary="ssmfab").run()
+    except BrokenPipeError:
+        # `ssmfab hosts | head`: the reader left; exit quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 if __name__ == "__main__":

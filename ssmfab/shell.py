@@ -17,17 +17,8 @@ from .tunnel import CLITunnelFactory
 
 def proxy_command(client: Client) -> str:
     """The ProxyCommand AWS documents, completed with region, profile and endpoint (``%h``/``%p`` kept)."""
-    settings = client.settings
-    parts = [
-        settings.tunnel.aws_cli, "ssm", "start-session", "--target", "%h",
-        "--document-name", settings.tunnel.document, "--parameters", "portNumber=%p",
-        "--region", client.aws.region,
-    ]  # fmt: skip
-    if client.aws.profile:
-        parts += ["--profile", client.aws.profile]
-    if client.aws.endpoint_url:
-        parts += ["--endpoint-url", client.aws.endpoint_url]
-    return " ".join(p if p in ("%h", "%p") else shlex.quote(p) for p in parts)
+    argv = CLITunnelFactory(client.settings, client.aws).argv("%h", "%p")
+    return " ".join(part if "%" in part else shlex.quote(part) for part in argv)
 
 
 def ssh_command(client: Client, target: Target, command: str | None = None) -> list[str] | None:

@@ -237,13 +237,14 @@ class CLITunnelFactory:
         plugin_version(self.settings.tunnel.plugin)
         self._checked = True
 
-    def argv(self, target_id: str) -> list[str]:
+    def argv(self, target_id: str, port: str | None = None) -> list[str]:
+        """The command line; ``argv("%h", "%p")`` gives the ProxyCommand for an ssh config."""
         tunnel = self.settings.tunnel
         argv = [
             tunnel.aws_cli, "ssm", "start-session",
             "--target", target_id,
             "--document-name", tunnel.document,
-            "--parameters", f"portNumber={tunnel.remote_port}",
+            "--parameters", f"portNumber={port or tunnel.remote_port}",
             "--region", self.aws.region,
         ]  # fmt: skip
         if self.aws.profile:

@@ -1,0 +1,180 @@
+"""What every task shares: the common flags, turning errors into one line, selecting hosts, fanning out.
+
+invoke builds a task's flags from its function signature, so ``@ssmfab_task("select", "ssh", "fleet")``
+adds the shared flags of those groups to the signature it shows invoke, and hands them to the task body
+as one ``Flags`` value. Task bodies then hold only what is particular to them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from .client import Client
+from .exceptions import ConfigError, SelectorError, SSMFabError
+from .fleet import FleetResult, Policy, fan_out
+from .output import Progress, report_dict, skipped_lines, summary_table
+from .targets import INSTANCE_ID, Target, require_targets
+
+FLAG_GROUPS: dict[str, tuple[str, ...]] = {
+    "select": ("id", "name", "tag"),
+    "aws": ("region", "profile"),
+    "ssh": ("user", "key", "tunnel"),
+    "fleet": ("parallel", "batch", "max_failures", "timeout", "json"),
+}
+FLAG_HELP = {
+    "id": "instance id (i-… or mi-…); repeatable, or comma-separated",
+    "name": "Name tag value or glob ('web-*'); repeatable",
+    "tag": "Key=Value, Key=a,b (either value) or a bare value of the default tag key (Role); repeatable, keys AND",
+    "region": "AWS region (default: AWS_REGION / profile)",
+    "profile": "AWS profile (default: AWS_PROFILE)",
+    "user": "SSH user (default: ec2-user, or the instance's ssmfab:user tag)",
+    "key": "SSH private key file",
+    "tunnel": "tunnel mode: cli (aws ssm start-session) or plugin (session-manager-plugin directly)",
+    "parallel": "hosts at once (default 10, config run.parallel)",
+    "batch": "rolling batches: hosts per batch or a percentage (25%); a batch finishes before the next starts",
+    "max_failures": "failed hosts tolerated (count or %); past it no new host starts",
+    "timeout": "seconds one host may take, connection included",
+    "json": "print a JSON report instead of the summary table",
+}
+REPEATABLE = ("id", "name", "tag", "path")
+
+
+def notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_number(value: str, flag: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        wanted = "a whole number" if kind is int else "a number of seconds"
+        raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: expected {wanted}") from None
+
+
+def loose_selector(text: str | None) -> dict[str, tuple[str, ...]]:
+    """A positional target: an instance id, ``Key=Value`` (a tag) or a Name glob."""
+    if not text:
+        return {}
+    if INSTANCE_ID.match(text.split(",")[0]):
+        return {"id": (text,)}
+    return {"tag": (text,)} if "=" in text else {"name": (text,)}
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The shared flags as given on the command line (None: not given, config decides)."""
+
+    id: tuple[str, ...] = ()
+    name: tuple[str, ...] = ()
+    tag: tuple[str, ...] = ()
+    region: str | None = None
+    profile: str | None = None
+    user: str | None = None
+    key: str | None = None
+    tunnel: str | None = None
+    parallel: str | None = None
+    batch: str | None = None
+    max_failures: str | None = None
+    timeout: str | None = None
+    json: bool = False
+
+    def client(self) -> Client:
+        given: dict[str, Any] = {
+            "region": self.region, "profile": self.profile, "user": self.user, "key": self.key, "tunnel": self.tunnel,
+        }  # fmt: skip
+        return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
+
+    def targets(self, client: Client, positional: str | None = None) -> list[Target]:
+        """Resolve the selectors, say what was skipped and why, and insist on at least one target."""
+        extra = loose_selector(positional)
+        ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
+        if not (ids or names or tags):
+            raise SelectorError("no hosts selected: give an instance id, --id, --name or --tag (all hosts: --name '*')")
+        selection = client.select(ids, names, tags)
+        for line in skipped_lines(selection):
+            notice(line)
+        return require_targets(selection, client.aws.profile)
+
+    def fan_out(
+        self,
+        client: Client,
+        targets: list[Target],
+        operation: Callable[[Any], Any],
+        *,
+        describe: Callable[[Any], dict[str, Any]] | None = None,
+        batch: str | None = None,
+        max_failures: str | None = None,
+    ) -> FleetResult[Any]:
+        """Run under the policy from flags (else the given defaults, else config); show progress and the
+        summary (or the JSON report); raise FleetError if any host failed."""
+        policy = Policy(
+            parallel=client.settings.run.parallel if self.parallel is None else parse_number(self.parallel, "parallel", int),
+            batch=self.batch or batch or None,
+            max_failures=self.max_failures or max_failures or None,
+            timeout=None if self.timeout in (None, "") else parse_number(str(self.timeout), "timeout", float),
+        )
+        progress = Progress(len(targets), sys.stderr, enabled=False if self.json else None)
+        result = fan_out(targets, client.connect, operation, policy=policy, on_result=progress.update)
+        progress.close()
+        if self.json:
+            print(json.dumps(report_dict(result, describe), indent=2))
+        else:
+            print(summary_table(result), flush=True)
+            for failure in result.failed:
+                notice(f"FAILED {failure.error}")
+        result.raise_for_failures()
+        return result
+
+
+def quiet_prefetch_errors(args: threading.ExceptHookArgs) -> None:
+    if args.thread is not None and "_prefetch_thread" in args.thread.name:
+        return  # the transfer that owns the thread reports the failure
+    threading.__excepthook__(args)
+
+
+def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``@task`` plus the shared flags of ``groups``, their help texts, and one-line errors."""
+    names = [name for group in groups for name in FLAG_GROUPS[group]]
+
+    def decorate(body: Callable[..., Any]) -> Any:
+        signature = inspect.signature(body)
+        takes_flags = "flags" in signature.parameters
+        own = [p for p in signature.parameters.values() if p.name != "flags"]
+        shared = [
+            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False if n == "json" else None)
+            for n in names
+        ]
+
+        @functools.wraps(body)
+        def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
+            # paramiko logs each failed handshake with a traceback, and its SFTP prefetch thread dies
+            # loudly when a tunnel is cut mid-download; the one-line error below says it all.
+            logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+            threading.excepthook = quiet_prefetch_errors
+            given: dict[str, Any] = {n: kwargs.pop(n) for n in names if n in kwargs}
+            values: dict[str, Any] = {k: tuple(v) if k in REPEATABLE else v for k, v in given.items() if v is not None}
+            flags = Flags(**values)
+            try:
+                return body(c, *args, flags=flags, **kwargs) if takes_flags else body(c, *args, **kwargs)
+            except SSMFabError as exc:
+                raise Exit(f"error: {exc}", code=exc.exit_code) from None
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+        all_names = [p.name for p in own] + names
+        helps = {k: v for k, v in {**FLAG_HELP, **task_kwargs.pop("help", {})}.items() if k in all_names}
+        iterable = [n for n in REPEATABLE if n in all_names]
+        return task(help=helps, iterable=iterable, **task_kwargs)(wrapper)
+
+    return decorate
+
