@@ -34,6 +34,7 @@ def ssh_command(client: Client, target: Target, command: str | None = None) -> l
         ssh,
         "-o", f"ProxyCommand={proxy_command(client)}",
         "-o", f"UserKnownHostsFile={client.known_hosts.path}",
+        "-o", "HashKnownHosts=no",  # ssmfab lists and forgets pins by instance id
         "-o", f"StrictHostKeyChecking={'yes' if settings.ssh.strict_host_keys else 'accept-new'}",
         "-o", f"ConnectTimeout={int(settings.ssh.connect_timeout)}",
         "-p", str(settings.tunnel.remote_port),

@@ -167,3 +167,23 @@ def test_put_and_get_tasks(sandbox_env: dict[str, str], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     copies = sorted(p.relative_to(tmp_path / "back").as_posix() for p in (tmp_path / "back").rglob("index.html"))
     assert len(copies) == 3 and all(c.startswith("i-") for c in copies)
+
+
+def test_per_host_timeout_cuts_a_hung_host(sandbox_env: dict[str, str]) -> None:
+    done = ssmfab("run", "--name", "web-*", "--timeout", "3", "--json",
+                  'if [ "$(basename $(dirname $HOME))" = web-2 ]; then sleep 60; fi; echo done', env=dict(os.environ))  # fmt: skip
+    report = json.loads(done.stdout)
+    statuses = {h["name"]: (h["status"], h["error"]) for h in report["hosts"]}
+    assert statuses["web-1"] == ("ok", None) and statuses["web-3"] == ("ok", None)
+    assert statuses["web-2"][0] == "failed" and "timed out after 3s" in statuses["web-2"][1]
+    assert done.returncode == 1
+
+
+def test_shell_runs_a_command_through_openssh(sandbox_env: dict[str, str]) -> None:
+    done = ssmfab("shell", "web-3", "--cmd", "echo from-shell; tty || true", env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert "from-shell" in done.stdout
+    assert "web-3" not in done.stderr or "Traceback" not in done.stderr
+    assert Path(sandbox_env["SSMFAB_KNOWN_HOSTS"]).read_text().startswith("i-")  # ssh pinned it in ssmfab's file
+    done = ssmfab("shell", "Role=web", "--cmd", "true", env=dict(os.environ))
+    assert done.returncode == 2 and "matches 3 hosts" in done.stderr

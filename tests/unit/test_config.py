@@ -87,3 +87,13 @@ def test_missing_explicit_config_file(tmp_path: Path) -> None:
 def test_settings_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().ssh.user = "root"  # type: ignore[misc]
+
+
+def test_user_tag_overrides_the_configured_user() -> None:
+    from ssmfab.client import Client
+    from ssmfab.targets import Target
+
+    client = Client(user="ec2-user")
+    assert client.user_for(Target(id="i-12345678", tags={"ssmfab:user": "ubuntu"})) == "ubuntu"
+    assert client.user_for(Target(id="i-12345678")) == "ec2-user"
+    assert Client(user_tag="").user_for(Target(id="i-12345678", tags={"ssmfab:user": "x"})) == "ec2-user"

@@ -49,3 +49,20 @@ def test_table_aligns_columns() -> None:
         "x     1",
         "yyyy  22",
     ]
+
+
+def test_progress_line_on_a_terminal_only() -> None:
+    from types import SimpleNamespace
+
+    from ssmfab.output import Progress
+
+    sink = io.StringIO()
+    progress = Progress(3, sink, enabled=True)
+    progress.update(SimpleNamespace(ok=True))
+    progress.update(SimpleNamespace(ok=False))
+    assert sink.getvalue().endswith("2/3 hosts done, 1 failed")
+    progress.close()
+    assert sink.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()
+    Progress(3, quiet).update(SimpleNamespace(ok=True))  # StringIO is not a TTY
+    assert quiet.getvalue() == ""
