@@ -49,7 +49,7 @@ def settings_from(overrides: dict[str, Any], settings: Settings | None = None) -
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(OVERRIDE_KEYS))}")
     dotted = {OVERRIDE_KEYS[name]: value for name, value in overrides.items()}
-    return (settings or load_settings()).merged(dotted) if settings else load_settings(dotted)
+    return settings.merged(dotted) if settings is not None else load_settings(dotted)
 
 
 class Client:

@@ -92,6 +92,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
     def open(self) -> Any:
         if self.is_connected:
             return None
+        # A reconnect after the tunnel died: end what is left of the old one first.
+        self._close_transport_and_tunnel()
         self.tunnels.check()
         self.client.set_missing_host_key_policy(
             PinningPolicy(self.known_hosts, strict=self.strict_host_keys, notify=self.notify)
@@ -136,8 +138,12 @@ class SSMConnection(Connection):  # type: ignore[misc]
             if failure is not None:
                 return failure
             if isinstance(exc, (socket.timeout, TimeoutError)):
-                return SSHError(f"{host}: timed out opening SSH through the SSM tunnel: raise --connect-timeout", host)
-            return SSHError(f"{host}: SSH handshake through the SSM tunnel failed: {exc}", host)
+                return SSHError(
+                    f"{host}: timed out talking SSH through the SSM tunnel: check the instance, or raise "
+                    "ssh.connect_timeout (SSMFAB_CONNECT_TIMEOUT)",
+                    host,
+                )
+            return SSHError(f"{host}: SSH through the SSM tunnel failed: {exc or type(exc).__name__}", host)
         return None
 
     def _close_transport_and_tunnel(self) -> None:

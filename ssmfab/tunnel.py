@@ -95,6 +95,15 @@ def plugin_version(plugin: str) -> tuple[int, ...]:
     return version
 
 
+#: Lines the aws CLI and the plugin print around the real reason a session failed.
+NOISE_PREFIXES = ("Command '[", "WARNING", "For more information", "https://", "Starting session", "Exiting session")
+
+
+def _telling(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith(NOISE_PREFIXES)
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is left in the group (zombies of reparented children don't count)."""
     try:
@@ -174,9 +183,10 @@ class ProcessTunnel:
             )
         if code is None and not text.strip():
             return None
-        last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+        last = next((line.strip() for line in reversed(text.splitlines()) if _telling(line)), "")
         status = "still running" if code is None else f"exit {code}"
-        return TunnelError(f"{host}: SSM tunnel closed ({status}){': ' + last if last else ''}", host)
+        reason = f": {last}" if last else ""
+        return TunnelError(f"{host}: SSM tunnel closed ({status}){reason}; check that sshd runs on the instance", host)
 
     def close(self) -> None:
         """End the whole process group: EOF first, then SIGTERM, then SIGKILL. Safe to call twice."""
