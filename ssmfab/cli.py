@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -169,6 +170,10 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
                 return body(c, *args, flags=flags, **kwargs) if takes_flags else body(c, *args, **kwargs)
             except SSMFabError as exc:
                 raise Exit(f"error: {exc}", code=exc.exit_code) from None
+            except BrokenPipeError:
+                # `ssmfab hosts | head`: the reader left; stop quietly like other Unix tools.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise Exit(code=141) from None
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
         all_names = [p.name for p in own] + names

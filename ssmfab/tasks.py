@@ -5,6 +5,7 @@ Shared flags (selectors, AWS, SSH, fan-out policy) come from ``cli.ssmfab_task``
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -18,10 +19,11 @@ from .cli import Flags, loose_selector, notice, parse_number, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .exceptions import ConfigError, SandboxError, SelectorError
 from .fleet import run_command
+from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
 from .output import HostStreams, hosts_table, table
 from .shell import ssh_command
-from .targets import require_targets
+from .targets import parse_selector, require_targets
 
 
 def transfer_summary(report: Any) -> dict[str, Any]:
@@ -193,6 +195,45 @@ def known_hosts(c: Any, forget: str | None = None) -> None:
     print(table(["INSTANCE", "TYPE", "FINGERPRINT"], store.entries()))
 
 
+@ssmfab_task(
+    help={
+        "id": "scope to these instance ids (repeatable)",
+        "tag": "scope to instances carrying this tag (Key=Value, or a bare value of the default key)",
+        "account": "account id for the ARNs (default *)",
+        "region": "region for the instance ARNs (default *)",
+        "ephemeral_key": "include ec2-instance-connect:SendSSHPublicKey",
+        "run_command": "include ssm:SendCommand and reading its results",
+        "deny": "print the Deny statement that switches SSH over Session Manager off",
+    }
+)  # fmt: skip
+def iam_policy(
+    c: Any,
+    id: list[str] | None = None,  # noqa: A002
+    tag: list[str] | None = None,
+    account: str = "*",
+    region: str = "*",
+    ephemeral_key: bool = False,
+    run_command: bool = False,
+    deny: bool = False,
+) -> None:
+    """Print the IAM policy JSON a user or role needs for ssmfab (or, with --deny, the switch-off)."""
+    settings = Flags().client().settings
+    if deny:
+        print(json.dumps(deny_policy(settings.tunnel.document), indent=2))
+        return
+    if tag and len(tag) > 1:
+        raise SelectorError("give one --tag for the policy scope (Key=Value)")
+    selector = parse_selector(tags=tag or (), default_tag_key=settings.targets.default_tag_key)
+    scope = PolicyScope(
+        instance_ids=tuple(i for raw in id or () for i in raw.split(",") if i),
+        tag=selector.tags[0] if selector.tags else None,
+        region=region,
+        account=account,
+    )
+    policy = allow_policy(scope, document=settings.tunnel.document, ephemeral_keys=ephemeral_key, run_command=run_command)
+    print(json.dumps(policy, indent=2))
+
+
 def sandbox_dir(given: str | None) -> Path:
     default = os.environ.get("SSMFAB_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"ssmfab-sandbox-{os.getuid()}"
     return Path(given or default)
@@ -240,7 +281,7 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy)
     ns.add_collection(sandbox)
     return ns
 
