@@ -23,6 +23,8 @@ from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
 from .output import HostStreams, hosts_table, table
 from .shell import ssh_command
+from .sshconfig import config_block
+from .sshconfig import install as install_block
 from .targets import parse_selector, require_targets
 
 
@@ -234,6 +236,26 @@ def iam_policy(
     print(json.dumps(policy, indent=2))
 
 
+@ssmfab_task(
+    "aws", "ssh",
+    help={
+        "windows": "the PowerShell ProxyCommand form for Windows' OpenSSH",
+        "install": "write the block into the ssh config (between marker lines, with a backup)",
+        "file": "ssh config file for --install (default ~/.ssh/config)",
+    },
+)  # fmt: skip
+def ssh_config(c: Any, flags: Flags, windows: bool = False, install: bool = False, file: str = "~/.ssh/config") -> None:
+    """Print (or --install) the ~/.ssh/config block that makes plain `ssh i-…` and `scp` go through SSM."""
+    client = flags.client()
+    block = config_block(client, windows=windows)
+    if not install:
+        print(block, end="")
+        return
+    path = Path(file).expanduser()
+    backup = install_block(path, block)
+    print(f"ssh config block installed in {path}" + (f" (previous version kept in {backup})" if backup else ""))
+
+
 def sandbox_dir(given: str | None) -> Path:
     default = os.environ.get("SSMFAB_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"ssmfab-sandbox-{os.getuid()}"
     return Path(given or default)
@@ -281,7 +303,7 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config)
     ns.add_collection(sandbox)
     return ns
 

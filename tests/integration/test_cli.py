@@ -187,3 +187,21 @@ def test_shell_runs_a_command_through_openssh(sandbox_env: dict[str, str]) -> No
     assert Path(sandbox_env["SSMFAB_KNOWN_HOSTS"]).read_text().startswith("i-")  # ssh pinned it in ssmfab's file
     done = ssmfab("shell", "Role=web", "--cmd", "true", env=dict(os.environ))
     assert done.returncode == 2 and "matches 3 hosts" in done.stderr
+
+
+def test_generated_ssh_config_makes_plain_ssh_and_scp_work(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    done = ssmfab("ssh-config", "--install", "--file", str(config), env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    host = sandbox.host("web-1").instance_id
+    ssh = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "-i", sandbox_env["SSMFAB_KEY"], host, "echo via-ssh"],
+                         capture_output=True, text=True, env=dict(os.environ), timeout=60, check=False)  # fmt: skip
+    assert ssh.returncode == 0, ssh.stderr
+    assert ssh.stdout.strip() == "via-ssh"
+    (tmp_path / "f.txt").write_text("scp works\n")
+    scp = subprocess.run(["scp", "-F", str(config), "-i", sandbox_env["SSMFAB_KEY"], str(tmp_path / "f.txt"), f"{host}:f.txt"],
+                         capture_output=True, text=True, env=dict(os.environ), timeout=60, check=False)  # fmt: skip
+    assert scp.returncode == 0, scp.stderr
+    # ssh pinned the key in ssmfab's file, so ssmfab now trusts the host without a first-use notice.
+    done = ssmfab("run", "--id", host, "cat f.txt", env=dict(os.environ))
+    assert "scp works" in done.stdout and "first connection" not in done.stderr
