@@ -89,6 +89,7 @@ def describe_client_error(code: str, message: str, doing: str, target: str | Non
 def aws_errors(doing: str, target: str | None = None) -> Iterator[None]:
     """Map botocore's exceptions raised inside the block to one-line ssmfab errors."""
     import botocore.exceptions as bx
+    from botocore.parsers import ResponseParserError
 
     try:
         yield
@@ -105,5 +106,5 @@ def aws_errors(doing: str, target: str | None = None) -> Iterator[None]:
         raise ConfigError("no AWS region: pass --region, set AWS_REGION, or set one in your profile") from exc
     except bx.EndpointConnectionError as exc:
         raise AWSError(f"cannot reach AWS while {doing}: {exc}; check the network, region and endpoint") from exc
-    except bx.BotoCoreError as exc:
-        raise AWSError(f"AWS error while {doing}: {exc}") from exc
+    except (bx.BotoCoreError, ResponseParserError) as exc:
+        raise AWSError(f"AWS error while {doing}: {str(exc).splitlines()[0]}") from exc

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from invoke.collection import Collection
+from invoke.exceptions import Exit
 
 from . import transfer
 from .cli import Flags, loose_selector, notice, parse_number, ssmfab_task
 from .deploy import Deployer, check_artifact
+from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError
 from .fleet import run_command
 from .iam import PolicyScope, allow_policy, deny_policy
@@ -256,6 +258,21 @@ def ssh_config(c: Any, flags: Flags, windows: bool = False, install: bool = Fals
     print(f"ssh config block installed in {path}" + (f" (previous version kept in {backup})" if backup else ""))
 
 
+@ssmfab_task("select", "aws", "ssh")
+def doctor(c: Any, flags: Flags) -> None:
+    """Check every prerequisite (CLI, plugin, credentials, region, document, each target's agent, IAM)."""
+    client = flags.client()
+    selection = None
+    if flags.id or flags.name or flags.tag:
+        selection = client.select(flags.id, flags.name, flags.tag)
+    checks = run_checks(client, selection)
+    for check in checks:
+        print(check.line())
+    failed = [check for check in checks if check.status == "fail"]
+    if failed:
+        raise Exit(f"{len(failed)} check(s) failed", code=1)
+
+
 def sandbox_dir(given: str | None) -> Path:
     default = os.environ.get("SSMFAB_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"ssmfab-sandbox-{os.getuid()}"
     return Path(given or default)
@@ -303,7 +320,7 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config, doctor)
     ns.add_collection(sandbox)
     return ns
 

@@ -28,6 +28,16 @@ from .sshd import SSHServer, find_sshd, free_port, generate_key, terminate_group
 
 REGION = "us-east-1"
 AGENT_VERSION = "3.3.1142.0"
+#: AWS owns this document in every region; moto has no copy, so the sandbox adds AWS's content.
+SSH_SESSION_DOCUMENT = {
+    "schemaVersion": "1.0",
+    "description": "Document to start SSH session",
+    "sessionType": "Port",
+    "parameters": {
+        "portNumber": {"type": "String", "description": "(Optional) Port number of SSH server on the instance", "default": "22"}
+    },
+    "properties": {"portNumber": "{{ portNumber }}"},
+}
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,11 @@ class Sandbox:
             "ec2", endpoint_url=self.endpoint, region_name=REGION,
             aws_access_key_id="testing", aws_secret_access_key="testing",
         )  # fmt: skip
+        ssm = boto3.client(
+            "ssm", endpoint_url=self.endpoint, region_name=REGION,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        ssm.create_document(Name="AWS-StartSSHSession", Content=json.dumps(SSH_SESSION_DOCUMENT), DocumentType="Session")
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         registry = []
         for spec in specs:
@@ -167,11 +182,11 @@ class Sandbox:
         sandbox_put_instance_information(self.endpoint, REGION, registry)
 
     @staticmethod
-    def _registration(host: SandboxHost, ping_status: str) -> dict[str, Any]:
+    def _registration(host: SandboxHost, ping_status: str, agent_version: str = AGENT_VERSION) -> dict[str, Any]:
         return {
             "InstanceId": host.instance_id,
             "PingStatus": ping_status,
-            "AgentVersion": AGENT_VERSION,
+            "AgentVersion": agent_version,
             "PlatformType": "Linux",
             "PlatformName": "Amazon Linux",
             "ResourceType": "EC2Instance",
@@ -271,9 +286,10 @@ class Sandbox:
         host.pid = server.pid
         self._save()
 
-    def set_agent_status(self, name: str, ping_status: str) -> None:
+    def set_agent_status(self, name: str, ping_status: str, agent_version: str = AGENT_VERSION) -> None:
         """Change what SSM reports for a host's agent (e.g. ConnectionLost makes StartSession refuse it)."""
-        sandbox_put_instance_information(self.endpoint, REGION, [self._registration(self.host(name), ping_status)])
+        entry = self._registration(self.host(name), ping_status, agent_version)
+        sandbox_put_instance_information(self.endpoint, REGION, [entry])
 
     def env(self, path: str | None = None) -> dict[str, str]:
         """Environment pointing the aws CLI, boto3 and ssmfab at this sandbox."""

@@ -205,3 +205,34 @@ def test_generated_ssh_config_makes_plain_ssh_and_scp_work(sandbox: Sandbox, san
     # ssh pinned the key in ssmfab's file, so ssmfab now trusts the host without a first-use notice.
     done = ssmfab("run", "--id", host, "cat f.txt", env=dict(os.environ))
     assert "scp works" in done.stdout and "first connection" not in done.stderr
+
+
+def test_doctor_passes_on_the_sandbox_and_names_each_failure(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    done = ssmfab("doctor", "--tag", "web", env=dict(os.environ))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for name in ("aws CLI", "session-manager-plugin", "AWS region", "AWS credentials", "SSH session document"):
+        assert any(line.startswith("PASS") and f"{name}:" in line for line in lines), name
+    assert sum(line.startswith("PASS  web-") for line in lines) == 3
+    sandbox.set_agent_status("web-2", "Online", agent_version="2.3.100.0")
+    sandbox.set_agent_status("web-3", "ConnectionLost")
+    try:
+        done = ssmfab("doctor", "--tag", "web", env=dict(os.environ))
+    finally:
+        sandbox.set_agent_status("web-2", "Online")
+        sandbox.set_agent_status("web-3", "Online")
+    assert done.returncode == 1
+    failures = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 2
+    assert any("web-2" in f and "2.3.100.0 is too old" in f and "fix:" in f for f in failures)
+    assert any("web-3" in f and "ConnectionLost" in f for f in failures)
+
+
+def test_doctor_without_plugin_or_credentials(sandbox_env: dict[str, str]) -> None:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "session-manager-plugin").exists())
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    done = ssmfab("doctor", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert any(line.startswith("FAIL  session-manager-plugin") for line in done.stdout.splitlines())
+    assert any(line.startswith("FAIL  AWS credentials") and "fix:" in line for line in done.stdout.splitlines())
