@@ -30,7 +30,7 @@ from .targets import INSTANCE_ID, Target, require_targets
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "select": ("id", "name", "tag"),
     "aws": ("region", "profile"),
-    "ssh": ("user", "key", "tunnel"),
+    "ssh": ("user", "key", "tunnel", "ephemeral_key"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json"),
 }
 FLAG_HELP = {
@@ -42,6 +42,7 @@ FLAG_HELP = {
     "user": "SSH user (default: ec2-user, or the instance's ssmfab:user tag)",
     "key": "SSH private key file",
     "tunnel": "tunnel mode: cli (aws ssm start-session) or plugin (session-manager-plugin directly)",
+    "ephemeral_key": "generate a key for this run and push it with EC2 Instance Connect before each connection",
     "parallel": "hosts at once (default 10, config run.parallel)",
     "batch": "rolling batches: hosts per batch or a percentage (25%); a batch finishes before the next starts",
     "max_failures": "failed hosts tolerated (count or %); past it no new host starts",
@@ -49,6 +50,7 @@ FLAG_HELP = {
     "json": "print a JSON report instead of the summary table",
 }
 REPEATABLE = ("id", "name", "tag", "path")
+SWITCHES = ("json", "ephemeral_key")
 
 
 def notice(message: str) -> None:
@@ -84,6 +86,7 @@ class Flags:
     user: str | None = None
     key: str | None = None
     tunnel: str | None = None
+    ephemeral_key: bool = False
     parallel: str | None = None
     batch: str | None = None
     max_failures: str | None = None
@@ -93,6 +96,7 @@ class Flags:
     def client(self) -> Client:
         given: dict[str, Any] = {
             "region": self.region, "profile": self.profile, "user": self.user, "key": self.key, "tunnel": self.tunnel,
+            "ephemeral_key": self.ephemeral_key or None,
         }  # fmt: skip
         return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
 
@@ -153,7 +157,7 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
         takes_flags = "flags" in signature.parameters
         own = [p for p in signature.parameters.values() if p.name != "flags"]
         shared = [
-            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False if n == "json" else None)
+            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False if n in SWITCHES else None)
             for n in names
         ]
 

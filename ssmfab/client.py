@@ -10,11 +10,13 @@ Nothing here is global: two Clients with different regions or profiles can live 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .aws import AWSContext, aws_context, aws_errors
 from .config import Settings, load_settings
+from .ephemeral import EphemeralKey
 from .connection import SSMConnection
 from .hostkeys import KnownHosts
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets, resolve
@@ -33,6 +35,7 @@ OVERRIDE_KEYS = {
     "key_filename": "ssh.key",
     "known_hosts": "ssh.known_hosts",
     "strict_host_keys": "ssh.strict_host_keys",
+    "ephemeral_key": "ssh.ephemeral_key",
     "connect_timeout": "ssh.connect_timeout",
     "tunnel": "tunnel.mode",
     "document": "tunnel.document",
@@ -67,19 +70,43 @@ class Client:
         self._tunnels = tunnels
         self.notify = notify
         self.known_hosts = KnownHosts(self.settings.ssh.known_hosts)
+        self._ephemeral: EphemeralKey | None = None
+        self._instance_connect: Any = None
+        # Connections are made from fan-out worker threads: lazy members are built once, under this lock.
+        self._lock = threading.RLock()
 
     @property
     def aws(self) -> AWSContext:
         # Built on first use: listing the config or the sandbox needs no AWS session.
-        if self._aws is None:
-            self._aws = aws_context(self.settings)
-        return self._aws
+        with self._lock:
+            if self._aws is None:
+                self._aws = aws_context(self.settings)
+            return self._aws
 
     @property
     def tunnels(self) -> TunnelFactory:
-        if self._tunnels is None:
-            self._tunnels = tunnel_factory(self.settings, self.aws)
-        return self._tunnels
+        with self._lock:
+            if self._tunnels is None:
+                self._tunnels = tunnel_factory(self.settings, self.aws)
+            return self._tunnels
+
+    @property
+    def ephemeral_key(self) -> EphemeralKey | None:
+        """The run's ephemeral key when ``ssh.ephemeral_key`` is on: one key for every host of the run."""
+        with self._lock:
+            if self.settings.ssh.ephemeral_key and self._ephemeral is None:
+                self._ephemeral = EphemeralKey()
+            return self._ephemeral
+
+    def push_key(self, target: Target) -> None:
+        """Push the ephemeral key for ``target``'s user (valid 60 s); called before every (re)connection."""
+        key = self.ephemeral_key
+        if key is None:
+            return
+        with self._lock:
+            if self._instance_connect is None:
+                self._instance_connect = self.aws.client("ec2-instance-connect")
+        key.push(self._instance_connect, target.id, self.user_for(target))
 
     def select(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> Selection:
         """Every instance matching the selectors, reachable or not (see ``Selection.skipped``)."""
@@ -109,6 +136,12 @@ class Client:
             "connect_timeout": ssh.connect_timeout,
             "notify": self.notify,
         }
+        key = self.ephemeral_key
+        if key is not None:
+            chosen = target
+            options["key_filename"] = None
+            options["connect_kwargs"] = {"pkey": key.pkey, "look_for_keys": False, "allow_agent": False}
+            options["before_open"] = lambda: self.push_key(chosen)
         options.update(connection_kwargs)
         return SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
 

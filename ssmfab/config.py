@@ -50,6 +50,8 @@ class SSHSettings:
     key: str | None = field(default=None, metadata={"env": "SSMFAB_KEY"})
     #: ssmfab's own known_hosts file: host keys are pinned per instance id.
     known_hosts: str = field(default="~/.config/ssmfab/known_hosts", metadata={"env": "SSMFAB_KNOWN_HOSTS"})
+    #: Generate a key for the run and push it with EC2 Instance Connect before each connection.
+    ephemeral_key: bool = field(default=False, metadata={"env": "SSMFAB_EPHEMERAL_KEY"})
     #: Refuse hosts whose key is not pinned yet, instead of trusting them on first use.
     strict_host_keys: bool = field(default=False, metadata={"env": "SSMFAB_STRICT_HOST_KEYS"})
     #: Seconds allowed for the tunnel plus the SSH handshake.

@@ -9,6 +9,7 @@ group and the SSM session, whatever state they are in.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any, cast
 
 import paramiko
@@ -41,6 +42,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
     known_hosts: KnownHosts = cast(KnownHosts, None)
     strict_host_keys = False
     notify: Any = None
+    before_open: Callable[[], Any] | None = None
     tunnel: Tunnel | None = None
 
     def __init__(
@@ -56,6 +58,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         config: Config | None = None,
         connect_kwargs: dict[str, Any] | None = None,
         notify: Any = None,
+        before_open: Callable[[], Any] | None = None,
     ) -> None:
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
@@ -79,6 +82,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.known_hosts = known_hosts
         self.strict_host_keys = strict_host_keys
         self.notify = notify
+        self.before_open = before_open
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
 
@@ -95,6 +99,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
         # A reconnect after the tunnel died: end what is left of the old one first.
         self._close_transport_and_tunnel()
         self.tunnels.check()
+        if self.before_open is not None:
+            self.before_open()  # e.g. push an ephemeral key: it must be fresh for every (re)connection
         self.client.set_missing_host_key_policy(
             PinningPolicy(self.known_hosts, strict=self.strict_host_keys, notify=self.notify)
         )
@@ -131,6 +137,11 @@ class SSMConnection(Connection):  # type: ignore[misc]
             return AuthenticationError(
                 f"{host}: SSH key refused for user {self.user!r} (key: {key}): check --user "
                 "(or the instance's user tag) and --key, or push a key with EC2 Instance Connect",
+                host=host,
+            )
+        if isinstance(exc, paramiko.SSHException) and "No authentication methods available" in str(exc):
+            return AuthenticationError(
+                f"{host}: no SSH key to offer for user {self.user!r}: pass --key, load one in ssh-agent, or use --ephemeral-key",
                 host=host,
             )
         if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):

@@ -40,7 +40,7 @@ def ssh_command(client: Client, target: Target, command: str | None = None) -> l
         "-p", str(settings.tunnel.remote_port),
         "-l", client.user_for(target),
     ]  # fmt: skip
-    if settings.ssh.key:
+    if settings.ssh.key and not settings.ssh.ephemeral_key:
         argv += ["-i", settings.ssh.key]
     argv += ["-t", target.id]
     if command:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -181,12 +182,20 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
     targets = Flags(**loose_selector(target)).targets(client)  # type: ignore[arg-type]
     if len(targets) > 1:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
+    key = client.ephemeral_key
     argv = ssh_command(client, targets[0], cmd)
     if argv is None:
         with client.connect(targets[0]) as conn:
             conn.run(cmd, pty=True) if cmd else conn.shell()
         return
-    os.execvp(argv[0], argv)
+    if key is None:
+        os.execvp(argv[0], argv)
+    # An ephemeral key must reach ssh as a file; ssh runs as a child so the file goes when it exits.
+    client.push_key(targets[0])
+    with key.private_file() as key_file:
+        code = subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
+    if code:
+        raise Exit(code=code)
 
 
 @ssmfab_task(help={"forget": "instance id whose pinned host key(s) to remove"})

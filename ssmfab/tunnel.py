@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -278,16 +279,20 @@ class PluginTunnelFactory:
         self.aws = aws
         self._ssm: SSMClient | None = None
         self._version: tuple[int, ...] = ()
+        # Tunnels open from fan-out worker threads; boto3 client creation is not thread-safe.
+        self._lock = threading.Lock()
 
     def check(self) -> None:
-        if not self._version:
-            self._version = plugin_version(self.settings.tunnel.plugin)
+        with self._lock:
+            if not self._version:
+                self._version = plugin_version(self.settings.tunnel.plugin)
 
     @property
     def ssm(self) -> SSMClient:
-        if self._ssm is None:
-            self._ssm = self.aws.ssm()
-        return self._ssm
+        with self._lock:
+            if self._ssm is None:
+                self._ssm = self.aws.ssm()
+            return self._ssm
 
     def open(self, target_id: str) -> Tunnel:
         self.check()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import SandboxError
-from .moto_ext import sandbox_put_instance_information
+from .moto_ext import call_sandbox_ssm, sandbox_put_instance_information
 from .sshd import SSHServer, find_sshd, free_port, generate_key, terminate_group
 
 REGION = "us-east-1"
@@ -193,6 +193,7 @@ class Sandbox:
             "IPAddress": host.private_ip,
             "ComputerName": f"{host.name}.sandbox.internal",
             "SandboxStreamAddress": f"127.0.0.1:{host.port}",
+            "SandboxPushedKeysFile": str(Path(host.folder) / "pushed_keys"),
         }
 
     def _write_launchers(self) -> None:
@@ -290,6 +291,10 @@ class Sandbox:
         """Change what SSM reports for a host's agent (e.g. ConnectionLost makes StartSession refuse it)."""
         entry = self._registration(self.host(name), ping_status, agent_version)
         sandbox_put_instance_information(self.endpoint, REGION, [entry])
+
+    def pushed_keys(self) -> list[dict[str, Any]]:
+        """Every EC2 Instance Connect push the sandbox received."""
+        return list(call_sandbox_ssm(self.endpoint, REGION, "SandboxListPushedKeys", {})["PushedKeys"])
 
     def env(self, path: str | None = None) -> dict[str, str]:
         """Environment pointing the aws CLI, boto3 and ssmfab at this sandbox."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -52,6 +53,8 @@ class SandboxState:
 
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: EC2 Instance Connect pushes: instance id, OS user, key, time.
+    pushed_keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _now() -> float:
@@ -271,6 +274,37 @@ def _list_tags_for_managed_instance(original: Any) -> Any:
     return list_tags_for_resource
 
 
+#: EC2 Instance Connect keeps a pushed key for 60 seconds.
+PUSHED_KEY_SECONDS = 60
+
+
+def _send_ssh_public_key(original: Any) -> Any:
+    """Record EC2 Instance Connect pushes and, for sandbox hosts, authorise the key in sshd for 60 s
+    (OpenSSH's own ``expiry-time`` option enforces the limit)."""
+
+    def send_ssh_public_key(self: Any) -> Any:
+        from moto.ssm.models import ssm_backends
+
+        state = state_of(ssm_backends[self.current_account][self.region])
+        instance_id, user, key = (self._get_param(k) for k in ("InstanceId", "InstanceOSUser", "SSHPublicKey"))
+        record = state.instances.get(instance_id) or {}
+        state.pushed_keys.append({"InstanceId": instance_id, "InstanceOSUser": user, "SSHPublicKey": key, "Time": _now()})
+        keys_file = record.get("SandboxPushedKeysFile")
+        if keys_file:
+            expiry = time.strftime("%Y%m%d%H%M%S", time.localtime(time.time() + PUSHED_KEY_SECONDS))
+            with open(keys_file, "a") as handle:
+                handle.write(f'expiry-time="{expiry}" {key.strip()}\n')
+        return original(self)
+
+    send_ssh_public_key._ssmfab = True  # type: ignore[attr-defined]
+    return send_ssh_public_key
+
+
+def _list_pushed_keys(self: Any) -> str:
+    """Non-AWS action: the Instance Connect pushes the sandbox recorded (tests count them)."""
+    return json.dumps({"PushedKeys": state_of(self.ssm_backend).pushed_keys})
+
+
 def install() -> None:
     """Add the missing calls to moto's SSM responder (idempotent)."""
     from moto.ssm.responses import SimpleSystemManagerResponse as Responder
@@ -282,8 +316,13 @@ def install() -> None:
         "terminate_session": _terminate_session,
         "resume_session": _resume_session,
         "describe_sessions": _describe_sessions,
+        "sandbox_list_pushed_keys": _list_pushed_keys,
     }
     for name, handler in handlers.items():
         setattr(Responder, name, handler)
+    from moto.ec2instanceconnect.responses import Ec2InstanceConnectResponse as Connect
+
+    if not getattr(Connect.send_ssh_public_key, "_ssmfab", False):
+        setattr(Connect, "send_ssh_public_key", _send_ssh_public_key(Connect.send_ssh_public_key))
     if not getattr(Responder.list_tags_for_resource, "_ssmfab", False):
         setattr(Responder, "list_tags_for_resource", _list_tags_for_managed_instance(Responder.list_tags_for_resource))

@@ -88,7 +88,8 @@ class SSHServer:
                     f"Port {self.port}",
                     f"HostKey {self.host_key}",
                     f"PidFile {self.pid_file}",
-                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    # The second file receives EC2 Instance Connect pushes (each with an expiry-time).
+                    f"AuthorizedKeysFile {self.authorized_keys} {self.folder / 'pushed_keys'}",
                     f"UsePAM {'no' if as_root else 'yes'}",
                     "StrictModes no",
                     "PasswordAuthentication no",
