@@ -34,7 +34,7 @@ from .exceptions import (
 from .fleet import FleetResult, HostResult, fan_out, run_command
 from .targets import Selection, Selector, Skipped, Target, parse_selector, resolve
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "AccessDeniedError",

@@ -23,9 +23,12 @@ from invoke.tasks import task
 
 from .client import Client
 from .exceptions import ConfigError, SelectorError, SSMFabError
-from .fleet import FleetResult, Policy, fan_out
+from .audit import AuditLog
+from .doctor import caller_arn
+from .fleet import FleetResult, HostResult, Policy, fan_out
 from .output import Progress, report_dict, skipped_lines, summary_table
 from .targets import INSTANCE_ID, Target, require_targets
+from .version import __version__
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "select": ("id", "name", "tag"),
@@ -117,6 +120,8 @@ class Flags:
         targets: list[Target],
         operation: Callable[[Any], Any],
         *,
+        action: str,
+        detail: str,
         describe: Callable[[Any], dict[str, Any]] | None = None,
         batch: str | None = None,
         max_failures: str | None = None,
@@ -130,7 +135,18 @@ class Flags:
             timeout=None if self.timeout in (None, "") else parse_number(str(self.timeout), "timeout", float),
         )
         progress = Progress(len(targets), sys.stderr, enabled=False if self.json else None)
-        result = fan_out(targets, client.connect, operation, policy=policy, on_result=progress.update)
+        audit = open_audit(client)
+
+        def finished(host: HostResult[Any]) -> None:
+            progress.update(host)
+            if audit is not None:
+                audit.record(
+                    instance_id=host.target.id, name=host.target.name, action=action, detail=detail,
+                    status=host.status, exit_code=host.exit_code, bytes=getattr(host.value, "bytes", None),
+                    duration=round(host.duration, 3), error=host.error,
+                )  # fmt: skip
+
+        result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished)
         progress.close()
         if self.json:
             print(json.dumps(report_dict(result, describe), indent=2))
@@ -140,6 +156,18 @@ class Flags:
                 notice(f"FAILED {failure.error}")
         result.raise_for_failures()
         return result
+
+
+def open_audit(client: Client) -> AuditLog | None:
+    settings = client.settings.audit
+    if not settings.enabled:
+        return None
+    try:
+        caller = caller_arn(client)
+    except SSMFabError:
+        caller = "unknown"
+    cloudwatch = client.aws.client("logs") if settings.cloudwatch_log_group else None
+    return AuditLog.from_settings(settings, caller=caller, version=__version__, cloudwatch=cloudwatch)
 
 
 def quiet_prefetch_errors(args: threading.ExceptHookArgs) -> None:

@@ -110,6 +110,18 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    #: Append a JSON line for every command and transfer the command line runs.
+    enabled: bool = field(default=True, metadata={"env": "SSMFAB_AUDIT"})
+    #: The log file (created 0600); its folder must exist unless it is the default one.
+    path: str = field(default="~/.local/state/ssmfab/audit.jsonl", metadata={"env": "SSMFAB_AUDIT_PATH"})
+    #: Strings replaced by *** wherever they appear in a record (tokens, passwords passed in commands).
+    secrets: tuple[str, ...] = ()
+    #: Also ship records to this CloudWatch Logs group ("" = local file only).
+    cloudwatch_log_group: str = field(default="", metadata={"env": "SSMFAB_AUDIT_LOG_GROUP"})
+
+
+@dataclass(frozen=True)
 class Settings:
     aws: AWSSettings = field(default_factory=AWSSettings)
     targets: TargetSettings = field(default_factory=TargetSettings)
@@ -118,6 +130,7 @@ class Settings:
     run: RunSettings = field(default_factory=RunSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     logs: LogSettings = field(default_factory=LogSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def merged(self, overrides: Mapping[str, Any], source: str = "overrides") -> Settings:
         """A copy with ``{"section.key": value}`` applied; ``None`` values are skipped (not given)."""

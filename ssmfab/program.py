@@ -7,7 +7,7 @@ import sys
 
 from invoke.program import Program
 
-from . import __version__
+from .version import __version__
 from .tasks import ns
 
 

@@ -6,6 +6,7 @@ Shared flags (selectors, AWS, SSH, fan-out policy) come from ``cli.ssmfab_task``
 from __future__ import annotations
 
 import json
+import json as jsonlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 
 from . import transfer
+from .audit import read_entries
 from .cli import Flags, loose_selector, notice, parse_number, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .doctor import run_checks
@@ -57,7 +59,8 @@ def run(c: Any, command: str, flags: Flags) -> None:
         output = {"hide": True} if flags.json else streams.for_target(conn.target)
         return run_command(command, **output)(conn)
 
-    flags.fan_out(client, targets, operation, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr})
+    flags.fan_out(client, targets, operation, action="run", detail=command,
+                  describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr})  # fmt: skip
 
 
 @ssmfab_task(
@@ -72,7 +75,7 @@ def put(c: Any, local: str, remote: str, flags: Flags) -> None:
     client = flags.client()
     targets = flags.targets(client)
     operation = lambda conn: transfer.put(conn, str(source), remote, recursive=source.is_dir())  # noqa: E731
-    flags.fan_out(client, targets, operation, describe=transfer_summary)
+    flags.fan_out(client, targets, operation, action="put", detail=f"{source} -> {remote}", describe=transfer_summary)
 
 
 @ssmfab_task(
@@ -90,7 +93,7 @@ def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
         folder.mkdir(parents=True, exist_ok=True)
         return transfer.get(conn, remote, str(folder) + os.sep, recursive=True)
 
-    flags.fan_out(client, targets, operation, describe=transfer_summary)
+    flags.fan_out(client, targets, operation, action="get", detail=f"{remote} -> {root}", describe=transfer_summary)
 
 
 @ssmfab_task(
@@ -113,6 +116,7 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
         return
     flags.fan_out(
         client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures,
+        action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
         describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes},
     )  # fmt: skip
     if not flags.json:
@@ -126,7 +130,8 @@ def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
     settings = client.settings.merged({"deploy.base_dir": base_dir}).deploy
     deployer = Deployer(settings, Path("."), notify=notice)
     targets = flags.targets(client)
-    flags.fan_out(client, targets, deployer.rollback, describe=lambda r: {"release": r.release, "previous": r.previous})
+    flags.fan_out(client, targets, deployer.rollback, action="rollback", detail=deployer.base,
+                  describe=lambda r: {"release": r.release, "previous": r.previous})  # fmt: skip
 
 
 @ssmfab_task(
@@ -159,7 +164,7 @@ def fetch_logs(
     )
     targets = flags.targets(client, target)
     result = flags.fan_out(
-        client, targets, fetcher.fetch,
+        client, targets, fetcher.fetch, action="fetch-logs", detail=" ".join(path or ()) or "(configured paths)",
         describe=lambda r: {"files": r.files, "bytes": r.bytes, "wire_bytes": r.wire_bytes, "missing": r.missing},
     )  # fmt: skip
     if not flags.json:
@@ -196,6 +201,24 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
         code = subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
     if code:
         raise Exit(code=code)
+
+
+@ssmfab_task(help={"since": "only entries this recent: 30m, 2h, 1d", "json": "print the entries as JSON lines"})
+def audit(c: Any, since: str | None = None, json: bool = False) -> None:  # noqa: A002
+    """Show the audit trail of commands and transfers ssmfab ran, as a table."""
+    settings = Flags().client().settings.audit
+    entries = list(read_entries(Path(settings.path), parse_duration(since) if since else None))
+    if json:
+        for entry in entries:
+            print(jsonlib.dumps(entry, ensure_ascii=False))
+        return
+    rows = [
+        [e.get("time", ""), e.get("instance_id", ""), e.get("name", ""), e.get("action", ""), e.get("status", ""),
+         "-" if e.get("exit_code") is None else e["exit_code"], e.get("detail", "")[:60]]
+        for e in entries
+    ]  # fmt: skip
+    print(table(["TIME (UTC)", "INSTANCE", "NAME", "ACTION", "STATUS", "EXIT", "DETAIL"], rows))
+    print(f"{len(entries)} entries in {Path(settings.path).expanduser()}")
 
 
 @ssmfab_task(help={"forget": "instance id whose pinned host key(s) to remove"})
@@ -329,7 +352,7 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config, doctor)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config, doctor, audit)
     ns.add_collection(sandbox)
     return ns
 

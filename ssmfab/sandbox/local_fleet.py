@@ -311,6 +311,7 @@ class Sandbox:
             "SSMFAB_USER": self.user,
             "SSMFAB_KEY": str(self.key_file),
             "SSMFAB_KNOWN_HOSTS": str(self.root / "known_hosts"),
+            "SSMFAB_AUDIT_PATH": str(self.root / "audit.jsonl"),
         }
 
 

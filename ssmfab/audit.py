@@ -1,0 +1,98 @@
+"""The audit trail Session Manager cannot keep for SSH sessions: one JSON line per command or transfer.
+
+Each record holds the UTC time, the caller's ARN, the instance id and name, the action and what it ran or
+moved, the exit code, bytes, duration and ssmfab's version. Values marked secret are redacted before
+anything is written. The file is created 0600 and appended to under a lock, so parallel hosts and parallel
+runs never interleave within a line. Records can also go to CloudWatch Logs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import AuditSettings
+from .exceptions import ConfigError
+
+REDACTED = "***"
+DEFAULT_PATH = AuditSettings().path
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+@dataclass
+class AuditLog:
+    path: Path
+    secrets: tuple[str, ...] = ()
+    caller: str = "unknown"
+    version: str = ""
+    cloudwatch: Any = None
+    log_group: str = ""
+    log_stream: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: AuditSettings, *, caller: str, version: str, cloudwatch: Any = None) -> AuditLog:
+        path = Path(settings.path).expanduser()
+        if settings.path == DEFAULT_PATH:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        elif not path.parent.is_dir():
+            raise ConfigError(f"audit log folder {path.parent} does not exist: create it or fix audit.path")
+        log = cls(path=path, secrets=settings.secrets, caller=caller, version=version)
+        if settings.cloudwatch_log_group and cloudwatch is not None:
+            log.cloudwatch, log.log_group = cloudwatch, settings.cloudwatch_log_group
+            log.log_stream = f"ssmfab-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}"
+            cloudwatch.create_log_stream(logGroupName=log.log_group, logStreamName=log.log_stream)
+        return log
+
+    def record(self, **fields: Any) -> dict[str, Any]:
+        entry = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "caller": self.caller,
+            **{k: redact(v, self.secrets) if isinstance(v, str) else v for k, v in fields.items()},
+            "ssmfab": self.version,
+        }
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the audit log {self.path}: {exc.strerror}; fix audit.path") from exc
+        with os.fdopen(fd, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(line)
+        if self.cloudwatch is not None:
+            self.cloudwatch.put_log_events(
+                logGroupName=self.log_group,
+                logStreamName=self.log_stream,
+                logEvents=[{"timestamp": int(time.time() * 1000), "message": line.rstrip("\n")}],
+            )
+        return entry
+
+
+def read_entries(path: Path, since_seconds: float | None = None) -> Iterator[dict[str, Any]]:
+    """Entries of the log, oldest first, optionally only the recent ones; unreadable lines are skipped."""
+    path = path.expanduser()
+    if not path.exists():
+        return
+    cutoff = time.time() - since_seconds if since_seconds is not None else None
+    with path.open() as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if cutoff is not None:
+                when = datetime.fromisoformat(str(entry.get("time", "")).replace("Z", "+00:00")).timestamp()
+                if when < cutoff:
+                    continue
+            yield entry
