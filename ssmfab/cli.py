@@ -72,7 +72,7 @@ def loose_selector(text: str | None) -> dict[str, tuple[str, ...]]:
     """A positional target: an instance id, ``Key=Value`` (a tag) or a Name glob."""
     if not text:
         return {}
-    if INSTANCE_ID.match(text.split(",")[0]):
+    if INSTANCE_ID.fullmatch(text.split(",")[0]):
         return {"id": (text,)}
     return {"tag": (text,)} if "=" in text else {"name": (text,)}
 

@@ -125,7 +125,7 @@ class Client:
     def connect(self, target: Target | str, **connection_kwargs: Any) -> SSMConnection:
         """An unopened SSMConnection (Fabric opens it on first use); close it or use it as a context manager."""
         if isinstance(target, str):
-            if not INSTANCE_ID.match(target):
+            if not INSTANCE_ID.fullmatch(target):
                 raise SelectorError(f"bad instance id {target!r}: expected i-… or mi-… followed by 8 or 17 hex digits")
             target = Target(id=target, region=self.aws.region)
         ssh = self.settings.ssh
@@ -135,6 +135,7 @@ class Client:
             "strict_host_keys": ssh.strict_host_keys,
             "connect_timeout": ssh.connect_timeout,
             "notify": self.notify,
+            "output_cap": self.settings.run.output_cap,
         }
         key = self.ephemeral_key
         if key is not None:

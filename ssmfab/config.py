@@ -74,6 +74,8 @@ class TunnelSettings:
 class RunSettings:
     #: Hosts worked on at once.
     parallel: int = field(default=10, metadata={"env": "SSMFAB_PARALLEL"})
+    #: Characters of each command's stdout/stderr kept in memory (the tail); output still streams in full.
+    output_cap: int = field(default=1_000_000, metadata={"env": "SSMFAB_OUTPUT_CAP"})
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,8 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(
             f"{source}: tunnel.mode {settings.tunnel.mode!r} is not one of {', '.join(TUNNEL_MODES)}"
         )
+    if settings.run.output_cap < 1000:
+        raise ConfigError(f"{source}: run.output_cap must be at least 1000 characters")
     if settings.run.parallel < 1:
         raise ConfigError(f"{source}: run.parallel must be at least 1, got {settings.run.parallel}")
     if not 0 < settings.tunnel.remote_port < 65536:

@@ -16,6 +16,7 @@ import paramiko
 from fabric import Config, Connection
 
 from .exceptions import AuthenticationError, SSHError, SSMFabError
+from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
 from .targets import Target
 from .tunnel import Tunnel, TunnelFactory
@@ -24,8 +25,10 @@ from .tunnel import Tunnel, TunnelFactory
 def default_config() -> Config:
     """Fabric config for SSM connections: an explicit empty ssh_config (a user's ~/.ssh/config must not
     swap our tunnel for its own) and no local stdin forwarding (hosts run in parallel threads; pass
-    ``in_stream=sys.stdin`` to a single ``run`` that needs it)."""
-    return Config(ssh_config=paramiko.SSHConfig(), overrides={"run": {"in_stream": False}})
+    ``in_stream=sys.stdin`` to a single ``run`` that needs it), and a runner that keeps only the tail of
+    huge outputs in memory."""
+    overrides = {"run": {"in_stream": False}, "runners": {"remote": CappedRemote}}
+    return Config(ssh_config=paramiko.SSHConfig(), overrides=overrides)
 
 
 class SSMConnection(Connection):  # type: ignore[misc]
@@ -43,6 +46,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
     strict_host_keys = False
     notify: Any = None
     before_open: Callable[[], Any] | None = None
+    output_cap = DEFAULT_OUTPUT_CAP
     tunnel: Tunnel | None = None
 
     def __init__(
@@ -59,6 +63,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         connect_kwargs: dict[str, Any] | None = None,
         notify: Any = None,
         before_open: Callable[[], Any] | None = None,
+        output_cap: int = DEFAULT_OUTPUT_CAP,
     ) -> None:
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
@@ -83,6 +88,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.strict_host_keys = strict_host_keys
         self.notify = notify
         self.before_open = before_open
+        self.output_cap = output_cap
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
 

@@ -30,15 +30,15 @@ class PolicyScope:
 
     def __post_init__(self) -> None:
         for instance_id in self.instance_ids:
-            if not INSTANCE_ID.match(instance_id):
+            if not INSTANCE_ID.fullmatch(instance_id):
                 raise SelectorError(f"bad instance id {instance_id!r} for the policy scope: expected i-… or mi-…")
         if self.instance_ids and self.tag is not None:
             raise SelectorError("scope the policy by instance ids or by one tag, not both")
         if self.tag is not None and len(self.tag.values) != 1:
             raise SelectorError(f"the policy scope takes one tag value, got {self.tag}")
-        if not ACCOUNT.match(self.account):
+        if not ACCOUNT.fullmatch(self.account):
             raise SelectorError(f"bad account {self.account!r}: expected 12 digits or *")
-        if not REGION.match(self.region):
+        if not REGION.fullmatch(self.region):
             raise SelectorError(f"bad region {self.region!r}: expected e.g. eu-west-1 or *")
 
     def instance_arns(self) -> list[str]:

@@ -114,7 +114,7 @@ def parse_selector(
     """Validate user input into a Selector; raises SelectorError naming the bad value and the fix."""
     id_list: list[str] = []
     for raw in _split_commas(ids):
-        if not INSTANCE_ID.match(raw):
+        if not INSTANCE_ID.fullmatch(raw):
             raise SelectorError(
                 f"bad instance id {raw!r}: expected i-… or mi-… followed by 8 or 17 hex digits "
                 "(use --name for Name tags)"
@@ -151,7 +151,7 @@ def _parse_tag(raw: str, default_tag_key: str) -> tuple[str, list[str]]:
     else:
         key, value_text = default_tag_key, text
     values = [v.strip() for v in value_text.split(",") if v.strip()]
-    if not key or not TAG_KEY.match(key):
+    if not key or not TAG_KEY.fullmatch(key):
         raise SelectorError(f"bad --tag {raw!r}: expected Key=Value, Key=a,b or a bare value of {default_tag_key}")
     if not values:
         raise SelectorError(f"bad --tag {raw!r}: no value given (use {key}='*' to match any value)")

@@ -1,0 +1,60 @@
+"""A Fabric remote runner that keeps only the tail of a command's output in memory.
+
+invoke keeps every chunk a command prints in a list (and re-joins that list for its watchers on every
+chunk), so a remote that prints gigabytes would exhaust local memory. Output is still streamed live in
+full; only what the Result keeps is capped, with a note saying how much was dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from fabric.runners import Remote
+
+DEFAULT_OUTPUT_CAP = 1_000_000
+
+
+class TailBuffer:
+    """Appends to ``inner`` (the list invoke joins into Result.stdout) but keeps its size under ``limit``."""
+
+    def __init__(self, inner: list[str], limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.size = sum(len(chunk) for chunk in inner)
+        self.dropped = 0
+
+    def append(self, data: str) -> None:
+        self.inner.append(data)
+        self.size += len(data)
+        while self.size > self.limit and len(self.inner) > 1:
+            removed = self.inner.pop(0)
+            self.size -= len(removed)
+            self.dropped += len(removed)
+        if self.size > self.limit:  # one chunk larger than the cap: keep its tail
+            excess = self.size - self.limit
+            self.inner[0] = self.inner[0][excess:]
+            self.size -= excess
+            self.dropped += excess
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.inner)
+
+
+class CappedRemote(Remote):  # type: ignore[misc]
+    def __init__(self, context: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(context, *args, **kwargs)
+        self.output_cap = int(getattr(context, "output_cap", DEFAULT_OUTPUT_CAP))
+        self.tails: dict[int, TailBuffer] = {}
+
+    def _handle_output(self, buffer_: list[str], hide: bool, output: IO[str], reader: Callable[..., Any]) -> None:
+        tail = TailBuffer(buffer_, self.output_cap)
+        self.tails[id(buffer_)] = tail
+        super()._handle_output(tail, hide, output, reader)
+
+    def _collate_result(self, watcher_errors: Any) -> Any:
+        for buffer_ in (self.stdout, self.stderr):
+            tail = self.tails.get(id(buffer_))
+            if tail is not None and tail.dropped:
+                buffer_.insert(0, f"[ssmfab: {tail.dropped} earlier characters dropped; output kept up to {self.output_cap}]\n")
+        return super()._collate_result(watcher_errors)
