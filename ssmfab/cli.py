@@ -33,7 +33,7 @@ from .version import __version__
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "select": ("id", "name", "tag"),
     "aws": ("region", "profile"),
-    "ssh": ("user", "key", "tunnel", "ephemeral_key"),
+    "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json"),
 }
 FLAG_HELP = {
@@ -46,14 +46,15 @@ FLAG_HELP = {
     "key": "SSH private key file",
     "tunnel": "tunnel mode: cli (aws ssm start-session) or plugin (session-manager-plugin directly)",
     "ephemeral_key": "generate a key for this run and push it with EC2 Instance Connect before each connection",
+    "strict_host_keys": "refuse hosts whose key is not pinned yet (no trust on first use)",
     "parallel": "hosts at once (default 10, config run.parallel)",
     "batch": "rolling batches: hosts per batch or a percentage (25%); a batch finishes before the next starts",
     "max_failures": "failed hosts tolerated (count or %); past it no new host starts",
     "timeout": "seconds one host may take, connection included",
     "json": "print a JSON report instead of the summary table",
 }
-REPEATABLE = ("id", "name", "tag", "path")
-SWITCHES = ("json", "ephemeral_key")
+REPEATABLE = ("id", "name", "tag", "path", "env")
+SWITCHES = ("json", "ephemeral_key", "strict_host_keys")
 
 
 def notice(message: str) -> None:
@@ -90,6 +91,7 @@ class Flags:
     key: str | None = None
     tunnel: str | None = None
     ephemeral_key: bool = False
+    strict_host_keys: bool = False
     parallel: str | None = None
     batch: str | None = None
     max_failures: str | None = None
@@ -100,6 +102,7 @@ class Flags:
         given: dict[str, Any] = {
             "region": self.region, "profile": self.profile, "user": self.user, "key": self.key, "tunnel": self.tunnel,
             "ephemeral_key": self.ephemeral_key or None,
+            "strict_host_keys": self.strict_host_keys or None,
         }  # fmt: skip
         return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
 
@@ -122,6 +125,7 @@ class Flags:
         *,
         action: str,
         detail: str,
+        secrets: tuple[str, ...] = (),
         describe: Callable[[Any], dict[str, Any]] | None = None,
         batch: str | None = None,
         max_failures: str | None = None,
@@ -135,7 +139,7 @@ class Flags:
             timeout=None if self.timeout in (None, "") else parse_number(str(self.timeout), "timeout", float),
         )
         progress = Progress(len(targets), sys.stderr, enabled=False if self.json else None)
-        audit = open_audit(client)
+        audit = open_audit(client, secrets)
 
         def finished(host: HostResult[Any]) -> None:
             progress.update(host)
@@ -158,7 +162,8 @@ class Flags:
         return result
 
 
-def open_audit(client: Client) -> AuditLog | None:
+def open_audit(client: Client, secrets: tuple[str, ...] = ()) -> AuditLog | None:
+    """The run's audit log (None when disabled); ``secrets`` adds this run's values to redact."""
     settings = client.settings.audit
     if not settings.enabled:
         return None
@@ -167,7 +172,9 @@ def open_audit(client: Client) -> AuditLog | None:
     except SSMFabError:
         caller = "unknown"
     cloudwatch = client.aws.client("logs") if settings.cloudwatch_log_group else None
-    return AuditLog.from_settings(settings, caller=caller, version=__version__, cloudwatch=cloudwatch)
+    log = AuditLog.from_settings(settings, caller=caller, version=__version__, cloudwatch=cloudwatch)
+    log.secrets = (*log.secrets, *secrets)
+    return log
 
 
 def quiet_prefetch_errors(args: threading.ExceptHookArgs) -> None:

@@ -48,19 +48,33 @@ def hosts(c: Any, flags: Flags) -> None:
     print(f"{len(selection.targets)} reachable, {len(selection.skipped)} skipped ({client.aws.region})")
 
 
-@ssmfab_task("select", "fleet", "aws", "ssh", help={"command": "shell command to run on every host"})
-def run(c: Any, command: str, flags: Flags) -> None:
+@ssmfab_task(
+    "select", "fleet", "aws", "ssh",
+    help={"command": "shell command to run on every host", "env": "KEY=VALUE for the command's environment (repeatable; redacted in the audit trail)"},
+)  # fmt: skip
+def run(c: Any, command: str, flags: Flags, env: list[str] | None = None) -> None:
     """Run a command on every selected host: live output prefixed per host, then a per-host summary."""
+    variables = parse_env(env or ())
     client = flags.client()
     targets = flags.targets(client)
     streams = HostStreams(targets, sys.stdout, sys.stderr)
 
     def operation(conn: Any) -> Any:
         output = {"hide": True} if flags.json else streams.for_target(conn.target)
-        return run_command(command, **output)(conn)
+        return run_command(command, env=variables, **output)(conn)
 
-    flags.fan_out(client, targets, operation, action="run", detail=command,
+    flags.fan_out(client, targets, operation, action="run", detail=command, secrets=tuple(variables.values()),
                   describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr})  # fmt: skip
+
+
+def parse_env(pairs: Any) -> dict[str, str]:
+    variables = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise ConfigError(f"--env {pair!r}: expected NAME=VALUE with a shell variable name")
+        variables[name] = value
+    return variables
 
 
 @ssmfab_task(

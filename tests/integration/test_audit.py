@@ -59,3 +59,25 @@ def test_audit_path_in_a_missing_folder_is_a_clear_error(audit_env: dict[str, st
     done = ssmfab("run", "--name", "web-1", "true", env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "audit log folder" in done.stderr and "does not exist" in done.stderr
+
+
+def test_env_values_are_passed_and_redacted(audit_env: dict[str, str], tmp_path: Path) -> None:
+    done = ssmfab("run", "--name", "web-1", "--env", "API_TOKEN=env-secret-42", 'test "$API_TOKEN" = env-secret-42 && echo $API_TOKEN', env=audit_env)
+    assert done.returncode == 0, done.stderr
+    assert "env-secret-42" in done.stdout
+    assert "env-secret-42" not in (tmp_path / "audit.jsonl").read_text()
+    done = ssmfab("run", "--name", "web-1", "--env", "not a pair", "true", env=audit_env)
+    assert done.returncode == 2 and "--env 'not a pair'" in done.stderr
+
+
+def test_records_are_shipped_to_cloudwatch_logs(audit_env: dict[str, str]) -> None:
+    import boto3
+
+    logs = boto3.client("logs", endpoint_url=audit_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    logs.create_log_group(logGroupName="/ssmfab/audit")
+    done = ssmfab("run", "--name", "db-1", "true", env=dict(audit_env, SSMFAB_AUDIT_LOG_GROUP="/ssmfab/audit"))
+    assert done.returncode == 0, done.stderr
+    [stream] = logs.describe_log_streams(logGroupName="/ssmfab/audit")["logStreams"]
+    events = logs.get_log_events(logGroupName="/ssmfab/audit", logStreamName=stream["logStreamName"])["events"]
+    [record] = [json.loads(e["message"]) for e in events]
+    assert (record["name"], record["action"], record["exit_code"]) == ("db-1", "run", 0)

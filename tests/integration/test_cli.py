@@ -236,3 +236,12 @@ def test_doctor_without_plugin_or_credentials(sandbox_env: dict[str, str]) -> No
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert any(line.startswith("FAIL  session-manager-plugin") for line in done.stdout.splitlines())
     assert any(line.startswith("FAIL  AWS credentials") and "fix:" in line for line in done.stdout.splitlines())
+
+
+def test_strict_host_keys_flag_refuses_unpinned_hosts(sandbox_env: dict[str, str]) -> None:
+    done = ssmfab("run", "--name", "web-1", "--strict-host-keys", "true", env=dict(os.environ))
+    assert done.returncode == 1 and "is not pinned and strict host keys are on" in done.stderr
+    assert ssmfab("run", "--name", "web-1", "true", env=dict(os.environ)).returncode == 0  # pins it
+    assert ssmfab("run", "--name", "web-1", "--strict-host-keys", "true", env=dict(os.environ)).returncode == 0
+    listed = ssmfab("known-hosts", env=dict(os.environ))
+    assert listed.returncode == 0 and "ssh-ed25519" in listed.stdout and "SHA256:" in listed.stdout
