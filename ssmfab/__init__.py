@@ -28,6 +28,7 @@ from .exceptions import (
     SSHError,
     SSMFabError,
     TargetNotConnectedError,
+    ThrottlingError,
     TransferError,
     TunnelError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SSMFabError",
     "Target",
     "TargetNotConnectedError",
+    "ThrottlingError",
     "TransferError",
     "TunnelError",
     "__version__",

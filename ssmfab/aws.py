@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .exceptions import AccessDeniedError, AWSError, ConfigError, CredentialsError, TargetNotConnectedError
+from .exceptions import AccessDeniedError, AWSError, ConfigError, CredentialsError, TargetNotConnectedError, ThrottlingError
 
 if TYPE_CHECKING:
     import boto3
@@ -26,6 +26,7 @@ CREDENTIAL_CODES = {
     "RequestExpired",
 }
 ACCESS_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
 @dataclass
@@ -74,6 +75,8 @@ def describe_client_error(code: str, message: str, doing: str, target: str | Non
             "lack network to SSM; check `ssmfab hosts` and retry",
             host=target,
         )
+    if code in THROTTLING_CODES:
+        return ThrottlingError(f"{subject}AWS throttled {doing} ({code}): lower --parallel if it persists", host=target)
     if code in CREDENTIAL_CODES:
         return CredentialsError(
             f"{subject}AWS rejected the credentials while {doing} ({code}): refresh them (e.g. `aws sso login`)"

@@ -19,6 +19,7 @@ from .config import Settings, load_settings
 from .ephemeral import EphemeralKey
 from .connection import SSMConnection
 from .hostkeys import KnownHosts
+from .retry import Backoff
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets, resolve
 from .exceptions import SelectorError
 from .tunnel import TunnelFactory, tunnel_factory
@@ -42,6 +43,8 @@ OVERRIDE_KEYS = {
     "remote_port": "tunnel.remote_port",
     "aws_cli": "tunnel.aws_cli",
     "plugin": "tunnel.plugin",
+    "attempts": "tunnel.attempts",
+    "retry_delay": "tunnel.retry_delay",
     "parallel": "run.parallel",
 }
 
@@ -136,6 +139,7 @@ class Client:
             "connect_timeout": ssh.connect_timeout,
             "notify": self.notify,
             "output_cap": self.settings.run.output_cap,
+            "backoff": Backoff(attempts=self.settings.tunnel.attempts, delay=self.settings.tunnel.retry_delay),
         }
         key = self.ephemeral_key
         if key is not None:

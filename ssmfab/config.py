@@ -68,6 +68,10 @@ class TunnelSettings:
     remote_port: int = field(default=22, metadata={"env": "SSMFAB_REMOTE_PORT"})
     aws_cli: str = field(default="aws", metadata={"env": "SSMFAB_AWS_CLI"})
     plugin: str = field(default="session-manager-plugin", metadata={"env": "SSMFAB_PLUGIN"})
+    #: Attempts to open a session when SSM answers TargetNotConnected or throttles (1 = no retry).
+    attempts: int = field(default=4, metadata={"env": "SSMFAB_TUNNEL_ATTEMPTS"})
+    #: First retry delay in seconds; doubled per retry (max 20 s), with jitter.
+    retry_delay: float = field(default=1.0, metadata={"env": "SSMFAB_TUNNEL_RETRY_DELAY"})
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,8 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: tunnel.remote_port {settings.tunnel.remote_port} is not a TCP port")
     if settings.ssh.connect_timeout <= 0:
         raise ConfigError(f"{source}: ssh.connect_timeout must be positive")
+    if settings.tunnel.attempts < 1 or settings.tunnel.retry_delay < 0:
+        raise ConfigError(f"{source}: tunnel.attempts must be at least 1 and tunnel.retry_delay not negative")
     if settings.deploy.keep_releases < 2:
         raise ConfigError(f"{source}: deploy.keep_releases must be at least 2 (current and previous)")
     if settings.deploy.health_retries < 1:

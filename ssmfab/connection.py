@@ -16,6 +16,7 @@ import paramiko
 from fabric import Config, Connection
 
 from .exceptions import AuthenticationError, SSHError, SSMFabError
+from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
 from .targets import Target
@@ -47,6 +48,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
     notify: Any = None
     before_open: Callable[[], Any] | None = None
     output_cap = DEFAULT_OUTPUT_CAP
+    backoff: Backoff = Backoff()
     tunnel: Tunnel | None = None
 
     def __init__(
@@ -64,6 +66,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         notify: Any = None,
         before_open: Callable[[], Any] | None = None,
         output_cap: int = DEFAULT_OUTPUT_CAP,
+        backoff: Backoff | None = None,
     ) -> None:
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
@@ -89,6 +92,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.notify = notify
         self.before_open = before_open
         self.output_cap = output_cap
+        self.backoff = backoff or Backoff()
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
 
@@ -102,6 +106,9 @@ class SSMConnection(Connection):  # type: ignore[misc]
     def open(self) -> Any:
         if self.is_connected:
             return None
+        return self.backoff.run(self._open_once, label=self.label, notify=self.notify)
+
+    def _open_once(self) -> Any:
         # A reconnect after the tunnel died: end what is left of the old one first.
         self._close_transport_and_tunnel()
         self.tunnels.check()

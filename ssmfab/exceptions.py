@@ -11,11 +11,12 @@ filter involved and says what to do about it, in one line.
     ├── NoTargetsError              the selectors matched no usable instance
     ├── AWSError                    an AWS API call failed
     │   ├── CredentialsError        no, expired or rejected credentials
-    │   └── AccessDeniedError       IAM refused the call
+    │   ├── AccessDeniedError       IAM refused the call
+    │   └── ThrottlingError         AWS asked us to slow down (retried)
     ├── TunnelError                 the SSM tunnel could not be opened or died
     │   ├── PluginError             session-manager-plugin missing or too old
     │   ├── AWSCLIError             the aws CLI is missing (cli tunnel mode)
-    │   └── TargetNotConnectedError the instance's SSM agent is not connected
+    │   └── TargetNotConnectedError the instance's SSM agent is not connected (retried)
     ├── SSHError                    the SSH layer inside the tunnel failed
     │   ├── AuthenticationError     the SSH key or user was refused
     │   └── HostKeyError            unknown key in strict mode, or a changed key
@@ -62,6 +63,10 @@ class CredentialsError(AWSError):
 
 
 class AccessDeniedError(AWSError):
+    pass
+
+
+class ThrottlingError(AWSError):
     pass
 
 

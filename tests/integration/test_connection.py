@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -130,8 +131,20 @@ def test_refused_key_is_one_clear_error(sandbox: Sandbox, sandbox_env: dict[str,
 def test_target_not_connected(mode: str, sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
     sandbox.set_agent_status("db-1", "ConnectionLost")
     try:
-        client = Client(tunnel=mode)
+        client = Client(tunnel=mode, attempts=1)
         with pytest.raises(TargetNotConnectedError, match="TargetNotConnected"):
             client.connect(host_id(sandbox, "db-1")).run("true")
     finally:
         sandbox.set_agent_status("db-1", "Online")
+
+
+@pytest.mark.parametrize("mode", ["cli", "plugin"])
+def test_a_flapping_agent_is_retried_until_it_connects(mode: str, sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    notes: list[str] = []
+    sandbox.set_agent_status("db-1", "ConnectionLost")
+    threading.Timer(1.0, sandbox.set_agent_status, args=("db-1", "Online")).start()
+    client = Client(tunnel=mode, attempts=5, retry_delay=0.5, notify=notes.append)
+    with client.connect(host_id(sandbox, "db-1")) as conn:
+        assert conn.run("echo back", hide=True).stdout == "back\n"
+    retries = [n for n in notes if "TargetNotConnected, retrying in" in n]
+    assert retries and retries[0].startswith(f"{host_id(sandbox, 'db-1')}: TargetNotConnected, retrying in")
