@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from ssmfab.logs import LogFetcher, local_path_for, parse_duration
 
 
 def make_logs(conn: object, lines: int = 20000) -> str:
-    """A realistic log tree in the host's home; returns the content of app.log as the host sees it."""
+    """A realistic log tree in the host's home; returns app.log's SHA-256 as the host computes it."""
     conn.run(  # type: ignore[attr-defined]
         "mkdir -p var/log/app && "
         f"host=$(basename $(dirname $HOME)) && seq 1 {lines} | "
@@ -25,7 +26,7 @@ def make_logs(conn: object, lines: int = 20000) -> str:
         "echo rotated > var/log/app/app.log.1 && echo other > var/log/other.txt",
         hide=True,
     )
-    return conn.run("cat var/log/app/app.log", hide=True).stdout  # type: ignore[attr-defined,no-any-return]
+    return conn.run("sha256sum var/log/app/app.log", hide=True).stdout.split()[0]  # type: ignore[attr-defined,no-any-return]
 
 
 def test_fetch_from_two_hosts_lands_per_instance_byte_identical(client: Client, tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_fetch_from_two_hosts_lands_per_instance_byte_identical(client: Client, 
     assert not result.failed
     for host in result.results:
         folder = tmp_path / host.target.id / "var" / "log" / "app"
-        assert (folder / "app.log").read_text() == expected[host.target.id]
+        assert hashlib.sha256((folder / "app.log").read_bytes()).hexdigest() == expected[host.target.id]
         assert (folder / "app.log.1").read_text() == "rotated\n"
         report = host.value
         assert report is not None and report.files == 2
@@ -51,7 +52,8 @@ def test_fetch_from_two_hosts_lands_per_instance_byte_identical(client: Client, 
 def test_lines_and_since_limit_what_is_fetched(client: Client, tmp_path: Path) -> None:
     [target] = client.targets(names=["web-3"])
     with client.connect(target) as conn:
-        full = make_logs(conn, lines=500)
+        make_logs(conn, lines=500)
+        full = conn.run("cat var/log/app/app.log", hide=True).stdout
         conn.run("touch -d '3 days ago' var/log/other.txt")
         report = LogFetcher(LogSettings(dest=str(tmp_path)), paths=("var/log/app/app.log",), lines=10).fetch(conn)
         assert report.files == 1
