@@ -135,7 +135,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
             self.gateway = False
 
     def open_gateway(self) -> socket.socket:
-        self.tunnel = self.tunnels.open(self.host)
+        self.tunnel = self.tunnels.open(self.host, self.label)
         return self.tunnel.sock
 
     def explain(self, exc: BaseException) -> SSMFabError | None:
@@ -144,7 +144,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         if isinstance(exc, SSMFabError):
             return exc
         if isinstance(exc, paramiko.BadHostKeyException):
-            return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts)
+            return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts, label=host)
         if isinstance(exc, paramiko.AuthenticationException):
             key = self.connect_kwargs.get("key_filename") or "the agent/default keys"
             return AuthenticationError(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .connection import SSMConnection
-from .exceptions import CommandError, ConfigError, FleetError, SSMFabError
+from .exceptions import CommandError, ConfigError, FleetError, SSHError, SSMFabError
 from .targets import Target
 
 T = TypeVar("T")
@@ -263,6 +263,9 @@ def run_command(command: str, **run_kwargs: Any) -> Operation[Any]:
 
     def operation(conn: SSMConnection) -> Any:
         result = conn.run(command, warn=True, **run_kwargs)
+        if result.exited == -1:
+            # Fabric's sign that the channel closed without an exit status: the connection died under it.
+            raise SSHError(f"{conn.label}: SSH connection lost mid-command (no exit status from `{command}`)", conn.label)
         if result.failed:
             raise CommandError(conn.label, command, result.exited, result.stderr[-2000:])
         return result

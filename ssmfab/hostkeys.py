@@ -98,9 +98,11 @@ class PinningPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
         self.notify(f"{hostname}: first connection, pinned host key {key.get_name()} {fingerprint(key)}")
 
 
-def changed_key_error(host: str, got: paramiko.PKey, expected: paramiko.PKey, known_hosts: KnownHosts) -> HostKeyError:
+def changed_key_error(
+    host: str, got: paramiko.PKey, expected: paramiko.PKey, known_hosts: KnownHosts, label: str | None = None
+) -> HostKeyError:
     return HostKeyError(
-        f"{host}: HOST KEY CHANGED, refusing to connect: pinned {expected.get_name()} {fingerprint(expected)}, "
+        f"{label or host}: HOST KEY CHANGED, refusing to connect: pinned {expected.get_name()} {fingerprint(expected)}, "
         f"offered {got.get_name()} {fingerprint(got)}. If the instance was legitimately rebuilt, clear it with "
         f"`{known_hosts.forget_hint(host)}`",
         host=host,

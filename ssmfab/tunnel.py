@@ -70,7 +70,9 @@ class TunnelFactory(Protocol):
         """Verify prerequisites (CLI, plugin version) once, raising a one-line error with the fix."""
         ...
 
-    def open(self, target_id: str) -> Tunnel: ...
+    def open(self, target_id: str, label: str | None = None) -> Tunnel:
+        """Open a tunnel to ``target_id``; ``label`` (e.g. "web-1 (i-…)") names it in errors."""
+        ...
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -264,7 +266,7 @@ class CLITunnelFactory:
             argv += ["--endpoint-url", self.aws.endpoint_url]
         return argv
 
-    def open(self, target_id: str) -> Tunnel:
+    def open(self, target_id: str, label: str | None = None) -> Tunnel:
         self.check()
         return ProcessTunnel(self.argv(target_id))
 
@@ -294,7 +296,7 @@ class PluginTunnelFactory:
                 self._ssm = self.aws.ssm()
             return self._ssm
 
-    def open(self, target_id: str) -> Tunnel:
+    def open(self, target_id: str, label: str | None = None) -> Tunnel:
         self.check()
         tunnel = self.settings.tunnel
         request = {
@@ -302,7 +304,7 @@ class PluginTunnelFactory:
             "DocumentName": tunnel.document,
             "Parameters": {"portNumber": [str(tunnel.remote_port)]},
         }
-        with aws_errors("starting the SSM session", target_id):
+        with aws_errors("starting the SSM session", label or target_id):
             response = self.ssm.start_session(**request)  # type: ignore[arg-type]
         session_id = response["SessionId"]
         session = {k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}

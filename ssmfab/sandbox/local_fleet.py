@@ -24,7 +24,7 @@ from typing import Any
 
 from ..exceptions import SandboxError
 from .moto_ext import call_sandbox_ssm, sandbox_put_instance_information
-from .sshd import SSHServer, find_sshd, free_port, generate_key, terminate_group
+from .sshd import SSHServer, find_sshd, free_ports, generate_key, terminate_group
 
 REGION = "us-east-1"
 AGENT_VERSION = "3.3.1142.0"
@@ -110,9 +110,10 @@ class Sandbox:
             generate_key(self.key_file, "ssmfab sandbox client")
             authorized = self.root / "authorized_keys"
             shutil.copyfile(self.key_file.with_suffix(".pub"), authorized)
-            servers = {spec.name: SSHServer(self.root / "hosts" / spec.name, free_port(), authorized) for spec in specs}
+            ports = free_ports(len(specs))
+            servers = {spec.name: SSHServer(self.root / "hosts" / spec.name, port, authorized) for spec, port in zip(specs, ports)}
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda s: (s.prepare(), s.start(sshd)), servers.values()))
+                list(pool.map(lambda s: (s.prepare(), s.start(sshd, new_port_on_conflict=True)), servers.values()))
             self._servers = servers
             self._wait_moto()
             self._create_instances(specs)
@@ -279,6 +280,15 @@ class Sandbox:
             terminate_group(host.pid)  # type: ignore[arg-type]
         host.pid = None
 
+    def crash_host(self, name: str) -> None:
+        """Kill a host's sshd and its live connections at once (a crash mid-command). Only for a sandbox
+        started by this process."""
+        server = self._servers[name]
+        if server.process is None:
+            raise SandboxError(f"{name}: crash_host needs the sandbox object that started it")
+        server.crash()
+        self.host(name).pid = None
+
     def start_host(self, name: str) -> None:
         """Start a stopped host's sshd again: same port, same host key."""
         host = self.host(name)
@@ -291,6 +301,35 @@ class Sandbox:
         """Change what SSM reports for a host's agent (e.g. ConnectionLost makes StartSession refuse it)."""
         entry = self._registration(self.host(name), ping_status, agent_version)
         sandbox_put_instance_information(self.endpoint, REGION, [entry])
+
+    def refuse_sessions(self, name: str, code: str = "TargetNotConnected") -> None:
+        """Make StartSession fail for a host with an AWS error code while its agent still reports Online
+        (what users see while an agent flaps after boot)."""
+        entry = {**self._registration(self.host(name), "Online"), "SandboxSessionError": code}
+        sandbox_put_instance_information(self.endpoint, REGION, [entry])
+
+    def refuse_client_key(self, name: str) -> None:
+        """Restart a host's sshd with no authorised key: SSH authentication to it fails."""
+        server = self._servers[name]
+        self.stop_host(name)
+        empty = server.folder / "no_authorized_keys"
+        empty.write_text("")
+        server.authorized_keys = empty
+        server.prepare()
+        self.start_host(name)
+
+    def rotate_host_key(self, name: str) -> None:
+        """Give a host a new host key (as a rebuilt instance would have) and restart its sshd."""
+        server = self._servers[name]
+        self.stop_host(name)
+        server.host_key.unlink()
+        server.host_key.with_suffix(".pub").unlink()
+        server.prepare()
+        self.start_host(name)
+
+    def host_public_key(self, name: str) -> str:
+        """The host's public key line (type and base64), as sshd offers it."""
+        return " ".join(self._servers[name].host_key.with_suffix(".pub").read_text().split()[:2])
 
     def pushed_keys(self) -> list[dict[str, Any]]:
         """Every EC2 Instance Connect push the sandbox received."""

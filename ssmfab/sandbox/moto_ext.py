@@ -195,6 +195,8 @@ def _start_session(self: Any) -> Any:
     record = state.instances.get(target)
     if record is None or record.get("PingStatus") != "Online":
         raise _error("TargetNotConnected", f"{target} is not connected.")
+    if record.get("SandboxSessionError"):
+        raise _error(record["SandboxSessionError"], f"{target} is not connected.")
     if not _known_document(self, document):
         raise _error("InvalidDocument", f"Document {document} does not exist.")
     session_id = f"sandbox-{secrets.token_hex(9)[:17]}"

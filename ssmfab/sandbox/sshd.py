@@ -43,10 +43,16 @@ def find_sftp_server() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (probes are held open together so none is handed out twice)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def generate_key(path: Path, comment: str) -> None:
@@ -108,7 +114,20 @@ class SSHServer:
             )
         )
 
-    def start(self, sshd: str, timeout: float = 10.0) -> None:
+    def start(self, sshd: str, timeout: float = 10.0, *, new_port_on_conflict: bool = False) -> None:
+        """Start and wait for the banner. A probed port can be taken by another process before sshd binds
+        it; with ``new_port_on_conflict`` (only before the port is published) sshd moves to another one."""
+        for attempt in range(3):
+            try:
+                self._start_once(sshd, timeout)
+                return
+            except SandboxError as exc:
+                if not (new_port_on_conflict and "Cannot bind" in str(exc)) or attempt == 2:
+                    raise
+                self.port = free_ports(1)[0]
+                self.prepare()
+
+    def _start_once(self, sshd: str, timeout: float) -> None:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege-separation folder
         with self.log.open("ab") as log:
@@ -147,6 +166,18 @@ class SSHServer:
         terminate_group(self.process.pid, self.process)
         self.process = None
 
+    def crash(self) -> None:
+        """SIGKILL sshd and every connection it serves, as a crashing instance would."""
+        if self.process is None:
+            return
+        for pid in [*descendants(self.process.pid), self.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+        self.process = None
+
 
 def terminate_group(pid: int, process: subprocess.Popen[bytes] | None = None, grace: float = 3.0) -> None:
     """SIGTERM a process group (sshd and its session children), SIGKILL after ``grace`` seconds."""
@@ -171,6 +202,26 @@ def terminate_group(pid: int, process: subprocess.Popen[bytes] | None = None, gr
             process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (sshd's per-connection children start their own sessions, so
+    signalling the listener's group does not reach them)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[-1].split()
+            except OSError:
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 def _alive(pid: int) -> bool:
