@@ -27,7 +27,7 @@ from .audit import AuditLog
 from .doctor import caller_arn
 from .fleet import FleetResult, HostResult, Policy, fan_out
 from .output import Progress, report_dict, skipped_lines, summary_table
-from .targets import INSTANCE_ID, Target, require_targets
+from .targets import INSTANCE_ID, Selection, Target, require_targets
 from .version import __version__
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
@@ -108,6 +108,10 @@ class Flags:
 
     def targets(self, client: Client, positional: str | None = None) -> list[Target]:
         """Resolve the selectors, say what was skipped and why, and insist on at least one target."""
+        return require_targets(self.selection(client, positional), client.aws.profile)
+
+    def selection(self, client: Client, positional: str | None = None) -> Selection:
+        """Resolve the selectors (at least one is required) and say what was skipped and why."""
         extra = loose_selector(positional)
         ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
         if not (ids or names or tags):
@@ -115,7 +119,7 @@ class Flags:
         selection = client.select(ids, names, tags)
         for line in skipped_lines(selection):
             notice(line)
-        return require_targets(selection, client.aws.profile)
+        return selection
 
     def fan_out(
         self,
@@ -143,15 +147,14 @@ class Flags:
 
         def finished(host: HostResult[Any]) -> None:
             progress.update(host)
-            if audit is not None:
-                audit.record(
-                    instance_id=host.target.id, name=host.target.name, action=action, detail=detail,
-                    status=host.status, exit_code=host.exit_code, bytes=getattr(host.value, "bytes", None),
-                    duration=round(host.duration, 3), error=host.error,
-                )  # fmt: skip
+            record_result(audit, host, action, detail)
 
         result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished)
         progress.close()
+        return self.report(result, describe)
+
+    def report(self, result: FleetResult[Any], describe: Callable[[Any], dict[str, Any]] | None = None) -> FleetResult[Any]:
+        """The summary table (or JSON report), a FAILED line per failed host, and FleetError if any failed."""
         if self.json:
             print(json.dumps(report_dict(result, describe), indent=2))
         else:
@@ -160,6 +163,15 @@ class Flags:
                 notice(f"FAILED {failure.error}")
         result.raise_for_failures()
         return result
+
+
+def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, detail: str) -> None:
+    if audit is not None:
+        audit.record(
+            instance_id=host.target.id, name=host.target.name, action=action, detail=detail,
+            status=host.status, exit_code=host.exit_code, bytes=getattr(host.value, "bytes", None),
+            duration=round(host.duration, 3), error=host.error,
+        )  # fmt: skip
 
 
 def open_audit(client: Client, secrets: tuple[str, ...] = ()) -> AuditLog | None:

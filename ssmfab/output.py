@@ -118,7 +118,7 @@ def report_dict(result: FleetResult[Any], describe: Any = None) -> dict[str, Any
             "duration": round(r.duration, 3),
             "error": r.error,
         }
-        if describe is not None and r.ok and r.value is not None:
+        if describe is not None and r.value is not None:
             entry.update(describe(r.value))
         hosts.append(entry)
     return {

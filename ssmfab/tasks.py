@@ -19,11 +19,12 @@ from invoke.exceptions import Exit
 
 from . import transfer
 from .audit import read_entries
-from .cli import Flags, loose_selector, notice, parse_number, ssmfab_task
+from .cli import Flags, loose_selector, notice, open_audit, parse_number, record_result, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError
 from .fleet import run_command
+from .runcommand import run_via_ssm
 from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
 from .output import HostStreams, hosts_table, table
@@ -50,13 +51,38 @@ def hosts(c: Any, flags: Flags) -> None:
 
 @ssmfab_task(
     "select", "fleet", "aws", "ssh",
-    help={"command": "shell command to run on every host", "env": "KEY=VALUE for the command's environment (repeatable; redacted in the audit trail)"},
+    help={
+        "command": "shell command to run on every host",
+        "env": "KEY=VALUE for the command's environment (repeatable; redacted in the audit trail)",
+        "via": "ssh (default: SSH through the SSM tunnel) or run-command (SSM Run Command: no tunnels, AWS fans out)",
+    },
 )  # fmt: skip
-def run(c: Any, command: str, flags: Flags, env: list[str] | None = None) -> None:
+def run(c: Any, command: str, flags: Flags, env: list[str] | None = None, via: str = "ssh") -> None:
     """Run a command on every selected host: live output prefixed per host, then a per-host summary."""
     variables = parse_env(env or ())
+    if via not in ("ssh", "run-command"):
+        raise ConfigError(f"--via {via!r}: expected ssh or run-command")
     client = flags.client()
-    targets = flags.targets(client)
+    selection = flags.selection(client)
+    targets = require_targets(selection, client.aws.profile)
+    if via == "run-command":
+        if variables:
+            raise ConfigError("--env works over SSH only: with --via run-command, export the variables in the command")
+        if flags.batch:
+            raise ConfigError("--batch works over SSH only: Run Command paces itself with --parallel (MaxConcurrency)")
+        parallel = parse_number(flags.parallel, "parallel", int) if flags.parallel else client.settings.run.parallel
+        timeout = parse_number(flags.timeout, "timeout", float) if flags.timeout else None
+        result = run_via_ssm(client, selection.selector, targets, command, parallel=parallel,
+                             max_failures=flags.max_failures, timeout=timeout)  # fmt: skip
+        audit = open_audit(client)
+        for host in result.results:
+            if not flags.json and host.value is not None:
+                prefix = f"[{host.target.name or host.target.id}] "
+                print("".join(f"{prefix}{line}\n" for line in host.value.stdout.splitlines()), end="")
+                print("".join(f"{prefix}{line}\n" for line in host.value.stderr.splitlines()), end="", file=sys.stderr)
+            record_result(audit, host, "run-command", command)
+        flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status})
+        return
     streams = HostStreams(targets, sys.stdout, sys.stderr)
 
     def operation(conn: Any) -> Any:

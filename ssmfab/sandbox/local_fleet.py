@@ -195,6 +195,7 @@ class Sandbox:
             "ComputerName": f"{host.name}.sandbox.internal",
             "SandboxStreamAddress": f"127.0.0.1:{host.port}",
             "SandboxPushedKeysFile": str(Path(host.folder) / "pushed_keys"),
+            "SandboxHome": str(Path(host.folder) / "home"),
         }
 
     def _write_launchers(self) -> None:

@@ -12,6 +12,7 @@ bytes go) is filled through one non-AWS action, ``SandboxPutInstanceInformation`
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 import urllib.request
@@ -55,6 +56,8 @@ class SandboxState:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: EC2 Instance Connect pushes: instance id, OS user, key, time.
     pushed_keys: list[dict[str, Any]] = field(default_factory=list)
+    #: Run Command invocations the sandbox executed: (command id, instance id) -> invocation.
+    invocations: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def _now() -> float:
@@ -307,6 +310,109 @@ def _list_pushed_keys(self: Any) -> str:
     return json.dumps({"PushedKeys": state_of(self.ssm_backend).pushed_keys})
 
 
+#: Run Command returns at most this much of each stream inline.
+INLINE_OUTPUT_LIMIT = 24000
+TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated"}
+
+
+def _execute(invocation: dict[str, Any], script: str, home: str, timeout: int) -> None:
+    """Run a Run Command script the way the agent would, in the sandbox host's home, then record it."""
+    import subprocess
+
+    started = _now()
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", script], cwd=home, env={**os.environ, "HOME": home},
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        status = "Success" if done.returncode == 0 else "Failed"
+        code, out, err = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:
+        status, code = "TimedOut", -1
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+    invocation.update(
+        Status=status, StatusDetails=status, ResponseCode=code,
+        StandardOutputContent=out[:INLINE_OUTPUT_LIMIT], StandardErrorContent=err[:INLINE_OUTPUT_LIMIT],
+        ExecutionStartDateTime=started, ExecutionEndDateTime=_now(),
+    )  # fmt: skip
+
+
+def _send_command(original: Any) -> Any:
+    """moto records commands but runs nothing (and targets every instance when given InstanceIds); for
+    sandbox hosts, run the script for real on exactly the instances asked for."""
+
+    def send_command(self: Any) -> Any:
+        import threading
+
+        from moto.ec2.models import ec2_backends
+
+        result = original(self)
+        command = result.result["Command"] if hasattr(result, "result") else None
+        if command is None:
+            return result
+        state = state_of(self.ssm_backend)
+        wanted = list(self._get_param("InstanceIds") or [])
+        targets = self._get_param("Targets") or []
+        if targets:
+            filters = {t["Key"]: t["Values"] for t in targets}
+            for reservation in ec2_backends[self.current_account][self.region].all_reservations(filters=filters):
+                wanted += [i.id for i in reservation.instances if i.state == "running"]
+        script = "\n".join((self._get_param("Parameters") or {}).get("commands", []))
+        timeout = int(self._get_param("TimeoutSeconds") or 3600)
+        command_id = command["CommandId"]
+        command["InstanceIds"] = sorted(set(wanted))
+        for instance_id in sorted(set(wanted)):
+            record = state.instances.get(instance_id, {})
+            invocation = {
+                "CommandId": command_id, "InstanceId": instance_id, "DocumentName": command.get("DocumentName"),
+                "PluginName": "aws:runShellScript", "Status": "InProgress", "StatusDetails": "InProgress",
+                "ResponseCode": -1, "StandardOutputContent": "", "StandardErrorContent": "",
+            }  # fmt: skip
+            state.invocations[(command_id, instance_id)] = invocation
+            home = record.get("SandboxHome")
+            if record.get("PingStatus") != "Online" or not home:
+                invocation.update(Status="Undeliverable", StatusDetails="Undeliverable")
+                continue
+            threading.Thread(target=_execute, args=(invocation, script, home, timeout), daemon=True).start()
+        return result
+
+    send_command._ssmfab = True  # type: ignore[attr-defined]
+    return send_command
+
+
+def _get_command_invocation(original: Any) -> Any:
+    def get_command_invocation(self: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        key = (self._get_param("CommandId"), self._get_param("InstanceId"))
+        invocation = state_of(self.ssm_backend).invocations.get(key)
+        return ActionResult(dict(invocation)) if invocation is not None else original(self)
+
+    get_command_invocation._ssmfab = True  # type: ignore[attr-defined]
+    return get_command_invocation
+
+
+def _list_command_invocations(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    command_id = self._get_param("CommandId")
+    found = [dict(v) for (cid, _), v in sorted(state_of(self.ssm_backend).invocations.items()) if cid == command_id]
+    page, token = _page(found, self._get_param("NextToken"), int(self._get_param("MaxResults") or 50))
+    shaped = []
+    for invocation in page:
+        plugin = {
+            "Name": "aws:runShellScript", "Status": invocation["Status"], "ResponseCode": invocation["ResponseCode"],
+            "Output": (invocation["StandardOutputContent"] + invocation["StandardErrorContent"])[:2500],
+        }  # fmt: skip
+        shaped.append({**{k: invocation[k] for k in ("CommandId", "InstanceId", "DocumentName", "Status", "StatusDetails")},
+                       "CommandPlugins": [plugin] if self._get_param("Details") else []})  # fmt: skip
+    result: dict[str, Any] = {"CommandInvocations": shaped}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
 def install() -> None:
     """Add the missing calls to moto's SSM responder (idempotent)."""
     from moto.ssm.responses import SimpleSystemManagerResponse as Responder
@@ -319,6 +425,7 @@ def install() -> None:
         "resume_session": _resume_session,
         "describe_sessions": _describe_sessions,
         "sandbox_list_pushed_keys": _list_pushed_keys,
+        "list_command_invocations": _list_command_invocations,
     }
     for name, handler in handlers.items():
         setattr(Responder, name, handler)
@@ -326,5 +433,8 @@ def install() -> None:
 
     if not getattr(Connect.send_ssh_public_key, "_ssmfab", False):
         setattr(Connect, "send_ssh_public_key", _send_ssh_public_key(Connect.send_ssh_public_key))
+    for name, wrap in (("send_command", _send_command), ("get_command_invocation", _get_command_invocation)):
+        if not getattr(getattr(Responder, name), "_ssmfab", False):
+            setattr(Responder, name, wrap(getattr(Responder, name)))
     if not getattr(Responder.list_tags_for_resource, "_ssmfab", False):
         setattr(Responder, "list_tags_for_resource", _list_tags_for_managed_instance(Responder.list_tags_for_resource))

@@ -49,6 +49,36 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     assert processes_matching(str(root)) == []
 
 
+@pytest.mark.parametrize("selector", [["--tag", "Role=drill"], ["--name", "drill-*"]])
+def test_run_command_over_a_hundred_hosts(fleet: Sandbox, tmp_path: Path, selector: list[str]) -> None:
+    """SSM Run Command instead of SSH: by tag (Targets) or by ids (two SendCommand calls of 50)."""
+    env = {**os.environ, **fleet.env(), "SSMFAB_AUDIT_PATH": str(tmp_path / "audit.jsonl")}
+    command = 'case "$(basename "$(dirname "$HOME")")" in *0) echo bad >&2; exit 3;; esac; echo ok'
+    done = subprocess.run(
+        [sys.executable, "-m", "ssmfab.program", "run", *selector, "--via", "run-command", "--parallel", "25", "--json", command],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["ok"], report["failed"]) == (90, 10)
+    for host in report["hosts"]:
+        if host["name"].endswith("0"):
+            assert (host["status"], host["exit_code"], host["stderr"]) == ("failed", 3, "bad\n")
+            assert "exit 3 (Run Command)" in host["error"]
+        else:
+            assert (host["status"], host["exit_code"], host["stdout"]) == ("ok", 0, "ok\n")
+    assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == HOSTS
+
+
+def test_run_command_refuses_ssh_only_options(fleet: Sandbox) -> None:
+    env = {**os.environ, **fleet.env()}
+    done = subprocess.run(
+        [sys.executable, "-m", "ssmfab.program", "run", "--name", "drill-001", "--via", "run-command", "--env", "A=1", "true"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--env works over SSH only" in done.stderr
+
+
 def test_fault_drill(fleet: Sandbox, tmp_path: Path) -> None:
     env = {**os.environ, **fleet.env()}
     env.update(SSMFAB_KNOWN_HOSTS=str(tmp_path / "known_hosts"), SSMFAB_AUDIT_PATH=str(tmp_path / "audit.jsonl"),

@@ -1,0 +1,122 @@
+"""``run --via run-command``: fan-out done on AWS's side with SSM Run Command (AWS-RunShellScript).
+
+No tunnel, no SSH: SendCommand with MaxConcurrency/MaxErrors from the same flags as the SSH path, polled
+with backoff until every invocation ends or the timeout passes, then reported through the same FleetResult.
+A tag-only selection goes out as Targets (no 50-id limit); ids go in chunks of 50, SendCommand's maximum.
+Run Command returns at most 24,000 characters of each stream inline; results say when that cut them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .aws import aws_errors
+from .client import Client
+from .exceptions import ConfigError
+from .fleet import FleetResult, HostResult, parse_count
+from .targets import Selector, Target
+
+DOCUMENT = "AWS-RunShellScript"
+MAX_IDS = 50
+INLINE_LIMIT = 24000
+TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut"}
+
+
+@dataclass
+class CommandOutput:
+    stdout: str
+    stderr: str
+    exited: int
+    status: str
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.stdout) >= INLINE_LIMIT or len(self.stderr) >= INLINE_LIMIT
+
+
+def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def send_requests(selector: Selector, targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """How to address the targets: by tag when the selection is tags only, else by ids in chunks of 50."""
+    if selector.tags and not selector.ids and not selector.names:
+        return [{"Targets": [{"Key": f"tag:{t.key}", "Values": list(t.values)} for t in selector.tags]}]
+    return [{"InstanceIds": chunk} for chunk in _chunks([t.id for t in targets], MAX_IDS)]
+
+
+def run_via_ssm(
+    client: Client,
+    selector: Selector,
+    targets: Sequence[Target],
+    command: str,
+    *,
+    parallel: int,
+    max_failures: str | None,
+    timeout: float | None,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> FleetResult[CommandOutput]:
+    ssm = client.aws.ssm()
+    errors = parse_count(max_failures, len(targets), "max-failures", round_up=False)
+    common: dict[str, Any] = {
+        "DocumentName": DOCUMENT,
+        "Parameters": {"commands": [command]},
+        "MaxConcurrency": str(parallel),
+        "MaxErrors": "100%" if errors is None else str(errors),
+        "Comment": f"ssmfab run: {command}"[:100],
+    }
+    if timeout is not None:
+        if timeout < 30:
+            raise ConfigError("--timeout with --via run-command must be at least 30 seconds (Run Command's minimum)")
+        common["TimeoutSeconds"] = int(timeout)
+    started = time.monotonic()
+    command_ids = []
+    with aws_errors("sending the command with SSM Run Command"):
+        for request in send_requests(selector, targets):
+            command_ids.append(ssm.send_command(**common, **request)["Command"]["CommandId"])
+    invocations = _poll(ssm, command_ids, deadline=None if timeout is None else started + timeout + 60, sleep=sleep)
+    ended = time.monotonic()
+    results = []
+    for target in targets:
+        invocation = invocations.get(target.id)
+        result: HostResult[CommandOutput] = HostResult(target, started=started, ended=ended)
+        if invocation is None:
+            result.error = f"{target.label}: Run Command never reached it (not in the command's targets, or still pending)"
+        else:
+            output = CommandOutput(
+                stdout=str(invocation.get("StandardOutputContent", "")),
+                stderr=str(invocation.get("StandardErrorContent", "")),
+                exited=int(invocation.get("ResponseCode", -1)),
+                status=str(invocation.get("Status", "")),
+            )
+            result.value, result.exit_code = output, output.exited
+            cut = " (output cut at 24,000 characters by Run Command)" if output.truncated else ""
+            if output.status != "Success":
+                result.error = f"{target.label}: `{command}` {output.status.lower()}, exit {output.exited} (Run Command){cut}"
+        results.append(result)
+    return FleetResult(results)
+
+
+def _poll(ssm: Any, command_ids: list[str], *, deadline: float | None, sleep: Callable[[float], Any]) -> dict[str, dict[str, Any]]:
+    """Every instance's invocation, once all are terminal (or the deadline passed), with full output."""
+    delay = 0.5
+    while True:
+        with aws_errors("polling Run Command"):
+            listed = [
+                item
+                for command_id in command_ids
+                for page in ssm.get_paginator("list_command_invocations").paginate(CommandId=command_id)
+                for item in page["CommandInvocations"]
+            ]
+        if listed and all(i["Status"] in TERMINAL for i in listed) or (deadline is not None and time.monotonic() > deadline):
+            break
+        sleep(delay)
+        delay = min(delay * 2, 5.0)
+    found = {}
+    with aws_errors("reading Run Command results"):
+        for item in listed:
+            found[item["InstanceId"]] = ssm.get_command_invocation(CommandId=item["CommandId"], InstanceId=item["InstanceId"])
+    return found
