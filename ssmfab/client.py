@@ -38,6 +38,7 @@ OVERRIDE_KEYS = {
     "strict_host_keys": "ssh.strict_host_keys",
     "ephemeral_key": "ssh.ephemeral_key",
     "connect_timeout": "ssh.connect_timeout",
+    "stall_timeout": "ssh.stall_timeout",
     "tunnel": "tunnel.mode",
     "document": "tunnel.document",
     "remote_port": "tunnel.remote_port",
@@ -139,6 +140,7 @@ class Client:
             "connect_timeout": ssh.connect_timeout,
             "notify": self.notify,
             "output_cap": self.settings.run.output_cap,
+            "stall_timeout": ssh.stall_timeout,
             "backoff": Backoff(attempts=self.settings.tunnel.attempts, delay=self.settings.tunnel.retry_delay),
         }
         key = self.ephemeral_key

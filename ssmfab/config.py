@@ -56,6 +56,8 @@ class SSHSettings:
     strict_host_keys: bool = field(default=False, metadata={"env": "SSMFAB_STRICT_HOST_KEYS"})
     #: Seconds allowed for the tunnel plus the SSH handshake.
     connect_timeout: float = field(default=30.0, metadata={"env": "SSMFAB_CONNECT_TIMEOUT"})
+    #: Seconds a transfer may go without progress before it fails (and leaves nothing half-written).
+    stall_timeout: float = field(default=60.0, metadata={"env": "SSMFAB_STALL_TIMEOUT"})
 
 
 @dataclass(frozen=True)

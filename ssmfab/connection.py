@@ -49,6 +49,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
     before_open: Callable[[], Any] | None = None
     output_cap = DEFAULT_OUTPUT_CAP
     backoff: Backoff = Backoff()
+    stall_timeout = 60.0
     tunnel: Tunnel | None = None
 
     def __init__(
@@ -67,6 +68,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         before_open: Callable[[], Any] | None = None,
         output_cap: int = DEFAULT_OUTPUT_CAP,
         backoff: Backoff | None = None,
+        stall_timeout: float = 60.0,
     ) -> None:
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
@@ -93,6 +95,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.before_open = before_open
         self.output_cap = output_cap
         self.backoff = backoff or Backoff()
+        self.stall_timeout = stall_timeout
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
 

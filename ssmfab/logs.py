@@ -86,7 +86,7 @@ class LogFetcher:
         return patterns
 
     def _select(self, conn: Any, patterns: list[str], report: LogReport) -> list[str]:
-        sftp = conn.sftp()
+        sftp = transfer.open_sftp(conn)
         chosen: list[str] = []
         cutoff = time.time() - self.since if self.since is not None else None
         for pattern in patterns:

@@ -16,6 +16,7 @@ import secrets
 import shlex
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,52 @@ class TransferReport:
     #: Per-file refusals (unsafe names, symlinks leading out); the transfer raises if there are any.
     refused: list[str] = field(default_factory=list)
     duration: float = 0.0
+
+
+#: Seconds without progress after which a transfer fails, when the connection does not say otherwise.
+DEFAULT_STALL_TIMEOUT = 60.0
+
+
+def open_sftp(conn: Any) -> Any:
+    return conn.sftp()
+
+
+class StallWatch:
+    """Cuts the connection's tunnel when a transfer makes no progress for ``stall_timeout`` seconds.
+
+    paramiko blocks for ever writing to a peer that stopped reading (a frozen tunnel), holding locks a
+    channel timeout cannot break; closing the tunnel's socket and processes is what unblocks it. The
+    watching thread ends with the ``with`` block."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.limit = float(getattr(conn, "stall_timeout", DEFAULT_STALL_TIMEOUT))
+        self.last = time.monotonic()
+        self.stalled = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ssmfab-stall-watch", daemon=True)
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(0.5, self.limit / 4)):
+            if time.monotonic() - self.last > self.limit:
+                self.stalled = True
+                tunnel = getattr(self.conn, "tunnel", None)
+                if tunnel is not None:
+                    tunnel.close()
+                else:
+                    self.conn.client.get_transport().sock.close()
+                return
+
+    def __enter__(self) -> StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def label_of(conn: Any) -> str:
@@ -195,7 +242,7 @@ def put(conn: Any, local: str, remote: str, *, recursive: bool = False, preserve
     for part in source.parts:
         if "\n" in part:
             raise TransferError(f"refusing local name {str(source)!r}: it contains a newline")
-    sftp = conn.sftp()
+    sftp = open_sftp(conn)
     dirs, files = _upload_plan(source, remote, sftp, recursive)
     for path, _ in files:
         if "\n" in path.name:
@@ -206,12 +253,16 @@ def put(conn: Any, local: str, remote: str, *, recursive: bool = False, preserve
     try:
         for directory in dirs:
             _mkdir_p(sftp, directory)
-        for path, final in files:
-            parent = str(PurePosixPath(final).parent)
-            temp = _join(parent, temp_name(PurePosixPath(final).name))
-            temps.append((temp, final))
-            digests.append(_send(sftp, path, temp, preserve_mode))
-            report.bytes += path.stat().st_size
+        with StallWatch(conn) as watch:
+            try:
+                for path, final in files:
+                    parent = str(PurePosixPath(final).parent)
+                    temp = _join(parent, temp_name(PurePosixPath(final).name))
+                    temps.append((temp, final))
+                    digests.append(_send(sftp, path, temp, preserve_mode, watch))
+                    report.bytes += path.stat().st_size
+            except BaseException as exc:
+                raise _stalled(conn, watch, exc, f"upload to {remote}") from exc
         if files and _remote_sums(conn, [t for t, _ in temps]) != digests:
             raise TransferError(f"{label_of(conn)}: checksum mismatch after upload to {remote}; nothing was replaced")
         for temp, final in temps:
@@ -228,13 +279,14 @@ def put(conn: Any, local: str, remote: str, *, recursive: bool = False, preserve
     return report
 
 
-def _send(sftp: Any, path: Path, remote_temp: str, preserve_mode: bool) -> str:
+def _send(sftp: Any, path: Path, remote_temp: str, preserve_mode: bool, watch: StallWatch) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as source, sftp.open(remote_temp, "wb") as target:
         target.set_pipelined(True)
         while chunk := source.read(CHUNK):
             digest.update(chunk)
             target.write(chunk)
+            watch.progress()
     if preserve_mode:
         sftp.chmod(remote_temp, stat.S_IMODE(path.stat().st_mode))
     return digest.hexdigest()
@@ -246,6 +298,15 @@ def _remove_remote(sftp: Any, paths: list[str]) -> None:
             sftp.remove(path)
         except Exception:  # noqa: BLE001 - best effort: the connection may be what failed
             pass
+
+
+def _stalled(conn: Any, watch: StallWatch, exc: BaseException, doing: str) -> BaseException:
+    if not watch.stalled:
+        return exc
+    return TransferError(
+        f"{label_of(conn)}: {doing} stalled: no progress for {watch.limit:g}s (ssh.stall_timeout); "
+        "nothing left half-written"
+    )
 
 
 def _as_transfer_error(conn: Any, exc: BaseException, doing: str) -> BaseException:
@@ -300,7 +361,7 @@ def get(conn: Any, remote: str, local: str, *, recursive: bool = False, preserve
     """Download a file, a directory tree (recursive) or a glob; each file appears complete or not at all."""
     started = time.monotonic()
     host = label_of(conn)
-    sftp = conn.sftp()
+    sftp = open_sftp(conn)
     dest = Path(local).expanduser()
     matches = expand_remote(sftp, remote) if has_glob(remote) else [remote]
     if not matches:
@@ -329,7 +390,11 @@ def get(conn: Any, remote: str, local: str, *, recursive: bool = False, preserve
             resolved = item.resolve()
             if resolved != root and not resolved.is_relative_to(root) and into_dir:
                 raise TransferError(f"{host}: refusing to write {item}: outside {dest}")
-        _fetch_all(conn, sftp, downloads, folders, preserve_mode, report)
+        with StallWatch(conn) as watch:
+            try:
+                _fetch_all(conn, sftp, downloads, folders, preserve_mode, report, watch)
+            except BaseException as exc:
+                raise _stalled(conn, watch, exc, f"download of {remote}") from exc
     except BaseException as exc:
         raise _as_transfer_error(conn, exc, f"download of {remote}") from exc
     report.duration = time.monotonic() - started
@@ -338,7 +403,9 @@ def get(conn: Any, remote: str, local: str, *, recursive: bool = False, preserve
     return report
 
 
-def _fetch_all(conn: Any, sftp: Any, downloads: list[_Download], folders: list[Path], preserve_mode: bool, report: TransferReport) -> None:
+def _fetch_all(
+    conn: Any, sftp: Any, downloads: list[_Download], folders: list[Path], preserve_mode: bool, report: TransferReport, watch: StallWatch
+) -> None:
     temps: list[Path] = []
     try:
         for folder in folders:
@@ -348,7 +415,7 @@ def _fetch_all(conn: Any, sftp: Any, downloads: list[_Download], folders: list[P
             item.local.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{item.local.name}.ssmfab-", suffix=".part", dir=item.local.parent)
             temps.append(Path(name))
-            digests.append(_receive(sftp, item, fd))
+            digests.append(_receive(sftp, item, fd, watch))
             if preserve_mode:
                 os.chmod(name, item.mode)
         if downloads and _remote_sums(conn, [d.remote for d in downloads]) != digests:
@@ -366,11 +433,12 @@ def _fetch_all(conn: Any, sftp: Any, downloads: list[_Download], folders: list[P
             temp.unlink(missing_ok=True)
 
 
-def _receive(sftp: Any, item: _Download, fd: int) -> str:
+def _receive(sftp: Any, item: _Download, fd: int, watch: StallWatch) -> str:
     digest = hashlib.sha256()
     with os.fdopen(fd, "wb") as target, sftp.open(item.remote, "rb") as source:
         source.prefetch(item.size)
         while chunk := source.read(CHUNK):
             digest.update(chunk)
             target.write(chunk)
+            watch.progress()
     return digest.hexdigest()

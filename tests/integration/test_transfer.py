@@ -3,6 +3,7 @@ interrupted transfer never leaves a partial file under the final name."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -139,3 +140,38 @@ def test_bad_local_input(client: Client, tmp_path: Path) -> None:
             put(conn, str(tmp_path / "adir"), "x")
         with pytest.raises(TransferError, match="no such remote file"):
             get(conn, "does/not/exist", str(tmp_path) + os.sep)
+
+
+def test_a_frozen_tunnel_fails_the_transfer_after_the_stall_timeout(sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    import signal
+
+    client = Client(tunnel="plugin", stall_timeout=2, notify=lambda message: None)
+    [target] = client.targets(names=["web-2"])
+    conn = client.connect(target)
+    conn.run("head -c 50000000 /dev/zero > frozen.bin", hide=True)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert conn.tunnel is not None
+    plugin = conn.tunnel.process.pid  # type: ignore[attr-defined]
+
+    def freeze() -> None:
+        deadline = time.monotonic() + 30
+        while not any(p.stat().st_size > 1_000_000 for p in dest.glob(".frozen.bin.*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(plugin, signal.SIGSTOP)  # the tunnel stops moving bytes but stays open
+
+    freezer = threading.Thread(target=freeze)
+    freezer.start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(TransferError, match="download of frozen.bin stalled: no progress for 2s"):
+            get(conn, "frozen.bin", str(dest) + os.sep)
+    finally:
+        freezer.join()
+        with contextlib.suppress(ProcessLookupError):  # the stall watch has normally ended it already
+            os.kill(plugin, signal.SIGCONT)
+        conn.close()
+    assert time.monotonic() - began < 20
+    assert list(dest.iterdir()) == []
+    with client.connect(target) as cleanup:
+        cleanup.run("rm -f frozen.bin")
