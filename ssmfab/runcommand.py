@@ -22,6 +22,7 @@ from .targets import Selector, Target
 DOCUMENT = "AWS-RunShellScript"
 MAX_IDS = 50
 INLINE_LIMIT = 24000
+LOG_GROUP = "/aws/ssm/AWS-RunShellScript"
 TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut"}
 
 
@@ -35,6 +36,27 @@ class CommandOutput:
     @property
     def truncated(self) -> bool:
         return len(self.stdout) >= INLINE_LIMIT or len(self.stderr) >= INLINE_LIMIT
+
+
+class FullOutput:
+    """A command's complete output from where Run Command also wrote it: S3 first, else CloudWatch Logs."""
+
+    def __init__(self, client: Client, bucket: str | None, cloudwatch: bool) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.cloudwatch = cloudwatch
+
+    def read(self, invocation: dict[str, Any], stream: str) -> str:
+        command_id, instance_id = invocation["CommandId"], invocation["InstanceId"]
+        with aws_errors(f"reading the full {stream} of {instance_id}"):
+            if self.bucket:
+                key = f"ssmfab/{command_id}/{instance_id}/awsrunShellScript/0.awsrunShellScript/{stream}"
+                body = self.client.aws.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                return str(body.decode(errors="replace"))
+            logs = self.client.aws.client("logs")
+            name = f"{command_id}/{instance_id}/aws-runShellScript/{stream}"
+            events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=name, startFromHead=True)["events"]
+            return "".join(str(event["message"]) for event in events)
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -57,6 +79,8 @@ def run_via_ssm(
     parallel: int,
     max_failures: str | None,
     timeout: float | None,
+    output_bucket: str | None = None,
+    cloudwatch_output: bool = False,
     sleep: Callable[[float], Any] = time.sleep,
 ) -> FleetResult[CommandOutput]:
     ssm = client.aws.ssm()
@@ -72,6 +96,10 @@ def run_via_ssm(
         if timeout < 30:
             raise ConfigError("--timeout with --via run-command must be at least 30 seconds (Run Command's minimum)")
         common["TimeoutSeconds"] = int(timeout)
+    if output_bucket:
+        common.update(OutputS3BucketName=output_bucket, OutputS3KeyPrefix="ssmfab")
+    if cloudwatch_output:
+        common["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": LOG_GROUP}
     started = time.monotonic()
     command_ids = []
     with aws_errors("sending the command with SSM Run Command"):
@@ -92,8 +120,16 @@ def run_via_ssm(
                 exited=int(invocation.get("ResponseCode", -1)),
                 status=str(invocation.get("Status", "")),
             )
+            if output.truncated and (output_bucket or cloudwatch_output):
+                full = FullOutput(client, output_bucket, cloudwatch_output)
+                output.stdout = full.read(invocation, "stdout") or output.stdout
+                output.stderr = full.read(invocation, "stderr") or output.stderr
             result.value, result.exit_code = output, output.exited
-            cut = " (output cut at 24,000 characters by Run Command)" if output.truncated else ""
+            cut = (
+                " (output cut at 24,000 characters by Run Command: pass --output-s3-bucket or --cloudwatch-output for all of it)"
+                if output.truncated
+                else ""
+            )
             if output.status != "Success":
                 result.error = f"{target.label}: `{command}` {output.status.lower()}, exit {output.exited} (Run Command){cut}"
         results.append(result)

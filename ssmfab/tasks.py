@@ -55,13 +55,25 @@ def hosts(c: Any, flags: Flags) -> None:
         "command": "shell command to run on every host",
         "env": "KEY=VALUE for the command's environment (repeatable; redacted in the audit trail)",
         "via": "ssh (default: SSH through the SSM tunnel) or run-command (SSM Run Command: no tunnels, AWS fans out)",
+        "output_s3_bucket": "with --via run-command: also write full output to this S3 bucket, and read it back",
+        "cloudwatch_output": "with --via run-command: also send full output to CloudWatch Logs, and read it back",
     },
 )  # fmt: skip
-def run(c: Any, command: str, flags: Flags, env: list[str] | None = None, via: str = "ssh") -> None:
+def run(
+    c: Any,
+    command: str,
+    flags: Flags,
+    env: list[str] | None = None,
+    via: str = "ssh",
+    output_s3_bucket: str | None = None,
+    cloudwatch_output: bool = False,
+) -> None:
     """Run a command on every selected host: live output prefixed per host, then a per-host summary."""
     variables = parse_env(env or ())
     if via not in ("ssh", "run-command"):
         raise ConfigError(f"--via {via!r}: expected ssh or run-command")
+    if via == "ssh" and (output_s3_bucket or cloudwatch_output):
+        raise ConfigError("--output-s3-bucket and --cloudwatch-output go with --via run-command")
     client = flags.client()
     selection = flags.selection(client)
     targets = require_targets(selection, client.aws.profile)
@@ -73,15 +85,19 @@ def run(c: Any, command: str, flags: Flags, env: list[str] | None = None, via: s
         parallel = parse_number(flags.parallel, "parallel", int) if flags.parallel else client.settings.run.parallel
         timeout = parse_number(flags.timeout, "timeout", float) if flags.timeout else None
         result = run_via_ssm(client, selection.selector, targets, command, parallel=parallel,
-                             max_failures=flags.max_failures, timeout=timeout)  # fmt: skip
+                             max_failures=flags.max_failures, timeout=timeout, output_bucket=output_s3_bucket,
+                             cloudwatch_output=cloudwatch_output)  # fmt: skip
         audit = open_audit(client)
         for host in result.results:
             if not flags.json and host.value is not None:
                 prefix = f"[{host.target.name or host.target.id}] "
                 print("".join(f"{prefix}{line}\n" for line in host.value.stdout.splitlines()), end="")
                 print("".join(f"{prefix}{line}\n" for line in host.value.stderr.splitlines()), end="", file=sys.stderr)
+                if host.value.truncated and not (output_s3_bucket or cloudwatch_output):
+                    notice(f"{prefix}(output cut at 24,000 characters by Run Command; pass --output-s3-bucket or --cloudwatch-output)")
             record_result(audit, host, "run-command", command)
-        flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status})
+        flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status,
+                                                 "truncated": r.truncated})  # fmt: skip
         return
     streams = HostStreams(targets, sys.stdout, sys.stderr)
 

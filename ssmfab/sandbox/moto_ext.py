@@ -315,7 +315,42 @@ INLINE_OUTPUT_LIMIT = 24000
 TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated"}
 
 
-def _execute(invocation: dict[str, Any], script: str, home: str, timeout: int) -> None:
+@dataclass(frozen=True)
+class OutputTargets:
+    """Where the agent also writes a command's full output (S3 and/or CloudWatch Logs)."""
+
+    endpoint: str
+    region: str
+    bucket: str = ""
+    prefix: str = ""
+    log_group: str = ""
+
+
+def _ship_output(where: OutputTargets, command_id: str, instance_id: str, streams: dict[str, str]) -> None:
+    """Write full output where the real agent would: S3 keys and CloudWatch streams named as AWS does."""
+    import boto3
+
+    options: dict[str, Any] = {
+        "endpoint_url": where.endpoint, "region_name": where.region,
+        "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+    }  # fmt: skip
+    for name, text in streams.items():
+        if where.bucket:
+            key = "/".join(p for p in (where.prefix.strip("/"), command_id, instance_id, "awsrunShellScript", "0.awsrunShellScript", name) if p)
+            boto3.client("s3", **options).put_object(Bucket=where.bucket, Key=key, Body=text.encode())
+        if where.log_group:
+            logs = boto3.client("logs", **options)
+            stream = f"{command_id}/{instance_id}/aws-runShellScript/{name}"
+            if not any(g["logGroupName"] == where.log_group for g in logs.describe_log_groups(logGroupNamePrefix=where.log_group)["logGroups"]):
+                logs.create_log_group(logGroupName=where.log_group)
+            logs.create_log_stream(logGroupName=where.log_group, logStreamName=stream)
+            chunks = [text[i : i + 200_000] for i in range(0, len(text), 200_000)]
+            if chunks:
+                events = [{"timestamp": int(time.time() * 1000), "message": chunk} for chunk in chunks]
+                logs.put_log_events(logGroupName=where.log_group, logStreamName=stream, logEvents=events)
+
+
+def _execute(invocation: dict[str, Any], script: str, home: str, timeout: int, output: OutputTargets | None) -> None:
     """Run a Run Command script the way the agent would, in the sandbox host's home, then record it."""
     import subprocess
 
@@ -331,6 +366,8 @@ def _execute(invocation: dict[str, Any], script: str, home: str, timeout: int) -
         status, code = "TimedOut", -1
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+    if output is not None:
+        _ship_output(output, invocation["CommandId"], invocation["InstanceId"], {"stdout": out, "stderr": err})
     invocation.update(
         Status=status, StatusDetails=status, ResponseCode=code,
         StandardOutputContent=out[:INLINE_OUTPUT_LIMIT], StandardErrorContent=err[:INLINE_OUTPUT_LIMIT],
@@ -361,6 +398,16 @@ def _send_command(original: Any) -> Any:
         script = "\n".join((self._get_param("Parameters") or {}).get("commands", []))
         timeout = int(self._get_param("TimeoutSeconds") or 3600)
         command_id = command["CommandId"]
+        cloudwatch = self._get_param("CloudWatchOutputConfig") or {}
+        output = OutputTargets(
+            endpoint=f"http://{self.headers.get('Host')}",
+            region=self.region,
+            bucket=self._get_param("OutputS3BucketName") or "",
+            prefix=self._get_param("OutputS3KeyPrefix") or "",
+            log_group=(cloudwatch.get("CloudWatchLogGroupName") or "/aws/ssm/AWS-RunShellScript")
+            if cloudwatch.get("CloudWatchOutputEnabled") else "",
+        )  # fmt: skip
+        shipping = output if output.bucket or output.log_group else None
         command["InstanceIds"] = sorted(set(wanted))
         for instance_id in sorted(set(wanted)):
             record = state.instances.get(instance_id, {})
@@ -374,7 +421,7 @@ def _send_command(original: Any) -> Any:
             if record.get("PingStatus") != "Online" or not home:
                 invocation.update(Status="Undeliverable", StatusDetails="Undeliverable")
                 continue
-            threading.Thread(target=_execute, args=(invocation, script, home, timeout), daemon=True).start()
+            threading.Thread(target=_execute, args=(invocation, script, home, timeout, shipping), daemon=True).start()
         return result
 
     send_command._ssmfab = True  # type: ignore[attr-defined]

@@ -245,3 +245,23 @@ def test_strict_host_keys_flag_refuses_unpinned_hosts(sandbox_env: dict[str, str
     assert ssmfab("run", "--name", "web-1", "--strict-host-keys", "true", env=dict(os.environ)).returncode == 0
     listed = ssmfab("known-hosts", env=dict(os.environ))
     assert listed.returncode == 0 and "ssh-ed25519" in listed.stdout and "SHA256:" in listed.stdout
+
+
+@pytest.mark.parametrize("where", [None, "s3", "cloudwatch"])
+def test_run_command_output_past_the_inline_limit(sandbox_env: dict[str, str], where: str | None) -> None:
+    import boto3
+
+    extra: list[str] = []
+    if where == "s3":
+        boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], region_name="us-east-1").create_bucket(Bucket="ssmfab-output")
+        extra = ["--output-s3-bucket", "ssmfab-output"]
+    elif where == "cloudwatch":
+        extra = ["--cloudwatch-output"]
+    done = ssmfab("run", "--name", "db-1", "--via", "run-command", "--json", *extra,
+                  "printf '%60000s' | tr ' ' x; echo", env=dict(os.environ))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [host] = json.loads(done.stdout)["hosts"]
+    if where is None:
+        assert len(host["stdout"]) == 24000 and host["truncated"] is True
+    else:
+        assert host["stdout"] == "x" * 60000 + "\n"
