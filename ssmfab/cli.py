@@ -121,6 +121,15 @@ class Flags:
             notice(line)
         return selection
 
+    def policy(self, client: Client, *, batch: str | None = None, max_failures: str | None = None) -> Policy:
+        """The fan-out policy from the flags given, else the task's defaults, else config."""
+        return Policy(
+            parallel=client.settings.run.parallel if self.parallel is None else parse_number(self.parallel, "parallel", int),
+            batch=self.batch or batch or None,
+            max_failures=self.max_failures or max_failures or None,
+            timeout=None if self.timeout in (None, "") else parse_number(str(self.timeout), "timeout", float),
+        )
+
     def fan_out(
         self,
         client: Client,
@@ -136,12 +145,7 @@ class Flags:
     ) -> FleetResult[Any]:
         """Run under the policy from flags (else the given defaults, else config); show progress and the
         summary (or the JSON report); raise FleetError if any host failed."""
-        policy = Policy(
-            parallel=client.settings.run.parallel if self.parallel is None else parse_number(self.parallel, "parallel", int),
-            batch=self.batch or batch or None,
-            max_failures=self.max_failures or max_failures or None,
-            timeout=None if self.timeout in (None, "") else parse_number(str(self.timeout), "timeout", float),
-        )
+        policy = self.policy(client, batch=batch, max_failures=max_failures)
         progress = Progress(len(targets), sys.stderr, enabled=False if self.json else None)
         audit = open_audit(client, secrets)
 

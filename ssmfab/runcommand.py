@@ -8,6 +8,7 @@ Run Command returns at most 24,000 characters of each stream inline; results say
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -156,3 +157,16 @@ def _poll(ssm: Any, command_ids: list[str], *, deadline: float | None, sleep: Ca
         for item in listed:
             found[item["InstanceId"]] = ssm.get_command_invocation(CommandId=item["CommandId"], InstanceId=item["InstanceId"])
     return found
+
+
+def print_outputs(result: FleetResult[CommandOutput], *, full_output: bool) -> None:
+    """Each host's output, prefixed like the SSH path's live output (Run Command returns it at the end)."""
+    for host in result.results:
+        if host.value is None:
+            continue
+        prefix = f"[{host.target.name or host.target.id}] "
+        print("".join(f"{prefix}{line}\n" for line in host.value.stdout.splitlines()), end="")
+        print("".join(f"{prefix}{line}\n" for line in host.value.stderr.splitlines()), end="", file=sys.stderr)
+        if host.value.truncated and not full_output:
+            print(f"{prefix}(output cut at 24,000 characters by Run Command; pass --output-s3-bucket or "
+                  "--cloudwatch-output)", file=sys.stderr)  # fmt: skip

@@ -24,7 +24,7 @@ from .deploy import Deployer, check_artifact
 from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError
 from .fleet import run_command
-from .runcommand import run_via_ssm
+from .runcommand import print_outputs, run_via_ssm
 from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
 from .output import HostStreams, hosts_table, table
@@ -78,23 +78,17 @@ def run(
     selection = flags.selection(client)
     targets = require_targets(selection, client.aws.profile)
     if via == "run-command":
-        if variables:
-            raise ConfigError("--env works over SSH only: with --via run-command, export the variables in the command")
-        if flags.batch:
-            raise ConfigError("--batch works over SSH only: Run Command paces itself with --parallel (MaxConcurrency)")
-        parallel = parse_number(flags.parallel, "parallel", int) if flags.parallel else client.settings.run.parallel
-        timeout = parse_number(flags.timeout, "timeout", float) if flags.timeout else None
-        result = run_via_ssm(client, selection.selector, targets, command, parallel=parallel,
-                             max_failures=flags.max_failures, timeout=timeout, output_bucket=output_s3_bucket,
-                             cloudwatch_output=cloudwatch_output)  # fmt: skip
+        if variables or flags.batch:
+            raise ConfigError("--env and --batch work over SSH only; Run Command paces itself with --parallel")
+        result = run_via_ssm(
+            client, selection.selector, targets, command, parallel=flags.policy(client).parallel,
+            max_failures=flags.max_failures, timeout=flags.policy(client).timeout, output_bucket=output_s3_bucket,
+            cloudwatch_output=cloudwatch_output,
+        )  # fmt: skip
+        if not flags.json:
+            print_outputs(result, full_output=bool(output_s3_bucket or cloudwatch_output))
         audit = open_audit(client)
         for host in result.results:
-            if not flags.json and host.value is not None:
-                prefix = f"[{host.target.name or host.target.id}] "
-                print("".join(f"{prefix}{line}\n" for line in host.value.stdout.splitlines()), end="")
-                print("".join(f"{prefix}{line}\n" for line in host.value.stderr.splitlines()), end="", file=sys.stderr)
-                if host.value.truncated and not (output_s3_bucket or cloudwatch_output):
-                    notice(f"{prefix}(output cut at 24,000 characters by Run Command; pass --output-s3-bucket or --cloudwatch-output)")
             record_result(audit, host, "run-command", command)
         flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status,
                                                  "truncated": r.truncated})  # fmt: skip

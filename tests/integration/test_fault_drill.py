@@ -76,7 +76,7 @@ def test_run_command_refuses_ssh_only_options(fleet: Sandbox) -> None:
         [sys.executable, "-m", "ssmfab.program", "run", "--name", "drill-001", "--via", "run-command", "--env", "A=1", "true"],
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
-    assert done.returncode == 2 and "--env works over SSH only" in done.stderr
+    assert done.returncode == 2 and "--env and --batch work over SSH only" in done.stderr
 
 
 def test_fault_drill(fleet: Sandbox, tmp_path: Path) -> None:
