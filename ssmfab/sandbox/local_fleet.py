@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -254,9 +255,27 @@ class Sandbox:
             terminate_group(self._moto.pid, self._moto)
         elif self._ours(self.moto_pid):
             terminate_group(self.moto_pid)  # type: ignore[arg-type]
+        self._end_orphaned_sessions()
         self._servers = {}
         self._moto = None
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _end_orphaned_sessions(self) -> None:
+        """Commands a client walked away from (a cut tunnel, a per-host timeout) keep running on a real
+        instance; on the sandbox they would outlive it, so end every process whose HOME is a sandbox host's."""
+        marker = f"HOME={self.root}/hosts/".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            if any(item.startswith(marker) for item in environ.split(b"\0")):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def __enter__(self) -> Sandbox:
         return self

@@ -47,6 +47,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     finally:
         box.down()
     assert processes_matching(str(root)) == []
+    assert processes_matching("sleep 600", environ=f"HOME={root}/hosts/") == []  # hung commands went with their hosts
 
 
 @pytest.mark.parametrize("selector", [["--tag", "Role=drill"], ["--name", "drill-*"]])
