@@ -138,6 +138,8 @@ class Progress:
         self.enabled = stream.isatty() if enabled is None else enabled
         self.done = 0
         self.failed = 0
+        #: Bytes moved by finished hosts (transfers report them; commands do not).
+        self.bytes = 0
         self.lock = threading.Lock()
 
     def clear_unlocked(self) -> None:
@@ -147,13 +149,16 @@ class Progress:
 
     def draw_unlocked(self) -> None:
         if self.enabled:
-            self.stream.write(f"\r\x1b[K{self.done}/{self.total} hosts done, {self.failed} failed")
+            moved = f", {self.bytes / 1e6:.1f} MB moved" if self.bytes else ""
+            self.stream.write(f"\r\x1b[K{self.done}/{self.total} hosts done, {self.failed} failed{moved}")
             self.stream.flush()
 
     def update(self, result: Any) -> None:
         with self.lock:
             self.done += 1
             self.failed += 0 if result.ok else 1
+            moved = getattr(getattr(result, "value", None), "bytes", None)
+            self.bytes += moved if isinstance(moved, int) else 0
             self.draw_unlocked()
 
     def close(self) -> None:

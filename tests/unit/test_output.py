@@ -61,6 +61,8 @@ def test_progress_line_on_a_terminal_only() -> None:
     progress.update(SimpleNamespace(ok=True))
     progress.update(SimpleNamespace(ok=False))
     assert sink.getvalue().endswith("2/3 hosts done, 1 failed")
+    progress.update(SimpleNamespace(ok=True, value=SimpleNamespace(bytes=2_500_000)))
+    assert sink.getvalue().endswith("3/3 hosts done, 1 failed, 2.5 MB moved")
     progress.close()
     assert sink.getvalue().endswith("\r\x1b[K")
     quiet = io.StringIO()
