@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
-from .client import Client, connect
-from .config import Settings, load_settings
-from .connection import SSMConnection
+from typing import TYPE_CHECKING, Any
+
 from .exceptions import (
     AccessDeniedError,
     AuthenticationError,
@@ -17,8 +16,8 @@ from .exceptions import (
     AWSError,
     CommandError,
     ConfigError,
-    DeployError,
     CredentialsError,
+    DeployError,
     FleetError,
     HostKeyError,
     NoTargetsError,
@@ -32,10 +31,45 @@ from .exceptions import (
     TransferError,
     TunnelError,
 )
-from .fleet import FleetResult, HostResult, fan_out, run_command
-from .targets import Selection, Selector, Skipped, Target, parse_selector, resolve
-
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .client import Client, connect
+    from .config import Settings, load_settings
+    from .connection import SSMConnection
+    from .fleet import FleetResult, HostResult, fan_out, run_command
+    from .targets import Selection, Selector, Skipped, Target, parse_selector, resolve
+
+# The rest of the API is imported on first use: paramiko, Fabric and boto3 cost a few hundred milliseconds,
+# which entry points that need none of them (the ssmfab-proxy ProxyCommand) should not pay.
+_LAZY = {
+    "Client": "client",
+    "connect": "client",
+    "Settings": "config",
+    "load_settings": "config",
+    "SSMConnection": "connection",
+    "FleetResult": "fleet",
+    "HostResult": "fleet",
+    "fan_out": "fleet",
+    "run_command": "fleet",
+    "Selection": "targets",
+    "Selector": "targets",
+    "Skipped": "targets",
+    "Target": "targets",
+    "parse_selector": "targets",
+    "resolve": "targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ssmfab' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "AccessDeniedError",

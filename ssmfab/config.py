@@ -64,7 +64,7 @@ class SSHSettings:
 class TunnelSettings:
     #: "cli": the documented ProxyCommand (``aws ssm start-session ...``);
     #: "plugin": StartSession through boto3, then session-manager-plugin directly (no aws process).
-    mode: str = field(default="cli", metadata={"env": "SSMFAB_TUNNEL"})
+    mode: str = field(default="plugin", metadata={"env": "SSMFAB_TUNNEL"})
     document: str = field(default="AWS-StartSSHSession", metadata={"env": "SSMFAB_DOCUMENT"})
     #: The port sshd listens on, on the instance.
     remote_port: int = field(default=22, metadata={"env": "SSMFAB_REMOTE_PORT"})

@@ -114,7 +114,7 @@ class DeployError(SSMFabError):
 
 
 class TransferError(SSMFabError):
-    pass
+    """A put/get was refused, failed part-way or did not verify; no final name holds a partial file."""
 
 
 class FleetError(SSMFabError):

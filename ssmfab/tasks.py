@@ -363,15 +363,29 @@ def sandbox_dir(given: str | None) -> Path:
 SANDBOX_DIR_HELP = "sandbox folder (default $SSMFAB_SANDBOX_DIR or a per-user temp folder)"
 
 
-@ssmfab_task(help={"dir": SANDBOX_DIR_HELP, "web": "web hosts (default 3)", "db": "db hosts (default 1)"})
-def sandbox_up(c: Any, dir: str | None = None, web: int = 3, db: int = 1) -> None:  # noqa: A002
+@ssmfab_task(
+    help={
+        "dir": SANDBOX_DIR_HELP,
+        "web": "web hosts (default 3)",
+        "db": "db hosts (default 1)",
+        "link": "SSM link model for every session: 'on' (1 s setup, 1 MB/s, 1024-byte reads) or "
+        "'setup=S,rate=BYTES_PER_S,chunk=BYTES'; default off (loopback speed)",
+    }
+)
+def sandbox_up(c: Any, dir: str | None = None, web: int = 3, db: int = 1, link: str = "") -> None:  # noqa: A002
     """Start the local sandbox fleet: moto server, real sshd per instance, stand-in session-manager-plugin."""
-    from .sandbox import Sandbox, default_hosts
+    from .sandbox import LinkModel, Sandbox, default_hosts
 
+    try:
+        model = LinkModel.parse(link)
+    except ValueError as exc:
+        raise SandboxError(f"--link {exc}") from None
     root = sandbox_dir(dir)
-    sandbox = Sandbox(root).up(default_hosts(web=web, db=db))
+    sandbox = Sandbox(root, link=model).up(default_hosts(web=web, db=db))
     rows = [[h.instance_id, h.name, ",".join(f"{k}={v}" for k, v in sorted(h.tags.items()) if k != "Name"), f"127.0.0.1:{h.port}"] for h in sandbox.hosts]
     print(table(["ID", "NAME", "TAGS", "SSHD"], rows))
+    if model.active:
+        print(f"\nSSM link model: {model.describe()}")
     print(f"\nsandbox up in {root}; point this shell at it with:\n    . {root / 'env.sh'}\nstop it with: inv sandbox.down")
 
 

@@ -1,10 +1,18 @@
-"""put/get like scp, recursive, atomic and verified.
+"""put/get like scp: a file, a whole tree or a glob; atomic, verified, modes kept.
 
-Every file travels to a temporary name beside its destination (``.NAME.ssmfab-XXXXXXXX.part``), is
-checked against a SHA-256 computed on the other side, gets its mode, and only then is renamed over the
-final name (``posix-rename`` remotely, ``os.replace`` locally). An interrupted transfer therefore leaves
-nothing half-written under a final name. Remote names that could escape the destination (``..``, ``/``,
-newlines, symlinks leading outside the fetched tree) are refused one by one, and reported.
+Every file travels to a temporary name beside its destination (``.NAME.ssmfab-XXXXXXXX.part``), is hashed
+while it streams, is checked against a SHA-256 the host computes (one ``xargs -0 sha256sum`` for the whole
+transfer, paths on stdin, never in a shell string), gets its mode, and only then is renamed over its final
+name (``posix-rename`` remotely, ``os.replace`` locally). An interrupted transfer therefore never leaves a
+half-written file under a final name, and removes the temporary files it made whenever the connection
+still allows it.
+
+Downloads treat the host as untrusted: a remote name that could not be a plain local file name (``/``, a
+newline, ``.``, ``..``) and a symlink leading outside the fetched tree are refused file by file, the rest
+still arrives, then one TransferError sums up what was refused. Nothing is written outside the local
+destination folder (checked on resolved paths).
+
+Remote relative paths (and ``~``) start at the login directory, where sftp starts.
 """
 
 from __future__ import annotations
@@ -12,40 +20,291 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import secrets
 import shlex
+import socket
 import stat
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import paramiko
+
 from .exceptions import SSMFabError, TransferError
 
+#: Local read/write size; paramiko cuts it into 32 KiB SFTP requests, pipelined both ways.
 CHUNK = 256 * 1024
+#: Read requests a download keeps in flight (x 32 KiB): enough to fill a slow, long pipe, bounded in memory.
+PREFETCH_REQUESTS = 256
+#: SSH window of a transfer's own SFTP channel (paramiko's default is 2 MiB).
+WINDOW = 16 * 1024 * 1024
 GLOB_CHARS = frozenset("*?[")
-#: Remote checksum commands are batched to stay far below the remote's argument-length limit.
-MAX_ARGS_CHARS = 64 * 1024
+#: Seconds without progress after which a transfer fails, when the connection does not say otherwise.
+DEFAULT_STALL_TIMEOUT = 60.0
+#: Slowest hashing speed assumed for the host: the checksum may take this long per byte before it counts as stuck.
+HASH_BYTES_PER_SECOND = 20_000_000
+#: Bytes of a file name kept in its temporary name: the rest of ``.NAME.ssmfab-XXXXXXXX.part`` must fit NAME_MAX (255).
+TEMP_STEM_BYTES = 200
+
+_SUM_SCRIPT = (
+    "if command -v sha256sum >/dev/null 2>&1; then exec xargs -0 sha256sum --; fi; "
+    "if command -v shasum >/dev/null 2>&1; then exec xargs -0 shasum -a 256 --; fi; "
+    "echo 'neither sha256sum nor shasum is installed' >&2; exit 127"
+)
+#: The one remote command of a transfer: SHA-256 of each NUL-terminated path read from stdin. ``sh -c`` so a
+#: login shell of another family (fish, csh) runs it the same.
+SUM_COMMAND = f"sh -c {shlex.quote(_SUM_SCRIPT)}"
+
+
+@dataclass(frozen=True)
+class FileTransfer:
+    """One file that arrived: from where, to where, its size, SHA-256 (equal on both ends) and final mode."""
+
+    source: str
+    destination: str
+    size: int
+    sha256: str
+    mode: int
 
 
 @dataclass
 class TransferReport:
-    files: int = 0
-    bytes: int = 0
-    paths: list[str] = field(default_factory=list)
-    #: Per-file refusals (unsafe names, symlinks leading out); the transfer raises if there are any.
-    refused: list[str] = field(default_factory=list)
+    """What a put or get did on one host. When ``errors`` is not empty the call raised a TransferError
+    (carrying this report as ``.report``) after delivering everything else."""
+
+    host: str = ""
+    items: list[FileTransfer] = field(default_factory=list)
+    #: Directories of the tree created or filled (empty ones included), on the receiving side.
+    directories: list[str] = field(default_factory=list)
+    #: One line per refused or failed file, naming host, path and what to do.
+    errors: list[str] = field(default_factory=list)
     duration: float = 0.0
 
+    @property
+    def files(self) -> int:
+        return len(self.items)
 
-#: Seconds without progress after which a transfer fails, when the connection does not say otherwise.
-DEFAULT_STALL_TIMEOUT = 60.0
+    @property
+    def bytes(self) -> int:  # noqa: A003 - the name every report of the package uses
+        return sum(item.size for item in self.items)
+
+    @property
+    def paths(self) -> list[str]:
+        return [item.destination for item in self.items]
+
+
+# --- pure helpers (no I/O) ---------------------------------------------------------------------------------
+
+
+def label_of(conn: Any) -> str:
+    return str(getattr(conn, "label", None) or conn.host)
+
+
+def show(path: str) -> str:
+    """A path fit for a one-line message: quoted with escapes when it holds control characters."""
+    return repr(path) if any(ord(ch) < 32 or ord(ch) == 127 for ch in path) else path
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def temp_name(name: str) -> str:
+    """``.NAME.ssmfab-XXXXXXXX.part``: hidden, recognisable, unique, and never longer than NAME_MAX."""
+    stem = name
+    while len(stem.encode("utf-8", "surrogateescape")) > TEMP_STEM_BYTES:
+        stem = stem[:-1]
+    return f".{stem}.ssmfab-{secrets.token_hex(4)}.part"
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why a remote directory entry cannot become a local file name, or None if it is fine."""
+    if name in ("", ".", ".."):
+        return f"is {name or 'empty'}, not a file name"
+    if "/" in name or (os.altsep is not None and os.altsep in name):
+        return "contains a slash"
+    if "\n" in name or "\r" in name:
+        return "contains a newline"
+    if "\0" in name:
+        return "contains a NUL byte"
+    return None
+
+
+def has_glob(pattern: str) -> bool:
+    return any(ch in GLOB_CHARS for ch in pattern)
+
+
+def split_glob(pattern: str) -> tuple[str, list[str]]:
+    """``/var/log/*/app*.log`` -> (``/var/log``, [``*``, ``app*.log``]): the literal prefix and the rest."""
+    parts = list(PurePosixPath(pattern).parts)
+    literal: list[str] = []
+    while parts and not has_glob(parts[0]):
+        literal.append(parts.pop(0))
+    base = str(PurePosixPath(*literal)) if literal else "."
+    return base, parts
+
+
+def glob_matches(name: str, part: str) -> bool:
+    """fnmatch, except that (as in a shell) a leading dot must be matched explicitly."""
+    if name.startswith(".") and not part.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, part)
+
+
+def remote_join(base: str, name: str) -> str:
+    if base in ("", "."):
+        return name
+    if name in ("", "."):
+        return base
+    return f"{base.rstrip('/')}/{name}"
+
+
+def remote_absolute(home: str, path: str) -> str:
+    """``path`` on the host as an absolute path: relative paths and ``~`` start at the login directory."""
+    if path in ("", ".", "~", "~/"):
+        path = home
+    elif path.startswith("~/"):
+        path = remote_join(home, path[2:])
+    elif not path.startswith("/"):
+        path = remote_join(home, path)
+    return str(PurePosixPath(path))
+
+
+def remote_inside(root: str, path: str) -> bool:
+    """Whether the absolute, resolved remote ``path`` is ``root`` or below it."""
+    top = root.rstrip("/")
+    return path == root or path == top or path.startswith(top + "/")
+
+
+def local_inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (following any symlink already on disk) stays within ``root``."""
+    base, resolved = root.resolve(), path.resolve()
+    return resolved == base or resolved.is_relative_to(base)
+
+
+_ESCAPES = {"n": "\n", "r": "\r", "\\": "\\"}
+
+
+def parse_sums(output: bytes) -> dict[str, str]:
+    """{path: hex digest} from ``sha256sum``/``shasum -a 256`` output, undoing their escaping of odd names
+    (a line starting with a backslash has ``\\n`` and ``\\\\`` in its name)."""
+    sums: dict[str, str] = {}
+    for raw in output.split(b"\n"):
+        escaped = raw.startswith(b"\\")
+        line = raw[1:] if escaped else raw
+        digest, separator, name = line[:64], line[64:66], line[66:]
+        if separator not in (b"  ", b" *") or not re.fullmatch(rb"[0-9a-fA-F]{64}", digest):
+            continue
+        path = name.decode("utf-8", "surrogateescape")
+        if escaped:
+            path = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], m[0]), path)
+        sums[path] = digest.decode().lower()
+    return sums
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it elsewhere
+    os.umask(mask)
+    return mask
+
+
+# --- local side of an upload ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Upload:
+    local: Path
+    rel: str  # POSIX path below the transfer's top; "" for a single file
+    size: int
+    mode: int
+
+
+@dataclass
+class _LocalTree:
+    dirs: list[tuple[str, int]] = field(default_factory=list)  # (rel, mode), parents first
+    files: list[_Upload] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _refuse_newline(host: str, path: Path, name: str) -> None:
+    if "\n" in name or "\r" in name:
+        raise TransferError(
+            f"{host}: refusing local name {show(str(path))}: it contains a newline; rename it before uploading", host
+        )
+
+
+def scan_local(source: Path, recursive: bool, host: str) -> _LocalTree:
+    """What an upload of ``source`` sends. Raises before anything leaves for a missing source, a directory
+    without ``recursive`` or a name with a newline; unsendable entries (sockets, dangling links, loops)
+    become per-file errors."""
+    try:
+        info = source.stat()
+    except FileNotFoundError:
+        raise TransferError(f"{host}: {show(str(source))}: no such local file or directory; check the path", host) from None
+    except OSError as exc:
+        raise TransferError(f"{host}: cannot read {show(str(source))}: {exc.strerror}; check its permissions", host) from exc
+    _refuse_newline(host, source, source.name)
+    tree = _LocalTree()
+    if stat.S_ISREG(info.st_mode):
+        if not os.access(source, os.R_OK):
+            raise TransferError(f"{host}: cannot read {show(str(source))}: permission denied; check its permissions", host)
+        tree.files.append(_Upload(source, "", info.st_size, stat.S_IMODE(info.st_mode)))
+        return tree
+    if not stat.S_ISDIR(info.st_mode):
+        raise TransferError(f"{host}: {show(str(source))} is not a regular file or directory; name a file or folder", host)
+    if not recursive:
+        raise TransferError(f"{host}: {show(str(source))} is a directory; pass recursive=True to upload the whole tree", host)
+
+    def walk(folder: Path, rel: str, chain: frozenset[tuple[int, int]]) -> None:
+        try:
+            with os.scandir(folder) as entries:
+                names = sorted(entry.name for entry in entries)
+        except OSError as exc:
+            tree.errors.append(f"{host}: skipping folder {show(str(folder))}: {exc.strerror}; check its permissions")
+            return
+        for name in names:
+            path = folder / name
+            _refuse_newline(host, path, name)
+            child = f"{rel}/{name}" if rel else name
+            try:
+                info = path.stat()  # follows symlinks: a linked file or folder is sent as what it points to
+            except OSError:
+                tree.errors.append(f"{host}: skipping {show(str(path))}: a dangling symlink or unreadable; fix or remove it")
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                key = (info.st_dev, info.st_ino)
+                if key in chain:
+                    tree.errors.append(f"{host}: skipping {show(str(path))}: a symlink loop; remove the link")
+                    continue
+                tree.dirs.append((child, stat.S_IMODE(info.st_mode)))
+                walk(path, child, chain | {key})
+            elif stat.S_ISREG(info.st_mode) and os.access(path, os.R_OK):
+                tree.files.append(_Upload(path, child, info.st_size, stat.S_IMODE(info.st_mode)))
+            elif stat.S_ISREG(info.st_mode):
+                tree.errors.append(f"{host}: skipping {show(str(path))}: permission denied; check its permissions")
+            else:
+                tree.errors.append(f"{host}: skipping {show(str(path))}: not a regular file (socket, FIFO or device)")
+
+    walk(source, "", frozenset({(info.st_dev, info.st_ino)}))
+    return tree
+
+
+# --- the remote side ------------------------------------------------------------------------------------
 
 
 def open_sftp(conn: Any) -> Any:
+    """The connection's shared SFTP client (for callers that list or stat remote files themselves)."""
     return conn.sftp()
 
 
@@ -61,15 +320,28 @@ class StallWatch:
         self.limit = float(getattr(conn, "stall_timeout", DEFAULT_STALL_TIMEOUT))
         self.last = time.monotonic()
         self.stalled = False
+        self.held = False
+        #: The file moving now, for failure messages of multi-file transfers ("" for a single file).
+        self.current = ""
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ssmfab-stall-watch", daemon=True)
 
     def progress(self) -> None:
         self.last = time.monotonic()
 
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """No stall checks inside (a step with its own timeout, such as hashing a huge file remotely)."""
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+            self.progress()
+
     def _watch(self) -> None:
         while not self._done.wait(min(0.5, self.limit / 4)):
-            if time.monotonic() - self.last > self.limit:
+            if not self.held and time.monotonic() - self.last > self.limit:
                 self.stalled = True
                 tunnel = getattr(self.conn, "tunnel", None)
                 if tunnel is not None:
@@ -87,46 +359,125 @@ class StallWatch:
         self._thread.join()
 
 
-def label_of(conn: Any) -> str:
-    return str(getattr(conn, "label", None) or conn.host)
+class _Session:
+    """One transfer's own SFTP channel (a fresh one: it starts in the login directory whatever the
+    connection's shared client did, and a large window keeps a slow tunnel full)."""
 
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.host = label_of(conn)
+        self.stall = float(getattr(conn, "stall_timeout", DEFAULT_STALL_TIMEOUT))
+        if not conn.is_connected:
+            conn.open()
+        self.transport: Any = conn.client.get_transport()
+        sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=WINDOW)
+        if sftp is None:
+            raise TransferError(f"{self.host}: the SSH server refused an SFTP channel; check its sftp Subsystem", self.host)
+        self.sftp: Any = sftp
+        self.home = str(self.sftp.normalize("."))
 
-def temp_name(name: str) -> str:
-    return f".{name}.ssmfab-{secrets.token_hex(4)}.part"
+    def close(self) -> None:
+        with suppress(Exception):
+            self.sftp.close()
 
+    def alive(self) -> bool:
+        return bool(self.transport is not None and self.transport.is_active())
 
-def unsafe_name(name: str) -> str | None:
-    """Why a remote directory entry cannot become a local file name, or None if it is fine."""
-    if name in ("", ".", ".."):
-        return "is a relative path component"
-    if "/" in name or "\\" in name:
-        return "contains a path separator"
-    if "\n" in name or "\r" in name or "\0" in name:
-        return "contains a newline or NUL"
-    return None
+    def absolute(self, path: str) -> str:
+        return remote_absolute(self.home, path)
 
+    def check(self, exc: OSError) -> None:
+        """Re-raise ``exc`` if it is the connection failing rather than the host refusing one path."""
+        if not self.alive() or isinstance(exc, (socket.timeout, TimeoutError)):
+            raise exc
 
-def has_glob(pattern: str) -> bool:
-    return any(ch in GLOB_CHARS for ch in pattern)
+    def attrs(self, path: str) -> Any | None:
+        """stat of a remote path (following links), or None when it does not exist or cannot be seen."""
+        try:
+            return self.sftp.stat(path)
+        except OSError as exc:
+            self.check(exc)
+            return None
 
+    def is_dir(self, path: str) -> bool:
+        attrs = self.attrs(path)
+        return attrs is not None and stat.S_ISDIR(attrs.st_mode or 0)
 
-def split_glob(pattern: str) -> tuple[str, list[str]]:
-    """``/var/log/*/app*.log`` -> (``/var/log``, [``*``, ``app*.log``]): the literal prefix and the rest."""
-    pure = PurePosixPath(pattern)
-    parts = list(pure.parts)
-    literal: list[str] = []
-    while parts and not has_glob(parts[0]):
-        literal.append(parts.pop(0))
-    base = str(PurePosixPath(*literal)) if literal else "."
-    return base, parts
+    def sha256(self, paths: list[str], total_bytes: int) -> tuple[dict[str, str], str]:
+        """({path: digest}, stderr tail) for remote paths, in one command reading NUL-separated paths on
+        stdin. A path missing from the answer could not be hashed (the tail says why)."""
+        if not paths:
+            return {}, ""
+        limit = self.stall + total_bytes / HASH_BYTES_PER_SECOND
+        payload = b"".join(path.encode("utf-8", "surrogateescape") + b"\0" for path in paths)
+        channel = self.transport.open_session(timeout=self.stall)
+        errors = bytearray()
 
+        def feed_and_drain_stderr() -> None:
+            # A thread, so a big answer filling our window cannot block the remote end from reading stdin.
+            with suppress(Exception):
+                channel.sendall(payload)
+                channel.shutdown_write()
+                while len(errors) < 64 * 1024 and (data := channel.recv_stderr(65536)):
+                    errors.extend(data)
 
-def _join(base: str, name: str) -> str:
-    return name if base in (".", "") else f"{base.rstrip('/')}/{name}" if base != "/" else f"/{name}"
+        try:
+            channel.settimeout(limit)
+            channel.exec_command(SUM_COMMAND)
+            feeder = threading.Thread(target=feed_and_drain_stderr, name="ssmfab-sha256-stdin", daemon=True)
+            feeder.start()
+            output = bytearray()
+            while data := channel.recv(65536):
+                output.extend(data)
+            feeder.join(limit)
+            if not channel.status_event.wait(limit):
+                raise TimeoutError
+            status = channel.recv_exit_status()
+        except (socket.timeout, TimeoutError):
+            raise TransferError(
+                f"{self.host}: the remote SHA-256 check of {len(paths)} files gave no answer within {limit:.0f}s; "
+                "check the host's load and the tunnel, then retry",
+                self.host,
+            ) from None
+        finally:
+            channel.close()
+        if not self.alive():
+            raise EOFError("the connection closed during the remote SHA-256 check")
+        tail = one_line(errors.decode(errors="replace"))[-300:]
+        if status == 127 and "neither sha256sum nor shasum" in tail:
+            raise TransferError(
+                f"{self.host}: cannot verify the transfer: neither sha256sum nor shasum is installed on the host; "
+                "install coreutils (or perl's shasum)",
+                self.host,
+            )
+        return parse_sums(bytes(output)), tail
+
+    def remove(self, paths: list[str]) -> list[str]:
+        """Delete remote temporary files; returns those that may remain (the connection is gone)."""
+        left = []
+        for path in paths:
+            if not self.alive():
+                left.append(path)
+                continue
+            try:
+                self.sftp.remove(path)
+            except Exception as exc:  # noqa: BLE001 - cleanup after a failure must not hide that failure
+                if not (isinstance(exc, FileNotFoundError) and self.alive()):
+                    left.append(path)
+        return left
+
+    def rmdirs(self, paths: list[str]) -> None:
+        """Remove directories this transfer created, deepest first, if they are still empty."""
+        for path in reversed(paths):
+            if not self.alive():
+                return
+            with suppress(Exception):  # not empty, or the connection went: either way, leave it
+                self.sftp.rmdir(path)
 
 
 def expand_remote(sftp: Any, pattern: str, *, files_only: bool = False) -> list[str]:
-    """Remote paths matching a glob, expanded with sftp listings (never a remote shell), sorted."""
+    """Remote paths matching a glob, expanded with sftp listings (never a remote shell), sorted. Relative
+    patterns are relative to the SFTP client's directory; unsafe names are left out."""
     if not has_glob(pattern):
         try:
             attrs = sftp.stat(pattern)
@@ -134,191 +485,245 @@ def expand_remote(sftp: Any, pattern: str, *, files_only: bool = False) -> list[
             return []
         return [pattern] if not files_only or stat.S_ISREG(attrs.st_mode or 0) else []
     base, parts = split_glob(pattern)
-    paths = [base]
-    for index, part in enumerate(parts):
-        last = index == len(parts) - 1
-        matched: list[str] = []
-        for path in paths:
+    found = []
+    for path, attrs, _ in _glob(sftp, base, parts, []):
+        if files_only:
+            mode = attrs.st_mode or 0
+            if stat.S_ISLNK(mode):
+                try:
+                    mode = sftp.stat(path).st_mode or 0
+                except OSError:
+                    continue
+            if not stat.S_ISREG(mode):
+                continue
+        found.append(path)
+    return sorted(found)
+
+
+def _glob(sftp: Any, base: str, parts: list[str], refused: list[str], host: str = "") -> list[tuple[str, Any, bool]]:
+    """(path, lstat attributes, whether a symlinked directory was crossed) for each match, one listing per
+    directory level. Matching names that could not be local file names go to ``refused``."""
+    level: list[tuple[str, Any, bool]] = [(base, None, False)]
+    for part in parts:
+        matched: list[tuple[str, Any, bool]] = []
+        for path, attrs, linked in level:
+            if attrs is not None and not (stat.S_ISDIR(attrs.st_mode or 0) or stat.S_ISLNK(attrs.st_mode or 0)):
+                continue
             try:
                 entries = sftp.listdir_attr(path)
             except OSError:
-                continue
-            for entry in entries:
-                if not fnmatch.fnmatchcase(entry.filename, part) or unsafe_name(entry.filename):
+                continue  # not a directory, or not ours to list: matches nothing, as in a shell
+            crossed = linked or (attrs is not None and stat.S_ISLNK(attrs.st_mode or 0))
+            for entry in sorted(entries, key=lambda e: str(e.filename)):
+                if not glob_matches(entry.filename, part):
                     continue
-                if entry.filename.startswith(".") and not part.startswith("."):
-                    continue  # like a shell glob, * does not match dot files
-                full = _join(path, entry.filename)
-                if not last:
-                    matched.append(full)
+                why = unsafe_name(entry.filename)
+                if why:
+                    refused.append(
+                        f"{host}: refusing remote name {show(entry.filename)} in {show(path)}: it {why}; "
+                        "rename it on the host to fetch it"
+                    )
                     continue
-                if files_only:
-                    try:
-                        if not stat.S_ISREG(sftp.stat(full).st_mode or 0):
-                            continue
-                    except OSError:
-                        continue
-                matched.append(full)
-        paths = matched
-    return sorted(paths)
+                matched.append((remote_join(path, entry.filename), entry, crossed))
+        level = matched
+    return level
 
 
-def _remote_sums(conn: Any, paths: list[str]) -> list[str]:
-    """SHA-256 of each remote path, in order, with as few commands as the argument limit allows."""
-    sums: list[str] = []
-    batch: list[str] = []
-    size = 0
-
-    def flush() -> None:
-        if not batch:
-            return
-        args = " ".join(shlex.quote(p) for p in batch)
-        command = (
-            f"if command -v sha256sum >/dev/null 2>&1; then sha256sum -- {args}; "
-            f"else shasum -a 256 -- {args}; fi"
-        )
-        result = conn.run(command, hide=True, warn=True)
-        lines = [line for line in result.stdout.splitlines() if line.strip()]
-        if result.failed or len(lines) != len(batch):
-            raise TransferError(
-                f"{label_of(conn)}: could not checksum remote files ({result.stderr.strip()[-200:] or 'no sha256sum/shasum'})"
-            )
-        # sha256sum escapes odd names with a leading backslash; the digest follows it.
-        sums.extend(line.lstrip("\\")[:64] for line in lines)
-        batch.clear()
-
-    for path in paths:
-        if size + len(path) > MAX_ARGS_CHARS:
-            flush()
-            size = 0
-        batch.append(path)
-        size += len(path) + 3
-    flush()
-    return sums
-
-
-def _remote_is_dir(sftp: Any, path: str) -> bool:
-    try:
-        return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
-    except OSError:
-        return False
-
-
-def _mkdir_p(sftp: Any, path: str) -> None:
-    if path in ("", ".", "/") or _remote_is_dir(sftp, path):
-        return
-    _mkdir_p(sftp, str(PurePosixPath(path).parent))
-    try:
-        sftp.mkdir(path)
-    except OSError:
-        if not _remote_is_dir(sftp, path):
-            raise
-
-
-def _upload_plan(local: Path, remote: str, sftp: Any, recursive: bool) -> tuple[list[str], list[tuple[Path, str]]]:
-    """Remote directories to create and (local file, remote final path) pairs."""
-    into_dir = remote.endswith("/") or _remote_is_dir(sftp, remote)
-    remote = remote.rstrip("/") or "/"
-    if local.is_dir():
-        if not recursive:
-            raise TransferError(f"{local} is a directory: use recursive=True (the put task does this for you)")
-        top = _join(remote, local.name) if into_dir else remote
-        dirs, files = [top], []
-        for folder, subdirs, names in os.walk(local):
-            rel = Path(folder).relative_to(local)
-            remote_folder = top if rel == Path(".") else _join(top, rel.as_posix())
-            dirs += [_join(remote_folder, d) for d in sorted(subdirs)]
-            files += [(Path(folder) / n, _join(remote_folder, n)) for n in sorted(names)]
-        return dirs, files
-    if not local.is_file():
-        raise TransferError(f"{local}: no such local file or directory")
-    return [], [(local, _join(remote, local.name) if into_dir else remote)]
+# --- put ------------------------------------------------------------------------------------------------
 
 
 def put(conn: Any, local: str, remote: str, *, recursive: bool = False, preserve_mode: bool = True) -> TransferReport:
-    """Upload a file (or, recursive, a directory tree) so every remote file appears complete or not at all."""
+    """Upload a file, or with ``recursive`` a directory tree (empty folders included), to ``remote``.
+
+    Like scp: into ``remote`` when it is an existing directory or ends with ``/`` (created if missing),
+    else as ``remote``. Each file is written to a temporary name beside its destination, verified with a
+    SHA-256 computed on the host, given its local mode (``preserve_mode``), then renamed into place. On any
+    failure the temporary files are removed when the connection allows it, and no final name ever holds a
+    partial file. Raises TransferError (one line: host, path, what to do)."""
     started = time.monotonic()
+    host = label_of(conn)
     source = Path(local).expanduser()
-    for part in source.parts:
-        if "\n" in part:
-            raise TransferError(f"refusing local name {str(source)!r}: it contains a newline")
-    sftp = open_sftp(conn)
-    dirs, files = _upload_plan(source, remote, sftp, recursive)
-    for path, _ in files:
-        if "\n" in path.name:
-            raise TransferError(f"refusing local name {str(path)!r}: it contains a newline")
-    report = TransferReport()
-    temps: list[tuple[str, str]] = []
-    digests: list[str] = []
+    tree = scan_local(source, recursive, host)
+    report = TransferReport(host=host, errors=list(tree.errors))
+    doing = f"upload to {show(remote)}"
+    watch = StallWatch(conn)
+    session: _Session | None = None
+    temps: dict[str, tuple[_Upload, str, str, int, int]] = {}  # temp -> (upload, final, sha256, mode, bytes)
+    created: list[str] = []
     try:
-        for directory in dirs:
-            _mkdir_p(sftp, directory)
-        with StallWatch(conn) as watch:
-            try:
-                for path, final in files:
-                    parent = str(PurePosixPath(final).parent)
-                    temp = _join(parent, temp_name(PurePosixPath(final).name))
-                    temps.append((temp, final))
-                    digests.append(_send(sftp, path, temp, preserve_mode, watch))
-                    report.bytes += path.stat().st_size
-            except BaseException as exc:
-                raise _stalled(conn, watch, exc, f"upload to {remote}") from exc
-        if files and _remote_sums(conn, [t for t, _ in temps]) != digests:
-            raise TransferError(f"{label_of(conn)}: checksum mismatch after upload to {remote}; nothing was replaced")
-        for temp, final in temps:
-            if _remote_is_dir(sftp, final):
-                raise TransferError(f"{label_of(conn)}: {final} is a directory; cannot replace it with a file")
-            sftp.posix_rename(temp, final)
-        temps.clear()
+        session = _Session(conn)
+        with watch:
+            _put(session, tree, source, remote, preserve_mode, report, watch, temps, created)
     except BaseException as exc:
-        _remove_remote(sftp, [t for t, _ in temps])
-        raise _as_transfer_error(conn, exc, f"upload to {remote}") from exc
-    report.files = len(files)
-    report.paths = [final for _, final in files]
+        left = session.remove(list(temps)) if session is not None else list(temps)
+        if session is not None:
+            session.rmdirs(created)
+        failure = _failure(conn, session, exc, doing, watch, left)
+        if failure is exc:
+            raise
+        raise failure from exc
+    finally:
+        if session is not None:
+            session.close()
     report.duration = time.monotonic() - started
+    if report.errors:
+        raise _incomplete(report)
     return report
 
 
-def _send(sftp: Any, path: Path, remote_temp: str, preserve_mode: bool, watch: StallWatch) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source, sftp.open(remote_temp, "wb") as target:
-        target.set_pipelined(True)
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-            target.write(chunk)
+def _put(
+    session: _Session,
+    tree: _LocalTree,
+    source: Path,
+    remote: str,
+    preserve_mode: bool,
+    report: TransferReport,
+    watch: StallWatch,
+    temps: dict[str, tuple[_Upload, str, str, int, int]],
+    created: list[str],
+) -> None:
+    host, sftp = session.host, session.sftp
+    dest = session.absolute(remote)
+    into_dir = remote.endswith("/") or remote in ("", ".", "~") or session.is_dir(dest)
+    name = source.name if source.name not in ("", ".", "..") else source.resolve().name
+    top = remote_join(dest, name) if into_dir and name else dest
+    is_tree = source.is_dir()
+    _ensure_dir(session, dest if into_dir else str(PurePosixPath(top).parent), created)
+    if is_tree:
+        top_is_new = _ensure_dir(session, top, created)
+        new_dirs = {top} if top_is_new else set()
+        report.directories.append(top)
+        for rel, _ in tree.dirs:
+            path = remote_join(top, rel)
+            parent = str(PurePosixPath(path).parent)
+            if parent in new_dirs:
+                _mkdir(session, path)  # inside a folder made a moment ago: nothing to look up first
+                created.append(path)
+                new_dirs.add(path)
+            elif _ensure_dir(session, path, created):
+                new_dirs.add(path)
+            report.directories.append(path)
             watch.progress()
-    if preserve_mode:
-        sftp.chmod(remote_temp, stat.S_IMODE(path.stat().st_mode))
-    return digest.hexdigest()
 
+    total = 0
+    for item in tree.files:
+        final = remote_join(top, item.rel) if item.rel else top
+        folder, base = str(PurePosixPath(final).parent), PurePosixPath(final).name
+        temp = remote_join(folder, temp_name(base))
+        temps[temp] = (item, final, "", 0, 0)
+        watch.current = final if len(tree.files) > 1 else ""
+        digest, sent, mode = _send(session, item, temp, preserve_mode, watch)
+        temps[temp] = (item, final, digest, mode, sent)
+        total += sent
 
-def _remove_remote(sftp: Any, paths: list[str]) -> None:
-    for path in paths:
+    with watch.hold():
+        sums, tail = session.sha256(list(temps), total)
+    for temp, (item, final, digest, mode, sent) in list(temps.items()):
+        if sums.get(temp) != digest:
+            why = f"the host could not read it back ({tail})" if temp not in sums else "checksums differ"
+            report.errors.append(f"{host}: {show(final)} did not verify after upload ({why}); left unchanged, retry")
+            if not session.remove([temp]):
+                del temps[temp]
+            continue
         try:
-            sftp.remove(path)
-        except Exception:  # noqa: BLE001 - best effort: the connection may be what failed
-            pass
+            sftp.posix_rename(temp, final)
+        except OSError as exc:
+            session.check(exc)
+            session.remove([temp])
+            del temps[temp]
+            report.errors.append(_rename_refused(session, final, exc))
+            continue
+        del temps[temp]
+        report.items.append(FileTransfer(str(item.local), final, sent, digest, mode))
+        watch.progress()
+    if preserve_mode and is_tree:
+        # Last, deepest first: a folder without write permission for its owner still receives its files.
+        modes = [(top, stat.S_IMODE(source.stat().st_mode))] + [(remote_join(top, rel), mode) for rel, mode in tree.dirs]
+        for path, mode in reversed(modes):
+            sftp.chmod(path, mode)
 
 
-def _stalled(conn: Any, watch: StallWatch, exc: BaseException, doing: str) -> BaseException:
-    if not watch.stalled:
-        return exc
-    return TransferError(
-        f"{label_of(conn)}: {doing} stalled: no progress for {watch.limit:g}s (ssh.stall_timeout); "
-        "nothing left half-written"
-    )
+def _ensure_dir(session: _Session, path: str, created: list[str]) -> bool:
+    """mkdir -p; True if ``path`` did not exist. A non-directory in the way is a TransferError."""
+    attrs = session.attrs(path)
+    if attrs is not None:
+        if not stat.S_ISDIR(attrs.st_mode or 0):
+            raise TransferError(
+                f"{session.host}: {show(path)} exists on the host and is not a directory; remove it or choose another destination",
+                session.host,
+            )
+        return False
+    parent = str(PurePosixPath(path).parent)
+    if parent != path:
+        _ensure_dir(session, parent, created)
+    try:
+        _mkdir(session, path)
+    except TransferError:
+        if not session.is_dir(path):  # made by someone else meanwhile: fine
+            raise
+        return False
+    created.append(path)
+    return True
 
 
-def _as_transfer_error(conn: Any, exc: BaseException, doing: str) -> BaseException:
-    if isinstance(exc, (SSMFabError, KeyboardInterrupt, SystemExit)):
-        return exc
-    explain = getattr(conn, "explain", None)
-    explained = explain(exc) if explain is not None else None
-    reason = str(explained) if explained is not None else f"{type(exc).__name__}: {exc}"
-    return TransferError(f"{label_of(conn)}: {doing} failed, nothing left half-written ({reason})")
+def _mkdir(session: _Session, path: str) -> None:
+    try:
+        session.sftp.mkdir(path)
+    except OSError as exc:
+        session.check(exc)
+        raise TransferError(
+            f"{session.host}: cannot create directory {show(path)} on the host ({exc.strerror or exc}); "
+            "check the permissions of its parent",
+            session.host,
+        ) from exc
 
 
-@dataclass
+def _send(session: _Session, item: _Upload, temp: str, preserve_mode: bool, watch: StallWatch) -> tuple[str, int, int]:
+    """Stream one local file to a new remote ``temp``: (sha256, bytes sent, mode given)."""
+    sftp = session.sftp
+    digest = hashlib.sha256()
+    sent = 0
+    with item.local.open("rb") as source:
+        try:
+            # "x": O_EXCL, so the temp name can never be an existing file, nor a symlink someone planted there.
+            target = sftp.open(temp, "wxb")
+        except OSError as exc:
+            session.check(exc)
+            folder = str(PurePosixPath(temp).parent)
+            raise TransferError(
+                f"{session.host}: cannot create files in {show(folder)} on the host ({exc.strerror or exc}); "
+                "check its permissions and free space",
+                session.host,
+            ) from exc
+        with target:
+            default_mode = 0 if preserve_mode else stat.S_IMODE(target.stat().st_mode or 0o644)
+            target.chmod(0o600)  # while partial, readable by its owner only (it may be a secret)
+            target.set_pipelined(True)
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                target.write(chunk)
+                sent += len(chunk)
+                watch.progress()
+    mode = item.mode if preserve_mode else default_mode
+    sftp.chmod(temp, mode)
+    return digest.hexdigest(), sent, mode
+
+
+def _rename_refused(session: _Session, final: str, exc: OSError) -> str:
+    if session.is_dir(final):
+        return f"{session.host}: {show(final)} is a directory on the host; remove it or choose another destination"
+    if "unsupported" in str(exc).lower():
+        return (
+            f"{session.host}: the host's SFTP server cannot rename atomically (no posix-rename) for {show(final)}; "
+            "use OpenSSH's sftp-server"
+        )
+    return f"{session.host}: could not move the upload into place at {show(final)} ({exc}); check the folder's permissions"
+
+
+# --- get ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class _Download:
     remote: str
     local: Path
@@ -326,119 +731,330 @@ class _Download:
     mode: int
 
 
-def _walk_remote(sftp: Any, top: str, local_top: Path, report: TransferReport, host: str) -> Iterator[_Download | Path]:
-    """Files to download and local directories to create, refusing names and links that lead out."""
-    root_real = sftp.normalize(top)
-    yield local_top
-    for entry in sorted(sftp.listdir_attr(top), key=lambda e: e.filename):
-        why = unsafe_name(entry.filename)
-        if why:
-            report.refused.append(f"{host}: refusing remote name {entry.filename!r} in {top}: it {why}")
-            continue
-        path, local = _join(top, entry.filename), local_top / entry.filename
-        mode = entry.st_mode or 0
-        if stat.S_ISLNK(mode):
-            try:
-                real = sftp.normalize(path)
-                mode = sftp.stat(path).st_mode or 0
-            except OSError:
-                report.refused.append(f"{host}: refusing {path}: dangling symlink")
-                continue
-            if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
-                report.refused.append(f"{host}: refusing {path}: symlink to {real}, outside the fetched tree")
-                continue
-            if stat.S_ISDIR(mode):
-                report.refused.append(f"{host}: skipping {path}: symlink to a directory inside the tree")
-                continue
-        if stat.S_ISDIR(mode):
-            yield from _walk_remote(sftp, path, local, report, host)
-        elif stat.S_ISREG(mode):
-            size = sftp.stat(path).st_size or 0
-            yield _Download(path, local, size, stat.S_IMODE(mode))
+@dataclass
+class _DownloadPlan:
+    folder: Path  # nothing is written outside it
+    dirs: list[tuple[Path, int]] = field(default_factory=list)
+    files: list[_Download] = field(default_factory=list)
 
 
 def get(conn: Any, remote: str, local: str, *, recursive: bool = False, preserve_mode: bool = True) -> TransferReport:
-    """Download a file, a directory tree (recursive) or a glob; each file appears complete or not at all."""
+    """Download a file, a directory tree (``recursive``) or a glob (``logs/*.log``, ``a/*/b?.txt``) to ``local``.
+
+    Like scp: into ``local`` when it is an existing folder, ends with a separator, or ``remote`` is a glob;
+    else as ``local``. Each file lands in a temporary file beside its destination, is verified against a
+    SHA-256 computed on the host, gets the remote mode (``preserve_mode``), then replaces the final name.
+    Unsafe remote names and symlinks leading out of the fetched tree are refused one by one; the rest
+    arrives, then a TransferError (carrying the report as ``.report``) sums up the refusals."""
     started = time.monotonic()
     host = label_of(conn)
-    sftp = open_sftp(conn)
-    dest = Path(local).expanduser()
-    matches = expand_remote(sftp, remote) if has_glob(remote) else [remote]
-    if not matches:
-        raise TransferError(f"{host}: no remote file matches {remote}")
-    into_dir = local.endswith(os.sep) or dest.is_dir() or len(matches) > 1
-    report = TransferReport()
-    downloads: list[_Download] = []
-    folders: list[Path] = []
+    report = TransferReport(host=host)
+    doing = f"download of {show(remote)}"
+    watch = StallWatch(conn)
+    session: _Session | None = None
+    temps: list[Path] = []
     try:
-        for path in matches:
-            try:
-                attrs = sftp.stat(path)
-            except OSError as exc:
-                raise TransferError(f"{host}: {path}: no such remote file or directory") from exc
-            name = PurePosixPath(path).name or PurePosixPath(sftp.normalize(path)).name
-            target = dest / name if into_dir else dest
-            if stat.S_ISDIR(attrs.st_mode or 0):
-                if not recursive:
-                    raise TransferError(f"{host}: {path} is a directory: use recursive=True")
-                for item in _walk_remote(sftp, path, target, report, host):
-                    (folders.append(item) if isinstance(item, Path) else downloads.append(item))
-            else:
-                downloads.append(_Download(path, target, attrs.st_size or 0, stat.S_IMODE(attrs.st_mode or 0)))
-        root = dest.resolve()
-        for item in [*folders, *(d.local for d in downloads)]:
-            resolved = item.resolve()
-            if resolved != root and not resolved.is_relative_to(root) and into_dir:
-                raise TransferError(f"{host}: refusing to write {item}: outside {dest}")
-        with StallWatch(conn) as watch:
-            try:
-                _fetch_all(conn, sftp, downloads, folders, preserve_mode, report, watch)
-            except BaseException as exc:
-                raise _stalled(conn, watch, exc, f"download of {remote}") from exc
+        session = _Session(conn)
+        with watch:
+            plan = _plan_download(session, remote, local, recursive, report)
+            _fetch(session, plan, preserve_mode, report, watch, temps)
     except BaseException as exc:
-        raise _as_transfer_error(conn, exc, f"download of {remote}") from exc
+        failure = _failure(conn, session, exc, doing, watch, [])
+        if failure is exc:
+            raise
+        raise failure from exc
+    finally:
+        for temp in temps:  # local: always possible, whatever happened to the connection
+            with suppress(OSError):
+                temp.unlink()
+        if session is not None:
+            session.close()
     report.duration = time.monotonic() - started
-    if report.refused:
-        raise TransferError(f"{report.refused[0]}" + (f" (and {len(report.refused) - 1} more)" if len(report.refused) > 1 else ""))
+    if report.errors:
+        raise _incomplete(report)
     return report
 
 
-def _fetch_all(
-    conn: Any, sftp: Any, downloads: list[_Download], folders: list[Path], preserve_mode: bool, report: TransferReport, watch: StallWatch
-) -> None:
-    temps: list[Path] = []
+def _plan_download(session: _Session, remote: str, local: str, recursive: bool, report: TransferReport) -> _DownloadPlan:
+    host, sftp = session.host, session.sftp
+    dest = Path(local).expanduser()
+    matches: list[tuple[str, Any]] = []
+    if has_glob(remote):
+        base, parts = split_glob(remote)
+        base = session.absolute(base)
+        found = _glob(sftp, base, parts, report.errors, host)
+        if not found and not report.errors and (literal := session.attrs(session.absolute(remote))) is not None:
+            found = [(session.absolute(remote), literal, False)]  # a name that merely looks like a glob
+        if not found and not report.errors:
+            raise TransferError(
+                f"{host}: no remote file matches {show(remote)}; check the pattern (relative to {session.home})", host
+            )
+        base_real = ""
+        for path, attrs, crossed in found:
+            if crossed or stat.S_ISLNK(attrs.st_mode or 0):
+                base_real = base_real or str(sftp.normalize(base))
+                real = _resolve(session, path, report)
+                if real is None:
+                    continue
+                if not remote_inside(base_real, real):
+                    report.errors.append(_outside(host, path, real, base_real))
+                    continue
+                attrs = session.attrs(path)
+                if attrs is None:
+                    continue
+            matches.append((path, attrs))
+        into_dir = True
+    else:
+        path = session.absolute(remote)
+        attrs = session.attrs(path)
+        if attrs is None:
+            raise TransferError(
+                f"{host}: {show(remote)}: no such remote file or directory; check the path (relative to {session.home})",
+                host,
+            )
+        if stat.S_ISDIR(attrs.st_mode or 0) and not recursive:
+            raise TransferError(f"{host}: {show(remote)} is a directory; pass recursive=True to fetch the whole tree", host)
+        matches.append((path, attrs))
+        into_dir = local.endswith("/") or local.endswith(os.sep) or dest.is_dir()
+
+    if into_dir and dest.exists() and not dest.is_dir():
+        raise TransferError(f"{host}: local {show(str(dest))} exists and is not a folder; choose a folder to fetch into", host)
+    plan = _DownloadPlan(folder=dest if into_dir else dest.parent)
+    for path, attrs in matches:
+        name = PurePosixPath(path).name
+        if name in ("", ".", ".."):
+            name = PurePosixPath(str(sftp.normalize(path))).name
+        why = unsafe_name(name)
+        if why:
+            report.errors.append(
+                f"{host}: refusing remote name {show(name)} ({show(path)}): it {why}; rename it on the host to fetch it"
+            )
+            continue
+        target = dest / name if into_dir else dest
+        mode = attrs.st_mode or 0
+        if stat.S_ISDIR(mode):
+            if not recursive:
+                report.errors.append(f"{host}: skipping directory {show(path)}: pass recursive=True to fetch it")
+                continue
+            real = str(sftp.normalize(path))
+            plan.dirs.append((target, stat.S_IMODE(mode)))
+            _walk_remote(session, path, real, real, (real,), target, plan, report)
+        elif stat.S_ISREG(mode):
+            plan.files.append(_Download(path, target, attrs.st_size or 0, stat.S_IMODE(mode)))
+        else:
+            report.errors.append(f"{host}: skipping {show(path)}: not a regular file or directory")
+    return plan
+
+
+def _resolve(session: _Session, path: str, report: TransferReport) -> str | None:
     try:
-        for folder in folders:
-            folder.mkdir(parents=True, exist_ok=True)
-        digests = []
-        for item in downloads:
-            item.local.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{item.local.name}.ssmfab-", suffix=".part", dir=item.local.parent)
-            temps.append(Path(name))
-            digests.append(_receive(sftp, item, fd, watch))
-            if preserve_mode:
-                os.chmod(name, item.mode)
-        if downloads and _remote_sums(conn, [d.remote for d in downloads]) != digests:
-            raise TransferError(f"{label_of(conn)}: checksum mismatch after download; nothing was written")
-        for temp, item in zip(temps, downloads):
-            if item.local.is_dir():
-                raise TransferError(f"{label_of(conn)}: {item.local} is a local directory; cannot replace it with a file")
-            os.replace(temp, item.local)
-            report.files += 1
-            report.bytes += item.size
-            report.paths.append(str(item.local))
-        temps.clear()
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+        return str(session.sftp.normalize(path))
+    except OSError as exc:
+        session.check(exc)
+        report.errors.append(f"{session.host}: skipping {show(path)}: a dangling symlink; fix or remove it on the host")
+        return None
 
 
-def _receive(sftp: Any, item: _Download, fd: int, watch: StallWatch) -> str:
+def _outside(host: str, path: str, real: str, root: str) -> str:
+    return (
+        f"{host}: refusing {show(path)}: a symlink to {show(real)}, outside the fetched tree {show(root)}; "
+        "fetch that path directly if you need it"
+    )
+
+
+def _walk_remote(
+    session: _Session,
+    top: str,
+    top_real: str,
+    root_real: str,
+    chain: tuple[str, ...],
+    local_top: Path,
+    plan: _DownloadPlan,
+    report: TransferReport,
+) -> None:
+    """Add a remote tree's folders and files to ``plan``, refusing names and links that lead out."""
+    host = session.host
+    try:
+        entries = session.sftp.listdir_attr(top)
+    except OSError as exc:
+        session.check(exc)
+        report.errors.append(f"{host}: cannot list {show(top)} ({exc.strerror or exc}); check its permissions on the host")
+        return
+    except UnicodeDecodeError:  # paramiko decodes names strictly
+        report.errors.append(f"{host}: cannot list {show(top)}: it holds names that are not UTF-8; rename them on the host")
+        return
+    for entry in sorted(entries, key=lambda e: str(e.filename)):
+        name = str(entry.filename)
+        why = unsafe_name(name)
+        if why:
+            report.errors.append(
+                f"{host}: refusing remote name {show(name)} in {show(top)}: it {why}; rename it on the host to fetch it"
+            )
+            continue
+        path, local, real = remote_join(top, name), local_top / name, remote_join(top_real, name)
+        attrs: Any = entry
+        if stat.S_ISLNK(entry.st_mode or 0):
+            resolved = _resolve(session, path, report)
+            if resolved is None:
+                continue
+            if not remote_inside(root_real, resolved):
+                report.errors.append(_outside(host, path, resolved, root_real))
+                continue
+            real, attrs = resolved, session.attrs(path)
+            if attrs is None:
+                continue
+        mode = attrs.st_mode or 0
+        if stat.S_ISDIR(mode):
+            if real in chain:
+                report.errors.append(f"{host}: skipping {show(path)}: a symlink loop back to {show(real)}; remove the link")
+                continue
+            plan.dirs.append((local, stat.S_IMODE(mode)))
+            _walk_remote(session, path, real, root_real, (*chain, real), local, plan, report)
+        elif stat.S_ISREG(mode):
+            plan.files.append(_Download(path, local, attrs.st_size or 0, stat.S_IMODE(mode)))
+        else:
+            report.errors.append(f"{host}: skipping {show(path)}: not a regular file (socket, FIFO or device)")
+
+
+def _fetch(
+    session: _Session, plan: _DownloadPlan, preserve_mode: bool, report: TransferReport, watch: StallWatch, temps: list[Path]
+) -> None:
+    host = session.host
+    root = plan.folder
+    root.mkdir(parents=True, exist_ok=True)
+
+    def refuse_outside(path: Path) -> bool:
+        if local_inside(root, path):
+            return False
+        report.errors.append(f"{host}: refusing to write {show(str(path))}: it resolves outside {show(str(root))}")
+        return True
+
+    made: list[tuple[Path, int]] = []
+    for folder, mode in plan.dirs:
+        if refuse_outside(folder):
+            continue
+        try:
+            folder.mkdir(exist_ok=True)
+        except FileExistsError:
+            report.errors.append(f"{host}: local {show(str(folder))} exists and is not a folder; move it away and retry")
+            continue
+        if refuse_outside(folder):  # a symlink raced into place
+            continue
+        made.append((folder, mode))
+        report.directories.append(str(folder))
+
+    fetched: list[tuple[_Download, Path, str, int]] = []
+    seen: set[Path] = set()
+    for item in plan.files:
+        parent = item.local.parent
+        if item.local in seen:
+            report.errors.append(
+                f"{host}: skipping {show(item.remote)}: another remote file also lands on {show(str(item.local))}; fetch it separately"
+            )
+            continue
+        seen.add(item.local)
+        if refuse_outside(parent):
+            continue
+        if item.local.is_dir() and not item.local.is_symlink():
+            report.errors.append(f"{host}: skipping {show(item.remote)}: local {show(str(item.local))} is a folder; move it away")
+            continue
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = _local_temp(parent, item.local.name)
+        except (FileExistsError, NotADirectoryError):
+            report.errors.append(f"{host}: skipping {show(item.remote)}: local {show(str(parent))} is not a folder; move it away")
+            continue
+        temps.append(temp)
+        watch.current = item.remote if len(plan.files) > 1 else ""
+        received = _receive(session, item, fd, watch, report)
+        if received is not None:
+            fetched.append((item, temp, *received))
+
+    with watch.hold():
+        sums, tail = session.sha256([item.remote for item, *_ in fetched], sum(size for *_, size in fetched))
+    default_mode = 0o666 & ~_umask()
+    for item, temp, digest, size in fetched:
+        if sums.get(item.remote) != digest:
+            why = f"the host could not read it ({tail})" if item.remote not in sums else "it changed while being copied"
+            report.errors.append(f"{host}: {show(item.remote)} did not verify after download ({why}); retry")
+            continue  # its temp file goes with the others
+        mode = item.mode if preserve_mode else default_mode
+        os.chmod(temp, mode)
+        os.replace(temp, item.local)
+        temps.remove(temp)
+        report.items.append(FileTransfer(item.remote, str(item.local), size, digest, mode))
+    if preserve_mode:
+        for folder, mode in reversed(made):  # deepest first, after their files arrived
+            os.chmod(folder, mode)
+
+
+def _local_temp(folder: Path, name: str) -> tuple[int, Path]:
+    """A new, empty temporary file beside the destination, readable by its owner only while partial."""
+    while True:
+        temp = folder / temp_name(name)
+        with suppress(FileExistsError):  # O_EXCL: never an existing file, nor a symlink planted there
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), temp
+
+
+def _receive(session: _Session, item: _Download, fd: int, watch: StallWatch, report: TransferReport) -> tuple[str, int] | None:
+    """Stream one remote file into the open temp file ``fd``: (sha256, bytes), or None if the host would
+    not open it (gone since it was listed, unreadable): that is reported, the rest goes on."""
     digest = hashlib.sha256()
-    with os.fdopen(fd, "wb") as target, sftp.open(item.remote, "rb") as source:
-        source.prefetch(item.size)
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-            target.write(chunk)
-            watch.progress()
-    return digest.hexdigest()
+    got = 0
+    with os.fdopen(fd, "wb") as target:
+        try:
+            source = session.sftp.open(item.remote, "rb")
+        except OSError as exc:
+            session.check(exc)
+            report.errors.append(f"{session.host}: cannot read {show(item.remote)} ({exc}); check it on the host")
+            return None
+        with source:
+            source.prefetch(item.size, PREFETCH_REQUESTS)
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                target.write(chunk)
+                got += len(chunk)
+                watch.progress()
+    return digest.hexdigest(), got
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+def _incomplete(report: TransferReport) -> TransferError:
+    more = len(report.errors) - 1
+    tail = f" ({more} more problem{'s' if more > 1 else ''}; {report.files} files arrived)" if more else ""
+    error = TransferError(report.errors[0] + tail, report.host)
+    setattr(error, "report", report)  # noqa: B010 - the files that did arrive, for scripts that want them
+    return error
+
+
+def _failure(
+    conn: Any, session: _Session | None, exc: BaseException, doing: str, watch: StallWatch, left: list[str]
+) -> BaseException:
+    """The one-line TransferError for a transfer that failed part-way (KeyboardInterrupt and the like pass)."""
+    if not isinstance(exc, Exception):
+        return exc
+    host = label_of(conn)
+    note = ""
+    if left:
+        note = f"; temporary {'file' if len(left) == 1 else 'files'} {show(left[0])}{' and others' if len(left) > 1 else ''} may remain, delete once the host is reachable"
+    if watch.current:
+        doing = f"{doing} (at {show(watch.current)})"
+    if watch.stalled:
+        return TransferError(
+            f"{host}: {doing} stalled: no progress for {watch.limit:g}s (ssh.stall_timeout); nothing left "
+            f"half-written{note}; check the host and its tunnel, then retry",
+            host,
+        )
+    if isinstance(exc, SSMFabError):
+        if note and isinstance(exc, TransferError):
+            return TransferError(f"{exc}{note}", host)
+        return exc
+    lost = session is None or not session.alive()
+    explain: Callable[[BaseException], Any] | None = getattr(conn, "explain", None) if lost else None
+    explained = explain(exc) if explain is not None else None
+    reason = one_line(str(explained) if explained is not None else f"{type(exc).__name__}: {exc}")
+    reason = reason.removeprefix(f"{host}: ")
+    advice = "check the connection, then retry" if lost else "fix the cause, then retry"
+    return TransferError(f"{host}: {doing} failed, nothing left half-written{note} ({reason}); {advice}", host)

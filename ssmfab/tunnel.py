@@ -281,48 +281,42 @@ class PluginTunnelFactory:
         self.aws = aws
         self._ssm: SSMClient | None = None
         self._version: tuple[int, ...] = ()
-        # Tunnels open from fan-out worker threads; boto3 client creation is not thread-safe.
-        self._lock = threading.Lock()
+        # Tunnels open from fan-out worker threads; boto3 client creation is not thread-safe. Two locks, so
+        # the plugin check and the client creation can overlap.
+        self._check_lock = threading.Lock()
+        self._client_lock = threading.Lock()
 
     def check(self) -> None:
-        with self._lock:
+        with self._check_lock:
             if not self._version:
                 self._version = plugin_version(self.settings.tunnel.plugin)
 
     @property
     def ssm(self) -> SSMClient:
-        with self._lock:
+        with self._client_lock:
             if self._ssm is None:
                 self._ssm = self.aws.ssm()
             return self._ssm
 
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
-        self.check()
-        tunnel = self.settings.tunnel
-        request = {
-            "Target": target_id,
-            "DocumentName": tunnel.document,
-            "Parameters": {"portNumber": [str(tunnel.remote_port)]},
-        }
-        with aws_errors("starting the SSM session", label or target_id):
-            response = self.ssm.start_session(**request)  # type: ignore[arg-type]
+        # The first open checks the plugin while StartSession is in flight: both are waits, not work.
+        failed: list[SSMFabError] = []
+
+        def probe() -> None:
+            try:
+                self.check()
+            except SSMFabError as exc:
+                failed.append(exc)
+
+        checker = threading.Thread(target=probe, name="plugin-version")
+        if not self._version:
+            checker.start()
+        try:
+            request, response = start_ssh_session(self.settings, self.ssm, target_id, label)
+        finally:
+            if checker.is_alive():
+                checker.join()
         session_id = response["SessionId"]
-        session = {k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}
-        env = dict(os.environ)
-        if self._version <= LAST_PLUGIN_WITH_INLINE_RESPONSE:
-            first_arg = json.dumps(session)
-        else:
-            env[RESPONSE_ENV_VAR] = json.dumps(session)
-            first_arg = RESPONSE_ENV_VAR
-        argv = [
-            str(shutil.which(tunnel.plugin)),
-            first_arg,
-            self.aws.region,
-            "StartSession",
-            self.aws.profile or "",
-            json.dumps(request),
-            self.ssm.meta.endpoint_url,
-        ]
 
         def terminate() -> None:
             # The session must end on AWS's side too, whatever the plugin did on its way out.
@@ -332,11 +326,52 @@ class PluginTunnelFactory:
             except SSMFabError:
                 pass
 
+        if failed:
+            terminate()
+            raise failed[0]
+        argv, env = plugin_command(self.settings, self.aws, self.ssm.meta.endpoint_url, self._version, request, response)
         try:
             return ProcessTunnel(argv, env, on_close=terminate)
         except TunnelError:
             terminate()
             raise
+
+
+def start_ssh_session(
+    settings: Settings, ssm: SSMClient, target_id: str, label: str | None = None, port: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """StartSession with the SSH document: the request (the plugin needs it too) and the response."""
+    request = {
+        "Target": target_id,
+        "DocumentName": settings.tunnel.document,
+        "Parameters": {"portNumber": [port or str(settings.tunnel.remote_port)]},
+    }
+    with aws_errors("starting the SSM session", label or target_id):
+        response = ssm.start_session(**request)  # type: ignore[arg-type]
+    return request, dict(response)
+
+
+def plugin_command(
+    settings: Settings, aws: AWSContext, endpoint_url: str, version: tuple[int, ...], request: dict[str, Any], response: dict[str, Any]
+) -> tuple[list[str], dict[str, str]]:
+    """The plugin's argv and environment exactly as the aws CLI builds them, so any real plugin build works."""
+    session = {k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}
+    env = dict(os.environ)
+    if version <= LAST_PLUGIN_WITH_INLINE_RESPONSE:
+        first_arg = json.dumps(session)
+    else:
+        env[RESPONSE_ENV_VAR] = json.dumps(session)
+        first_arg = RESPONSE_ENV_VAR
+    argv = [
+        str(shutil.which(settings.tunnel.plugin)),
+        first_arg,
+        aws.region,
+        "StartSession",
+        aws.profile or "",
+        json.dumps(request),
+        endpoint_url,
+    ]
+    return argv, env
 
 
 def tunnel_factory(settings: Settings, aws: AWSContext) -> TunnelFactory:

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import SandboxError
-from .moto_ext import call_sandbox_ssm, sandbox_put_instance_information
+from .moto_ext import sandbox_put_instance_information
+from . import plugin as stand_in_plugin
+from .plugin import LINK_ENV_VAR, LinkModel, call_sandbox_ssm
 from .sshd import SSHServer, find_sshd, free_ports, generate_key, terminate_group
 
 REGION = "us-east-1"
@@ -75,8 +77,10 @@ def _cmdline(pid: int) -> str:
 
 
 class Sandbox:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], link: LinkModel = LinkModel()) -> None:
         self.root = Path(root).absolute()
+        #: The SSM link model every session of this sandbox gets (through env() and env.sh); off by default.
+        self.link = link
         self.endpoint = ""
         self.moto_pid: int | None = None
         self.user = getpass.getuser()
@@ -202,7 +206,8 @@ class Sandbox:
     def _write_launchers(self) -> None:
         self.bin_dir.mkdir(exist_ok=True)
         plugin = self.bin_dir / "session-manager-plugin"
-        plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ssmfab.sandbox.plugin "$@"\n')
+        # A script run without site (-S): the plugin is stdlib-only and starts once per connection.
+        plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{Path(stand_in_plugin.__file__).resolve()}" "$@"\n')
         plugin.chmod(0o755)
         (self.root / "aws-config").touch()
         (self.root / "aws-credentials").touch()
@@ -217,6 +222,7 @@ class Sandbox:
             "region": REGION,
             "moto_pid": self.moto_pid,
             "user": self.user,
+            "link": asdict(self.link),
             "hosts": [asdict(h) for h in self.hosts],
         }
         temp = self.state_file.with_suffix(".tmp")
@@ -233,6 +239,7 @@ class Sandbox:
         box.endpoint = state["endpoint"]
         box.moto_pid = state["moto_pid"]
         box.user = state["user"]
+        box.link = LinkModel(**state.get("link", {}))
         box.hosts = [SandboxHost(**h) for h in state["hosts"]]
         authorized = box.root / "authorized_keys"
         box._servers = {h.name: SSHServer(Path(h.folder), h.port, authorized) for h in box.hosts}
@@ -371,6 +378,7 @@ class Sandbox:
             "SSMFAB_KEY": str(self.key_file),
             "SSMFAB_KNOWN_HOSTS": str(self.root / "known_hosts"),
             "SSMFAB_AUDIT_PATH": str(self.root / "audit.jsonl"),
+            **({LINK_ENV_VAR: self.link.spec()} if self.link.active else {}),
         }
 
 

@@ -15,10 +15,11 @@ import json
 import os
 import secrets
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from .plugin import call_sandbox_ssm
 
 SESSION_DOCUMENTS = {
     "AWS-StartSSHSession",
@@ -93,26 +94,6 @@ def _upsert(state: SandboxState, entries: list[dict[str, Any]]) -> None:
         record.setdefault("ResourceType", "ManagedInstance" if instance_id.startswith("mi-") else "EC2Instance")
         record["LastPingDateTime"] = _now()
         state.instances[instance_id] = record
-
-
-def _signed_headers(region: str, target: str) -> dict[str, str]:
-    # moto checks no signature; it reads the region (and account) from the credential scope.
-    return {
-        "Content-Type": "application/x-amz-json-1.1",
-        "X-Amz-Target": f"AmazonSSM.{target}",
-        "Authorization": f"AWS4-HMAC-SHA256 Credential=testing/20200101/{region}/ssm/aws4_request, "
-        "SignedHeaders=host, Signature=0",
-    }
-
-
-def call_sandbox_ssm(endpoint_url: str, region: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST one SSM JSON action to a moto server (used for the non-AWS action and by the stand-in plugin)."""
-    request = urllib.request.Request(
-        endpoint_url.rstrip("/") + "/", data=json.dumps(body).encode(), headers=_signed_headers(region, action)
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        payload = response.read()
-    return json.loads(payload) if payload else {}
 
 
 def sandbox_put_instance_information(endpoint_url: str, region: str, entries: list[dict[str, Any]]) -> None:

@@ -7,7 +7,16 @@ The aws CLI (and ssmfab's plugin tunnel) run it as::
 where RESPONSE is the name of an environment variable holding the StartSession response JSON (older
 plugins got the JSON itself; both are accepted). It connects to the StreamUrl the sandbox's StartSession
 returned (the instance's sshd), bridges stdin/stdout to it, and terminates the session when either side
-closes or on SIGTERM/SIGHUP. Only the standard library is imported: it starts once per connection.
+closes or on SIGTERM/SIGHUP.
+
+It is started once per connection, so it runs as a plain script (``python -S plugin.py``) and imports
+only the standard library: it costs what a small native plugin would, not a whole Python package.
+
+**Link model.** With ``SSMFAB_SANDBOX_LINK`` set (``on`` or e.g. ``setup=1.5,rate=800k,chunk=1024``) it
+behaves like a real SSM session rather than a loopback pipe: it waits ``setup`` seconds before the first
+byte (the session handshake), forwards at most ``chunk`` bytes per read, and holds each direction to
+``rate`` bytes per second, as the real plugin does (reads of up to 1024 bytes with a pause between them,
+0.6-1 MB/s in practice).
 """
 
 from __future__ import annotations
@@ -18,11 +27,111 @@ import signal
 import socket
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 VERSION = "1.2.779.0"
 CHUNK = 256 * 1024
+LINK_ENV_VAR = "SSMFAB_SANDBOX_LINK"
+_SIZE_SUFFIXES = {"k": 1000, "m": 1000_000, "g": 1000_000_000}
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """How a real SSM session feels: setup delay (s), bandwidth cap (bytes/s, 0 = none), bytes per read."""
+
+    setup: float = 0.0
+    rate: float = 0.0
+    chunk: int = CHUNK
+
+    #: What ``on`` means: the slow end of what users report for real sessions.
+    @classmethod
+    def realistic(cls) -> LinkModel:
+        return cls(setup=1.0, rate=1_000_000, chunk=1024)
+
+    @classmethod
+    def parse(cls, text: str) -> LinkModel:
+        """``""``/``off`` -> no model; ``on`` -> realistic(); ``setup=1.5,rate=800k,chunk=1024`` -> those
+        (unnamed keys keep their realistic values). Raises ValueError with the offending part."""
+        text = text.strip().lower()
+        if text in ("", "off", "0", "no", "false"):
+            return cls()
+        values: dict[str, float] = {}
+        base = cls.realistic()
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            if part in ("on", "1", "yes", "true"):
+                continue
+            key, sep, raw = part.partition("=")
+            if not sep or key not in ("setup", "rate", "chunk"):
+                raise ValueError(f"{part!r}: expected setup=SECONDS, rate=BYTES_PER_SECOND or chunk=BYTES")
+            scale = _SIZE_SUFFIXES.get(raw[-1:], 1)
+            try:
+                value = float(raw[:-1] if scale != 1 else raw) * scale
+            except ValueError:
+                raise ValueError(f"{part!r}: {raw!r} is not a number") from None
+            if value < 0 or (key == "chunk" and value < 1):
+                raise ValueError(f"{part!r}: must be positive")
+            values[key] = value
+        return cls(
+            setup=values.get("setup", base.setup),
+            rate=values.get("rate", base.rate),
+            chunk=int(values.get("chunk", base.chunk)),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self != LinkModel()
+
+    def spec(self) -> str:
+        """The ``SSMFAB_SANDBOX_LINK`` value that parses back to this model."""
+        return f"setup={self.setup:g},rate={self.rate:g},chunk={self.chunk}"
+
+    def describe(self) -> str:
+        if not self.active:
+            return "off"
+        rate = f"{self.rate / 1e6:g} MB/s" if self.rate else "unlimited"
+        return f"setup {self.setup:g} s, {rate}, {self.chunk}-byte reads"
+
+
+class Pacer:
+    """Holds one direction of the bridge to ``rate`` bytes per second (a no-op without a rate)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._due = time.monotonic()
+
+    def sent(self, count: int) -> None:
+        if not self.rate:
+            return
+        now = time.monotonic()
+        # Never bank idle time as credit: a pause is not a reason to burst later.
+        self._due = max(self._due, now) + count / self.rate
+        if self._due > now:
+            time.sleep(self._due - now)
+
+
+def _signed_headers(region: str, target: str) -> dict[str, str]:
+    # moto checks no signature; it reads the region (and account) from the credential scope.
+    return {
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": f"AmazonSSM.{target}",
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=testing/20200101/{region}/ssm/aws4_request, "
+        "SignedHeaders=host, Signature=0",
+    }
+
+
+def call_sandbox_ssm(endpoint_url: str, region: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST one SSM JSON action to a moto server (used for the non-AWS actions and by this plugin)."""
+    import urllib.request  # here: it costs more to import than the rest of the plugin together
+
+    request = urllib.request.Request(
+        endpoint_url.rstrip("/") + "/", data=json.dumps(body).encode(), headers=_signed_headers(region, action)
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        payload = response.read()
+    return dict(json.loads(payload)) if payload else {}
 
 
 def _session(first_arg: str) -> dict[str, Any]:
@@ -33,45 +142,41 @@ def _session(first_arg: str) -> dict[str, Any]:
 
 
 def _terminate(endpoint: str, region: str, session_id: str) -> None:
-    from ssmfab.sandbox.moto_ext import call_sandbox_ssm
-
     try:
         call_sandbox_ssm(endpoint, region, "TerminateSession", {"SessionId": session_id})
     except OSError:
         pass  # the sandbox may already be gone; nothing else to clean up
 
 
-def _pump(source: int, sink: socket.socket | int, stop: threading.Event) -> None:
-    """Copy until EOF or error, in large chunks: no per-byte Python work."""
+def _pump(source: int, sink: socket.socket | int, stop: threading.Event, link: LinkModel) -> None:
+    """Copy until EOF or error: large reads on a plain bridge, the link model's pace otherwise."""
+    pacer = Pacer(link.rate)
     try:
         while not stop.is_set():
+            data = os.read(source, link.chunk)
+            if not data:
+                break
             if isinstance(sink, socket.socket):
-                data = os.read(source, CHUNK)
-                if not data:
-                    break
                 sink.sendall(data)
             else:
-                data = os.read(source, CHUNK)
-                if not data:
-                    break
                 view = memoryview(data)
                 while view:
                     view = view[os.write(sink, view) :]
+            pacer.sent(len(data))
     except OSError:
         pass
     finally:
         stop.set()
 
 
-def bridge(conn: socket.socket) -> None:
+def bridge(conn: socket.socket, link: LinkModel = LinkModel()) -> None:
     """stdin -> sshd and sshd -> stdout until either side closes."""
     stop = threading.Event()
-    upstream = threading.Thread(target=_pump, args=(0, conn, stop), daemon=True)
+    upstream = threading.Thread(target=_pump, args=(0, conn, stop, link), daemon=True)
     upstream.start()
-    downstream = threading.Thread(target=_pump, args=(conn.fileno(), 1, stop), daemon=True)
+    downstream = threading.Thread(target=_pump, args=(conn.fileno(), 1, stop, link), daemon=True)
     downstream.start()
-    while not stop.is_set():
-        stop.wait(0.5)
+    stop.wait()  # signals still interrupt it (their handler exits)
     try:
         conn.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -84,6 +189,11 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) < 7 or argv[3] != "StartSession":
         print("Usage: session-manager-plugin RESPONSE REGION StartSession PROFILE REQUEST ENDPOINT", file=sys.stderr)
+        return 1
+    try:
+        link = LinkModel.parse(os.environ.get(LINK_ENV_VAR, ""))
+    except ValueError as exc:
+        print(f"{LINK_ENV_VAR}: {exc}", file=sys.stderr)
         return 1
     session = _session(argv[1])
     region, request, endpoint = argv[2], json.loads(argv[5]), argv[6]
@@ -102,6 +212,8 @@ def main(argv: list[str]) -> int:
         print(f"Unable to connect to port {port} on {target}: connection refused", file=sys.stderr)
         _terminate(endpoint, region, session_id)
         return 1
+    if link.setup:
+        time.sleep(link.setup)
     stream = urlparse(session["StreamUrl"])
     try:
         conn = socket.create_connection((stream.hostname or "127.0.0.1", stream.port or 0), timeout=10)
@@ -112,7 +224,7 @@ def main(argv: list[str]) -> int:
     conn.settimeout(None)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        bridge(conn)
+        bridge(conn, link)
     finally:
         conn.close()
         _terminate(endpoint, region, session_id)

@@ -1,20 +1,30 @@
-"""put/get over the sandbox: trees round-trip exactly, unsafe remote names are refused, and an
-interrupted transfer never leaves a partial file under the final name."""
+"""put/get over the sandbox (real sshd through the SSM tunnel, both tunnel modes): trees round-trip exactly,
+globs expand client-side, hostile remote names and links are refused file by file, and a transfer whose
+tunnel dies mid-way leaves no partial file under its final name."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ssmfab.client import Client
 from ssmfab.exceptions import TransferError
-from ssmfab.transfer import get, put
+from ssmfab.sandbox import Sandbox
+from ssmfab.transfer import TransferReport, get, put
+
+# paramiko's prefetch thread reports the dead transport on its own; the transfer reports it properly.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+BIG = 200_000_000
 
 
 def make_tree(root: Path) -> None:
@@ -25,9 +35,12 @@ def make_tree(root: Path) -> None:
     (root / "with space.txt").write_text("spaces\n")
     (root / "ünïcödé — 名前.txt").write_text("unicode\n")
     (root / "nested" / "deeper" / "blob.bin").write_bytes(os.urandom(300_000))
+    (root / "nested" / "secret").write_text("key\n")
+    (root / "nested" / "secret").chmod(0o600)
     script = root / "nested" / "run.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o750)
+    (root / "nested" / "deeper").chmod(0o700)
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, str]]:
@@ -35,11 +48,45 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, str]]:
     found = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
+        mode = path.stat().st_mode & 0o7777
         if path.is_dir():
-            found[rel] = ("dir", 0, "")
+            found[rel] = ("dir", mode, "")
         else:
-            found[rel] = ("file", path.stat().st_mode & 0o777, hashlib.sha256(path.read_bytes()).hexdigest())
+            found[rel] = ("file", mode, hashlib.sha256(path.read_bytes()).hexdigest())
     return found
+
+
+def everything_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def home_of(sandbox: Sandbox, name: str) -> Path:
+    return Path(sandbox.host(name).folder) / "home"
+
+
+def cut_tunnel_when(conn: Any, ready: Callable[[], bool]) -> threading.Thread:
+    """A thread that kills the connection's tunnel process group (the tunnel dies, as when the SSM session
+    drops) once ``ready()`` says bytes are moving."""
+
+    def cut() -> None:
+        deadline = time.monotonic() + 30
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(conn.tunnel.process.pid, signal.SIGKILL)
+
+    thread = threading.Thread(target=cut, name="cut-tunnel")
+    thread.start()
+    return thread
+
+
+def grown(folder: Path, pattern: str, size: int = 1_000_000) -> Callable[[], bool]:
+    def check() -> bool:
+        with contextlib.suppress(OSError):
+            return any(p.stat().st_size > size for p in folder.glob(pattern))
+        return False
+
+    return check
 
 
 def test_recursive_put_then_get_round_trips_exactly(client: Client, tmp_path: Path) -> None:
@@ -49,102 +96,168 @@ def test_recursive_put_then_get_round_trips_exactly(client: Client, tmp_path: Pa
     with client.connect(target) as conn:
         conn.run("rm -rf uploads && mkdir uploads")
         sent = put(conn, str(source), "uploads/", recursive=True)
-        assert sent.files == 5
+        again = put(conn, str(source), "uploads", recursive=True)  # an existing directory: into it, replacing
         back = get(conn, "uploads/tree", str(tmp_path / "back") + os.sep, recursive=True)
-        assert back.files == 5
         leftovers = conn.run("find uploads -name '*.ssmfab-*'", hide=True).stdout.strip()
+        listed = conn.run("cd uploads/tree && find . | sort", hide=True).stdout
     assert snapshot(tmp_path / "back" / "tree") == snapshot(source)
     assert leftovers == ""
+    assert "./empty dir" in listed and "./nested/empty" in listed
+    for report in (sent, again, back):
+        assert isinstance(report, TransferReport) and report.errors == []
+        assert report.files == 6 and report.bytes == sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+        assert report.duration > 0
+    assert sorted(Path(i.destination).name for i in back.items) == sorted(p.name for p in source.rglob("*") if p.is_file())
+    item = next(i for i in sent.items if i.source.endswith("run.sh"))
+    assert item.destination.endswith("/uploads/tree/nested/run.sh") and item.mode == 0o750
+    assert item.sha256 == hashlib.sha256((source / "nested" / "run.sh").read_bytes()).hexdigest()
+
+
+def test_destinations_follow_scp(client: Client, tmp_path: Path) -> None:
+    one = tmp_path / "one.txt"
+    one.write_text("1\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("f\n")
+    [target] = client.targets(names=["web-2"])
+    with client.connect(target) as conn:
+        conn.run("rm -rf scp && mkdir -p scp/existing")
+        put(conn, str(one), "scp/existing")  # an existing directory: inside it
+        put(conn, str(one), "scp/renamed.txt")  # otherwise: that name
+        put(conn, str(one), "scp/new dir/")  # a trailing slash: into that directory, made if missing
+        put(conn, str(tmp_path / "d"), "scp/copy", recursive=True)  # a new name for a tree
+        put(conn, str(one), "~/scp/tilde.txt")
+        found = conn.run("cd scp && find . -type f | sort", hide=True).stdout.split("\n")
+        get(conn, "scp/renamed.txt", str(tmp_path / "got.txt"))
+        get(conn, "scp/copy", str(tmp_path / "copy"), recursive=True)
+    assert found[:-1] == ["./copy/f", "./existing/one.txt", "./new dir/one.txt", "./renamed.txt", "./tilde.txt"]
+    assert (tmp_path / "got.txt").read_text() == "1\n"
+    assert (tmp_path / "copy" / "f").read_text() == "f\n"
 
 
 def test_glob_get_and_no_match(client: Client, tmp_path: Path) -> None:
     [target] = client.targets(names=["web-2"])
-    tmp_path = tmp_path / "dest"
-    tmp_path.mkdir()
+    dest = tmp_path / "dest"
     with client.connect(target) as conn:
-        conn.run("rm -rf globbed && mkdir -p globbed/a globbed/b && echo 1 > globbed/a/x.log && echo 2 > globbed/b/y.log && echo 3 > globbed/b/z.txt")
-        report = get(conn, "globbed/*/*.log", str(tmp_path) + os.sep)
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["x.log", "y.log"]
-        assert report.files == 2
-        with pytest.raises(TransferError, match=r"web-2 \(i-.*\): no remote file matches globbed/\*\.nope"):
-            get(conn, "globbed/*.nope", str(tmp_path) + os.sep)
+        conn.run(
+            "rm -rf globbed && mkdir -p globbed/a globbed/b globbed/c/sub && echo 1 > globbed/a/x.log && "
+            "echo 2 > globbed/b/y.log && echo 3 > globbed/b/z.txt && echo 4 > globbed/b/.hidden.log && "
+            "echo 5 > globbed/c/b1.txt && echo 6 > globbed/c/b22.txt && echo 7 > globbed/c/sub/x.log"
+        )
+        report = get(conn, "globbed/*/*.log", str(dest))
+        assert everything_under(dest) == ["x.log", "y.log"]  # a glob always lands in a folder
+        assert report.files == 2 and report.bytes == 4
+        get(conn, "globbed/?/b?.txt", str(dest) + os.sep)
+        assert (dest / "b1.txt").read_text() == "5\n" and not (dest / "b22.txt").exists()
+        with pytest.raises(TransferError, match=r"^web-2 \(i-\w+\): no remote file matches globbed/\*\.nope; check the pattern"):
+            get(conn, "globbed/*.nope", str(dest) + os.sep)
 
 
-def test_symlink_outside_the_tree_and_odd_names_are_refused(client: Client, tmp_path: Path) -> None:
+def test_links_out_of_the_tree_and_odd_names_are_refused_file_by_file(client: Client, tmp_path: Path) -> None:
     [target] = client.targets(names=["web-3"])
     dest = tmp_path / "dest"
     dest.mkdir()
     with client.connect(target) as conn:
         conn.run(
-            "rm -rf hostile outside && mkdir -p hostile outside && echo secret > outside/secret && "
-            "echo fine > hostile/fine.txt && ln -s ../outside/secret hostile/escape && "
-            "ln -s fine.txt hostile/inner-link && printf x > \"hostile/$(printf 'bad\\nname')\""
+            "rm -rf hostile outside && mkdir -p hostile/sub outside && echo secret > outside/secret && "
+            "echo fine > hostile/fine.txt && ln -s ../outside/secret hostile/escape && ln -s ../outside hostile/outdir && "
+            "ln -s fine.txt hostile/inner-link && ln -s .. hostile/sub/up && echo deep > hostile/sub/deep.txt && "
+            "printf x > \"hostile/$(printf 'bad\\nname')\""
         )
         with pytest.raises(TransferError) as err:
             get(conn, "hostile", str(dest) + os.sep, recursive=True)
-    assert "refusing" in str(err.value) and "\n" not in str(err.value)
-    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*"))
-    assert got == ["hostile", "hostile/fine.txt", "hostile/inner-link"]  # the safe files still arrive
-    assert not (tmp_path / "outside").exists()
+        with pytest.raises(TransferError) as globbed:
+            get(conn, "hostile/*", str(tmp_path / "globbed"), recursive=True)
+    message = str(err.value)
+    assert message.startswith("web-3 (i-") and "refusing" in message and "\n" not in message
+    assert message.endswith("(3 more problems; 3 files arrived)")
+    report = err.value.report  # type: ignore[attr-defined]
+    reasons = " | ".join(report.errors)
+    assert "'bad\\nname'" in reasons and "contains a newline" in reasons
+    assert "hostile/escape: a symlink to" in reasons and "hostile/outdir: a symlink to" in reasons
+    assert "hostile/sub/up: a symlink loop" in reasons
+    # The safe files still arrive; links inside the tree arrive as the files they point to.
+    assert everything_under(dest) == ["hostile", "hostile/fine.txt", "hostile/inner-link", "hostile/sub", "hostile/sub/deep.txt"]
     assert (dest / "hostile" / "inner-link").read_text() == "fine\n"
+    assert not (tmp_path / "outside").exists()
+    assert "secret" not in " ".join(everything_under(tmp_path))
+    glob_reasons = " | ".join(globbed.value.report.errors)  # type: ignore[attr-defined]
+    assert "hostile/escape: a symlink to" in glob_reasons and "hostile/outdir: a symlink to" in glob_reasons
+    assert sorted(p.name for p in (tmp_path / "globbed").rglob("*")) == ["deep.txt", "fine.txt", "inner-link", "sub"]
 
 
-def test_download_killed_midway_leaves_nothing(client: Client, tmp_path: Path) -> None:
+def test_nothing_is_written_outside_the_destination(client: Client, tmp_path: Path) -> None:
+    dest, elsewhere = tmp_path / "dest", tmp_path / "elsewhere"
+    dest.mkdir()
+    elsewhere.mkdir()
+    (dest / "tree").symlink_to(elsewhere)  # a local link where the fetched folder would go
+    [target] = client.targets(names=["web-1"])
+    with client.connect(target) as conn:
+        conn.run("rm -rf tree && mkdir tree && echo x > tree/f")
+        with pytest.raises(TransferError, match=r"refusing to write .*/dest/tree: it resolves outside"):
+            get(conn, "tree", str(dest) + os.sep, recursive=True)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_download_cut_midway_leaves_nothing(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
     [target] = client.targets(names=["db-1"])
-    conn = client.connect(target)
-    conn.run("head -c 150000000 /dev/zero > big.bin", hide=True)
     dest = tmp_path / "dest"
     dest.mkdir()
-
-    def cut_when_bytes_arrive() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if any(p.stat().st_size > 1_000_000 for p in dest.glob(".big.bin.*")):
-                break
-            time.sleep(0.01)
-        conn.close()  # the tunnel dies mid-transfer
-
-    cutter = threading.Thread(target=cut_when_bytes_arrive)
-    cutter.start()
-    with pytest.raises(TransferError, match="download of big.bin failed, nothing left half-written"):
-        get(conn, "big.bin", str(dest) + os.sep)
-    cutter.join()
-    assert list(dest.iterdir()) == []
-    with client.connect(target) as cleanup:
-        cleanup.run("rm -f big.bin")
+    conn = client.connect(target)
+    try:
+        conn.run(f"head -c {BIG} /dev/zero > big.bin", hide=True)
+        cutter = cut_tunnel_when(conn, grown(dest, ".big.bin.ssmfab-*.part"))
+        with pytest.raises(TransferError, match=r"^db-1 \(i-\w+\): download of big.bin failed, nothing left half-written") as err:
+            get(conn, "big.bin", str(dest) + os.sep)
+        cutter.join()
+    finally:
+        conn.close()
+    assert "\n" not in str(err.value)
+    assert list(dest.iterdir()) == []  # neither big.bin nor its temporary file
+    (home_of(sandbox, "db-1") / "big.bin").unlink()
 
 
-def test_upload_killed_midway_leaves_no_final_file(client: Client, tmp_path: Path) -> None:
+def test_upload_cut_midway_leaves_no_final_file(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
     [target] = client.targets(names=["db-1"])
     big = tmp_path / "big.bin"
     with big.open("wb") as handle:
-        handle.truncate(150_000_000)
+        handle.truncate(BIG)
+    home = home_of(sandbox, "db-1")
     conn = client.connect(target)
-    conn.run("rm -f up.bin")
-    timer = threading.Timer(1.0, conn.close)
-    timer.start()
-    with pytest.raises(TransferError, match="upload to up.bin failed"):
-        put(conn, str(big), "up.bin")
-    timer.join()
-    with client.connect(target) as check:
-        assert check.run("test -e up.bin", warn=True, hide=True).failed
+    try:
+        conn.run("rm -f up.bin .up.bin.ssmfab-*", hide=True)
+        cutter = cut_tunnel_when(conn, grown(home, ".up.bin.ssmfab-*.part"))
+        with pytest.raises(TransferError, match=r"upload to up.bin failed, nothing left half-written; temporary file .*\.up\.bin\.ssmfab-\w+\.part may remain") as err:
+            put(conn, str(big), "up.bin")
+        cutter.join()
+    finally:
+        conn.close()
+    assert "\n" not in str(err.value)
+    assert not (home / "up.bin").exists()
+    [temp] = home.glob(".up.bin.ssmfab-*.part")  # the host was unreachable: it is named in the error
+    assert temp.stat().st_size < BIG and temp.stat().st_mode & 0o777 == 0o600
+    temp.unlink()
 
 
-def test_bad_local_input(client: Client, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_naming_host_path_and_fix(client: Client, tmp_path: Path) -> None:
     [target] = client.targets(names=["web-1"])
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "new\nline").write_text("x")
+    cases: list[tuple[Callable[[Any], object], str]] = [
+        (lambda c: put(c, str(tmp_path / "missing"), "x"), "missing: no such local file or directory; check the path"),
+        (lambda c: put(c, str(tmp_path / "adir"), "x"), "adir is a directory; pass recursive=True"),
+        (lambda c: put(c, str(tmp_path / "new\nline"), "x"), r"refusing local name .*new\\nline.*contains a newline; rename it"),
+        (lambda c: get(c, "does/not/exist", str(tmp_path) + os.sep), "does/not/exist: no such remote file or directory; check the path"),
+        (lambda c: get(c, ".", str(tmp_path) + os.sep), r"\. is a directory; pass recursive=True"),
+    ]
     with client.connect(target) as conn:
-        with pytest.raises(TransferError, match="no such local file"):
-            put(conn, str(tmp_path / "missing"), "x")
-        (tmp_path / "adir").mkdir()
-        with pytest.raises(TransferError, match="is a directory"):
-            put(conn, str(tmp_path / "adir"), "x")
-        with pytest.raises(TransferError, match="no such remote file"):
-            get(conn, "does/not/exist", str(tmp_path) + os.sep)
+        for call, needle in cases:
+            with pytest.raises(TransferError, match=needle) as err:
+                call(conn)
+            assert str(err.value).startswith("web-1 (i-") and "\n" not in str(err.value)
+        assert conn.run("test -e x", warn=True, hide=True).failed
 
 
 def test_a_frozen_tunnel_fails_the_transfer_after_the_stall_timeout(sandbox_env: dict[str, str], tmp_path: Path) -> None:
-    import signal
-
     client = Client(tunnel="plugin", stall_timeout=2, notify=lambda message: None)
     [target] = client.targets(names=["web-2"])
     conn = client.connect(target)
@@ -156,7 +269,7 @@ def test_a_frozen_tunnel_fails_the_transfer_after_the_stall_timeout(sandbox_env:
 
     def freeze() -> None:
         deadline = time.monotonic() + 30
-        while not any(p.stat().st_size > 1_000_000 for p in dest.glob(".frozen.bin.*")) and time.monotonic() < deadline:
+        while not grown(dest, ".frozen.bin.*")() and time.monotonic() < deadline:
             time.sleep(0.01)
         os.kill(plugin, signal.SIGSTOP)  # the tunnel stops moving bytes but stays open
 

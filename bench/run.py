@@ -1,0 +1,249 @@
+"""ssmfab benchmark: ssmfab against OpenSSH and plain Fabric through the same SSM tunnels, side by side.
+
+    make bench                          # everything, 3 alternating runs per pair, medians
+    .venv/bin/python bench/run.py --repeat 1 --rows connect,fleet     # a quick look at two rows
+
+It starts a sandbox fleet (moto + one real sshd per instance + the stand-in session-manager-plugin), runs
+each pair of commands as whole processes a user would type, and prints one table of medians and ratios.
+Results go to ``bench/results/`` as JSON (every run) and a PNG chart. Rows whose tools are missing (ssh,
+sftp, scp, the aws CLI) are skipped with what to install; without sshd there is no sandbox and no row.
+
+Rows:
+  transfer   put and get of a random file: ssmfab vs OpenSSH sftp and scp, all through the fastest tunnel
+             (StartSession + the plugin alone: ssmfab's plugin mode, ``ssmfab-proxy`` for OpenSSH)
+  logs       ~100 MB of text logs over the SSM link model (setup delay, 1 MB/s, 1024-byte reads):
+             ssmfab fetch-logs vs scp -r through the same link
+  fleet      ``run true`` on 1, 20 and 50 hosts: ssmfab (defaults) vs Fabric ThreadingGroup with the aws CLI
+             ProxyCommand; wall time and peak memory of the whole process tree
+  connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify  # noqa: E402
+from measure import become_subreaper  # noqa: E402
+from report import machine, print_table, write_plot  # noqa: E402
+from workloads import MIB, log_tree, random_file  # noqa: E402
+
+from ssmfab.exceptions import SSMFabError  # noqa: E402
+from ssmfab.sandbox import HostSpec, LinkModel, Sandbox  # noqa: E402
+from ssmfab.sandbox.sshd import find_sshd  # noqa: E402
+
+ROWS = ("transfer", "logs", "fleet", "connect")
+FLEET_SIZES = (1, 20, 50)
+HERE = Path(__file__).resolve().parent
+
+
+def fleet_hosts(count: int) -> list[HostSpec]:
+    """n01..nNN; ``Fleet<k>=yes`` on the first k hosts for each fleet size k."""
+    return [
+        HostSpec(f"n{i:02d}", {"Role": "bench", **{f"Fleet{k}": "yes" for k in FLEET_SIZES if i <= k}})
+        for i in range(1, count + 1)
+    ]
+
+
+def guarded(name: str, make: Callable[[], Row]) -> Row:
+    """The row, or a row saying why it has no figures (a failed or wrong run is reported, not timed)."""
+    try:
+        return make()
+    except RowFailed as exc:
+        print(f"  {name}: FAILED: {exc}", flush=True)
+        return Row(name, Side(""), Side(""), skipped=f"FAILED: {exc}")
+
+
+def transfer_rows(bench: Bench, sizes: list[int]) -> list[Row]:
+    host = bench.sandbox.hosts[0]
+    home = bench.host_home(host.name)
+    user_at = f"{bench.sandbox.user}@{host.instance_id}"
+    rows: list[Row] = []
+    for size_mb in sizes:
+        local = bench.scratch / f"random-{size_mb}.bin"
+        digest = random_file(local, size_mb * MIB)
+        remote_name = f"bench-{size_mb}.bin"
+        landed = home / remote_name
+        pulled = bench.scratch / "pulled"
+        pulled.mkdir(exist_ok=True)
+        batch_put = bench.scratch / "put.sftp"
+        batch_put.write_text(f"put {local} {remote_name}\n")
+        batch_get = bench.scratch / "get.sftp"
+        batch_get.write_text(f"get {remote_name} {pulled / remote_name}\n")
+        ssh_opts = bench.ssh_options(PLUGIN_PROXY)
+        ours_put = ("ssmfab put", lambda: [bench.ssmfab, "put", str(local), remote_name, "--id", host.instance_id])
+        ours_get = ("ssmfab get", lambda: [bench.ssmfab, "get", remote_name, "--dest", str(pulled), "--id", host.instance_id])
+        baselines = {
+            "sftp": (
+                ("sftp (ssmfab-proxy)", lambda: ["sftp", "-q", *ssh_opts, "-b", str(batch_put), user_at]),
+                ("sftp (ssmfab-proxy)", lambda: ["sftp", "-q", *ssh_opts, "-b", str(batch_get), user_at]),
+            ),
+            "scp": (
+                ("scp (ssmfab-proxy)", lambda: ["scp", "-q", *ssh_opts, str(local), f"{user_at}:{remote_name}"]),
+                ("scp (ssmfab-proxy)", lambda: ["scp", "-q", *ssh_opts, f"{user_at}:{remote_name}", str(pulled / remote_name)]),
+            ),
+        }  # fmt: skip
+        for tool, (their_put, their_get) in baselines.items():
+            target = f">= 0.9x {tool}'s speed" if size_mb >= 512 else ""
+            ratio = 1 / 0.9 if size_mb >= 512 else None
+            name = f"put {size_mb} MB vs {tool}"
+            missing = bench.missing(tool, "ssh")
+            if missing:
+                rows.append(Row(name, Side(""), Side(""), skipped=missing))
+                rows.append(Row(f"get {size_mb} MB vs {tool}", Side(""), Side(""), skipped=missing))
+                continue
+            extra = {"bytes": size_mb * MIB}
+            rows.append(guarded(name, lambda: Row(name, *bench.pair(
+                name, ours_put, their_put, before=lambda: remove(landed), check=lambda: verify(landed, digest),
+            ), ratio, target, extra=extra)))  # fmt: skip
+            shutil.copyfile(local, landed)
+            name = f"get {size_mb} MB vs {tool}"
+            rows.append(guarded(name, lambda: Row(name, *bench.pair(
+                name, ours_get, their_get,
+                before=lambda: remove(pulled / remote_name), check=lambda: verify(pulled / remote_name, digest),
+            ), ratio, target, extra=extra)))  # fmt: skip
+        remove(landed)
+        remove(local)
+    return rows
+
+
+def logs_row(bench: Bench, size_mb: int) -> Row:
+    host = bench.sandbox.hosts[0]
+    home = bench.host_home(host.name)
+    name = f"fetch {size_mb} MB of logs, SSM link model"
+    missing = bench.missing("scp", "ssh")
+    if missing:
+        return Row(name, Side(""), Side(""), skipped=missing)
+    logs = home / "logs"
+    written = log_tree(logs, size_mb * 1000_000)
+    dest = bench.scratch / "fetched"
+    ours = ("ssmfab fetch-logs", lambda: [bench.ssmfab, "fetch-logs", host.instance_id, "--path", f"{logs}/*/*", "--dest", str(dest)])
+    theirs = ("scp -r (same link)", lambda: ["scp", "-q", "-r", *bench.ssh_options(PLUGIN_PROXY), f"{bench.sandbox.user}@{host.instance_id}:{logs}", str(dest)])
+
+    def check() -> None:
+        got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+        if got != written:
+            raise RowFailed(f"{got} bytes arrived, {written} expected")
+
+    row = guarded(name, lambda: Row(
+        name, *bench.pair(name, ours, theirs, env=bench.linked(bench.env), before=lambda: remove(dest), check=check),
+        0.25, ">= 4x faster", extra={"bytes": written, "link": bench.link.describe()},
+    ))  # fmt: skip
+    remove(dest)
+    remove(logs)
+    return row
+
+
+def fleet_rows(bench: Bench) -> list[Row]:
+    rows: list[Row] = []
+    missing = bench.missing("aws")
+    fabric_script = str(HERE / "fabric_group.py")
+    for size in FLEET_SIZES:
+        name = f"run true on {size} host{'s' if size > 1 else ''}"
+        if missing:
+            rows.append(Row(name, Side(""), Side(""), skipped=missing))
+            continue
+        ids = [h.instance_id for h in bench.sandbox.hosts if h.tags.get(f"Fleet{size}") == "yes"]
+        ours = ("ssmfab run", lambda size=size: [bench.ssmfab, "run", "--tag", f"Fleet{size}=yes", "true"])  # type: ignore[misc]
+        theirs = (
+            "Fabric ThreadingGroup (aws CLI proxy)",
+            lambda ids=ids: [sys.executable, fabric_script, bench.sandbox.user, bench.env["SSMFAB_KEY"], AWS_PROXY, *ids],  # type: ignore[misc]
+        )
+        if size == 20:
+            rows.append(guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), 0.25, ">= 4x faster, <= 400 MiB", 400, {"hosts": 20})))
+        else:
+            rows.append(guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), extra={"hosts": size})))
+    ran = {r.extra.get("hosts"): r for r in rows if not r.skipped}
+    if 1 in ran and 50 in ran:
+        one, fifty = ran[1].ours, ran[50].ours
+        rows.append(Row("ssmfab: 50 hosts vs 1 host", fifty, one, 2.0, "<= 2x the time of 1 host", extra={"hosts": 50}))
+    return rows
+
+
+def connect_row(bench: Bench) -> Row:
+    host = bench.sandbox.hosts[0]
+    name = "connect + true, one host"
+    missing = bench.missing("ssh", "aws")
+    if missing:
+        return Row(name, Side(""), Side(""), skipped=missing)
+    ours = ("ssmfab run", lambda: [bench.ssmfab, "run", "--id", host.instance_id, "true"])
+    theirs = ("ssh (aws CLI proxy)", lambda: ["ssh", *bench.ssh_options(AWS_PROXY), f"{bench.sandbox.user}@{host.instance_id}", "true"])
+    return guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), 0.5, "<= 0.5x the time"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per pair (default 3; medians)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
+    parser.add_argument("--file-mb", default="256,512", help="random file sizes for the transfer rows (default 256,512)")
+    parser.add_argument("--log-mb", type=int, default=100, help="text logs for the logs row (default 100)")
+    parser.add_argument("--link", default="on", help="SSM link model of the logs row (default 'on': 1 s setup, 1 MB/s, 1024-byte reads)")
+    parser.add_argument("--out", default=str(HERE / "results"), help="results folder (default bench/results)")
+    args = parser.parse_args(argv)
+    rows_wanted = [r for r in args.rows.split(",") if r]
+    unknown = sorted(set(rows_wanted) - set(ROWS))
+    if unknown or args.repeat < 1:
+        parser.error(f"unknown rows {unknown}" if unknown else "--repeat must be at least 1")
+    try:
+        link = LinkModel.parse(args.link)
+        find_sshd()
+    except (ValueError, SSMFabError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    become_subreaper()
+    started = time.time()
+    hosts = max(FLEET_SIZES) if "fleet" in rows_wanted else 1
+    with tempfile.TemporaryDirectory(prefix="ssmfab-bench-") as temp:
+        scratch = Path(temp)
+        print(f"starting a {hosts}-host sandbox ...", flush=True)
+        sandbox = Sandbox(scratch / "sandbox").up(fleet_hosts(hosts))
+        try:
+            bench = Bench(sandbox, scratch, args.repeat, link)
+            warm_up(bench)
+            rows: list[Row] = []
+            if "connect" in rows_wanted:
+                rows.append(connect_row(bench))
+            if "fleet" in rows_wanted:
+                rows += fleet_rows(bench)
+            if "transfer" in rows_wanted:
+                rows += transfer_rows(bench, [int(s) for s in args.file_mb.split(",") if s])
+            if "logs" in rows_wanted:
+                rows.append(logs_row(bench, args.log_mb))
+        finally:
+            sandbox.down()
+    info = machine()
+    print()
+    print_table(rows, info)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    report = {"started": stamp, "repeat": args.repeat, "machine": info, "rows": [r.as_dict() for r in rows]}
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (out / name).write_text(json.dumps(report, indent=2) + "\n")
+    plot = write_plot(rows, out / "latest.png", info)
+    print(f"\nresults: {out / 'latest.json'}" + (f", {plot}" if plot else " (no plot: pip install matplotlib)"))
+    return 0
+
+
+def warm_up(bench: Bench) -> None:
+    """Pin every host key and fill the page cache once, so no measured run pays a first-time cost."""
+    done = subprocess.run(
+        [bench.ssmfab, "run", "--tag", "Role=bench", "--parallel", "64", "true"], env=bench.env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bench: warm-up failed: {done.stderr.strip()[-500:]}")
+    os.sync()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The path rules of transfers, without a host: which remote names are refused, how globs split and match,
+where relative paths land, what counts as inside a tree, and how checksum output is read back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ssmfab.exceptions import TransferError
+from ssmfab.transfer import (
+    glob_matches,
+    has_glob,
+    local_inside,
+    parse_sums,
+    remote_absolute,
+    remote_inside,
+    remote_join,
+    scan_local,
+    show,
+    split_glob,
+    temp_name,
+    unsafe_name,
+)
+
+DIGEST = "ab" * 32
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/", "new\nline", "cr\rname", "nul\0byte"])
+def test_names_that_cannot_be_local_file_names_are_refused(name: str) -> None:
+    assert unsafe_name(name) is not None
+
+
+@pytest.mark.parametrize("name", ["plain.txt", "with space", "ünïcödé — 名前", "...", ".hidden", "-rf", "a\\b", "x" * 255])
+def test_ordinary_names_pass(name: str) -> None:
+    assert unsafe_name(name) is None
+
+
+def test_the_reason_names_the_problem() -> None:
+    assert unsafe_name("a\nb") == "contains a newline"
+    assert unsafe_name("a/b") == "contains a slash"
+    assert "not a file name" in (unsafe_name("..") or "")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "base", "parts"),
+    [
+        ("logs/*.log", "logs", ["*.log"]),
+        ("a/*/b?.txt", "a", ["*", "b?.txt"]),
+        ("/var/log/*/app*.log", "/var/log", ["*", "app*.log"]),
+        ("*.txt", ".", ["*.txt"]),
+        ("/[ab]*", "/", ["[ab]*"]),
+        ("a//b/./c*", "a/b", ["c*"]),
+        ("x/[0-9]/y/z", "x", ["[0-9]", "y", "z"]),
+    ],
+)
+def test_split_glob_keeps_the_literal_prefix(pattern: str, base: str, parts: list[str]) -> None:
+    assert has_glob(pattern)
+    assert split_glob(pattern) == (base, parts)
+
+
+def test_plain_paths_are_not_globs() -> None:
+    assert not has_glob("logs/app.log")
+    assert not has_glob("with space/ünï")
+
+
+def test_glob_components_match_like_a_shell() -> None:
+    assert glob_matches("app.log", "*.log")
+    assert not glob_matches(".secret.log", "*.log")  # a leading dot must be matched explicitly
+    assert glob_matches(".secret.log", ".*.log")
+    assert glob_matches("b1.txt", "b?.txt") and not glob_matches("b10.txt", "b?.txt")
+    assert not glob_matches("APP.LOG", "*.log")  # case-sensitive, as on the host
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("", "/home/u"),
+        (".", "/home/u"),
+        ("~", "/home/u"),
+        ("~/", "/home/u"),
+        ("~/a/b", "/home/u/a/b"),
+        ("a/b/", "/home/u/a/b"),
+        ("uploads", "/home/u/uploads"),
+        ("/etc/x", "/etc/x"),
+        ("/", "/"),
+        ("~other/x", "/home/u/~other/x"),  # only the login user's ~ is known; ~other is a plain name
+    ],
+)
+def test_relative_remote_paths_start_at_the_login_directory(path: str, expected: str) -> None:
+    assert remote_absolute("/home/u", path) == expected
+
+
+def test_remote_join() -> None:
+    assert remote_join(".", "a") == "a"
+    assert remote_join("", "a") == "a"
+    assert remote_join("/", "a") == "/a"
+    assert remote_join("/x/", "a") == "/x/a"
+    assert remote_join("/x", ".") == "/x"
+
+
+@pytest.mark.parametrize(
+    ("root", "path", "inside"),
+    [
+        ("/srv/tree", "/srv/tree", True),
+        ("/srv/tree", "/srv/tree/a/b", True),
+        ("/srv/tree/", "/srv/tree/a", True),
+        ("/srv/tree", "/srv/tree2/a", False),  # a shared prefix is not containment
+        ("/srv/tree", "/srv", False),
+        ("/srv/tree", "/etc/passwd", False),
+        ("/", "/etc/passwd", True),
+    ],
+)
+def test_remote_containment_is_by_path_component(root: str, path: str, inside: bool) -> None:
+    assert remote_inside(root, path) is inside
+
+
+def test_local_containment_follows_symlinks_already_on_disk(tmp_path: Path) -> None:
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (dest / "sneaky").symlink_to(outside)
+    assert local_inside(dest, dest / "a" / "b.txt")  # not yet there: still inside
+    assert not local_inside(dest, dest / "sneaky" / "b.txt")
+    assert not local_inside(dest, dest / ".." / "outside" / "b.txt")
+    assert not local_inside(tmp_path / "de", tmp_path / "dest" / "x")
+
+
+def test_temp_names_are_hidden_unique_and_fit_name_max() -> None:
+    name = temp_name("report.csv")
+    assert name.startswith(".report.csv.ssmfab-") and name.endswith(".part")
+    assert temp_name("a") != temp_name("a")
+    for long_name in ["x" * 255, "名" * 85]:  # 255 bytes of ASCII, 255 bytes of 3-byte characters
+        assert len(temp_name(long_name).encode()) <= 255
+
+
+def test_parse_sums_reads_both_tools_and_undoes_escaping() -> None:
+    output = (
+        f"{DIGEST}  /h/plain.txt\n"
+        f"{DIGEST.upper()} */h/binary mode\n"  # shasum -b style
+        f"\\{DIGEST}  /h/new\\nline\\\\back\n"  # sha256sum escapes newline and backslash
+        f"{DIGEST}  /h/ünï\n"
+        "sha256sum: /h/gone: No such file or directory\n"
+        "garbage\n"
+    ).encode()
+    assert parse_sums(output) == {
+        "/h/plain.txt": DIGEST,
+        "/h/binary mode": DIGEST,
+        "/h/new\nline\\back": DIGEST,
+        "/h/ünï": DIGEST,
+    }
+
+
+def test_messages_show_odd_paths_on_one_line() -> None:
+    assert show("plain path/ünï") == "plain path/ünï"
+    assert "\n" not in show("bad\nname") and "\\n" in show("bad\nname")
+
+
+def test_local_scan_refuses_newlines_before_anything_is_sent(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "bad\nname").write_text("x")
+    with pytest.raises(TransferError, match=r"^web-1: refusing local name .*bad\\nname.*contains a newline; rename it") as err:
+        scan_local(tree, True, "web-1")
+    assert "\n" not in str(err.value)
+
+
+def test_local_scan_lists_trees_with_empty_dirs_and_modes(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "a" / "empty").mkdir(parents=True)
+    (tree / "a" / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "a" / "run.sh").chmod(0o750)
+    (tree / "top.txt").write_text("top")
+    (tree / "link-to-top").symlink_to("top.txt")
+    (tree / "loop").symlink_to(".")
+    os.mkfifo(tree / "fifo")
+    scanned = scan_local(tree, True, "h")
+    assert [rel for rel, _ in scanned.dirs] == ["a", "a/empty"]
+    assert [f.rel for f in scanned.files] == ["a/run.sh", "link-to-top", "top.txt"]
+    assert [f.size for f in scanned.files] == [10, 3, 3] and scanned.files[0].mode == 0o750
+    assert any("fifo" in e and "not a regular file" in e for e in scanned.errors)  # a FIFO would block a reader
+    assert any("loop" in e and "symlink loop" in e for e in scanned.errors)
+
+
+@pytest.mark.parametrize(
+    ("setup", "recursive", "needle"),
+    [
+        ("missing", False, "no such local file or directory; check the path"),
+        ("dir", False, "is a directory; pass recursive=True"),
+    ],
+)
+def test_local_scan_errors_name_host_path_and_fix(tmp_path: Path, setup: str, recursive: bool, needle: str) -> None:
+    path = tmp_path / "thing"
+    if setup == "dir":
+        path.mkdir()
+    with pytest.raises(TransferError, match=needle) as err:
+        scan_local(path, recursive, "db-1 (i-0abc)")
+    assert str(err.value).startswith("db-1 (i-0abc): ") and str(path) in str(err.value)
