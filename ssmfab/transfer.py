@@ -51,6 +51,22 @@ HASH_BYTES_PER_SECOND = 20_000_000
 #: Bytes of a file name kept in its temporary name: the rest of ``.NAME.ssmfab-XXXXXXXX.part`` must fit NAME_MAX (255).
 TEMP_STEM_BYTES = 200
 
+#: Files at least this big travel over an exec channel as one plain byte stream (paramiko's SFTP costs a
+#: request per 32 KiB in Python) and are hashed by the host while they stream instead of read back after.
+STREAM_MIN_BYTES = 4 * 1024 * 1024
+#: The host's fastest SHA-256 of stdin: OpenSSL's (several times faster than coreutils' where it lacks SHA
+#: instructions), else sha256sum, else perl's shasum.
+_STDIN_HASHER = (
+    "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; "
+    "elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h='shasum -a 256'; fi; "
+)
+#: Upload stream: the bytes go to the temp file and through the hasher; if tee fails (disk full), the
+#: marker joins the hashed bytes, so the digest cannot match and the temp file is never renamed.
+STREAM_PUT = "sh -c " + shlex.quote(_STDIN_HASHER + '{ tee -- "$1" || echo write-failed; } | $h') + " sh"
+#: Download stream: the file goes to stdout (fd 3) and through the hasher, whose answer comes on stderr.
+STREAM_GET = "sh -c " + shlex.quote(_STDIN_HASHER + 'exec 3>&1; { tee /dev/fd/3 < "$1" || echo read-failed; } | $h >&2') + " sh"
+_DIGEST = re.compile(rb"^([0-9a-f]{64})\s", re.MULTILINE)
+
 _SUM_SCRIPT = (
     "if command -v sha256sum >/dev/null 2>&1; then exec xargs -0 sha256sum --; fi; "
     "if command -v shasum >/dev/null 2>&1; then exec xargs -0 shasum -a 256 --; fi; "
@@ -375,6 +391,8 @@ class _Session:
             raise TransferError(f"{self.host}: the SSH server refused an SFTP channel; check its sftp Subsystem", self.host)
         self.sftp: Any = sftp
         self.home = str(self.sftp.normalize("."))
+        #: Remote path -> SHA-256 the host computed while the file streamed ("" when it did not match).
+        self.streamed: dict[str, str] = {}
 
     def close(self) -> None:
         with suppress(Exception):
@@ -617,7 +635,8 @@ def _put(
         total += sent
 
     with watch.hold():
-        sums, tail = session.sha256(list(temps), total)
+        sums, tail = session.sha256([t for t in temps if t not in session.streamed], total)
+    sums.update({temp: digest for temp, digest in session.streamed.items() if digest})
     for temp, (item, final, digest, mode, sent) in list(temps.items()):
         if sums.get(temp) != digest:
             why = f"the host could not read it back ({tail})" if temp not in sums else "checksums differ"
@@ -698,15 +717,59 @@ def _send(session: _Session, item: _Upload, temp: str, preserve_mode: bool, watc
         with target:
             default_mode = 0 if preserve_mode else stat.S_IMODE(target.stat().st_mode or 0o644)
             target.chmod(0o600)  # while partial, readable by its owner only (it may be a secret)
-            target.set_pipelined(True)
-            while chunk := source.read(CHUNK):
-                digest.update(chunk)
-                target.write(chunk)
-                sent += len(chunk)
-                watch.progress()
+            if item.size < STREAM_MIN_BYTES:
+                target.set_pipelined(True)
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    target.write(chunk)
+                    sent += len(chunk)
+                    watch.progress()
+        if item.size >= STREAM_MIN_BYTES:
+            sent, remote_digest = _stream_up(session, source, temp, digest, watch)
+            if remote_digest != digest.hexdigest():
+                remote_digest = ""  # _put reports it: the host did not receive what was sent
+            session.streamed[temp] = remote_digest
     mode = item.mode if preserve_mode else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode
+
+
+def _stream_channel(session: _Session, command: str) -> Any:
+    """An exec channel for one streamed file. No timeout while bytes flow: the StallWatch judges progress
+    (and cuts a frozen tunnel); only the wait for the host's checksum gets one (see _answer_timeout)."""
+    channel = session.transport.open_session(window_size=WINDOW, timeout=session.stall)
+    channel.exec_command(command)
+    return channel
+
+
+def _answer_timeout(session: _Session, size: int) -> float:
+    return session.stall + size / HASH_BYTES_PER_SECOND
+
+
+def _stream_up(session: _Session, source: Any, temp: str, digest: Any, watch: StallWatch) -> tuple[int, str]:
+    """Send the rest of ``source`` into the (already created, private) remote ``temp`` over an exec channel;
+    (bytes sent, the SHA-256 the host computed while writing)."""
+    channel = _stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}")
+    sent = 0
+    try:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            channel.sendall(chunk)
+            sent += len(chunk)
+            watch.progress()
+        channel.shutdown_write()
+        channel.settimeout(_answer_timeout(session, sent))
+        answer = bytearray()
+        with watch.hold():
+            while data := channel.recv(4096):
+                answer.extend(data)
+            channel.recv_exit_status()
+    finally:
+        channel.close()
+    if not session.alive():
+        raise EOFError("the connection closed during the upload")
+    found = _DIGEST.search(bytes(answer))
+    return sent, found.group(1).decode() if found else ""
 
 
 def _rename_refused(session: _Session, final: str, exc: OSError) -> str:
@@ -971,7 +1034,9 @@ def _fetch(
             fetched.append((item, temp, *received))
 
     with watch.hold():
-        sums, tail = session.sha256([item.remote for item, *_ in fetched], sum(size for *_, size in fetched))
+        hashed_later = [item.remote for item, *_ in fetched if item.remote not in session.streamed]
+        sums, tail = session.sha256(hashed_later, sum(size for *_, size in fetched))
+    sums.update({path: digest for path, digest in session.streamed.items() if digest})
     default_mode = 0o666 & ~_umask()
     for item, temp, digest, size in fetched:
         if sums.get(item.remote) != digest:
@@ -1009,13 +1074,42 @@ def _receive(session: _Session, item: _Download, fd: int, watch: StallWatch, rep
             report.errors.append(f"{session.host}: cannot read {show(item.remote)} ({exc}); check it on the host")
             return None
         with source:
-            source.prefetch(item.size, PREFETCH_REQUESTS)
-            while chunk := source.read(CHUNK):
-                digest.update(chunk)
-                target.write(chunk)
-                got += len(chunk)
-                watch.progress()
+            if item.size < STREAM_MIN_BYTES:
+                source.prefetch(item.size, PREFETCH_REQUESTS)
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    target.write(chunk)
+                    got += len(chunk)
+                    watch.progress()
+        if item.size >= STREAM_MIN_BYTES:
+            got = _stream_down(session, item.remote, target, digest, watch)
     return digest.hexdigest(), got
+
+
+def _stream_down(session: _Session, remote: str, target: Any, digest: Any, watch: StallWatch) -> int:
+    """Receive ``remote`` over an exec channel into ``target``; the host's SHA-256 of what it sent lands in
+    ``session.streamed`` (compared by _fetch like a read-back checksum)."""
+    channel = _stream_channel(session, f"{STREAM_GET} {shlex.quote(remote)}")
+    got = 0
+    errors = bytearray()
+    try:
+        while data := channel.recv(CHUNK):
+            digest.update(data)
+            target.write(data)
+            got += len(data)
+            watch.progress()
+        channel.settimeout(_answer_timeout(session, got))
+        with watch.hold():
+            while data := channel.recv_stderr(4096):
+                errors.extend(data)
+            channel.recv_exit_status()
+    finally:
+        channel.close()
+    if not session.alive():
+        raise EOFError("the connection closed during the download")
+    found = _DIGEST.search(bytes(errors))
+    session.streamed[remote] = found.group(1).decode() if found else ""
+    return got
 
 
 # --- errors ---------------------------------------------------------------------------------------------

@@ -123,15 +123,38 @@ def _signed_headers(region: str, target: str) -> dict[str, str]:
 
 
 def call_sandbox_ssm(endpoint_url: str, region: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST one SSM JSON action to a moto server (used for the non-AWS actions and by this plugin)."""
-    import urllib.request  # here: it costs more to import than the rest of the plugin together
+    """POST one SSM JSON action to a moto server (used for the non-AWS actions and by this plugin).
 
-    request = urllib.request.Request(
-        endpoint_url.rstrip("/") + "/", data=json.dumps(body).encode(), headers=_signed_headers(region, action)
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        payload = response.read()
-    return dict(json.loads(payload)) if payload else {}
+    Plain HTTP/1.1 over a socket: urllib would cost the plugin more to import than everything else it does."""
+    url = urlparse(endpoint_url)
+    payload = json.dumps(body).encode()
+    head = [f"POST {url.path or '/'} HTTP/1.1", f"Host: {url.netloc}", f"Content-Length: {len(payload)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in _signed_headers(region, action).items()]
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as conn:
+        conn.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+        reply = bytearray()
+        while chunk := conn.recv(65536):
+            reply += chunk
+    status_line, _, rest = bytes(reply).partition(b"\r\n")
+    headers, _, content = rest.partition(b"\r\n\r\n")
+    status = int(status_line.split()[1]) if len(status_line.split()) > 1 else 0
+    if b"transfer-encoding: chunked" in headers.lower():
+        content = _dechunk(content)
+    if status != 200:
+        raise OSError(f"{action} answered HTTP {status}: {content[:200]!r}")
+    return dict(json.loads(content)) if content.strip() else {}
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
 
 
 def _session(first_arg: str) -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""The fast paths chosen by the benchmark, each held to the plain path's guarantees: the ssmfab-proxy
+ProxyCommand under real OpenSSH, AES-GCM preferred, streamed transfers verified and atomic, and the
+sandbox's SSM link model doing what it says."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from ssmfab import transfer
+from ssmfab.client import Client
+from ssmfab.exceptions import TransferError
+from ssmfab.sandbox import Sandbox
+
+from .conftest import tunnel_processes
+
+BIG = transfer.STREAM_MIN_BYTES + 12_345
+
+
+def host(sandbox: Sandbox, name: str) -> tuple[str, Path]:
+    entry = sandbox.host(name)
+    return entry.instance_id, Path(entry.folder) / "home"
+
+
+def active_sessions(env: dict[str, str]) -> list[object]:
+    ssm = boto3.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    return list(ssm.describe_sessions(State="Active")["Sessions"])
+
+
+def ssh_argv(sandbox_env: dict[str, str], proxy: str) -> list[str]:
+    return [
+        "ssh", "-i", sandbox_env["SSMFAB_KEY"], "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", f"ProxyCommand={proxy}",
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="OpenSSH client not installed")
+def test_ssmfab_proxy_carries_openssh_and_leaves_nothing(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    instance, _ = host(sandbox, "web-1")
+    done = subprocess.run(
+        [*ssh_argv(sandbox_env, "ssmfab-proxy %h %p"), f"{sandbox.user}@{instance}", "echo through-the-proxy"],
+        env=sandbox_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "through-the-proxy"
+    deadline = time.monotonic() + 10
+    while (tunnel_processes(sandbox) or active_sessions(sandbox_env)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tunnel_processes(sandbox) == []
+    assert active_sessions(sandbox_env) == []  # the plugin ended its session, as under the aws CLI
+
+
+def test_ssmfab_proxy_errors_are_one_line(sandbox_env: dict[str, str]) -> None:
+    done = subprocess.run(["ssmfab-proxy", "i-00000000000000000", "22"], env=sandbox_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("ssmfab-proxy: i-00000000000000000: ")
+    usage = subprocess.run(["ssmfab-proxy"], env=sandbox_env, capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "ProxyCommand" in usage.stderr
+
+
+def test_aes_gcm_is_negotiated_first(client: Client, sandbox: Sandbox) -> None:
+    instance, _ = host(sandbox, "web-2")
+    with client.connect(instance) as conn:
+        conn.run("true", hide=True)
+        transport = conn.client.get_transport()
+        assert transport is not None and transport.local_cipher == "aes128-gcm@openssh.com"
+
+
+def test_streamed_files_round_trip_verified(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+    instance, home = host(sandbox, "web-3")
+    payload = os.urandom(BIG)
+    (tmp_path / "big.bin").write_bytes(payload)
+    (tmp_path / "big.bin").chmod(0o640)
+    with client.connect(instance) as conn:
+        sent = transfer.put(conn, str(tmp_path / "big.bin"), "streamed.bin")
+        got = transfer.get(conn, "streamed.bin", str(tmp_path / "back.bin"))
+    digest = hashlib.sha256(payload).hexdigest()
+    assert sent.items[0].sha256 == got.items[0].sha256 == digest
+    assert (home / "streamed.bin").read_bytes() == payload and (home / "streamed.bin").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "back.bin").read_bytes() == payload
+    assert not [p for p in home.iterdir() if p.name.endswith(".part")]
+    (home / "streamed.bin").unlink()
+
+
+def test_a_stream_the_host_got_wrong_is_never_renamed_into_place(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    # The host writes something else than it received (as a failing disk would); its checksum says so.
+    monkeypatch.setattr(transfer, "STREAM_PUT", """sh -c 'cat > "$1"; echo extra >> "$1"; sha256sum < "$1"' sh""")
+    with client.connect(instance) as conn, pytest.raises(TransferError, match="bad.bin did not verify after upload"):
+        transfer.put(conn, str(tmp_path / "big.bin"), "bad.bin")
+    assert not [p for p in home.iterdir() if p.name == "bad.bin" or p.name.endswith(".part")]
+
+
+def test_a_download_that_does_not_match_the_hosts_checksum_is_dropped(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    (home / "odd.bin").write_bytes(os.urandom(BIG))
+    monkeypatch.setattr(transfer, "STREAM_GET", """sh -c 'cat -- "$1"; echo 0000000000000000000000000000000000000000000000000000000000000000 - >&2' sh""")
+    dest = tmp_path / "dest"
+    with client.connect(instance) as conn, pytest.raises(TransferError, match="odd.bin did not verify after download"):
+        transfer.get(conn, "odd.bin", str(dest) + os.sep)
+    assert list(dest.iterdir()) == []
+    (home / "odd.bin").unlink()
+
+
+def test_the_link_model_delays_setup_and_caps_bandwidth(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, home = host(sandbox, "db-1")
+    (home / "slow.bin").write_bytes(os.urandom(300_000))
+    monkeypatch.setenv("SSMFAB_SANDBOX_LINK", "setup=0.5,rate=200k,chunk=1024")
+    client = Client(tunnel="plugin", notify=lambda message: None)
+    started = time.monotonic()
+    with client.connect(instance) as conn:
+        conn.run("true", hide=True)
+        connected = time.monotonic()
+        transfer.get(conn, "slow.bin", str(tmp_path / "slow.bin"))
+        moved = time.monotonic()
+    # Floors the model guarantees (not speed targets): 0.5 s of setup, 300 kB at 200 kB/s.
+    assert connected - started >= 0.5
+    assert moved - connected >= 1.4
+    assert (tmp_path / "slow.bin").read_bytes() == (home / "slow.bin").read_bytes()
+    (home / "slow.bin").unlink()

@@ -1,0 +1,39 @@
+"""The benchmark's measuring stick: wall time and the peak memory of a whole process tree, orphans included."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from measure import become_subreaper, run_measured, tree  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+
+
+def test_memory_of_children_counts_and_orphans_are_ended(tmp_path: Path) -> None:
+    become_subreaper()
+    marker = tmp_path / "orphan-alive"
+    script = (
+        # a child that allocates ~80 MiB, and a grandchild orphaned in the background that would outlive us
+        f"(sleep 30; touch {marker}) & "
+        f"{sys.executable} -c 'b = bytearray(80 * 1024 * 1024); import time; time.sleep(0.5)'"
+    )
+    measured = run_measured(["sh", "-c", script], {"PATH": "/usr/bin:/bin"})
+    assert measured.returncode == 0
+    assert measured.peak_mib >= 70
+    assert measured.seconds >= 0.5
+    # The orphaned `sleep 30` was ended with the run: it never gets to touch its marker.
+    assert not any(
+        b"sleep\x0030" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in tree(os.getpid(), os.getpid(), set()) - {os.getpid()}
+    )
+
+
+def test_a_failing_command_reports_its_exit_and_stderr() -> None:
+    measured = run_measured(["sh", "-c", "echo boom >&2; exit 3"], {"PATH": "/usr/bin:/bin"})
+    assert measured.returncode == 3
+    assert "boom" in measured.stderr_tail
