@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SANDBOX_DIR ?= $(CURDIR)/.sandbox-demo
 
-.PHONY: venv demo test unit typecheck clean
+.PHONY: venv demo test unit typecheck bench clean
 
 $(BIN)/inv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ unit: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# Side-by-side benchmark against OpenSSH and plain Fabric on a sandbox (needs sshd; ~15 min on 2 cores).
+# Prints the table and writes bench/results/latest.json and latest.png. BENCH_ARGS="--repeat 1" for a quick look.
+bench: venv
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	-$(BIN)/inv sandbox.down --dir $(SANDBOX_DIR) 2>/dev/null

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from measure import Measured, run_measured
-from workloads import sha256_of
-
 from ssmfab.sandbox import LinkModel, Sandbox
+
+from .measure import Measured, run_measured
+from .workloads import sha256_of
 
 #: The seed's ProxyCommand, as AWS documents it.
 AWS_PROXY = "aws ssm start-session --target %h --document-name AWS-StartSSHSession --parameters portNumber=%p"

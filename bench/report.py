@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from cases import Row
+from .cases import Row
 
 
 def machine() -> dict[str, Any]:

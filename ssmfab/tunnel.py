@@ -110,6 +110,12 @@ def _telling(line: str) -> bool:
 def _group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is left in the group (zombies of reparented children don't count)."""
     try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # the usual case, answered without reading /proc
+    except PermissionError:
+        pass
+    try:
         entries = os.listdir("/proc")
     except OSError:
         try:

@@ -28,9 +28,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlparse
+from typing import Any, NamedTuple
 
 VERSION = "1.2.779.0"
 CHUNK = 256 * 1024
@@ -38,9 +36,9 @@ LINK_ENV_VAR = "SSMFAB_SANDBOX_LINK"
 _SIZE_SUFFIXES = {"k": 1000, "m": 1000_000, "g": 1000_000_000}
 
 
-@dataclass(frozen=True)
-class LinkModel:
-    """How a real SSM session feels: setup delay (s), bandwidth cap (bytes/s, 0 = none), bytes per read."""
+class LinkModel(NamedTuple):
+    """How a real SSM session feels: setup delay (s), bandwidth cap (bytes/s, 0 = none), bytes per read.
+    (A NamedTuple, not a dataclass: importing dataclasses would cost each plugin start ~10 ms.)"""
 
     setup: float = 0.0
     rate: float = 0.0
@@ -48,7 +46,7 @@ class LinkModel:
 
     #: What ``on`` means: the slow end of what users report for real sessions.
     @classmethod
-    def realistic(cls) -> LinkModel:
+    def realistic(cls) -> LinkModel:  # noqa: D102
         return cls(setup=1.0, rate=1_000_000, chunk=1024)
 
     @classmethod
@@ -112,6 +110,14 @@ class Pacer:
             time.sleep(self._due - now)
 
 
+def _split_url(url: str) -> tuple[str, int, str]:
+    """(host, port, path) of an http/tcp URL; urllib.parse would cost each plugin start a few ms."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+    return host or "127.0.0.1", int(port) if port else (443 if scheme in ("https", "wss") else 80), slash + path or "/"
+
+
 def _signed_headers(region: str, target: str) -> dict[str, str]:
     # moto checks no signature; it reads the region (and account) from the credential scope.
     return {
@@ -126,11 +132,11 @@ def call_sandbox_ssm(endpoint_url: str, region: str, action: str, body: dict[str
     """POST one SSM JSON action to a moto server (used for the non-AWS actions and by this plugin).
 
     Plain HTTP/1.1 over a socket: urllib would cost the plugin more to import than everything else it does."""
-    url = urlparse(endpoint_url)
+    host, port, path = _split_url(endpoint_url)
     payload = json.dumps(body).encode()
-    head = [f"POST {url.path or '/'} HTTP/1.1", f"Host: {url.netloc}", f"Content-Length: {len(payload)}", "Connection: close"]
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(payload)}", "Connection: close"]
     head += [f"{name}: {value}" for name, value in _signed_headers(region, action).items()]
-    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as conn:
+    with socket.create_connection((host, port), timeout=10) as conn:
         conn.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
         reply = bytearray()
         while chunk := conn.recv(65536):
@@ -237,9 +243,9 @@ def main(argv: list[str]) -> int:
         return 1
     if link.setup:
         time.sleep(link.setup)
-    stream = urlparse(session["StreamUrl"])
+    stream_host, stream_port, _ = _split_url(session["StreamUrl"])
     try:
-        conn = socket.create_connection((stream.hostname or "127.0.0.1", stream.port or 0), timeout=10)
+        conn = socket.create_connection((stream_host, stream_port), timeout=10)
     except OSError as exc:
         print(f"Error: could not reach {target}'s sshd: {exc.strerror or exc}", file=sys.stderr)
         _terminate(endpoint, region, session_id)

@@ -1,7 +1,7 @@
 """ssmfab benchmark: ssmfab against OpenSSH and plain Fabric through the same SSM tunnels, side by side.
 
-    make bench                          # everything, 3 alternating runs per pair, medians
-    .venv/bin/python bench/run.py --repeat 1 --rows connect,fleet     # a quick look at two rows
+    make bench                                              # everything: 3 alternating runs per pair, medians
+    .venv/bin/python -m bench --repeat 1 --rows connect,fleet   # a quick look at two rows
 
 It starts a sandbox fleet (moto + one real sshd per instance + the stand-in session-manager-plugin), runs
 each pair of commands as whole processes a user would type, and prints one table of medians and ratios.
@@ -31,16 +31,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ssmfab.exceptions import SSMFabError
+from ssmfab.sandbox import HostSpec, LinkModel, Sandbox
+from ssmfab.sandbox.sshd import find_sshd
 
-from cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify  # noqa: E402
-from measure import become_subreaper  # noqa: E402
-from report import machine, print_table, write_plot  # noqa: E402
-from workloads import MIB, log_tree, random_file  # noqa: E402
-
-from ssmfab.exceptions import SSMFabError  # noqa: E402
-from ssmfab.sandbox import HostSpec, LinkModel, Sandbox  # noqa: E402
-from ssmfab.sandbox.sshd import find_sshd  # noqa: E402
+from .cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify
+from .measure import become_subreaper
+from .report import machine, print_table, write_plot
+from .workloads import MIB, log_tree, random_file
 
 ROWS = ("transfer", "logs", "fleet", "connect")
 FLEET_SIZES = (1, 20, 50)
@@ -154,10 +152,10 @@ def fleet_rows(bench: Bench) -> list[Row]:
             rows.append(Row(name, Side(""), Side(""), skipped=missing))
             continue
         ids = [h.instance_id for h in bench.sandbox.hosts if h.tags.get(f"Fleet{size}") == "yes"]
-        ours = ("ssmfab run", lambda size=size: [bench.ssmfab, "run", "--tag", f"Fleet{size}=yes", "true"])  # type: ignore[misc]
+        ours = ("ssmfab run", lambda size=size: [bench.ssmfab, "run", "--tag", f"Fleet{size}=yes", "true"])
         theirs = (
             "Fabric ThreadingGroup (aws CLI proxy)",
-            lambda ids=ids: [sys.executable, fabric_script, bench.sandbox.user, bench.env["SSMFAB_KEY"], AWS_PROXY, *ids],  # type: ignore[misc]
+            lambda ids=ids: [sys.executable, fabric_script, bench.sandbox.user, bench.env["SSMFAB_KEY"], AWS_PROXY, *ids],
         )
         if size == 20:
             rows.append(guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), 0.25, ">= 4x faster, <= 400 MiB", 400, {"hosts": 20})))
