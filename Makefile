@@ -14,8 +14,8 @@ $(BIN)/inv: pyproject.toml
 
 venv: $(BIN)/inv
 
-# Start the sandbox (moto + real sshd + stand-in plugin), run the main job through the real aws CLI
-# ProxyCommand, show the output, and always tear the sandbox down.
+# Start the sandbox (moto + real sshd + stand-in plugin), run the main job through SSM tunnels (StartSession +
+# the plugin, the default mode), show the output, and always tear the sandbox down.
 demo: venv
 	@$(BIN)/inv sandbox.up --dir $(SANDBOX_DIR)
 	@PATH="$(CURDIR)/$(BIN):$$PATH"; . $(SANDBOX_DIR)/env.sh; export SSMFAB_CONFIG=demo/ssmfab.toml; status=0; \

@@ -44,7 +44,7 @@ FLAG_HELP = {
     "profile": "AWS profile (default: AWS_PROFILE)",
     "user": "SSH user (default: ec2-user, or the instance's ssmfab:user tag)",
     "key": "SSH private key file",
-    "tunnel": "tunnel mode: cli (aws ssm start-session) or plugin (session-manager-plugin directly)",
+    "tunnel": "tunnel mode: plugin (StartSession + session-manager-plugin, the default) or cli (aws ssm start-session)",
     "ephemeral_key": "generate a key for this run and push it with EC2 Instance Connect before each connection",
     "strict_host_keys": "refuse hosts whose key is not pinned yet (no trust on first use)",
     "parallel": "hosts at once (default 10, config run.parallel)",

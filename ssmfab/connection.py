@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any, cast
 
 import paramiko
@@ -203,11 +202,6 @@ class SSMConnection(Connection):  # type: ignore[misc]
 
     def close(self) -> None:
         """Close SFTP, SSH, the tunnel process group and the SSM session; idempotent."""
-        if self.tunnel is not None:
-            # EOF to the plugin now: paramiko's close() only drops its socket object, and the fd stays open
-            # until its transport thread's pending recv() times out (~0.1 s per connection).
-            with suppress(OSError):
-                self.tunnel.sock.shutdown(socket.SHUT_RDWR)
         try:
             super().close()
         finally:

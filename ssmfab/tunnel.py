@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .aws import AWSContext, aws_errors, describe_client_error
@@ -142,7 +143,10 @@ class ProcessTunnel:
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None, *, on_close: Any = None) -> None:
         self.argv = argv
-        self.sock, child_end = socket.socketpair()
+        self._own, child_end = socket.socketpair()
+        #: What paramiko gets: a duplicate, so that close() can still shut the socket down after paramiko
+        #: closed its copy (its transport thread keeps the socket open until a pending recv() times out).
+        self.sock = self._own.dup()
         child_fd = child_end.fileno()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self._on_close = on_close
@@ -160,6 +164,7 @@ class ProcessTunnel:
             )
         except OSError as exc:
             self.sock.close()
+            self._own.close()
             self._stderr.close()
             raise TunnelError(f"cannot start {argv[0]}: {exc.strerror}") from exc
         finally:
@@ -202,6 +207,9 @@ class ProcessTunnel:
         if self._closed:
             return
         self._closed = True
+        with suppress(OSError):
+            self._own.shutdown(socket.SHUT_RDWR)  # EOF to the tunnel process now, whoever holds a copy
+        self._own.close()
         self.sock.close()
         pgid = self.process.pid
         try:

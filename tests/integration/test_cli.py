@@ -211,9 +211,12 @@ def test_doctor_passes_on_the_sandbox_and_names_each_failure(sandbox: Sandbox, s
     done = ssmfab("doctor", "--tag", "web", env=dict(os.environ))
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    for name in ("aws CLI", "session-manager-plugin", "AWS region", "AWS credentials", "SSH session document"):
+    for name in ("session-manager-plugin", "AWS region", "AWS credentials", "SSH session document"):
         assert any(line.startswith("PASS") and f"{name}:" in line for line in lines), name
+    assert not any("aws CLI:" in line for line in lines)  # the default plugin tunnel does not need it
     assert sum(line.startswith("PASS  web-") for line in lines) == 3
+    cli_mode = ssmfab("doctor", "--tag", "web", "--tunnel", "cli", env=dict(os.environ))
+    assert cli_mode.returncode == 0 and any(line.startswith("PASS") and "aws CLI:" in line for line in cli_mode.stdout.splitlines())
     sandbox.set_agent_status("web-2", "Online", agent_version="2.3.100.0")
     sandbox.set_agent_status("web-3", "ConnectionLost")
     try:
