@@ -163,7 +163,7 @@ def fleet_rows(bench: Bench) -> list[Row]:
             rows.append(guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), extra={"hosts": size})))
     ran = {r.extra.get("hosts"): r for r in rows if not r.skipped}
     if 1 in ran and 50 in ran:
-        one, fifty = ran[1].ours, ran[50].ours
+        one, fifty = Side("ssmfab run, 1 host", ran[1].ours.runs), ran[50].ours
         rows.append(Row("ssmfab: 50 hosts vs 1 host", fifty, one, 2.0, "<= 2x the time of 1 host", extra={"hosts": 50}))
     return rows
 

@@ -54,14 +54,16 @@ def _cell(row: Row, which: str) -> str:
 
 
 def print_table(rows: list[Row], info: dict[str, Any]) -> None:
-    header = ["ROW", "SSMFAB", "BASELINE", "", "SPEED", "TARGET", "MET"]
+    header = ["ROW", "SSMFAB", "BASELINE", "", "SPEED", "TARGET", "MET", "NOTE"]
     lines = [header]
     for row in rows:
         if row.skipped:
-            lines.append([row.name, "skipped", row.skipped, "", "", row.target_text, ""])
+            state = "FAILED" if row.skipped.startswith("FAILED") else "skipped"
+            note = row.skipped.removeprefix("FAILED: ")
+            lines.append([row.name, state, "", "", "", row.target_text, "NO" if state == "FAILED" and row.target_text else "", note[:160]])
             continue
         met = {True: "yes", False: "NO", None: ""}[row.met]
-        lines.append([row.name, _cell(row, "ours"), row.theirs.label, _cell(row, "theirs"), f"{row.ratio:.2f}x", row.target_text, met])
+        lines.append([row.name, _cell(row, "ours"), row.theirs.label, _cell(row, "theirs"), f"{row.ratio:.2f}x", row.target_text, met, ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print(f"machine: {describe_machine(info)}")
     for index, line in enumerate(lines):

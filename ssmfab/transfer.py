@@ -719,11 +719,7 @@ def _send(session: _Session, item: _Upload, temp: str, preserve_mode: bool, watc
             target.chmod(0o600)  # while partial, readable by its owner only (it may be a secret)
             if item.size < STREAM_MIN_BYTES:
                 target.set_pipelined(True)
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    target.write(chunk)
-                    sent += len(chunk)
-                    watch.progress()
+                sent = copy_hashed(source.read, target.write, digest, watch)
         if item.size >= STREAM_MIN_BYTES:
             sent, remote_digest = _stream_up(session, source, temp, digest, watch)
             if remote_digest != digest.hexdigest():
@@ -732,6 +728,17 @@ def _send(session: _Session, item: _Upload, temp: str, preserve_mode: bool, watc
     mode = item.mode if preserve_mode else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode
+
+
+def copy_hashed(read: Callable[[int], bytes], write: Callable[[bytes], Any], digest: Any, watch: StallWatch) -> int:
+    """Copy ``read`` -> ``write`` in CHUNK pieces until EOF, hashing and reporting progress; the bytes copied."""
+    copied = 0
+    while chunk := read(CHUNK):
+        digest.update(chunk)
+        write(chunk)
+        copied += len(chunk)
+        watch.progress()
+    return copied
 
 
 def _stream_channel(session: _Session, command: str) -> Any:
@@ -752,24 +759,30 @@ def _stream_up(session: _Session, source: Any, temp: str, digest: Any, watch: St
     channel = _stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}")
     sent = 0
     try:
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-            channel.sendall(chunk)
-            sent += len(chunk)
-            watch.progress()
+        sent = copy_hashed(source.read, channel.sendall, digest, watch)
         channel.shutdown_write()
-        channel.settimeout(_answer_timeout(session, sent))
-        answer = bytearray()
+    except BaseException:
+        channel.close()
+        raise
+    return sent, _host_digest(session, channel, sent, watch, channel.recv, "upload")
+
+
+def _host_digest(session: _Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str) -> str:
+    """Once the bytes moved: the SHA-256 the host computed of them, read with ``read`` (the channel's stdout or
+    stderr) within a time that grows with the size; "" when the answer holds none. Closes the channel."""
+    answer = bytearray()
+    try:
+        channel.settimeout(_answer_timeout(session, moved))
         with watch.hold():
-            while data := channel.recv(4096):
+            while data := read(4096):
                 answer.extend(data)
             channel.recv_exit_status()
     finally:
         channel.close()
     if not session.alive():
-        raise EOFError("the connection closed during the upload")
+        raise EOFError(f"the connection closed during the {doing}")
     found = _DIGEST.search(bytes(answer))
-    return sent, found.group(1).decode() if found else ""
+    return found.group(1).decode() if found else ""
 
 
 def _rename_refused(session: _Session, final: str, exc: OSError) -> str:
@@ -856,15 +869,10 @@ def _plan_download(session: _Session, remote: str, local: str, recursive: bool, 
         for path, attrs, crossed in found:
             if crossed or stat.S_ISLNK(attrs.st_mode or 0):
                 base_real = base_real or str(sftp.normalize(base))
-                real = _resolve(session, path, report)
-                if real is None:
+                followed = _follow_link(session, path, base_real, report)
+                if followed is None:
                     continue
-                if not remote_inside(base_real, real):
-                    report.errors.append(_outside(host, path, real, base_real))
-                    continue
-                attrs = session.attrs(path)
-                if attrs is None:
-                    continue
+                attrs = followed[1]
             matches.append((path, attrs))
         into_dir = True
     else:
@@ -918,6 +926,19 @@ def _resolve(session: _Session, path: str, report: TransferReport) -> str | None
         return None
 
 
+def _follow_link(session: _Session, path: str, root_real: str, report: TransferReport) -> tuple[str, Any] | None:
+    """Where a symlink (or a path through one) really leads and what is there, when that stays inside
+    ``root_real``; None when it leads out (refused, reported) or is gone."""
+    real = _resolve(session, path, report)
+    if real is None:
+        return None
+    if not remote_inside(root_real, real):
+        report.errors.append(_outside(session.host, path, real, root_real))
+        return None
+    attrs = session.attrs(path)
+    return None if attrs is None else (real, attrs)
+
+
 def _outside(host: str, path: str, real: str, root: str) -> str:
     return (
         f"{host}: refusing {show(path)}: a symlink to {show(real)}, outside the fetched tree {show(root)}; "
@@ -957,15 +978,10 @@ def _walk_remote(
         path, local, real = remote_join(top, name), local_top / name, remote_join(top_real, name)
         attrs: Any = entry
         if stat.S_ISLNK(entry.st_mode or 0):
-            resolved = _resolve(session, path, report)
-            if resolved is None:
+            followed = _follow_link(session, path, root_real, report)
+            if followed is None:
                 continue
-            if not remote_inside(root_real, resolved):
-                report.errors.append(_outside(host, path, resolved, root_real))
-                continue
-            real, attrs = resolved, session.attrs(path)
-            if attrs is None:
-                continue
+            real, attrs = followed
         mode = attrs.st_mode or 0
         if stat.S_ISDIR(mode):
             if real in chain:
@@ -1076,11 +1092,7 @@ def _receive(session: _Session, item: _Download, fd: int, watch: StallWatch, rep
         with source:
             if item.size < STREAM_MIN_BYTES:
                 source.prefetch(item.size, PREFETCH_REQUESTS)
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    target.write(chunk)
-                    got += len(chunk)
-                    watch.progress()
+                got = copy_hashed(source.read, target.write, digest, watch)
         if item.size >= STREAM_MIN_BYTES:
             got = _stream_down(session, item.remote, target, digest, watch)
     return digest.hexdigest(), got
@@ -1091,24 +1103,12 @@ def _stream_down(session: _Session, remote: str, target: Any, digest: Any, watch
     ``session.streamed`` (compared by _fetch like a read-back checksum)."""
     channel = _stream_channel(session, f"{STREAM_GET} {shlex.quote(remote)}")
     got = 0
-    errors = bytearray()
     try:
-        while data := channel.recv(CHUNK):
-            digest.update(data)
-            target.write(data)
-            got += len(data)
-            watch.progress()
-        channel.settimeout(_answer_timeout(session, got))
-        with watch.hold():
-            while data := channel.recv_stderr(4096):
-                errors.extend(data)
-            channel.recv_exit_status()
-    finally:
+        got = copy_hashed(channel.recv, target.write, digest, watch)
+    except BaseException:
         channel.close()
-    if not session.alive():
-        raise EOFError("the connection closed during the download")
-    found = _DIGEST.search(bytes(errors))
-    session.streamed[remote] = found.group(1).decode() if found else ""
+        raise
+    session.streamed[remote] = _host_digest(session, channel, got, watch, channel.recv_stderr, "download")
     return got
 
 

@@ -132,3 +132,18 @@ def test_the_link_model_delays_setup_and_caps_bandwidth(
     assert moved - connected >= 1.4
     assert (tmp_path / "slow.bin").read_bytes() == (home / "slow.bin").read_bytes()
     (home / "slow.bin").unlink()
+
+
+def test_a_download_past_paramikos_rekey_point_completes(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+    # paramiko asks to rekey after 512 MiB; a rekey started mid-stream used to stall 30 s or fail the get.
+    instance, home = host(sandbox, "db-1")
+    size = 600_000_000
+    with client.connect(instance) as conn:
+        conn.run(f"head -c {size} /dev/zero > huge.bin", hide=True)
+        report = transfer.get(conn, "huge.bin", str(tmp_path / "huge.bin"))
+        conn.run("rm huge.bin", hide=True)
+    assert report.bytes == size == (tmp_path / "huge.bin").stat().st_size
+    zeros = hashlib.sha256()
+    for _ in range(size // 1_000_000):
+        zeros.update(bytes(1_000_000))
+    assert report.items[0].sha256 == zeros.hexdigest()
