@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SANDBOX_DIR ?= $(CURDIR)/.sandbox-demo
 
-.PHONY: venv demo test unit typecheck bench clean
+.PHONY: venv demo test unit typecheck bench models clean
 
 $(BIN)/inv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ typecheck: venv
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Regenerate ssmfab/models (the slice of botocore's EC2 model ssmfab uses) after upgrading botocore.
+models: venv
+	$(BIN)/python -m ssmfab.awsmodels
 
 clean:
 	-$(BIN)/inv sandbox.down --dir $(SANDBOX_DIR) 2>/dev/null

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .awsmodels import use_trimmed_models
 from .config import Settings
 from .exceptions import AccessDeniedError, AWSError, ConfigError, CredentialsError, TargetNotConnectedError, ThrottlingError
 
@@ -60,6 +61,7 @@ def aws_context(settings: Settings) -> AWSContext:
         raise ConfigError(
             f"AWS profile {settings.aws.profile!r} not found: check --profile/AWS_PROFILE or run `aws configure list-profiles`"
         ) from exc
+    use_trimmed_models(session._session)  # an EC2 client in ~10 ms instead of ~200 (see awsmodels)
     region = session.region_name
     if not region:
         raise ConfigError("no AWS region: pass --region, set AWS_REGION, or set one in your profile")

@@ -21,18 +21,27 @@ from .config import load_settings
 from .exceptions import SSMFabError
 from .tunnel import plugin_command, plugin_version, start_ssh_session
 
-USAGE = "usage: ssmfab-proxy INSTANCE_ID [PORT]   (as an ssh ProxyCommand: ssmfab-proxy %h %p)"
+USAGE = (
+    "usage: ssmfab-proxy [--region R] [--profile P] [--endpoint-url URL] INSTANCE_ID [PORT]\n"
+    "       (as an ssh ProxyCommand: ssmfab-proxy %h %p)"
+)
+#: Options and the setting each overrides.
+OPTIONS = {"--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    overrides: dict[str, str] = {}
+    while len(args) >= 2 and args[0] in OPTIONS:
+        overrides[OPTIONS[args[0]]] = args[1]
+        del args[:2]
     if len(args) not in (1, 2) or args[0].startswith("-"):
         print(USAGE, file=sys.stderr)
         return 2
     target = args[0]
     port = args[1] if len(args) == 2 else None
     try:
-        settings = load_settings()
+        settings = load_settings(overrides=overrides)
         version = plugin_version(settings.tunnel.plugin)
         aws = aws_context(settings)
         ssm = aws.ssm()

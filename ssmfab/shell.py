@@ -1,4 +1,4 @@
-"""Interactive shells: hand the terminal to OpenSSH with the documented ProxyCommand and ssmfab's pins.
+"""Interactive shells: hand the terminal to OpenSSH with ssmfab's ProxyCommand and pins.
 
 OpenSSH handles terminals, resizing, escape sequences and agent forwarding better than any Python
 emulation, so when ``ssh`` is installed ssmfab execs it; the same known_hosts file keeps ssh and ssmfab
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import sys
 
 from .client import Client
 from .targets import Target
-from .tunnel import CLITunnelFactory
+from .tunnel import CLITunnelFactory, plugin_version
 
 
 def proxy_command(client: Client) -> str:
@@ -21,18 +22,35 @@ def proxy_command(client: Client) -> str:
     return " ".join(part if "%" in part else shlex.quote(part) for part in argv)
 
 
+def plugin_proxy_command(client: Client) -> str:
+    """``ssmfab-proxy`` (this interpreter's) as a ProxyCommand: StartSession, then the plugin alone."""
+    argv = [sys.executable, "-m", "ssmfab.proxy", "--region", client.aws.region]
+    if client.aws.profile:
+        argv += ["--profile", client.aws.profile]
+    if client.aws.endpoint_url:
+        argv += ["--endpoint-url", client.aws.endpoint_url]
+    return " ".join(shlex.quote(part) for part in argv) + " %h %p"
+
+
 def ssh_command(client: Client, target: Target, command: str | None = None) -> list[str] | None:
-    """The ``ssh`` argv for an interactive session on ``target``; None when OpenSSH's client or the aws CLI
-    is missing (the caller then opens a pty through the configured tunnel instead)."""
+    """The ``ssh`` argv for an interactive session on ``target`` through the configured tunnel mode; None when
+    OpenSSH's client (or, in cli mode, the aws CLI) is missing: the caller then opens a pty through paramiko."""
     ssh = shutil.which("ssh")
-    if ssh is None or shutil.which(client.settings.tunnel.aws_cli) is None:
+    if ssh is None:
         return None
-    CLITunnelFactory(client.settings, client.aws).check()
+    if client.settings.tunnel.mode == "cli":
+        if shutil.which(client.settings.tunnel.aws_cli) is None:
+            return None
+        CLITunnelFactory(client.settings, client.aws).check()
+        proxy = proxy_command(client)
+    else:
+        plugin_version(client.settings.tunnel.plugin)
+        proxy = plugin_proxy_command(client)
     settings = client.settings
     client.known_hosts.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     argv = [
         ssh,
-        "-o", f"ProxyCommand={proxy_command(client)}",
+        "-o", f"ProxyCommand={proxy}",
         "-o", f"UserKnownHostsFile={client.known_hosts.path}",
         "-o", "HashKnownHosts=no",  # ssmfab lists and forgets pins by instance id
         "-o", f"StrictHostKeyChecking={'yes' if settings.ssh.strict_host_keys else 'accept-new'}",

@@ -179,8 +179,9 @@ def test_per_host_timeout_cuts_a_hung_host(sandbox_env: dict[str, str]) -> None:
     assert done.returncode == 1
 
 
-def test_shell_runs_a_command_through_openssh(sandbox_env: dict[str, str]) -> None:
-    done = ssmfab("shell", "web-3", "--cmd", "echo from-shell; tty || true", env=dict(os.environ))
+@pytest.mark.parametrize("mode", ["plugin", "cli"])
+def test_shell_runs_a_command_through_openssh(mode: str, sandbox_env: dict[str, str]) -> None:
+    done = ssmfab("shell", "web-3", "--tunnel", mode, "--cmd", "echo from-shell; tty || true", env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert "from-shell" in done.stdout
     assert "web-3" not in done.stderr or "Traceback" not in done.stderr

@@ -45,7 +45,8 @@ def ssh_argv(sandbox_env: dict[str, str], proxy: str) -> list[str]:
 def test_ssmfab_proxy_carries_openssh_and_leaves_nothing(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
     instance, _ = host(sandbox, "web-1")
     done = subprocess.run(
-        [*ssh_argv(sandbox_env, "ssmfab-proxy %h %p"), f"{sandbox.user}@{instance}", "echo through-the-proxy"],
+        [*ssh_argv(sandbox_env, f"ssmfab-proxy --region us-east-1 --endpoint-url {sandbox.endpoint} %h %p"),
+         f"{sandbox.user}@{instance}", "echo through-the-proxy"],
         env=sandbox_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -61,8 +62,9 @@ def test_ssmfab_proxy_errors_are_one_line(sandbox_env: dict[str, str]) -> None:
     done = subprocess.run(["ssmfab-proxy", "i-00000000000000000", "22"], env=sandbox_env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("ssmfab-proxy: i-00000000000000000: ")
-    usage = subprocess.run(["ssmfab-proxy"], env=sandbox_env, capture_output=True, text=True, timeout=60)
-    assert usage.returncode == 2 and "ProxyCommand" in usage.stderr
+    for bad in ([], ["--region"], ["--bogus", "x", "i-00000000000000000"]):
+        usage = subprocess.run(["ssmfab-proxy", *bad], env=sandbox_env, capture_output=True, text=True, timeout=60)
+        assert usage.returncode == 2 and "ProxyCommand" in usage.stderr
 
 
 def test_aes_gcm_is_negotiated_first(client: Client, sandbox: Sandbox) -> None:

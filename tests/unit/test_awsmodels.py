@@ -1,0 +1,39 @@
+"""The trimmed EC2 model ssmfab ships: equal to the slice of installed botocore's model, and the one loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+
+from ssmfab.aws import aws_context
+from ssmfab.awsmodels import MODELS_DIR, TRIMMED, write_trimmed_models
+from ssmfab.config import load_settings
+
+
+def test_shipped_models_match_installed_botocore(tmp_path: Path) -> None:
+    fresh = write_trimmed_models(tmp_path)
+    assert fresh, "nothing was generated"
+    for path in fresh:
+        shipped = MODELS_DIR / path.relative_to(tmp_path)
+        assert shipped.is_file(), f"{shipped} is missing: run `make models`"
+        assert json.loads(shipped.read_text()) == json.loads(path.read_text()), f"{shipped} is stale: run `make models`"
+
+
+def test_the_ec2_client_carries_only_the_calls_ssmfab_makes() -> None:
+    ec2 = aws_context(load_settings()).ec2()
+    assert tuple(ec2.meta.service_model.operation_names) == TRIMMED["ec2"]
+    assert ec2.can_paginate("describe_instances")
+    assert ec2.meta.service_model.api_version == boto3.Session().client("ec2", region_name="us-east-1").meta.service_model.api_version
+
+
+def test_trimmed_client_reads_instances_like_the_full_one(moto_endpoint: str) -> None:
+    full = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_endpoint)
+    image = full.describe_images()["Images"][0]["ImageId"]
+    full.run_instances(ImageId=image, MinCount=2, MaxCount=2, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "trim-check"}]}])  # fmt: skip
+    trimmed = aws_context(load_settings(overrides={"aws.endpoint_url": moto_endpoint, "aws.region": "us-east-1"})).ec2()
+    query = {"Filters": [{"Name": "tag:Name", "Values": ["trim-check"]}]}
+    pages = list(trimmed.get_paginator("describe_instances").paginate(**query))  # type: ignore[arg-type]
+    assert pages[0]["Reservations"] == full.describe_instances(**query)["Reservations"]  # type: ignore[arg-type]
