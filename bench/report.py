@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def write_plot(rows: list[Row], path: Path, info: dict[str, Any]) -> Path | None
     axes.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     axes.invert_yaxis()
     axes.set_xlabel("baseline time / ssmfab time (black mark: target; dashed: parity)")
-    axes.set_title(f"ssmfab vs OpenSSH / Fabric through SSM tunnels\n{describe_machine(info)}", fontsize=8)
+    machine_lines = textwrap.fill(describe_machine(info), width=100)
+    axes.set_title(f"ssmfab vs OpenSSH / Fabric through SSM tunnels\n{machine_lines}", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
