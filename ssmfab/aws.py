@@ -43,6 +43,15 @@ class AWSContext:
         with aws_errors(f"creating the {service} client"):
             return self.session.client(service, region_name=self.region, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
 
+    def cli_options(self) -> list[str]:
+        """``--region R [--profile P] [--endpoint-url U]``: how the aws CLI and ssmfab-proxy are told this context."""
+        options = ["--region", self.region]
+        if self.profile:
+            options += ["--profile", self.profile]
+        if self.endpoint_url:
+            options += ["--endpoint-url", self.endpoint_url]
+        return options
+
     def ec2(self) -> EC2Client:
         return self.client("ec2")  # type: ignore[no-any-return]
 

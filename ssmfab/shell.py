@@ -24,11 +24,7 @@ def proxy_command(client: Client) -> str:
 
 def plugin_proxy_command(client: Client) -> str:
     """``ssmfab-proxy`` (this interpreter's) as a ProxyCommand: StartSession, then the plugin alone."""
-    argv = [sys.executable, "-m", "ssmfab.proxy", "--region", client.aws.region]
-    if client.aws.profile:
-        argv += ["--profile", client.aws.profile]
-    if client.aws.endpoint_url:
-        argv += ["--endpoint-url", client.aws.endpoint_url]
+    argv = [sys.executable, "-m", "ssmfab.proxy", *client.aws.cli_options()]
     return " ".join(shlex.quote(part) for part in argv) + " %h %p"
 
 

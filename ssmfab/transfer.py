@@ -724,10 +724,8 @@ def _send(session: _Session, item: _Upload, temp: str, preserve_mode: bool, watc
                 target.set_pipelined(True)
                 sent = copy_hashed(source.read, target.write, digest, watch)
         if item.size >= STREAM_MIN_BYTES:
-            sent, remote_digest = _stream_up(session, source, temp, digest, watch)
-            if remote_digest != digest.hexdigest():
-                remote_digest = ""  # _put reports it: the host did not receive what was sent
-            session.streamed[temp] = remote_digest
+            # _put compares it like a read-back checksum ("" when the host gave none).
+            sent, session.streamed[temp] = _stream_up(session, source, temp, digest, watch)
     mode = item.mode if preserve_mode else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode

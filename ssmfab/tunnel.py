@@ -267,18 +267,13 @@ class CLITunnelFactory:
     def argv(self, target_id: str, port: str | None = None) -> list[str]:
         """The command line; ``argv("%h", "%p")`` gives the ProxyCommand for an ssh config."""
         tunnel = self.settings.tunnel
-        argv = [
+        return [
             tunnel.aws_cli, "ssm", "start-session",
             "--target", target_id,
             "--document-name", tunnel.document,
             "--parameters", f"portNumber={port or tunnel.remote_port}",
-            "--region", self.aws.region,
+            *self.aws.cli_options(),
         ]  # fmt: skip
-        if self.aws.profile:
-            argv += ["--profile", self.aws.profile]
-        if self.aws.endpoint_url:
-            argv += ["--endpoint-url", self.aws.endpoint_url]
-        return argv
 
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
         self.check()
@@ -322,13 +317,13 @@ class PluginTunnelFactory:
             except SSMFabError as exc:
                 failed.append(exc)
 
-        checker = threading.Thread(target=probe, name="plugin-version")
-        if not self._version:
+        checker = None if self._version else threading.Thread(target=probe, name="plugin-version")
+        if checker is not None:
             checker.start()
         try:
             request, response = start_ssh_session(self.settings, self.ssm, target_id, label)
         finally:
-            if checker.is_alive():
+            if checker is not None:
                 checker.join()
         session_id = response["SessionId"]
 

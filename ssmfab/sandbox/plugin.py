@@ -44,9 +44,9 @@ class LinkModel(NamedTuple):
     rate: float = 0.0
     chunk: int = CHUNK
 
-    #: What ``on`` means: the slow end of what users report for real sessions.
     @classmethod
-    def realistic(cls) -> LinkModel:  # noqa: D102
+    def realistic(cls) -> LinkModel:
+        """What ``on`` means: the slow end of what users report for real sessions."""
         return cls(setup=1.0, rate=1_000_000, chunk=1024)
 
     @classmethod
