@@ -63,9 +63,10 @@ _STDIN_HASHER = (
     "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; "
     "elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h='shasum -a 256'; fi; "
 )
-#: Upload stream: the bytes go to the temp file and through the hasher; if tee fails (disk full), the
-#: marker joins the hashed bytes, so the digest cannot match and the temp file is never renamed.
-STREAM_PUT = "sh -c " + shlex.quote(_STDIN_HASHER + '{ tee -- "$1" || echo write-failed; } | $h') + " sh"
+#: Upload stream: the bytes go to the temp file, then the host hashes what landed there (a read-back from its
+#: page cache; tee'd hashing cost the host more: coreutils' tee moves 8 KiB at a time). If the write fails
+#: (disk full) no digest comes back, so the upload cannot verify and the temp file is never renamed.
+STREAM_PUT = "sh -c " + shlex.quote(_STDIN_HASHER + 'cat > "$1" && exec $h < "$1"') + " sh"
 #: Download stream: the file goes to stdout (fd 3) and through the hasher, whose answer comes on stderr.
 STREAM_GET = "sh -c " + shlex.quote(_STDIN_HASHER + 'exec 3>&1; { tee /dev/fd/3 < "$1" || echo read-failed; } | $h >&2') + " sh"
 _DIGEST = re.compile(rb"^([0-9a-f]{64})\s", re.MULTILINE)
@@ -633,7 +634,7 @@ def _put(
         temp = remote_join(folder, temp_name(base))
         temps[temp] = (item, final, "", 0, 0)
         watch.current = final if len(tree.files) > 1 else ""
-        digest, sent, mode = _send(session, item, temp, preserve_mode, watch)
+        digest, sent, mode = _send(session, item, temp, final, preserve_mode, watch)
         temps[temp] = (item, final, digest, mode, sent)
         total += sent
 
@@ -700,7 +701,9 @@ def _mkdir(session: _Session, path: str) -> None:
         ) from exc
 
 
-def _send(session: _Session, item: _Upload, temp: str, preserve_mode: bool, watch: StallWatch) -> tuple[str, int, int]:
+def _send(
+    session: _Session, item: _Upload, temp: str, final: str, preserve_mode: bool, watch: StallWatch
+) -> tuple[str, int, int]:
     """Stream one local file to a new remote ``temp``: (sha256, bytes sent, mode given)."""
     sftp = session.sftp
     digest = hashlib.sha256()
@@ -725,7 +728,7 @@ def _send(session: _Session, item: _Upload, temp: str, preserve_mode: bool, watc
                 sent = copy_hashed(source.read, target.write, digest, watch)
         if item.size >= STREAM_MIN_BYTES:
             # _put compares it like a read-back checksum ("" when the host gave none).
-            sent, session.streamed[temp] = _stream_up(session, source, temp, digest, watch)
+            sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
     mode = item.mode if preserve_mode else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode
@@ -754,18 +757,47 @@ def _answer_timeout(session: _Session, size: int) -> float:
     return session.stall + size / HASH_BYTES_PER_SECOND
 
 
-def _stream_up(session: _Session, source: Any, temp: str, digest: Any, watch: StallWatch) -> tuple[int, str]:
+def _stream_up(session: _Session, source: Any, temp: str, final: str, digest: Any, watch: StallWatch) -> tuple[int, str]:
     """Send the rest of ``source`` into the (already created, private) remote ``temp`` over an exec channel;
     (bytes sent, the SHA-256 the host computed while writing)."""
     channel = _stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}")
     sent = 0
+
+    def send(data: bytes) -> None:
+        nonlocal sent
+        channel.sendall(data)
+        sent += len(data)
+
     try:
-        sent = copy_hashed(source.read, channel.sendall, digest, watch)
+        copy_hashed(source.read, send, digest, watch)
         channel.shutdown_write()
+    except OSError as exc:
+        refused = _host_quit(session, channel, sent, final)
+        channel.close()
+        raise (refused or exc) from exc
     except BaseException:
         channel.close()
         raise
     return sent, _host_digest(session, channel, sent, watch, channel.recv, "upload")
+
+
+def _host_quit(session: _Session, channel: Any, sent: int, final: str) -> TransferError | None:
+    """Why the host's end of an upload stream quit early (disk full, file size limit), in its own words;
+    None when it did not (the connection itself failed)."""
+    if not session.alive() or not channel.exit_status_ready():
+        return None
+    status = channel.recv_exit_status()
+    said = b""
+    with suppress(OSError, socket.timeout):
+        channel.settimeout(1.0)
+        while data := channel.recv_stderr(4096):
+            said += data
+    reason = one_line(said.decode(errors="replace")) or f"exit status {status}"
+    return TransferError(
+        f"{session.host}: the host stopped writing {show(final)} after {sent} bytes sent ({reason}); "
+        "nothing left half-written; check its free space and limits, then retry",
+        session.host,
+    )
 
 
 def _host_digest(session: _Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str) -> str:
@@ -1105,7 +1137,10 @@ def _stream_down(session: _Session, remote: str, target: Any, digest: Any, watch
     channel = _stream_channel(session, f"{STREAM_GET} {shlex.quote(remote)}")
     got = 0
     try:
-        got = copy_hashed(channel.recv, target.write, digest, watch)
+        # Take all that is buffered (up to the window) per call: paramiko drops what a read takes from the
+        # front of its buffer, so 256 KiB reads off a full 16 MiB buffer moved ~16 MiB each (quadratic: a
+        # 512 MB get ran at a third of its speed whenever the reader fell behind).
+        got = copy_hashed(lambda _size: channel.recv(WINDOW), target.write, digest, watch)
     except BaseException:
         channel.close()
         raise

@@ -17,6 +17,7 @@ import pytest
 from ssmfab import transfer
 from ssmfab.client import Client
 from ssmfab.exceptions import TransferError
+from ssmfab.fastssh import ByteQueue
 from ssmfab.sandbox import Sandbox
 
 from .conftest import tunnel_processes
@@ -67,12 +68,15 @@ def test_ssmfab_proxy_errors_are_one_line(sandbox_env: dict[str, str]) -> None:
         assert usage.returncode == 2 and "ProxyCommand" in usage.stderr
 
 
-def test_aes_gcm_is_negotiated_first(client: Client, sandbox: Sandbox) -> None:
+def test_aes_gcm_is_negotiated_first_and_sessions_buffer_in_byte_queues(client: Client, sandbox: Sandbox) -> None:
     instance, _ = host(sandbox, "web-2")
     with client.connect(instance) as conn:
-        conn.run("true", hide=True)
+        assert conn.run("seq 100000", hide=True).stdout.split() == [str(n) for n in range(1, 100001)]
         transport = conn.client.get_transport()
         assert transport is not None and transport.local_cipher == "aes128-gcm@openssh.com"
+        channel = transport.open_session()
+        assert isinstance(channel.in_buffer, ByteQueue) and isinstance(channel.in_stderr_buffer, ByteQueue)
+        channel.close()
 
 
 def test_streamed_files_round_trip_verified(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
@@ -101,6 +105,19 @@ def test_a_stream_the_host_got_wrong_is_never_renamed_into_place(
     with client.connect(instance) as conn, pytest.raises(TransferError, match="bad.bin did not verify after upload"):
         transfer.put(conn, str(tmp_path / "big.bin"), "bad.bin")
     assert not [p for p in home.iterdir() if p.name == "bad.bin" or p.name.endswith(".part")]
+
+
+def test_a_stream_the_host_could_not_write_is_never_renamed_into_place(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    # The real upload command, run where files may not grow past 1 MiB (as on a full disk): cat fails midway.
+    monkeypatch.setattr(transfer, "STREAM_PUT", "ulimit -f 1024; " + transfer.STREAM_PUT)
+    stopped = r"the host stopped writing \S*full.bin after \d+ bytes sent \(.+\); nothing left half-written"
+    with client.connect(instance) as conn, pytest.raises(TransferError, match=stopped):
+        transfer.put(conn, str(tmp_path / "big.bin"), "full.bin")
+    assert not [p for p in home.iterdir() if p.name == "full.bin" or p.name.endswith(".part")]
 
 
 def test_a_download_that_does_not_match_the_hosts_checksum_is_dropped(
