@@ -60,3 +60,24 @@ def test_concurrent_first_connections_keep_every_key(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert {host for host, _, _ in store.entries()} == set(keys)
+
+
+def test_the_file_is_parsed_once_per_version_and_outside_edits_are_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KnownHosts(tmp_path / "known_hosts")
+    key_a, key_b = paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)
+    store.add("i-aaaaaaaa", key_a)
+    parses: list[str] = []
+    real_load = paramiko.HostKeys.load
+    monkeypatch.setattr(paramiko.HostKeys, "load", lambda self, path: (parses.append(path), real_load(self, path))[1])
+    for _ in range(5):
+        assert store.lookup("i-aaaaaaaa")["ssh-rsa"] == key_a
+    assert len(parses) == 1
+    # Another process (ssh-keygen -R, a second ssmfab) rewrites the file: the next lookup sees it.
+    store.path.write_text(f"i-bbbbbbbb ssh-rsa {key_b.get_base64()}\n")
+    assert store.lookup("i-aaaaaaaa") == {}
+    assert store.lookup("i-bbbbbbbb")["ssh-rsa"] == key_b
+    assert len(parses) == 2
+    store.path.unlink()
+    assert store.lookup("i-bbbbbbbb") == {}
