@@ -47,7 +47,7 @@ FLAG_HELP = {
     "tunnel": "tunnel mode: plugin (StartSession + session-manager-plugin, the default) or cli (aws ssm start-session)",
     "ephemeral_key": "generate a key for this run and push it with EC2 Instance Connect before each connection",
     "strict_host_keys": "refuse hosts whose key is not pinned yet (no trust on first use)",
-    "parallel": "hosts at once (default 10, config run.parallel)",
+    "parallel": "hosts at once (default 32, config run.parallel)",
     "batch": "rolling batches: hosts per batch or a percentage (25%); a batch finishes before the next starts",
     "max_failures": "failed hosts tolerated (count or %); past it no new host starts",
     "timeout": "seconds one host may take, connection included",

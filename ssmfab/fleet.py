@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .config import DEFAULT_PARALLEL
 from .connection import SSMConnection
 from .exceptions import CommandError, ConfigError, FleetError, SSHError, SSMFabError
 from .targets import Target
@@ -105,7 +106,7 @@ def parse_count(value: str | int | None, total: int, what: str, *, round_up: boo
 class Policy:
     """How a fan-out proceeds: hosts at once, rolling batches, when to stop, how long one host may take."""
 
-    parallel: int = 10
+    parallel: int = DEFAULT_PARALLEL
     #: Hosts per rolling batch (a batch finishes before the next starts); None: one batch of everything.
     batch: str | int | None = None
     #: Failures tolerated; once exceeded no new host starts (those in flight finish). None: no limit.
@@ -250,7 +251,7 @@ def fan_out(
     connect: Callable[[Target], SSMConnection],
     operation: Operation[T],
     *,
-    parallel: int = 10,
+    parallel: int = DEFAULT_PARALLEL,
     policy: Policy | None = None,
     on_result: Callable[[HostResult[T]], Any] | None = None,
 ) -> FleetResult[T]:
