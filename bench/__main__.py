@@ -14,7 +14,8 @@ Rows:
   logs       ~100 MB of text logs over the SSM link model (setup delay, 1 MB/s, 1024-byte reads):
              ssmfab fetch-logs vs scp -r through the same link
   fleet      ``run true`` on 1, 20 and 50 hosts: ssmfab (defaults) vs Fabric ThreadingGroup with the aws CLI
-             ProxyCommand; wall time and peak memory of the whole process tree
+             ProxyCommand; wall time and peak memory of the whole process tree; then 50 hosts against 1,
+             on loopback and over the SSM link model (sessions that take as long to open as real ones)
   connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand
 """
 
@@ -165,7 +166,21 @@ def fleet_rows(bench: Bench) -> list[Row]:
     if 1 in ran and 50 in ran:
         one, fifty = Side("ssmfab run, 1 host", ran[1].ours.runs), ran[50].ours
         rows.append(Row("ssmfab: 50 hosts vs 1 host", fifty, one, 2.0, "<= 2x the time of 1 host", extra={"hosts": 50}))
+    rows.append(linked_scaling_row(bench))
     return rows
+
+
+def linked_scaling_row(bench: Bench) -> Row:
+    """50 hosts against 1 where sessions take what real ones take to open (the link model): on loopback
+    the row above measures the sandbox's own CPU (sshd, moto and the stand-in plugin share the cores)."""
+    name = "ssmfab: 50 vs 1 host, SSM link model"
+    one = bench.sandbox.hosts[0].instance_id
+    fifty = ("ssmfab run --parallel 50, 50 hosts", lambda: [bench.ssmfab, "run", "--tag", "Fleet50=yes", "--parallel", "50", "true"])
+    single = ("ssmfab run, 1 host", lambda: [bench.ssmfab, "run", "--id", one, "true"])
+    return guarded(name, lambda: Row(
+        name, *bench.pair(name, fifty, single, env=bench.linked(bench.env)), 2.0, "<= 2x the time of 1 host",
+        extra={"hosts": 50, "link": bench.link.describe()},
+    ))  # fmt: skip
 
 
 def connect_row(bench: Bench) -> Row:

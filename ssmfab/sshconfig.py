@@ -1,5 +1,7 @@
-"""The ``~/.ssh/config`` block AWS documents for SSH over Session Manager, completed with ssmfab's settings,
-and its idempotent installation between marker lines.
+"""The ``~/.ssh/config`` block for SSH over Session Manager, completed with ssmfab's settings, and its
+idempotent installation between marker lines. Its ProxyCommand follows the tunnel mode: ``ssmfab-proxy``
+in plugin mode (no aws process per connection, ~0.25 s faster to open), the aws CLI form AWS documents in
+cli mode and for Windows.
 
 With it, plain ``ssh i-0abc…`` and ``scp`` use the same ProxyCommand, user, key and pinned host keys as
 ssmfab, so the two never disagree about a host.
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from .client import Client
 from .exceptions import ConfigError
-from .shell import proxy_command
+from .shell import plugin_proxy_command, proxy_command
 
 BEGIN = "# >>> ssmfab: SSH over AWS Systems Manager (managed by `ssmfab ssh-config --install`) >>>"
 END = "# <<< ssmfab <<<"
@@ -24,8 +26,12 @@ WINDOWS_POWERSHELL = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe
 def config_block(client: Client, *, windows: bool = False, hosts: str = "i-* mi-*") -> str:
     """The Host block, marker lines included; ``windows`` gives AWS's PowerShell ProxyCommand form."""
     settings = client.settings
-    command = proxy_command(client)
-    proxy = f'{WINDOWS_POWERSHELL} "{command}"' if windows else f'sh -c "{command}"'
+    if windows:
+        proxy = f'{WINDOWS_POWERSHELL} "{proxy_command(client)}"'
+    elif settings.tunnel.mode == "plugin":
+        proxy = plugin_proxy_command(client)
+    else:
+        proxy = f'sh -c "{proxy_command(client)}"'
     lines = [
         BEGIN,
         f"Host {hosts}",

@@ -190,10 +190,14 @@ def test_shell_runs_a_command_through_openssh(mode: str, sandbox_env: dict[str, 
     assert done.returncode == 2 and "matches 3 hosts" in done.stderr
 
 
-def test_generated_ssh_config_makes_plain_ssh_and_scp_work(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["plugin", "cli"])
+def test_generated_ssh_config_makes_plain_ssh_and_scp_work(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, mode: str
+) -> None:
     config = tmp_path / "ssh_config"
-    done = ssmfab("ssh-config", "--install", "--file", str(config), env=dict(os.environ))
+    done = ssmfab("ssh-config", "--tunnel", mode, "--install", "--file", str(config), env=dict(os.environ))
     assert done.returncode == 0, done.stderr
+    assert ("ssmfab.proxy" in config.read_text()) == (mode == "plugin")
     host = sandbox.host("web-1").instance_id
     ssh = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "-i", sandbox_env["SSMFAB_KEY"], host, "echo via-ssh"],
                          capture_output=True, text=True, env=dict(os.environ), timeout=60, check=False)  # fmt: skip

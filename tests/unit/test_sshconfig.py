@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from ssmfab.sshconfig import BEGIN, END, config_block, install
 
 
 def test_block_forms() -> None:
-    client = Client(region="eu-west-1", profile=None, user="ubuntu", key="~/.ssh/ops.pem")
+    client = Client(region="eu-west-1", profile=None, user="ubuntu", key="~/.ssh/ops.pem", tunnel="cli")
     linux = config_block(client)
     assert linux.startswith(BEGIN) and linux.rstrip().endswith(END)
     assert "Host i-* mi-*\n    User ubuntu\n    IdentityFile ~/.ssh/ops.pem\n" in linux
@@ -24,6 +25,14 @@ def test_block_forms() -> None:
     assert f"UserKnownHostsFile {client.known_hosts.path}" in linux
     windows = config_block(client, windows=True)
     assert r'ProxyCommand C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe "aws ssm start-session' in windows
+
+
+def test_plugin_mode_blocks_use_ssmfab_proxy() -> None:
+    client = Client(region="eu-west-1", profile=None, user="ubuntu", tunnel="plugin")
+    block = config_block(client)
+    assert f"    ProxyCommand {sys.executable} -m ssmfab.proxy --region eu-west-1 %h %p\n" in block
+    assert "aws ssm start-session" not in block
+    assert "aws ssm start-session" in config_block(client, windows=True)  # Windows keeps AWS's documented form
 
 
 def test_install_is_idempotent_and_keeps_a_backup(tmp_path: Path) -> None:
