@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -266,9 +267,16 @@ def _ec2_target(instance: Mapping[str, Any], info: Mapping[str, Any] | None, reg
 
 def resolve(selector: Selector, ec2: EC2Client, ssm: SSMClient, *, region: str) -> Selection:
     """Every instance the selector matches, split into usable targets and skipped ones with reasons."""
-    instances = [] if all(i.startswith("mi-") for i in selector.ids) and selector.ids else _describe_ec2(ec2, selector)
-    running_ids = [str(i["InstanceId"]) for i in instances if i.get("State", {}).get("Name") == "running"]
-    infos = _ssm_info_for(ssm, running_ids)
+    explicit = [i for i in selector.ids if i.startswith("i-")]
+    wants_hybrid = not selector.ids or any(i.startswith("mi-") for i in selector.ids)
+    # Lookups that need nothing from each other overlap: each is a round trip to AWS (tens of ms away).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssmfab-lookup") as pool:
+        hybrid = pool.submit(_hybrid_nodes, ssm, selector, region) if wants_hybrid else None
+        known_infos = pool.submit(_ssm_info_for, ssm, explicit) if explicit else None
+        instances = [] if selector.ids and not explicit else _describe_ec2(ec2, selector)
+        running_ids = [str(i["InstanceId"]) for i in instances if i.get("State", {}).get("Name") == "running"]
+        infos = known_infos.result() if known_infos is not None else _ssm_info_for(ssm, running_ids)
+        hybrid_items = hybrid.result() if hybrid is not None else []
 
     targets: list[Target] = []
     skipped: list[Skipped] = []
@@ -289,9 +297,8 @@ def resolve(selector: Selector, ec2: EC2Client, ssm: SSMClient, *, region: str) 
         else:
             targets.append(target)
 
-    if not selector.ids or any(i.startswith("mi-") for i in selector.ids):
-        for item in _hybrid_nodes(ssm, selector, region):
-            (targets if isinstance(item, Target) else skipped).append(item)  # type: ignore[arg-type]
+    for item in hybrid_items:
+        (targets if isinstance(item, Target) else skipped).append(item)  # type: ignore[arg-type]
 
     seen = {t.id for t in targets} | {s.target.id for s in skipped}
     for missing in (i for i in selector.ids if i not in seen):
