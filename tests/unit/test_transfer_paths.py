@@ -3,13 +3,18 @@ where relative paths land, what counts as inside a tree, and how checksum output
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from ssmfab.exceptions import TransferError
 from ssmfab.transfer import (
+    CHUNK,
+    copy_hashed,
     glob_matches,
     has_glob,
     local_inside,
@@ -197,3 +202,34 @@ def test_local_scan_errors_name_host_path_and_fix(tmp_path: Path, setup: str, re
     with pytest.raises(TransferError, match=needle) as err:
         scan_local(path, recursive, "db-1 (i-0abc)")
     assert str(err.value).startswith("db-1 (i-0abc): ") and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("hash_aside", [False, True])
+def test_copy_hashed_copies_and_hashes_every_byte_in_order(hash_aside: bool) -> None:
+    data = os.urandom(3 * CHUNK + 12_345)
+    source, sink = io.BytesIO(data), io.BytesIO()
+    digest = hashlib.sha256()
+    before = threading.active_count()
+
+    class Watch:
+        progressed = 0
+
+        def progress(self) -> None:
+            self.progressed += 1
+
+    watch = Watch()
+    assert copy_hashed(source.read, sink.write, digest, watch, hash_aside=hash_aside) == len(data)  # type: ignore[arg-type]
+    assert sink.getvalue() == data and digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert watch.progressed == 4
+    assert threading.active_count() == before  # the helper thread is gone once the copy returns
+
+
+def test_a_failing_write_stops_the_helper_thread_too() -> None:
+    before = threading.active_count()
+
+    def refuse(chunk: bytes) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        copy_hashed(io.BytesIO(os.urandom(CHUNK * 2)).read, refuse, hashlib.sha256(), None, hash_aside=True)  # type: ignore[arg-type]
+    assert threading.active_count() == before
