@@ -2,10 +2,10 @@
 
 Every file travels to a temporary name beside its destination (``.NAME.ssmfab-XXXXXXXX.part``), is hashed
 while it streams, is checked against a SHA-256 the host computes (one ``xargs -0 sha256sum`` for the whole
-transfer, paths on stdin, never in a shell string), gets its mode, and only then is renamed over its final
-name (``posix-rename`` remotely, ``os.replace`` locally). An interrupted transfer therefore never leaves a
-half-written file under a final name, and removes the temporary files it made whenever the connection
-still allows it.
+transfer, paths on stdin, never in a shell string; big files get theirs from the command that streams
+them), gets its mode, and only then is renamed over its final name (``posix-rename`` remotely,
+``os.replace`` locally). An interrupted transfer therefore never leaves a half-written file under a final
+name, and removes the temporary files it made whenever the connection still allows it.
 
 Downloads treat the host as untrusted: a remote name that could not be a plain local file name (``/``, a
 newline, ``.``, ``..``) and a symlink leading outside the fetched tree are refused file by file, the rest
@@ -20,12 +20,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import queue
 import re
 import secrets
 import shlex
 import socket
 import stat
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,7 +56,8 @@ TEMP_STEM_BYTES = 200
 #: work is per packet, so a download through the sandbox tunnel went from ~100-360 MB/s to ~730.
 STREAM_PACKET = 128 * 1024
 #: Files at least this big travel over an exec channel as one plain byte stream (paramiko's SFTP costs a
-#: request per 32 KiB in Python) and are hashed by the host while they stream instead of read back after.
+#: request per 32 KiB in Python) and are hashed by the host in the same command (STREAM_PUT, STREAM_GET)
+#: instead of by a separate checksum command after.
 STREAM_MIN_BYTES = 4 * 1024 * 1024
 #: The host's fastest SHA-256 of stdin: OpenSSL's (several times faster than coreutils' where it lacks SHA
 #: instructions), else sha256sum, else perl's shasum.
@@ -794,7 +795,7 @@ def _answer_timeout(session: _Session, size: int) -> float:
 
 def _stream_up(session: _Session, source: Any, temp: str, final: str, digest: Any, watch: StallWatch) -> tuple[int, str]:
     """Send the rest of ``source`` into the (already created, private) remote ``temp`` over an exec channel;
-    (bytes sent, the SHA-256 the host computed while writing)."""
+    (bytes sent, the SHA-256 the host computed of what it wrote)."""
     channel = _stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}")
     sent = 0
 
