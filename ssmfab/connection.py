@@ -116,7 +116,6 @@ class SSMConnection(Connection):  # type: ignore[misc]
     def _open_once(self) -> Any:
         # A reconnect after the tunnel died: end what is left of the old one first.
         self._close_transport_and_tunnel()
-        self.tunnels.check()
         if self.before_open is not None:
             self.before_open()  # e.g. push an ephemeral key: it must be fresh for every (re)connection
         self.client.set_missing_host_key_policy(

@@ -299,11 +299,19 @@ class PluginTunnelFactory:
         # the plugin check and the client creation can overlap.
         self._check_lock = threading.Lock()
         self._client_lock = threading.Lock()
+        #: A failed plugin check, kept: every later open fails at once instead of starting a session first.
+        self._failure: SSMFabError | None = None
 
     def check(self) -> None:
         with self._check_lock:
+            if self._failure is not None:
+                raise self._failure
             if not self._version:
-                self._version = plugin_version(self.settings.tunnel.plugin)
+                try:
+                    self._version = plugin_version(self.settings.tunnel.plugin)
+                except SSMFabError as exc:
+                    self._failure = exc
+                    raise
 
     @property
     def ssm(self) -> SSMClient:
@@ -322,6 +330,8 @@ class PluginTunnelFactory:
             except SSMFabError as exc:
                 failed.append(exc)
 
+        if self._failure is not None:
+            raise self._failure
         checker = None if self._version else threading.Thread(target=probe, name="plugin-version")
         if checker is not None:
             checker.start()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from ssmfab.sandbox import Sandbox
@@ -73,6 +74,18 @@ def test_missing_plugin(sandbox_env: dict[str, str], tmp_path: Path) -> None:
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "session-manager-plugin").exists())
     done = ssmfab("run", "--name", "web-1", "true", env=env)
     assert_one_line_error(done, 1, "session-manager-plugin not found", "install")
+
+
+def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict[str, str]) -> None:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "session-manager-plugin").exists())
+    done = ssmfab("run", "--tag", "web", "true", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 3 and all("session-manager-plugin not found" in line for line in failed), done.stderr
+    # The plugin check overlaps StartSession: sessions started meanwhile are ended again.
+    ssm = boto3.client("ssm", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    assert ssm.describe_sessions(State="Active")["Sessions"] == []
 
 
 def test_too_old_plugin(sandbox_env: dict[str, str], tmp_path: Path) -> None:
