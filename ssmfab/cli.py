@@ -59,7 +59,10 @@ SWITCHES = ("json", "ephemeral_key", "strict_host_keys")
 
 
 def notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    # One write per line: print() writes the text and its newline separately, and host threads calling
+    # this at once ran their lines together.
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def parse_number(value: str, flag: str, kind: type[int] | type[float]) -> Any:

@@ -99,7 +99,7 @@ class PinningPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
     ) -> None:
         self.known_hosts = known_hosts
         self.strict = strict
-        self.notify = notify or (lambda message: print(message, file=sys.stderr))
+        self.notify = notify or (lambda message: sys.stderr.write(message + "\n"))
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         if self.strict:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import re
+import sys
+import threading
 from dataclasses import fields
 
-from ssmfab.cli import FLAG_GROUPS, FLAG_HELP, Flags, loose_selector
+import pytest
+
+from ssmfab.cli import FLAG_GROUPS, FLAG_HELP, Flags, loose_selector, notice
 from ssmfab.tasks import ns
 
 
@@ -28,3 +34,35 @@ def test_positional_target_forms() -> None:
     assert loose_selector("Role=web") == {"tag": ("Role=web",)}
     assert loose_selector("web-*") == {"name": ("web-*",)}
     assert loose_selector(None) == {}
+
+
+class ThreadSwitchingStream(io.StringIO):
+    """A stderr whose write runs Python code, so another thread may run between two writes (as a real
+    stderr's flush lets it)."""
+
+    def write(self, text: str) -> int:
+        sum(range(3))
+        return super().write(text)
+
+
+def test_notices_from_many_threads_stay_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = ThreadSwitchingStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+
+    def speak(n: int) -> None:
+        for m in range(300):
+            notice(f"i-{n:08x}: message {m} " + "x" * 40)
+
+    threads = [threading.Thread(target=speak, args=(n,)) for n in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 8 * 300
+    assert all(re.fullmatch(r"i-[0-9a-f]{8}: message \d+ x{40}", line) for line in lines)
