@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import sys
 import threading
 from dataclasses import fields
@@ -66,3 +67,18 @@ def test_notices_from_many_threads_stay_whole_lines(monkeypatch: pytest.MonkeyPa
     lines = stream.getvalue().splitlines()
     assert len(lines) == 8 * 300
     assert all(re.fullmatch(r"i-[0-9a-f]{8}: message \d+ x{40}", line) for line in lines)
+
+
+def test_the_program_starts_without_the_collector_and_selection_brings_it_back() -> None:
+    script = (
+        "import gc, sys\n"
+        "from ssmfab import program\n"
+        "sys.argv = ['ssmfab', '--version']\n"
+        "try:\n    program.main()\nexcept SystemExit:\n    pass\n"
+        "print('off' if not gc.isenabled() else 'on')\n"
+        "from ssmfab.cli import startup_over\n"
+        "startup_over()\n"
+        "print('on' if gc.isenabled() else 'off', gc.get_freeze_count() > 1000)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines()[-2:] == ["off", "on True"]
