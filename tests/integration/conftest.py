@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from ssmfab.client import Client
@@ -74,6 +75,12 @@ def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+def active_sessions(env: dict[str, str]) -> list[dict[str, object]]:
+    """SSM sessions the sandbox's moto still counts as active."""
+    ssm = boto3.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    return list(ssm.describe_sessions(State="Active")["Sessions"])
 
 
 def tunnel_processes(sandbox: Sandbox) -> list[str]:

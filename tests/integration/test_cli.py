@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 
 from ssmfab.sandbox import Sandbox
+
+from .conftest import active_sessions
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 
@@ -84,8 +85,7 @@ def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict
     failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 3 and all("session-manager-plugin not found" in line for line in failed), done.stderr
     # The plugin check overlaps StartSession: sessions started meanwhile are ended again.
-    ssm = boto3.client("ssm", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    assert ssm.describe_sessions(State="Active")["Sessions"] == []
+    assert active_sessions(sandbox_env) == []
 
 
 def test_too_old_plugin(sandbox_env: dict[str, str], tmp_path: Path) -> None:

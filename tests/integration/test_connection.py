@@ -10,14 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from ssmfab.client import Client
 from ssmfab.exceptions import AuthenticationError, HostKeyError, TargetNotConnectedError
 from ssmfab.sandbox import Sandbox
 
-from .conftest import tunnel_processes
+from .conftest import active_sessions, tunnel_processes
 
 
 def host_id(sandbox: Sandbox, name: str) -> str:
@@ -34,11 +33,6 @@ def connect_soon(port: int) -> socket.socket:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def active_sessions(env: dict[str, str]) -> list[dict[str, object]]:
-    ssm = boto3.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    return list(ssm.describe_sessions(State="Active")["Sessions"])
 
 
 def test_run_reads_stdout_and_exit_code(client: Client, sandbox: Sandbox) -> None:

@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from ssmfab import transfer
@@ -20,7 +19,7 @@ from ssmfab.exceptions import TransferError
 from ssmfab.fastssh import ByteQueue
 from ssmfab.sandbox import Sandbox
 
-from .conftest import tunnel_processes
+from .conftest import active_sessions, tunnel_processes
 
 BIG = transfer.STREAM_MIN_BYTES + 12_345
 
@@ -28,11 +27,6 @@ BIG = transfer.STREAM_MIN_BYTES + 12_345
 def host(sandbox: Sandbox, name: str) -> tuple[str, Path]:
     entry = sandbox.host(name)
     return entry.instance_id, Path(entry.folder) / "home"
-
-
-def active_sessions(env: dict[str, str]) -> list[object]:
-    ssm = boto3.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    return list(ssm.describe_sessions(State="Active")["Sessions"])
 
 
 def ssh_argv(sandbox_env: dict[str, str], proxy: str) -> list[str]:
