@@ -37,13 +37,12 @@ from typing import Any
 import paramiko
 
 from .exceptions import SSMFabError, TransferError
+from .fastssh import WINDOW_SIZE
 
 #: Local read/write size; paramiko cuts it into 32 KiB SFTP requests, pipelined both ways.
 CHUNK = 256 * 1024
 #: Read requests a download keeps in flight (x 32 KiB): enough to fill a slow, long pipe, bounded in memory.
 PREFETCH_REQUESTS = 256
-#: SSH window of a transfer's own SFTP channel (paramiko's default is 2 MiB).
-WINDOW = 16 * 1024 * 1024
 GLOB_CHARS = frozenset("*?[")
 #: Seconds without progress after which a transfer fails, when the connection does not say otherwise.
 DEFAULT_STALL_TIMEOUT = 60.0
@@ -392,7 +391,7 @@ class _Session:
         if not conn.is_connected:
             conn.open()
         self.transport: Any = conn.client.get_transport()
-        sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=WINDOW)
+        sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=WINDOW_SIZE)
         if sftp is None:
             raise TransferError(f"{self.host}: the SSH server refused an SFTP channel; check its sftp Subsystem", self.host)
         self.sftp: Any = sftp
@@ -784,7 +783,7 @@ class BackgroundHash:
 def _stream_channel(session: _Session, command: str) -> Any:
     """An exec channel for one streamed file. No timeout while bytes flow: the StallWatch judges progress
     (and cuts a frozen tunnel); only the wait for the host's checksum gets one (see _answer_timeout)."""
-    channel = session.transport.open_session(window_size=WINDOW, max_packet_size=STREAM_PACKET, timeout=session.stall)
+    channel = session.transport.open_session(window_size=WINDOW_SIZE, max_packet_size=STREAM_PACKET, timeout=session.stall)
     channel.exec_command(command)
     return channel
 
