@@ -222,7 +222,7 @@ class Sandbox:
             "region": REGION,
             "moto_pid": self.moto_pid,
             "user": self.user,
-            "link": self.link._asdict(),
+            "link": self.link.as_dict(),
             "hosts": [asdict(h) for h in self.hosts],
         }
         temp = self.state_file.with_suffix(".tmp")

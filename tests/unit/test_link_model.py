@@ -1,11 +1,16 @@
-"""The sandbox's SSM link model: how it is written, and that the pacing it promises holds."""
+"""The sandbox's stand-in plugin: its SSM link model (how it is written, that the pacing it promises holds)
+and its lean start."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
 
+from ssmfab.sandbox import plugin
 from ssmfab.sandbox.plugin import LinkModel, Pacer
 
 
@@ -52,3 +57,28 @@ def test_pacer_without_rate_never_waits() -> None:
     for _ in range(10_000):
         pacer.sent(1 << 20)
     assert time.monotonic() - started < 1.0
+
+
+def test_plugin_json_reads_and_writes_like_the_json_module() -> None:
+    documents = [
+        '{"SessionId": "s-1", "StreamUrl": "tcp://127.0.0.1:22", "TokenValue": "t"}',
+        ' {"a": [1, 2.5, -3e2, true, false, null, "caf\\u00e9\\n\\"q\\""], "b": {}} ',
+        "[]",
+    ]
+    for text in documents:
+        assert plugin.loads(text) == json.loads(text)
+        assert plugin.loads(text.encode()) == json.loads(text)
+        assert plugin.dumps(plugin.loads(text)) == json.dumps(json.loads(text))
+    for bad in ["", "nope", "{", '{"a": 1} trailing']:
+        with pytest.raises(ValueError):
+            plugin.loads(bad)
+
+
+def test_plugin_starts_on_builtin_modules_only() -> None:
+    """It runs once per connection: modules such as json, socket or typing would triple its start-up cost."""
+    done = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", plugin.__file__, "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == plugin.VERSION
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert imported & {"json", "re", "socket", "threading", "signal", "typing", "enum", "collections"} == set()
