@@ -22,10 +22,14 @@ TRIMMED: dict[str, tuple[str, ...]] = {"ec2": ("DescribeInstances",)}
 
 
 def use_trimmed_models(botocore_session: Any) -> None:
-    """Make clients created from ``botocore_session`` load the trimmed models (first on the search path)."""
+    """Make clients created from ``botocore_session`` load the trimmed models (first on the search path), through
+    a loader that does not list every service botocore knows first (see modelloader)."""
+    from .modelloader import DirectLoader, direct_loader
+
     loader = botocore_session.get_component("data_loader")
-    if str(MODELS_DIR) not in loader.search_paths:
-        loader.search_paths.insert(0, str(MODELS_DIR))
+    if not isinstance(loader, DirectLoader):
+        paths = [path for path in loader.search_paths if path != str(MODELS_DIR)]
+        botocore_session.register_component("data_loader", direct_loader([str(MODELS_DIR), *paths]))
 
 
 def _shape_closure(model: dict[str, Any], operations: tuple[str, ...]) -> set[str]:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
+import pytest
 
 from ssmfab.aws import aws_context
 from ssmfab.awsmodels import MODELS_DIR, TRIMMED, write_trimmed_models
@@ -37,3 +39,31 @@ def test_trimmed_client_reads_instances_like_the_full_one(moto_endpoint: str) ->
     query = {"Filters": [{"Name": "tag:Name", "Values": ["trim-check"]}]}
     pages = list(trimmed.get_paginator("describe_instances").paginate(**query))  # type: ignore[arg-type]
     assert pages[0]["Reservations"] == full.describe_instances(**query)["Reservations"]  # type: ignore[arg-type]
+
+
+def test_direct_loader_loads_what_botocores_loader_loads() -> None:
+    import botocore.loaders
+    import botocore.session
+
+    from ssmfab.modelloader import direct_loader
+
+    stock = botocore.session.get_session().get_component("data_loader")
+    direct = direct_loader(stock.search_paths)
+    for service, kind in [("ssm", "service-2"), ("ssm", "paginators-1"), ("s3", "endpoint-rule-set-1"), ("sts", "service-2")]:
+        assert direct.load_service_model(service, kind) == stock.load_service_model(service, kind), (service, kind)
+    assert direct.load_service_model("ssm", "service-2", "2014-11-06") == stock.load_service_model("ssm", "service-2", "2014-11-06")
+    with pytest.raises(botocore.exceptions.UnknownServiceError, match="ssm"):
+        direct.load_service_model("no-such-service", "service-2")
+
+
+def test_sessions_ssmfab_builds_use_the_direct_loader_and_stay_whole() -> None:
+    from ssmfab.modelloader import DirectLoader
+
+    context = aws_context(load_settings(overrides={"aws.region": "us-east-1"}))
+    loader = context.session._session.get_component("data_loader")
+    assert isinstance(loader, DirectLoader)
+    assert loader.search_paths[0] == str(MODELS_DIR)
+    # Clients of other services and boto3 resources still load as usual from the same session.
+    assert context.session.client("sts", region_name="us-east-1").meta.service_model.service_name == "sts"
+    assert "ec2" in context.session.get_available_resources()
+    assert "ssm" in context.session.get_available_services()
