@@ -6,10 +6,13 @@ Everything here keeps paramiko's protocol behaviour; it only changes what parami
 
 from __future__ import annotations
 
+import os
+import struct
 from typing import Any
 
 import paramiko
 from paramiko.buffered_pipe import BufferedPipe
+from paramiko.packet import Packetizer
 
 #: AES-GCM first: its integrity check runs inside OpenSSL, where the CTR modes pay for an HMAC per packet in
 #: paramiko. Through the sandbox tunnel: 260 MB/s up and 526 MB/s down, against 176 and 77 with aes128-ctr.
@@ -44,6 +47,116 @@ class ByteQueue(BufferedPipe):  # type: ignore[misc]
             return bytes(view[:limit])
 
 
+#: CHANNEL_DATA packets sealed and written in one step by send_stream (x 32 KiB with OpenSSH's sshd).
+STREAM_BATCH = 16
+_MSG_CHANNEL_DATA = 94
+#: Random padding is drawn from the OS this many bytes at a time (paramiko asks it once per packet).
+_PADDING_POOL = 64 * 1024
+
+
+class ChannelData:
+    """Several CHANNEL_DATA payloads for one channel, handed through Transport._send_user_message (which waits
+    out key exchanges) to FastPacketizer in one piece."""
+
+    def __init__(self, channel_id: int, pieces: list[memoryview]) -> None:
+        self.channel_id = channel_id
+        self.pieces = pieces
+
+    def asbytes(self) -> bytes:  # paramiko's Packetizer would call this: it is not one message
+        raise TypeError("ChannelData is sent by FastPacketizer.send_message only")
+
+
+class FastPacketizer(Packetizer):  # type: ignore[misc]
+    """paramiko's Packetizer plus a bulk path for ChannelData under AES-GCM: packets are built, sealed and
+    written together. paramiko pays per 32 KiB packet for a Message object, an os.urandom call for the padding,
+    some seven copies of the data and a socket write; here a packet costs three copies and a batch one write.
+    512 MB sent to sshd: 1.9-2.3 s of client CPU before, 1.6-1.8 after (hashing included, 3 runs each).
+    The wire format is paramiko's own (RFC 5647 AES-GCM: clear length as associated data, random padding)."""
+
+    # paramiko's private outbound state, which the bulk path advances exactly as send_message does.
+    _Packetizer__iv_out: bytes
+    _Packetizer__sequence_number_out: int
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__(sock)
+        self._padding = b""
+        self._padding_used = 0
+
+    def _random_padding(self, count: int) -> bytes:
+        if self._padding_used + count > len(self._padding):
+            self._padding, self._padding_used = os.urandom(_PADDING_POOL), 0
+        start = self._padding_used
+        self._padding_used += count
+        return self._padding[start : start + count]
+
+    def send_message(self, data: Any) -> None:
+        if not isinstance(data, ChannelData):
+            super().send_message(data)
+        elif not (self._Packetizer__aead_out and self._Packetizer__compress_engine_out is None and not self._Packetizer__dump_packets):
+            for piece in data.pieces:  # another cipher (or compression, or packet dumps): paramiko's way
+                header = struct.pack(">BII", _MSG_CHANNEL_DATA, data.channel_id, len(piece))
+                super().send_message(paramiko.Message(header + bytes(piece)))
+        else:
+            self._send_sealed(data)
+
+    def _send_sealed(self, data: ChannelData) -> None:
+        with self._Packetizer__write_lock:
+            engine, iv = self._Packetizer__block_engine_out, self._Packetizer__iv_out
+            fixed, counter = iv[:4], int.from_bytes(iv[4:], "big")
+            block = self._Packetizer__block_size_out
+            sequence = self._Packetizer__sequence_number_out
+            wire: list[bytes] = []
+            for piece in data.pieces:
+                payload = 9 + len(piece)
+                padding = 3 + block - ((payload + 4) % block)  # as paramiko's _build_packet pads under AEAD
+                length = struct.pack(">I", payload + padding + 1)
+                head = struct.pack(">BBII", padding, _MSG_CHANNEL_DATA, data.channel_id, len(piece))
+                plain = b"".join((head, piece, self._random_padding(padding)))
+                wire.append(length)
+                wire.append(engine.encrypt(fixed + counter.to_bytes(8, "big"), plain, length))
+                counter += 1
+                sequence = (sequence + 1) & 0xFFFFFFFF
+                if sequence == 0 and not self._initial_kex_done:
+                    raise paramiko.SSHException("Sequence number rolled over during initial kex!")
+            self._Packetizer__iv_out = fixed + counter.to_bytes(8, "big")
+            self._Packetizer__sequence_number_out = sequence
+            out = b"".join(wire)
+            self.write_all(out)
+            self._Packetizer__sent_bytes += len(out)
+            self._Packetizer__sent_packets += len(data.pieces)
+            too_much = self._Packetizer__sent_packets >= self.REKEY_PACKETS or self._Packetizer__sent_bytes >= self.REKEY_BYTES
+            if too_much and not self._Packetizer__need_rekey:
+                # paramiko's own reaction to the limits: ask the transport for a key exchange, once.
+                self._Packetizer__received_bytes_overflow = 0
+                self._Packetizer__received_packets_overflow = 0
+                self._trigger_rekey()
+
+
+def send_stream(channel: paramiko.Channel, data: bytes | memoryview) -> None:
+    """``channel.sendall(data)`` for bulk data: up to STREAM_BATCH packets per step through FastPacketizer
+    (plain sendall on other transports). Same window accounting and errors as paramiko's Channel.send."""
+    transport = channel.transport
+    if not isinstance(transport.packetizer, FastPacketizer):
+        channel.sendall(data)
+        return
+    view = memoryview(data)
+    while view:
+        pieces: list[memoryview] = []
+        with channel.lock:
+            if channel.closed:
+                raise OSError("Socket is closed")
+            while view and len(pieces) < STREAM_BATCH and (not pieces or channel.out_window_size > 0):
+                # Blocks only for the first piece of a batch (the window is empty): later ones take what is open.
+                size = channel._wait_for_send_window(len(view))
+                if size == 0:
+                    break
+                pieces.append(view[:size])
+                view = view[size:]
+        if not pieces:
+            raise OSError("Socket is closed")
+        transport._send_user_message(ChannelData(channel.remote_chanid, pieces))
+
+
 class FastTransport(paramiko.Transport):  # type: ignore[misc]
     """A Transport whose session channels (run, sftp, streamed files) receive into ByteQueues."""
 
@@ -62,7 +175,9 @@ def fast_transport(sock: Any, disabled_algorithms: dict[str, Any] | None = None)
     """paramiko's Transport with the fastest ciphers it shares with every OpenSSH >= 6.2 preferred, a larger
     window and receive buffers that stay cheap when full; anything the server lacks still falls back to
     paramiko's usual order."""
-    transport = FastTransport(sock, default_window_size=WINDOW_SIZE, disabled_algorithms=disabled_algorithms)
+    transport = FastTransport(
+        sock, default_window_size=WINDOW_SIZE, disabled_algorithms=disabled_algorithms, packetizer_class=FastPacketizer
+    )
     transport.packetizer.REKEY_BYTES = REKEY_BYTES
     transport.packetizer.REKEY_PACKETS = REKEY_BYTES // 32  # at least 32 bytes a packet
     options = transport.get_security_options()

@@ -37,7 +37,7 @@ from typing import Any
 import paramiko
 
 from .exceptions import SSMFabError, TransferError
-from .fastssh import WINDOW_SIZE
+from .fastssh import WINDOW_SIZE, send_stream
 
 #: Local read/write size; paramiko cuts it into 32 KiB SFTP requests, pipelined both ways.
 CHUNK = 256 * 1024
@@ -800,7 +800,7 @@ def _stream_up(session: _Session, source: Any, temp: str, final: str, digest: An
 
     def send(data: bytes) -> None:
         nonlocal sent
-        channel.sendall(data)
+        send_stream(channel, data)
         sent += len(data)
 
     try:

@@ -16,6 +16,7 @@ import pytest
 from ssmfab import transfer
 from ssmfab.client import Client
 from ssmfab.exceptions import TransferError
+from ssmfab import fastssh
 from ssmfab.fastssh import ByteQueue
 from ssmfab.sandbox import Sandbox
 
@@ -87,6 +88,53 @@ def test_streamed_files_round_trip_verified(client: Client, sandbox: Sandbox, tm
     assert (tmp_path / "back.bin").read_bytes() == payload
     assert not [p for p in home.iterdir() if p.name.endswith(".part")]
     (home / "streamed.bin").unlink()
+
+
+def test_streamed_uploads_go_out_in_sealed_batches_and_survive_key_exchanges(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    payload = os.urandom(3 * BIG)
+    (tmp_path / "batched.bin").write_bytes(payload)
+    batches: list[int] = []
+    rekeys: list[int] = []
+    seal = fastssh.FastPacketizer._send_sealed
+    trigger = fastssh.FastPacketizer._trigger_rekey
+    monkeypatch.setattr(fastssh.FastPacketizer, "_send_sealed", lambda self, data: (batches.append(len(data.pieces)), seal(self, data))[1])
+    monkeypatch.setattr(fastssh.FastPacketizer, "_trigger_rekey", lambda self: (rekeys.append(1), trigger(self))[1])
+    with client.connect(instance) as conn:
+        conn.open()
+        packetizer = conn.client.get_transport().packetizer
+        # Ask for a key exchange every 4 MiB sent, as a long-lived connection would after its limit: the stream
+        # must pause for each and go on with the new keys.
+        packetizer.REKEY_BYTES = 4 * 1024 * 1024
+        report = transfer.put(conn, str(tmp_path / "batched.bin"), "batched.bin")
+        assert conn.run("echo still-talking", hide=True).stdout.strip() == "still-talking"
+    assert report.items[0].sha256 == hashlib.sha256(payload).hexdigest()
+    assert (home / "batched.bin").read_bytes() == payload
+    assert len(rekeys) >= 2, "no key exchange happened mid-stream"
+    assert sum(batches) >= len(payload) // (32 * 1024) and max(batches) > 1
+    (home / "batched.bin").unlink()
+
+
+def test_streamed_uploads_under_another_cipher_take_paramikos_own_path(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    payload = os.urandom(BIG)
+    (tmp_path / "ctr.bin").write_bytes(payload)
+    sealed: list[int] = []
+    seal = fastssh.FastPacketizer._send_sealed
+    monkeypatch.setattr(fastssh.FastPacketizer, "_send_sealed", lambda self, data: (sealed.append(1), seal(self, data))[1])
+    no_gcm = {"disabled_algorithms": {"ciphers": list(fastssh.FAST_CIPHERS)}}
+    with client.connect(instance, connect_kwargs=no_gcm) as conn:
+        conn.open()
+        assert "gcm" not in conn.client.get_transport().local_cipher
+        report = transfer.put(conn, str(tmp_path / "ctr.bin"), "ctr.bin")
+    assert report.items[0].sha256 == hashlib.sha256(payload).hexdigest()
+    assert (home / "ctr.bin").read_bytes() == payload
+    assert sealed == []
+    (home / "ctr.bin").unlink()
 
 
 def test_a_stream_the_host_got_wrong_is_never_renamed_into_place(
