@@ -38,6 +38,7 @@ import paramiko
 
 from .exceptions import SSMFabError, TransferError
 from .fastssh import WINDOW_SIZE, send_stream
+from .hoststreams import DIGEST_LINE, STREAM_GET, STREAM_PUT
 
 #: Local read/write size; paramiko cuts it into 32 KiB SFTP requests, pipelined both ways.
 CHUNK = 256 * 1024
@@ -58,20 +59,6 @@ STREAM_PACKET = 128 * 1024
 #: request per 32 KiB in Python) and are hashed by the host in the same command (STREAM_PUT, STREAM_GET)
 #: instead of by a separate checksum command after.
 STREAM_MIN_BYTES = 4 * 1024 * 1024
-#: The host's fastest SHA-256 of stdin: OpenSSL's (several times faster than coreutils' where it lacks SHA
-#: instructions), else sha256sum, else perl's shasum.
-_STDIN_HASHER = (
-    "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; "
-    "elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h='shasum -a 256'; fi; "
-)
-#: Upload stream: the bytes go to the temp file, then the host hashes what landed there (a read-back from its
-#: page cache; tee'd hashing cost the host more: coreutils' tee moves 8 KiB at a time). If the write fails
-#: (disk full) no digest comes back, so the upload cannot verify and the temp file is never renamed.
-STREAM_PUT = "sh -c " + shlex.quote(_STDIN_HASHER + 'cat > "$1" && exec $h < "$1"') + " sh"
-#: Download stream: the file goes to stdout (fd 3) and through the hasher, whose answer comes on stderr.
-STREAM_GET = "sh -c " + shlex.quote(_STDIN_HASHER + 'exec 3>&1; { tee /dev/fd/3 < "$1" || echo read-failed; } | $h >&2') + " sh"
-_DIGEST = re.compile(rb"^([0-9a-f]{64})\s", re.MULTILINE)
-
 _SUM_SCRIPT = (
     "if command -v sha256sum >/dev/null 2>&1; then exec xargs -0 sha256sum --; fi; "
     "if command -v shasum >/dev/null 2>&1; then exec xargs -0 shasum -a 256 --; fi; "
@@ -849,7 +836,7 @@ def _host_digest(session: _Session, channel: Any, moved: int, watch: StallWatch,
         channel.close()
     if not session.alive():
         raise EOFError(f"the connection closed during the {doing}")
-    found = _DIGEST.search(bytes(answer))
+    found = DIGEST_LINE.search(bytes(answer))
     return found.group(1).decode() if found else ""
 
 

@@ -18,6 +18,7 @@ from ssmfab.client import Client
 from ssmfab.exceptions import TransferError
 from ssmfab import fastssh
 from ssmfab.fastssh import ByteQueue
+from ssmfab.hoststreams import stream_command
 from ssmfab.sandbox import Sandbox
 
 from .conftest import active_sessions, tunnel_processes
@@ -74,8 +75,13 @@ def test_aes_gcm_is_negotiated_first_and_sessions_buffer_in_byte_queues(client: 
         channel.close()
 
 
-def test_streamed_files_round_trip_verified(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("python", [True, False], ids=["host-python3", "host-posix-tools"])
+def test_streamed_files_round_trip_verified(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: bool
+) -> None:
     instance, home = host(sandbox, "web-3")
+    monkeypatch.setattr(transfer, "STREAM_PUT", stream_command("put", python=python))
+    monkeypatch.setattr(transfer, "STREAM_GET", stream_command("get", python=python))
     payload = os.urandom(BIG)
     (tmp_path / "big.bin").write_bytes(payload)
     (tmp_path / "big.bin").chmod(0o640)
