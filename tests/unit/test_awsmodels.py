@@ -9,9 +9,10 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from ssmfab.aws import aws_context
+from ssmfab.aws import AWSContext, aws_context
 from ssmfab.awsmodels import MODELS_DIR, TRIMMED, write_trimmed_models
 from ssmfab.config import load_settings
+from ssmfab.exceptions import ConfigError
 
 
 def test_shipped_models_match_installed_botocore(tmp_path: Path) -> None:
@@ -60,10 +61,29 @@ def test_sessions_ssmfab_builds_use_the_direct_loader_and_stay_whole() -> None:
     from ssmfab.modelloader import DirectLoader
 
     context = aws_context(load_settings(overrides={"aws.region": "us-east-1"}))
-    loader = context.session._session.get_component("data_loader")
+    loader = context.botocore_session.get_component("data_loader")
     assert isinstance(loader, DirectLoader)
     assert loader.search_paths[0] == str(MODELS_DIR)
-    # Clients of other services and boto3 resources still load as usual from the same session.
-    assert context.session.client("sts", region_name="us-east-1").meta.service_model.service_name == "sts"
-    assert "ec2" in context.session.get_available_resources()
-    assert "ssm" in context.session.get_available_services()
+    # Clients of other services load as usual, and boto3's own API sits on the same session.
+    assert context.client("sts").meta.service_model.service_name == "sts"
+    on_top = boto3.Session(botocore_session=context.botocore_session)
+    assert "ec2" in on_top.get_available_resources() and "ssm" in on_top.get_available_services()
+    assert on_top.region_name == context.region == "us-east-1"
+
+
+def test_a_context_accepts_a_boto3_session_too() -> None:
+    session = boto3.Session(aws_access_key_id="k", aws_secret_access_key="s", region_name="eu-west-1")
+    context = AWSContext(session=session, region="eu-west-1", profile=None, endpoint_url=None)
+    assert context.botocore_session is session._session
+    assert context.ssm().meta.region_name == "eu-west-1"
+
+
+def test_a_missing_profile_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config").write_text("[default]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    with pytest.raises(ConfigError, match="AWS profile 'nope' not found: check --profile/AWS_PROFILE"):
+        aws_context(load_settings(overrides={"aws.profile": "nope"}))
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    assert aws_context(load_settings()).region == "us-east-1"  # the default profile's region
