@@ -1,4 +1,5 @@
-"""A Fabric remote runner that keeps only the tail of a command's output in memory.
+"""A Fabric remote runner that keeps only the tail of a command's output in memory, and notices at once
+when a command ends.
 
 invoke keeps every chunk a command prints in a list (and re-joins that list for its watchers on every
 chunk), so a remote that prints gigabytes would exhaust local memory. Output is still streamed live in
@@ -51,6 +52,12 @@ class CappedRemote(Remote):  # type: ignore[misc]
         tail = TailBuffer(buffer_, self.output_cap)
         self.tails[id(buffer_)] = tail
         super()._handle_output(tail, hide, output, reader)
+
+    def wait(self) -> None:
+        # invoke checks every input_sleep (10 ms) whether the command ended; the channel's status event says
+        # so at once (a reader thread that died is still noticed within input_sleep).
+        while not self.process_is_finished and not self.has_dead_threads:
+            self.channel.status_event.wait(self.input_sleep)
 
     def _collate_result(self, watcher_errors: Any) -> Any:
         for buffer_ in (self.stdout, self.stderr):

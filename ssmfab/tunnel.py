@@ -216,6 +216,15 @@ class ProcessTunnel:
             self._own.shutdown(socket.SHUT_RDWR)  # EOF to the tunnel process now, whoever holds a copy
         self._own.close()
         self.sock.close()
+        try:
+            if self._on_close is not None:
+                # While the process winds down, not after: ending the SSM session is a round trip to AWS, and
+                # the plugin makes its own on its way out (one host's close 40 -> 25 ms on the sandbox).
+                self._on_close()
+        finally:
+            self._end_group()
+
+    def _end_group(self) -> None:
         pgid = self.process.pid
         try:
             self.process.wait(timeout=0.2)
@@ -244,8 +253,6 @@ class ProcessTunnel:
         # Keep the last words for failure(), which may run after close() (e.g. a transfer cut mid-way).
         self._final_stderr = self.stderr_text()
         self._stderr.close()
-        if self._on_close is not None:
-            self._on_close()
 
 
 class CLITunnelFactory:

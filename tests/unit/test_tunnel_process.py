@@ -1,0 +1,41 @@
+"""ProcessTunnel's close: the session is ended while the tunnel process winds down, and the process group
+goes whatever happens on the way."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from ssmfab.tunnel import ProcessTunnel
+from ssmfab.tunnel import _group_alive as group_alive  # zombies of reparented children do not count
+
+# A stand-in tunnel: copies stdin to stdout, and leaves a grandchild in its group as a plugin might.
+CAT_WITH_CHILD = [sys.executable, "-c", "import os, subprocess, sys; subprocess.Popen(['sleep', '60']); os.execvp('cat', ['cat'])"]
+
+
+def test_close_ends_the_session_while_the_process_is_still_there_then_the_whole_group() -> None:
+    seen: list[bool] = []
+    tunnel: ProcessTunnel
+
+    def end_session() -> None:
+        seen.append(tunnel.process.poll() is None)
+
+    tunnel = ProcessTunnel(CAT_WITH_CHILD, on_close=end_session)
+    tunnel.sock.sendall(b"ping")
+    assert tunnel.sock.recv(4) == b"ping"
+    tunnel.close()
+    assert seen == [True]  # not after the process was gone: both ends wind down at once
+    assert not group_alive(tunnel.process.pid)
+    tunnel.close()  # twice is fine
+    assert seen == [True]
+
+
+def test_a_failing_session_end_still_ends_the_process_group() -> None:
+    def end_session() -> None:
+        raise RuntimeError("AWS unreachable")
+
+    tunnel = ProcessTunnel(CAT_WITH_CHILD, on_close=end_session)
+    with pytest.raises(RuntimeError):
+        tunnel.close()
+    assert not group_alive(tunnel.process.pid)
