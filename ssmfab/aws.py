@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .awsmodels import use_trimmed_models
@@ -44,6 +45,10 @@ class AWSContext:
     region: str
     profile: str | None
     endpoint_url: str | None
+    #: One client per service, shared by every thread (botocore clients are thread-safe; creating one is not,
+    #: and costs 5-30 ms).
+    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _creating: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def botocore_session(self) -> botocore.session.Session:
@@ -51,8 +56,13 @@ class AWSContext:
         return wrapped if wrapped is not None else self.session  # type: ignore[return-value]
 
     def client(self, service: str) -> Any:
-        with aws_errors(f"creating the {service} client"):
-            return self.botocore_session.create_client(service, region_name=self.region, endpoint_url=self.endpoint_url)
+        with self._creating:
+            made = self._clients.get(service)
+            if made is None:
+                with aws_errors(f"creating the {service} client"):
+                    made = self.botocore_session.create_client(service, region_name=self.region, endpoint_url=self.endpoint_url)
+                self._clients[service] = made
+            return made
 
     def cli_options(self) -> list[str]:
         """``--region R [--profile P] [--endpoint-url U]``: how the aws CLI and ssmfab-proxy are told this context."""

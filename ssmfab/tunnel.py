@@ -300,12 +300,9 @@ class PluginTunnelFactory:
     def __init__(self, settings: Settings, aws: AWSContext) -> None:
         self.settings = settings
         self.aws = aws
-        self._ssm: SSMClient | None = None
         self._version: tuple[int, ...] = ()
-        # Tunnels open from fan-out worker threads; boto3 client creation is not thread-safe. Two locks, so
-        # the plugin check and the client creation can overlap.
+        # Tunnels open from fan-out worker threads: one of them checks the plugin, the others wait for it.
         self._check_lock = threading.Lock()
-        self._client_lock = threading.Lock()
         #: A failed plugin check, kept: every later open fails at once instead of starting a session first.
         self._failure: SSMFabError | None = None
 
@@ -322,10 +319,7 @@ class PluginTunnelFactory:
 
     @property
     def ssm(self) -> SSMClient:
-        with self._client_lock:
-            if self._ssm is None:
-                self._ssm = self.aws.ssm()
-            return self._ssm
+        return self.aws.ssm()  # one shared client (AWSContext makes it once)
 
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
         # The first open checks the plugin while StartSession is in flight: both are waits, not work.

@@ -87,3 +87,17 @@ def test_a_missing_profile_is_one_clear_error(tmp_path: Path, monkeypatch: pytes
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     assert aws_context(load_settings()).region == "us-east-1"  # the default profile's region
+
+
+def test_a_context_makes_each_client_once_for_all_threads() -> None:
+    import threading
+
+    context = aws_context(load_settings(overrides={"aws.region": "us-east-1"}))
+    made: list[object] = []
+    threads = [threading.Thread(target=lambda: made.append(context.ssm())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in made}) == 1 and made[0] is context.ssm()
+    assert context.ec2() is context.ec2() and context.ec2() is not context.ssm()
