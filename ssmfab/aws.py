@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 

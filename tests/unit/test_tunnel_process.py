@@ -7,11 +7,13 @@ import sys
 
 import pytest
 
-from ssmfab.tunnel import ProcessTunnel
-from ssmfab.tunnel import _group_alive as group_alive  # zombies of reparented children do not count
+from ssmfab.tunnel import ProcessTunnel, _group_alive
 
 # A stand-in tunnel: copies stdin to stdout, and leaves a grandchild in its group as a plugin might.
 CAT_WITH_CHILD = [sys.executable, "-c", "import os, subprocess, sys; subprocess.Popen(['sleep', '60']); os.execvp('cat', ['cat'])"]
+
+
+# _group_alive: what close() itself waits on (zombies of reparented children do not count).
 
 
 def test_close_ends_the_session_while_the_process_is_still_there_then_the_whole_group() -> None:
@@ -26,7 +28,7 @@ def test_close_ends_the_session_while_the_process_is_still_there_then_the_whole_
     assert tunnel.sock.recv(4) == b"ping"
     tunnel.close()
     assert seen == [True]  # not after the process was gone: both ends wind down at once
-    assert not group_alive(tunnel.process.pid)
+    assert not _group_alive(tunnel.process.pid)
     tunnel.close()  # twice is fine
     assert seen == [True]
 
@@ -38,4 +40,4 @@ def test_a_failing_session_end_still_ends_the_process_group() -> None:
     tunnel = ProcessTunnel(CAT_WITH_CHILD, on_close=end_session)
     with pytest.raises(RuntimeError):
         tunnel.close()
-    assert not group_alive(tunnel.process.pid)
+    assert not _group_alive(tunnel.process.pid)
