@@ -41,13 +41,14 @@ class Backoff:
         notify: Callable[[str], Any] | None = None,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> T:
-        delays = self.delays()
+        delays: list[float] = []  # drawn at the first retry: most actions never need one
         for attempt in range(1, self.attempts + 1):
             try:
                 return action()
             except RETRYABLE as exc:
                 if attempt == self.attempts:
                     raise
+                delays = delays or self.delays()
                 wait = delays[attempt - 1]
                 kind = type(exc).__name__.removesuffix("Error")
                 if notify is not None:
