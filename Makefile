@@ -38,7 +38,7 @@ unit: venv
 typecheck: venv
 	$(BIN)/mypy
 
-# Side-by-side benchmark against OpenSSH and plain Fabric on a sandbox (needs sshd; ~25 min on 2 cores).
+# Side-by-side benchmark against OpenSSH and plain Fabric on a sandbox (needs sshd; ~15 min on 2 cores).
 # Prints the table and writes bench/results/latest.json and latest.png. BENCH_ARGS="--repeat 1" for a quick look.
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
