@@ -59,6 +59,7 @@ STREAM_PACKET = 128 * 1024
 #: request per 32 KiB in Python) and are hashed by the host in the same command (STREAM_PUT, STREAM_GET)
 #: instead of by a separate checksum command after.
 STREAM_MIN_BYTES = 4 * 1024 * 1024
+
 _SUM_SCRIPT = (
     "if command -v sha256sum >/dev/null 2>&1; then exec xargs -0 sha256sum --; fi; "
     "if command -v shasum >/dev/null 2>&1; then exec xargs -0 shasum -a 256 --; fi; "

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,18 +97,27 @@ def test_streamed_files_round_trip_verified(
     (home / "streamed.bin").unlink()
 
 
+def spy_on_packetizer(monkeypatch: pytest.MonkeyPatch, method: str) -> list[tuple[Any, ...]]:
+    """The arguments of every call to FastPacketizer.<method> from now on; the method still does its work."""
+    calls: list[tuple[Any, ...]] = []
+    real = getattr(fastssh.FastPacketizer, method)
+
+    def spied(self: fastssh.FastPacketizer, *args: Any) -> Any:
+        calls.append(args)
+        return real(self, *args)
+
+    monkeypatch.setattr(fastssh.FastPacketizer, method, spied)
+    return calls
+
+
 def test_streamed_uploads_go_out_in_sealed_batches_and_survive_key_exchanges(
     client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     instance, home = host(sandbox, "web-3")
     payload = os.urandom(3 * BIG)
     (tmp_path / "batched.bin").write_bytes(payload)
-    batches: list[int] = []
-    rekeys: list[int] = []
-    seal = fastssh.FastPacketizer._send_sealed
-    trigger = fastssh.FastPacketizer._trigger_rekey
-    monkeypatch.setattr(fastssh.FastPacketizer, "_send_sealed", lambda self, data: (batches.append(len(data.pieces)), seal(self, data))[1])
-    monkeypatch.setattr(fastssh.FastPacketizer, "_trigger_rekey", lambda self: (rekeys.append(1), trigger(self))[1])
+    sealed = spy_on_packetizer(monkeypatch, "_send_sealed")
+    rekeys = spy_on_packetizer(monkeypatch, "_trigger_rekey")
     with client.connect(instance) as conn:
         conn.open()
         packetizer = conn.client.get_transport().packetizer
@@ -119,6 +129,7 @@ def test_streamed_uploads_go_out_in_sealed_batches_and_survive_key_exchanges(
     assert report.items[0].sha256 == hashlib.sha256(payload).hexdigest()
     assert (home / "batched.bin").read_bytes() == payload
     assert len(rekeys) >= 2, "no key exchange happened mid-stream"
+    batches = [len(data.pieces) for (data,) in sealed]
     assert sum(batches) >= len(payload) // (32 * 1024) and max(batches) > 1
     (home / "batched.bin").unlink()
 
@@ -129,9 +140,7 @@ def test_streamed_uploads_under_another_cipher_take_paramikos_own_path(
     instance, home = host(sandbox, "web-3")
     payload = os.urandom(BIG)
     (tmp_path / "ctr.bin").write_bytes(payload)
-    sealed: list[int] = []
-    seal = fastssh.FastPacketizer._send_sealed
-    monkeypatch.setattr(fastssh.FastPacketizer, "_send_sealed", lambda self, data: (sealed.append(1), seal(self, data))[1])
+    sealed = spy_on_packetizer(monkeypatch, "_send_sealed")
     no_gcm = {"disabled_algorithms": {"ciphers": list(fastssh.FAST_CIPHERS)}}
     with client.connect(instance, connect_kwargs=no_gcm) as conn:
         conn.open()
