@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -188,6 +190,33 @@ def test_a_download_that_does_not_match_the_hosts_checksum_is_dropped(
         transfer.get(conn, "odd.bin", str(dest) + os.sep)
     assert list(dest.iterdir()) == []
     (home / "odd.bin").unlink()
+
+
+def test_a_download_the_local_disk_refuses_midway_leaves_nothing(
+    client: Client, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    (home / "large.bin").write_bytes(os.urandom(3 * BIG))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    # Files of this process may not grow past 2 MiB (as on a full local disk): the streamed download's write
+    # fails midway; one line, no partial file, and the connection is still good for the next command.
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        with client.connect(instance) as conn:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, limits[1]))
+            try:
+                with pytest.raises(TransferError, match=r"download of large.bin failed, nothing left half-written \(.*File too large\)") as err:
+                    transfer.get(conn, "large.bin", str(dest) + os.sep)
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+            assert conn.run("echo still here", hide=True).stdout == "still here\n"  # the connection lives on
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
+    assert "\n" not in str(err.value)
+    assert list(dest.iterdir()) == []
+    (home / "large.bin").unlink()
 
 
 def test_the_link_model_delays_setup_and_caps_bandwidth(
