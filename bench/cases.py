@@ -25,7 +25,10 @@ PLUGIN_PROXY = "ssmfab-proxy %h %p"
 @dataclass
 class Side:
     label: str
+    #: Timed runs (nothing watches them): the time is their median.
     runs: list[Measured] = field(default_factory=list)
+    #: Runs whose memory was sampled (which slows them): the peak is their median.
+    watched: list[Measured] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -33,7 +36,7 @@ class Side:
 
     @property
     def peak_mib(self) -> float:
-        return statistics.median(r.peak_mib for r in self.runs)
+        return statistics.median(r.peak_mib for r in self.watched if r.peak_mib is not None)
 
 
 @dataclass
@@ -65,14 +68,19 @@ class Row:
         data: dict[str, Any] = {"name": self.name, "target": self.target_text, "skipped": self.skipped, **self.extra}
         if not self.skipped:
             data |= {
-                "ours": {"label": self.ours.label, "seconds": self.ours.seconds, "peak_mib": self.ours.peak_mib,
-                         "runs": [asdict(r) for r in self.ours.runs]},
-                "theirs": {"label": self.theirs.label, "seconds": self.theirs.seconds, "peak_mib": self.theirs.peak_mib,
-                           "runs": [asdict(r) for r in self.theirs.runs]},
+                "ours": _side_dict(self.ours),
+                "theirs": _side_dict(self.theirs),
                 "speedup": self.ratio,
                 "met": self.met,
-            }  # fmt: skip
+            }
         return data
+
+
+def _side_dict(side: Side) -> dict[str, Any]:
+    return {
+        "label": side.label, "seconds": side.seconds, "peak_mib": side.peak_mib,
+        "runs": [asdict(r) for r in side.runs], "memory_runs": [asdict(r) for r in side.watched],
+    }  # fmt: skip
 
 
 class Bench:
@@ -118,20 +126,21 @@ class Bench:
         before: Callable[[], None] = lambda: None,
         check: Callable[[], None] = lambda: None,
     ) -> tuple[Side, Side]:
-        """Alternate the two commands ``repeat`` times (theirs first on even rounds); ``before`` resets the
-        destination, ``check`` verifies the result of every run (a fast wrong answer does not count)."""
+        """One memory-sampled run of each command, then the two alternated ``repeat`` times (theirs first on even
+        rounds) for time, unwatched; ``before`` resets the destination, ``check`` verifies the result of every run
+        (a fast wrong answer does not count). The sampled runs also warm the host and the page cache."""
         sides = Side(ours[0]), Side(theirs[0])
         commands = ours[1], theirs[1]
-        for round_ in range(self.repeat):
-            order = (1, 0) if round_ % 2 == 0 else (0, 1)
-            for which in order:
-                before()
-                measured = run_measured(commands[which](), env or self.env)
-                if measured.returncode != 0:
-                    raise RowFailed(f"{sides[which].label} failed (exit {measured.returncode}): {measured.stderr_tail[-300:]}")
-                check()
-                sides[which].runs.append(measured)
-                print(f"  {name:<34} {sides[which].label:<34} {measured.seconds:7.2f} s {measured.peak_mib:7.0f} MiB", flush=True)
+        timed = [which for round_ in range(self.repeat) for which in ((1, 0) if round_ % 2 == 0 else (0, 1))]
+        for which, watch in [(1, True), (0, True)] + [(which, False) for which in timed]:
+            before()
+            measured = run_measured(commands[which](), env or self.env, sample_memory=watch)
+            if measured.returncode != 0:
+                raise RowFailed(f"{sides[which].label} failed (exit {measured.returncode}): {measured.stderr_tail[-300:]}")
+            check()
+            (sides[which].watched if watch else sides[which].runs).append(measured)
+            what = f"memory {measured.peak_mib:5.0f} MiB" if measured.peak_mib is not None else "timed"
+            print(f"  {name:<34} {sides[which].label:<34} {measured.seconds:7.2f} s  {what}", flush=True)
         return sides
 
 
