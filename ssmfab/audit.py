@@ -11,15 +11,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .config import AuditSettings
-from .exceptions import ConfigError
+from .exceptions import ConfigError, SSMFabError
 
 REDACTED = "***"
 DEFAULT_PATH = AuditSettings().path
@@ -40,9 +42,10 @@ class AuditLog:
     cloudwatch: Any = None
     log_group: str = ""
     log_stream: str = ""
+    _caller_lookup: threading.Thread | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: AuditSettings, *, caller: str, version: str, cloudwatch: Any = None) -> AuditLog:
+    def from_settings(cls, settings: AuditSettings, *, version: str, caller: str = "unknown", cloudwatch: Any = None) -> AuditLog:
         path = Path(settings.path).expanduser()
         if settings.path == DEFAULT_PATH:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,7 +58,25 @@ class AuditLog:
             cloudwatch.create_log_stream(logGroupName=log.log_group, logStreamName=log.log_stream)
         return log
 
+    def look_up_caller(self, lookup: Callable[[], str]) -> None:
+        """Find the caller's ARN with ``lookup`` in a thread of its own, beside the run's first connections instead
+        of before them (sts:GetCallerIdentity is a round trip: ~13 ms on the sandbox, more to a real region).
+        Records wait for it; the caller stays "unknown" if it fails. settle() ends the thread."""
+
+        def find() -> None:
+            with suppress(SSMFabError):
+                self.caller = lookup()
+
+        self._caller_lookup = threading.Thread(target=find, name="ssmfab-audit-caller")
+        self._caller_lookup.start()
+
+    def settle(self) -> None:
+        """Wait for the caller lookup, if one is under way."""
+        if self._caller_lookup is not None:
+            self._caller_lookup.join()
+
     def record(self, **fields: Any) -> dict[str, Any]:
+        self.settle()
         entry = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "caller": self.caller,

@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,14 +161,14 @@ class Flags:
         summary (or the JSON report); raise FleetError if any host failed."""
         policy = self.policy(client, batch=batch, max_failures=max_failures)
         progress = Progress(len(targets), sys.stderr, enabled=False if self.json else None)
-        audit = open_audit(client, secrets)
+        with audit_trail(client, secrets) as audit:
 
-        def finished(host: HostResult[Any]) -> None:
-            progress.update(host)
-            record_result(audit, host, action, detail)
+            def finished(host: HostResult[Any]) -> None:
+                progress.update(host)
+                record_result(audit, host, action, detail)
 
-        result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished)
-        progress.close()
+            result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished)
+            progress.close()
         return self.report(result, describe)
 
     def report(self, result: FleetResult[Any], describe: Callable[[Any], dict[str, Any]] | None = None) -> FleetResult[Any]:
@@ -191,19 +192,22 @@ def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, de
         )  # fmt: skip
 
 
-def open_audit(client: Client, secrets: tuple[str, ...] = ()) -> AuditLog | None:
-    """The run's audit log (None when disabled); ``secrets`` adds this run's values to redact."""
+@contextmanager
+def audit_trail(client: Client, secrets: tuple[str, ...] = ()) -> Iterator[AuditLog | None]:
+    """The run's audit log (None when disabled), with ``secrets`` added to those redacted. A log that cannot be
+    written stops the run before it starts; the caller's ARN is looked up while the run goes on."""
     settings = client.settings.audit
     if not settings.enabled:
-        return None
-    try:
-        caller = caller_arn(client)
-    except SSMFabError:
-        caller = "unknown"
+        yield None
+        return
     cloudwatch = client.aws.client("logs") if settings.cloudwatch_log_group else None
-    log = AuditLog.from_settings(settings, caller=caller, version=__version__, cloudwatch=cloudwatch)
+    log = AuditLog.from_settings(settings, version=__version__, cloudwatch=cloudwatch)
     log.secrets = (*log.secrets, *secrets)
-    return log
+    log.look_up_caller(lambda: caller_arn(client))
+    try:
+        yield log
+    finally:
+        log.settle()
 
 
 def quiet_prefetch_errors(args: threading.ExceptHookArgs) -> None:

@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 
 from . import transfer
 from .audit import read_entries
-from .cli import Flags, loose_selector, notice, open_audit, parse_number, record_result, ssmfab_task
+from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError
@@ -87,9 +87,9 @@ def run(
         )  # fmt: skip
         if not flags.json:
             print_outputs(result, full_output=bool(output_s3_bucket or cloudwatch_output))
-        audit = open_audit(client)
-        for host in result.results:
-            record_result(audit, host, "run-command", command)
+        with audit_trail(client) as audit:
+            for host in result.results:
+                record_result(audit, host, "run-command", command)
         flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status,
                                                  "truncated": r.truncated})  # fmt: skip
         return

@@ -1,0 +1,43 @@
+"""The audit log's caller lookup runs beside the run: records wait for it, a failed lookup says "unknown", and
+no thread is left behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from ssmfab.audit import AuditLog
+from ssmfab.exceptions import CredentialsError
+
+
+def lookup_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ssmfab-audit-caller"]
+
+
+def test_records_wait_for_the_callers_arn(tmp_path: Path) -> None:
+    log = AuditLog(path=tmp_path / "audit.jsonl", version="1")
+    answer = threading.Event()
+
+    def slow_lookup() -> str:
+        answer.wait(5)
+        return "arn:aws:iam::123456789012:user/ops"
+
+    log.look_up_caller(slow_lookup)
+    threading.Timer(0.05, answer.set).start()
+    entry = log.record(instance_id="i-0123456789abcdef0", action="run", detail="true")
+    assert entry["caller"] == "arn:aws:iam::123456789012:user/ops"
+    assert json.loads((tmp_path / "audit.jsonl").read_text())["caller"] == entry["caller"]
+    assert lookup_threads() == []
+
+
+def test_a_failed_lookup_leaves_the_caller_unknown_and_settle_ends_the_thread(tmp_path: Path) -> None:
+    log = AuditLog(path=tmp_path / "audit.jsonl", version="1")
+
+    def refused() -> str:
+        raise CredentialsError("no credentials")
+
+    log.look_up_caller(refused)
+    log.settle()  # a run that recorded nothing still ends the lookup
+    assert lookup_threads() == []
+    assert log.record(action="run")["caller"] == "unknown"
