@@ -61,13 +61,14 @@ class AuditLog:
     def look_up_caller(self, lookup: Callable[[], str]) -> None:
         """Find the caller's ARN with ``lookup`` in a thread of its own, beside the run's first connections instead
         of before them (sts:GetCallerIdentity is a round trip: ~13 ms on the sandbox, more to a real region).
-        Records wait for it; the caller stays "unknown" if it fails. settle() ends the thread."""
+        Records wait for it; the caller stays "unknown" if it fails. settle() waits for the thread, which is a
+        daemon: a run that is interrupted need not wait for an AWS call to time out before it can exit."""
 
         def find() -> None:
             with suppress(SSMFabError):
                 self.caller = lookup()
 
-        self._caller_lookup = threading.Thread(target=find, name="ssmfab-audit-caller")
+        self._caller_lookup = threading.Thread(target=find, name="ssmfab-audit-caller", daemon=True)
         self._caller_lookup.start()
 
     def settle(self) -> None:

@@ -204,10 +204,10 @@ def audit_trail(client: Client, secrets: tuple[str, ...] = ()) -> Iterator[Audit
     log = AuditLog.from_settings(settings, version=__version__, cloudwatch=cloudwatch)
     log.secrets = (*log.secrets, *secrets)
     log.look_up_caller(lambda: caller_arn(client))
-    try:
-        yield log
-    finally:
-        log.settle()
+    yield log
+    # Only a run that ended normally waits for the lookup: one interrupted (Ctrl-C) or failed exits at once,
+    # and the lookup's daemon thread ends with the process instead of holding it up to botocore's timeouts.
+    log.settle()
 
 
 def quiet_prefetch_errors(args: threading.ExceptHookArgs) -> None:

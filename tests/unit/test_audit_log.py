@@ -1,13 +1,19 @@
-"""The audit log's caller lookup runs beside the run: records wait for it, a failed lookup says "unknown", and
-no thread is left behind."""
+"""The audit log's caller lookup runs beside the run: records wait for it, a failed lookup says "unknown", a
+finished run leaves no thread behind and an interrupted one does not wait for it."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from ssmfab import cli
 from ssmfab.audit import AuditLog
+from ssmfab.client import Client
+from ssmfab.config import AuditSettings, Settings
 from ssmfab.exceptions import CredentialsError
 
 
@@ -41,3 +47,22 @@ def test_a_failed_lookup_leaves_the_caller_unknown_and_settle_ends_the_thread(tm
     log.settle()  # a run that recorded nothing still ends the lookup
     assert lookup_threads() == []
     assert log.record(action="run")["caller"] == "unknown"
+
+
+def test_an_interrupted_run_does_not_wait_for_the_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The STS call stands in for one stuck on an unreachable endpoint (botocore would retry for minutes).
+    release = threading.Event()
+    monkeypatch.setattr(cli, "caller_arn", lambda client: release.wait(30) and "arn:late")
+    client = Client(Settings(audit=AuditSettings(path=str(tmp_path / "audit.jsonl"))))
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), cli.audit_trail(client) as audit:
+            assert audit is not None
+            raise KeyboardInterrupt
+        assert time.monotonic() - started < 5
+        [lookup] = lookup_threads()
+        assert lookup.daemon  # ends with the process, whatever the network does
+    finally:
+        release.set()
+        for thread in lookup_threads():
+            thread.join(5)
