@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
 import threading
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from ssmfab.cli import FLAG_GROUPS, FLAG_HELP, Flags, loose_selector, notice
+from ssmfab.cli import CLI_SWITCH_INTERVAL, FLAG_GROUPS, FLAG_HELP, Flags, loose_selector, notice
 from ssmfab.tasks import ns
 
 
@@ -82,3 +84,21 @@ def test_the_program_starts_without_the_collector_and_selection_brings_it_back()
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.splitlines()[-2:] == ["off", "on True"]
+
+
+def test_command_line_runs_hand_the_gil_over_sooner(tmp_path: Path) -> None:
+    # A task run from the command line (here `audit`, which needs no AWS) sets the interpreter's switch interval;
+    # importing ssmfab alone leaves it as it was.
+    script = (
+        "import sys\n"
+        "import ssmfab.tasks\n"
+        "print(sys.getswitchinterval())\n"
+        "from ssmfab import program\n"
+        "sys.argv = ['ssmfab', 'audit']\n"
+        "program.main()\n"
+        "print(sys.getswitchinterval())\n"
+    )
+    env = {**os.environ, "SSMFAB_AUDIT_PATH": str(tmp_path / "audit.jsonl")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=True)
+    lines = done.stdout.splitlines()
+    assert float(lines[0]) == 0.005 and float(lines[-1]) == CLI_SWITCH_INTERVAL
