@@ -45,13 +45,13 @@ class AuditLog:
     _caller_lookup: threading.Thread | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: AuditSettings, *, version: str, caller: str = "unknown", cloudwatch: Any = None) -> AuditLog:
+    def from_settings(cls, settings: AuditSettings, *, version: str, cloudwatch: Any = None) -> AuditLog:
         path = Path(settings.path).expanduser()
         if settings.path == DEFAULT_PATH:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         elif not path.parent.is_dir():
             raise ConfigError(f"audit log folder {path.parent} does not exist: create it or fix audit.path")
-        log = cls(path=path, secrets=settings.secrets, caller=caller, version=version)
+        log = cls(path=path, secrets=settings.secrets, version=version)
         if settings.cloudwatch_log_group and cloudwatch is not None:
             log.cloudwatch, log.log_group = cloudwatch, settings.cloudwatch_log_group
             log.log_stream = f"ssmfab-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}"

@@ -75,7 +75,6 @@ class Client:
         self.notify = notify
         self.known_hosts = KnownHosts(self.settings.ssh.known_hosts)
         self._ephemeral: EphemeralKey | None = None
-        self._instance_connect: Any = None
         # Connections are made from fan-out worker threads: lazy members are built once, under this lock.
         self._lock = threading.RLock()
 
@@ -107,10 +106,7 @@ class Client:
         key = self.ephemeral_key
         if key is None:
             return
-        with self._lock:
-            if self._instance_connect is None:
-                self._instance_connect = self.aws.client("ec2-instance-connect")
-        key.push(self._instance_connect, target.id, self.user_for(target))
+        key.push(self.aws.client("ec2-instance-connect"), target.id, self.user_for(target))  # made once, in AWSContext
 
     def select(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> Selection:
         """Every instance matching the selectors, reachable or not (see ``Selection.skipped``)."""
