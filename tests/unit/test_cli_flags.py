@@ -86,6 +86,24 @@ def test_the_program_starts_without_the_collector_and_selection_brings_it_back()
     assert done.stdout.splitlines()[-2:] == ["off", "on True"]
 
 
+def test_the_program_loads_no_unittest_mock_until_a_mock_is_built() -> None:
+    # invoke.context imports unittest.mock (and with it asyncio) for MockContext; the program defers that
+    # import to the first Mock built, and a later `import unittest.mock` still gets the real module.
+    script = (
+        "import sys\n"
+        "from ssmfab import program\n"
+        "sys.argv = ['ssmfab', '--list']\n"
+        "try:\n    program.main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('asyncio', 'unittest', 'unittest.mock') if m in sys.modules))\n"
+        "from invoke import MockContext\n"
+        "context = MockContext(run={'uptime': 'up 3 days'})\n"
+        "import unittest.mock\n"
+        "print(context.run('uptime').stdout, isinstance(context.run, unittest.mock.Mock))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines()[-2:] == ["[]", "up 3 days True"]
+
+
 def test_command_line_runs_hand_the_gil_over_sooner(tmp_path: Path) -> None:
     # A task run from the command line (here `audit`, which needs no AWS) sets the interpreter's switch interval;
     # importing ssmfab alone leaves it as it was.
