@@ -123,12 +123,15 @@ class Flags:
         """Resolve the selectors, say what was skipped and why, and insist on at least one target."""
         return require_targets(self.selection(client, positional), client.aws.profile)
 
-    def selection(self, client: Client, positional: str | None = None) -> Selection:
-        """Resolve the selectors (at least one is required) and say what was skipped and why."""
+    def selection(self, client: Client, positional: str | None = None, *, tunnels: bool = True) -> Selection:
+        """Resolve the selectors (at least one is required) and say what was skipped and why. ``tunnels``: the
+        hosts will be reached through SSM tunnels, whose checks can run while the hosts are looked up."""
         extra = loose_selector(positional)
         ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
         if not (ids or names or tags):
             raise SelectorError("no hosts selected: give an instance id, --id, --name or --tag (all hosts: --name '*')")
+        if tunnels:
+            client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
         selection = client.select(ids, names, tags)
         startup_over()
         for line in skipped_lines(selection):

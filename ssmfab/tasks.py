@@ -75,7 +75,7 @@ def run(
     if via == "ssh" and (output_s3_bucket or cloudwatch_output):
         raise ConfigError("--output-s3-bucket and --cloudwatch-output go with --via run-command")
     client = flags.client()
-    selection = flags.selection(client)
+    selection = flags.selection(client, tunnels=via == "ssh")
     targets = require_targets(selection, client.aws.profile)
     if via == "run-command":
         if variables or flags.batch:

@@ -71,6 +71,11 @@ class TunnelFactory(Protocol):
         """Verify prerequisites (CLI, plugin version) once, raising a one-line error with the fix."""
         ...
 
+    def prepare(self) -> None:
+        """Start the checks the first tunnel needs in the background (while hosts are looked up, say); a
+        failure surfaces at ``check`` or ``open``."""
+        ...
+
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
         """Open a tunnel to ``target_id``; ``label`` (e.g. "web-1 (i-…)") names it in errors."""
         ...
@@ -97,6 +102,45 @@ def plugin_version(plugin: str) -> tuple[int, ...]:
         shown = ".".join(map(str, version))
         raise PluginError(f"session-manager-plugin {shown} is too old for SSH (needs >= 1.1.23.0): {PLUGIN_INSTALL_HINT}")
     return version
+
+
+class PluginCheck:
+    """``plugin_version`` run once, on a thread of its own, by whichever comes first: ``start`` (to overlap
+    other waits) or ``version``. Fan-out threads share it; a failure is kept and raised to every caller."""
+
+    def __init__(self, plugin: str) -> None:
+        self.plugin = plugin
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._version: tuple[int, ...] = ()
+        self._failure: SSMFabError | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                # Not a daemon: an interpreter that exits first (say, no host matched) waits the few ms for
+                # `--version` instead of leaving it behind.
+                self._thread = threading.Thread(target=self._run, name="plugin-version")
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._version = plugin_version(self.plugin)
+        except SSMFabError as exc:
+            self._failure = exc
+
+    def raise_if_failed(self) -> None:
+        """Raise the check's failure if it has already failed; never waits."""
+        if self._failure is not None:
+            raise self._failure
+
+    def version(self) -> tuple[int, ...]:
+        """The plugin's version, waiting for the check (started here if no one has), or its PluginError."""
+        self.start()
+        assert self._thread is not None
+        self._thread.join()
+        self.raise_if_failed()
+        return self._version
 
 
 #: Lines the aws CLI and the plugin print around the real reason a session failed.
@@ -263,18 +307,18 @@ class CLITunnelFactory:
     def __init__(self, settings: Settings, aws: AWSContext) -> None:
         self.settings = settings
         self.aws = aws
-        self._checked = False
+        self._plugin = PluginCheck(settings.tunnel.plugin)
+
+    def prepare(self) -> None:
+        self._plugin.start()
 
     def check(self) -> None:
-        if self._checked:
-            return
         if shutil.which(self.settings.tunnel.aws_cli) is None:
             raise AWSCLIError(
                 f"{self.settings.tunnel.aws_cli} not found on PATH: install the AWS CLI, "
                 "or use the plugin tunnel (--tunnel plugin / tunnel.mode = \"plugin\")"
             )
-        plugin_version(self.settings.tunnel.plugin)
-        self._checked = True
+        self._plugin.version()
 
     def argv(self, target_id: str, port: str | None = None) -> list[str]:
         """The command line; ``argv("%h", "%p")`` gives the ProxyCommand for an ssh config."""
@@ -300,47 +344,24 @@ class PluginTunnelFactory:
     def __init__(self, settings: Settings, aws: AWSContext) -> None:
         self.settings = settings
         self.aws = aws
-        self._version: tuple[int, ...] = ()
-        # Tunnels open from fan-out worker threads: one of them checks the plugin, the others wait for it.
-        self._check_lock = threading.Lock()
-        #: A failed plugin check, kept: every later open fails at once instead of starting a session first.
-        self._failure: SSMFabError | None = None
+        self._plugin = PluginCheck(settings.tunnel.plugin)
+
+    def prepare(self) -> None:
+        self._plugin.start()
 
     def check(self) -> None:
-        with self._check_lock:
-            if self._failure is not None:
-                raise self._failure
-            if not self._version:
-                try:
-                    self._version = plugin_version(self.settings.tunnel.plugin)
-                except SSMFabError as exc:
-                    self._failure = exc
-                    raise
+        self._plugin.version()
 
     @property
     def ssm(self) -> SSMClient:
         return self.aws.ssm()  # one shared client (AWSContext makes it once)
 
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
-        # The first open checks the plugin while StartSession is in flight: both are waits, not work.
-        failed: list[SSMFabError] = []
-
-        def probe() -> None:
-            try:
-                self.check()
-            except SSMFabError as exc:
-                failed.append(exc)
-
-        if self._failure is not None:
-            raise self._failure
-        checker = None if self._version else threading.Thread(target=probe, name="plugin-version")
-        if checker is not None:
-            checker.start()
-        try:
-            request, response = start_ssh_session(self.settings, self.ssm, target_id, label)
-        finally:
-            if checker is not None:
-                checker.join()
+        # A failed plugin check fails every later open at once, before it starts a session. Unprepared, the
+        # first open checks the plugin while StartSession is in flight: both are waits, not work.
+        self._plugin.raise_if_failed()
+        self._plugin.start()
+        request, response = start_ssh_session(self.settings, self.ssm, target_id, label)
         session_id = response["SessionId"]
 
         def terminate() -> None:
@@ -351,10 +372,12 @@ class PluginTunnelFactory:
             except SSMFabError:
                 pass
 
-        if failed:
+        try:
+            version = self._plugin.version()
+        except SSMFabError:
             terminate()
-            raise failed[0]
-        argv, env = plugin_command(self.settings, self.aws, self.ssm.meta.endpoint_url, self._version, request, response)
+            raise
+        argv, env = plugin_command(self.settings, self.aws, self.ssm.meta.endpoint_url, version, request, response)
         try:
             return ProcessTunnel(argv, env, on_close=terminate)
         except TunnelError:
