@@ -27,7 +27,7 @@ from .client import Client
 from .exceptions import ConfigError, SelectorError, SSMFabError
 from .audit import AuditLog
 from .doctor import caller_arn
-from .fleet import FleetResult, HostResult, Policy, fan_out
+from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
 from .output import Progress, report_dict, skipped_lines, summary_table
 from .targets import INSTANCE_ID, Selection, Target, require_targets
 from .version import __version__
@@ -116,6 +116,8 @@ class Flags:
             "region": self.region, "profile": self.profile, "user": self.user, "key": self.key, "tunnel": self.tunnel,
             "ephemeral_key": self.ephemeral_key or None,
             "strict_host_keys": self.strict_host_keys or None,
+            # The client's settings carry --parallel too: its AWS connection pools are sized to it.
+            "parallel": self.parallel_given(),
         }  # fmt: skip
         return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
 
@@ -138,10 +140,15 @@ class Flags:
             notice(line)
         return selection
 
+    def parallel_given(self) -> int | None:
+        """--parallel as a number of hosts, None when not given."""
+        return None if self.parallel is None else checked_parallel(parse_number(self.parallel, "parallel", int))
+
     def policy(self, client: Client, *, batch: str | None = None, max_failures: str | None = None) -> Policy:
         """The fan-out policy from the flags given, else the task's defaults, else config."""
+        given = self.parallel_given()
         return Policy(
-            parallel=client.settings.run.parallel if self.parallel is None else parse_number(self.parallel, "parallel", int),
+            parallel=client.settings.run.parallel if given is None else given,
             batch=self.batch or batch or None,
             max_failures=self.max_failures or max_failures or None,
             timeout=None if self.timeout in (None, "") else parse_number(str(self.timeout), "timeout", float),

@@ -102,6 +102,13 @@ def parse_count(value: str | int | None, total: int, what: str, *, round_up: boo
         raise ConfigError(f"--{what} {value!r}: expected a whole number or a percentage like 25%") from None
 
 
+def checked_parallel(parallel: int) -> int:
+    """``parallel`` if it is a usable number of hosts at once, else ConfigError naming --parallel."""
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be at least 1, got {parallel}")
+    return parallel
+
+
 @dataclass(frozen=True)
 class Policy:
     """How a fan-out proceeds: hosts at once, rolling batches, when to stop, how long one host may take."""
@@ -115,8 +122,7 @@ class Policy:
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if self.parallel < 1:
-            raise ConfigError(f"--parallel must be at least 1, got {self.parallel}")
+        checked_parallel(self.parallel)
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"--timeout must be positive, got {self.timeout}")
 

@@ -101,3 +101,13 @@ def test_a_context_makes_each_client_once_for_all_threads() -> None:
         thread.join()
     assert len({id(client) for client in made}) == 1 and made[0] is context.ssm()
     assert context.ec2() is context.ec2() and context.ec2() is not context.ssm()
+
+
+def test_clients_keep_a_connection_per_parallel_host() -> None:
+    # Every fan-out thread calls the shared SSM client (StartSession, TerminateSession) at once: its pool keeps
+    # that many connections instead of botocore's 10, beyond which each call opens a connection and drops it.
+    wide = aws_context(load_settings(overrides={"aws.region": "us-east-1", "run.parallel": 50}))
+    assert wide.ssm().meta.config.max_pool_connections == 50
+    assert wide.client("sts").meta.config.max_pool_connections == 50
+    narrow = aws_context(load_settings(overrides={"aws.region": "us-east-1", "run.parallel": 4}))
+    assert narrow.ssm().meta.config.max_pool_connections == 10  # never fewer than botocore's own default

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from ssmfab.cli import CLI_SWITCH_INTERVAL, FLAG_GROUPS, FLAG_HELP, Flags, loose_selector, notice
+from ssmfab.config import Settings
+from ssmfab.exceptions import ConfigError
 from ssmfab.tasks import ns
 
 
@@ -46,6 +48,15 @@ class ThreadSwitchingStream(io.StringIO):
     def write(self, text: str) -> int:
         sum(range(3))
         return super().write(text)
+
+
+def test_parallel_reaches_the_client_settings_and_bad_values_name_the_flag() -> None:
+    assert Flags(parallel="50").client().settings.run.parallel == 50
+    assert Flags().client().settings.run.parallel == Settings().run.parallel  # not given: config's (the default)
+    with pytest.raises(ConfigError, match="--parallel must be at least 1, got 0"):
+        Flags(parallel="0").client()
+    with pytest.raises(ConfigError, match="--parallel 'x': expected a whole number"):
+        Flags(parallel="x").client()
 
 
 def test_notices_from_many_threads_stay_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
