@@ -62,6 +62,11 @@ class AWSContext:
         return wrapped if wrapped is not None else self.session  # type: ignore[return-value]
 
     def client(self, service: str) -> Any:
+        made = self._clients.get(service)
+        if made is not None:
+            # No lock for a client already made: a host thread asking for SSM must not wait out another
+            # thread creating STS's (the audit's caller lookup, ~12 ms on the first connection's path).
+            return made
         with self._creating:
             made = self._clients.get(service)
             if made is None:

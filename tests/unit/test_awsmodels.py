@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import boto3
 import botocore.exceptions
@@ -111,3 +113,33 @@ def test_clients_keep_a_connection_per_parallel_host() -> None:
     assert wide.client("sts").meta.config.max_pool_connections == 50
     narrow = aws_context(load_settings(overrides={"aws.region": "us-east-1", "run.parallel": 4}))
     assert narrow.ssm().meta.config.max_pool_connections == 10  # never fewer than botocore's own default
+
+
+def test_a_made_client_is_handed_out_while_another_is_being_created() -> None:
+    # The audit's caller lookup creates the STS client on its own thread; a host thread asking for the SSM
+    # client already made must get it at once, not after STS's creation.
+    creating_sts, release_sts = threading.Event(), threading.Event()
+
+    class SlowSession:
+        def create_client(self, service: str, **_: Any) -> str:
+            if service == "sts":
+                creating_sts.set()
+                release_sts.wait(20)
+            return f"{service}-client"
+
+    context = AWSContext(session=SlowSession(), region="us-east-1", profile=None, endpoint_url=None)  # type: ignore[arg-type]
+    assert context.client("ssm") == "ssm-client"
+    sts: list[str] = []
+    creator = threading.Thread(target=lambda: sts.append(context.client("sts")))
+    creator.start()
+    assert creating_sts.wait(20)
+    answered: list[str] = []
+    asker = threading.Thread(target=lambda: answered.append(context.client("ssm")))
+    asker.start()
+    asker.join(5)
+    handed_out_meanwhile = answered == ["ssm-client"] and creator.is_alive()
+    release_sts.set()
+    creator.join(20)
+    asker.join(20)
+    assert handed_out_meanwhile
+    assert sts == ["sts-client"]
