@@ -82,52 +82,52 @@ def test_notices_from_many_threads_stay_whole_lines(monkeypatch: pytest.MonkeyPa
     assert all(re.fullmatch(r"i-[0-9a-f]{8}: message \d+ x{40}", line) for line in lines)
 
 
-def test_the_program_starts_without_the_collector_and_selection_brings_it_back() -> None:
+def printed_around_the_program(argv: list[str], after: str, *, before: str = "", env: dict[str, str] | None = None) -> list[str]:
+    """The lines a fresh interpreter prints running ``before``, then ``ssmfab ARGV`` (its own exit caught), then
+    ``after``: each test's view of the process the program leaves behind."""
     script = (
-        "import gc, sys\n"
+        f"import sys\n{before}"
         "from ssmfab import program\n"
-        "sys.argv = ['ssmfab', '--version']\n"
-        "try:\n    program.main()\nexcept SystemExit:\n    pass\n"
+        f"sys.argv = {['ssmfab', *argv]!r}\n"
+        f"try:\n    program.main()\nexcept SystemExit:\n    pass\n{after}"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=True)
+    return done.stdout.splitlines()
+
+
+def test_the_program_starts_without_the_collector_and_selection_brings_it_back() -> None:
+    lines = printed_around_the_program(
+        ["--version"],
+        "import gc\n"
         "print('off' if not gc.isenabled() else 'on')\n"
         "from ssmfab.cli import startup_over\n"
         "startup_over()\n"
-        "print('on' if gc.isenabled() else 'off', gc.get_freeze_count() > 1000)\n"
+        "print('on' if gc.isenabled() else 'off', gc.get_freeze_count() > 1000)\n",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.splitlines()[-2:] == ["off", "on True"]
+    assert lines[-2:] == ["off", "on True"]
 
 
 def test_the_program_loads_no_unittest_mock_until_a_mock_is_built() -> None:
     # invoke.context imports unittest.mock (and with it asyncio) for MockContext; the program defers that
     # import to the first Mock built, and a later `import unittest.mock` still gets the real module.
-    script = (
-        "import sys\n"
-        "from ssmfab import program\n"
-        "sys.argv = ['ssmfab', '--list']\n"
-        "try:\n    program.main()\nexcept SystemExit:\n    pass\n"
+    lines = printed_around_the_program(
+        ["--list"],
         "print(sorted(m for m in ('asyncio', 'unittest', 'unittest.mock') if m in sys.modules))\n"
         "from invoke import MockContext\n"
         "context = MockContext(run={'uptime': 'up 3 days'})\n"
         "import unittest.mock\n"
-        "print(context.run('uptime').stdout, isinstance(context.run, unittest.mock.Mock))\n"
+        "print(context.run('uptime').stdout, isinstance(context.run, unittest.mock.Mock))\n",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.splitlines()[-2:] == ["[]", "up 3 days True"]
+    assert lines[-2:] == ["[]", "up 3 days True"]
 
 
 def test_command_line_runs_hand_the_gil_over_sooner(tmp_path: Path) -> None:
     # A task run from the command line (here `audit`, which needs no AWS) sets the interpreter's switch interval;
     # importing ssmfab alone leaves it as it was.
-    script = (
-        "import sys\n"
-        "import ssmfab.tasks\n"
-        "print(sys.getswitchinterval())\n"
-        "from ssmfab import program\n"
-        "sys.argv = ['ssmfab', 'audit']\n"
-        "program.main()\n"
-        "print(sys.getswitchinterval())\n"
+    lines = printed_around_the_program(
+        ["audit"],
+        "print(sys.getswitchinterval())\n",
+        before="import ssmfab.tasks\nprint(sys.getswitchinterval())\n",
+        env={**os.environ, "SSMFAB_AUDIT_PATH": str(tmp_path / "audit.jsonl")},
     )
-    env = {**os.environ, "SSMFAB_AUDIT_PATH": str(tmp_path / "audit.jsonl")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=True)
-    lines = done.stdout.splitlines()
     assert float(lines[0]) == 0.005 and float(lines[-1]) == CLI_SWITCH_INTERVAL
