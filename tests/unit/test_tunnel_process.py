@@ -9,8 +9,11 @@ import pytest
 
 from ssmfab.tunnel import ProcessTunnel, _group_alive
 
-# A stand-in tunnel: copies stdin to stdout, and leaves a grandchild in its group as a plugin might.
-CAT_WITH_CHILD = [sys.executable, "-c", "import os, subprocess, sys; subprocess.Popen(['sleep', '60']); os.execvp('cat', ['cat'])"]
+# A stand-in tunnel: copies stdin to stdout, leaves a grandchild in its group as a plugin might, and after EOF
+# takes a moment to wind down (as a plugin ending its session does), so "still there" is not a race with cat.
+CAT_WITH_CHILD = [
+    sys.executable, "-c", "import os, subprocess; subprocess.Popen(['sleep', '60']); os.execvp('sh', ['sh', '-c', 'cat; sleep 1'])"
+]  # fmt: skip
 
 
 # _group_alive: what close() itself waits on (zombies of reparented children do not count).
