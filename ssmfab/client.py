@@ -19,6 +19,7 @@ from .config import Settings, load_settings
 from .ephemeral import EphemeralKey
 from .connection import SSMConnection
 from .hostkeys import KnownHosts
+from .keys import KeyRing
 from .retry import Backoff
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets, resolve
 from .exceptions import SelectorError
@@ -75,6 +76,7 @@ class Client:
         self.notify = notify
         self.known_hosts = KnownHosts(self.settings.ssh.known_hosts)
         self._ephemeral: EphemeralKey | None = None
+        self._keys = KeyRing()
         # Connections are made from fan-out worker threads: lazy members are built once, under this lock.
         self._lock = threading.RLock()
 
@@ -146,6 +148,9 @@ class Client:
             options["connect_kwargs"] = {"pkey": key.pkey, "look_for_keys": False, "allow_agent": False}
             options["before_open"] = lambda: self.push_key(chosen)
         options.update(connection_kwargs)
+        if options.get("key_filename") and "pkey" not in options:
+            # Read once for all of the client's connections (see keys); None leaves the file to paramiko.
+            options["pkey"] = self._keys.get(options["key_filename"])
         return SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
 
 

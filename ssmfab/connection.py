@@ -52,6 +52,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
     backoff: Backoff = Backoff()
     stall_timeout = 60.0
     tunnel: Tunnel | None = None
+    key_filename: str | None = None
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         known_hosts: KnownHosts,
         user: str,
         key_filename: str | None = None,
+        pkey: paramiko.PKey | None = None,
         strict_host_keys: bool = False,
         connect_timeout: float = 30.0,
         config: Config | None = None,
@@ -79,7 +81,9 @@ class SSMConnection(Connection):  # type: ignore[misc]
             "channel_timeout": connect_timeout,
             "transport_factory": fast_transport,
         }
-        if key_filename:
+        if pkey is not None:
+            kwargs["pkey"] = pkey  # ``key_filename``, already loaded: paramiko would read it again per connection
+        elif key_filename:
             kwargs["key_filename"] = key_filename
         kwargs.update(connect_kwargs or {})
         super().__init__(
@@ -100,6 +104,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.stall_timeout = stall_timeout
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
+        self.key_filename = key_filename
 
     @property
     def label(self) -> str:
@@ -150,7 +155,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         if isinstance(exc, paramiko.BadHostKeyException):
             return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts, label=host)
         if isinstance(exc, paramiko.AuthenticationException):
-            key = self.connect_kwargs.get("key_filename") or "the agent/default keys"
+            key = self.key_filename or self.connect_kwargs.get("key_filename") or "the agent/default keys"
             return AuthenticationError(
                 f"{host}: SSH key refused for user {self.user!r} (key: {key}): check --user "
                 "(or the instance's user tag) and --key, or push a key with EC2 Instance Connect",

@@ -14,6 +14,7 @@ import pytest
 
 from ssmfab.client import Client
 from ssmfab.exceptions import AuthenticationError, HostKeyError, TargetNotConnectedError
+from ssmfab.fleet import fan_out, run_command
 from ssmfab.sandbox import Sandbox
 
 from .conftest import active_sessions, tunnel_processes
@@ -121,6 +122,19 @@ def test_refused_key_is_one_clear_error(sandbox: Sandbox, sandbox_env: dict[str,
     client = Client(key=str(wrong), notify=lambda message: None)
     with pytest.raises(AuthenticationError, match="SSH key refused for user"):
         client.connect(host_id(sandbox, "web-1")).run("true")
+
+
+def test_a_fleet_on_an_rsa_key_reads_it_once(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    # RSA keys are what many operators carry; paramiko would read and check one (~130 ms) per connection.
+    rsa_key = tmp_path / "id_rsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(rsa_key)], check=True)
+    authorized = sandbox.root / "authorized_keys"
+    authorized.write_text(authorized.read_text() + (tmp_path / "id_rsa.pub").read_text())
+    client = Client(key=str(rsa_key), notify=lambda message: None)
+    targets = client.targets(tags=["Role=web"])
+    result = fan_out(targets, client.connect, run_command("echo $((6 * 7))", hide=True), parallel=3)
+    assert [host.value.stdout.strip() for host in result.results] == ["42"] * len(targets) == ["42"] * 3
+    assert len({id(client.connect(target).connect_kwargs["pkey"]) for target in targets}) == 1
 
 
 @pytest.mark.parametrize("mode", ["cli", "plugin"])
