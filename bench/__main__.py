@@ -18,6 +18,8 @@ Rows:
   fleet      ``run true`` on 1, 20 and 50 hosts: ssmfab (defaults) vs Fabric ThreadingGroup with the aws CLI
              ProxyCommand; wall time and peak memory of the whole process tree; then 50 hosts against 1,
              on loopback and over the SSM link model (sessions that take as long to open as real ones)
+             and 20 hosts again with a 3072-bit RSA key (what many operators carry; paramiko checks one
+             per load) on both sides
   connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand
 """
 
@@ -145,10 +147,14 @@ def logs_row(bench: Bench, size_mb: int) -> Row:
     return row
 
 
+def fabric_group(bench: Bench, key: str, ids: list[str]) -> list[str]:
+    """The baseline command: Fabric's ThreadingGroup over ``ids`` with the aws CLI ProxyCommand."""
+    return [sys.executable, str(HERE / "fabric_group.py"), bench.sandbox.user, key, AWS_PROXY, *ids]
+
+
 def fleet_rows(bench: Bench) -> list[Row]:
     rows: list[Row] = []
     missing = bench.missing("aws")
-    fabric_script = str(HERE / "fabric_group.py")
     for size in FLEET_SIZES:
         name = f"run true on {size} host{'s' if size > 1 else ''}"
         if missing:
@@ -156,10 +162,7 @@ def fleet_rows(bench: Bench) -> list[Row]:
             continue
         ids = [h.instance_id for h in bench.sandbox.hosts if h.tags.get(f"Fleet{size}") == "yes"]
         ours = ("ssmfab run", lambda size=size: [bench.ssmfab, "run", "--tag", f"Fleet{size}=yes", "true"])
-        theirs = (
-            "Fabric ThreadingGroup (aws CLI proxy)",
-            lambda ids=ids: [sys.executable, fabric_script, bench.sandbox.user, bench.env["SSMFAB_KEY"], AWS_PROXY, *ids],
-        )
+        theirs = ("Fabric ThreadingGroup (aws CLI proxy)", lambda ids=ids: fabric_group(bench, bench.env["SSMFAB_KEY"], ids))
         if size == 20:
             rows.append(guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), 0.25, ">= 4x faster, <= 400 MiB", 400, {"hosts": 20})))
         else:
@@ -168,8 +171,26 @@ def fleet_rows(bench: Bench) -> list[Row]:
     if 1 in ran and 50 in ran:
         one, fifty = Side("ssmfab run, 1 host", ran[1].ours.runs, ran[1].ours.watched), ran[50].ours
         rows.append(Row("ssmfab: 50 hosts vs 1 host", fifty, one, 2.0, "<= 2x the time of 1 host", extra={"hosts": 50}))
+    rows.append(rsa_key_row(bench))
     rows.append(linked_scaling_row(bench))
     return rows
+
+
+def rsa_key_row(bench: Bench) -> Row:
+    """20 hosts as above, both sides with a 3072-bit RSA key: paramiko reads and checks (~130 ms of CPU) the
+    key file for every connection it opens with one; ssmfab reads it once per run."""
+    name = "run true on 20 hosts, RSA key"
+    missing = bench.missing("aws", "ssh-keygen")
+    if missing:
+        return Row(name, Side(""), Side(""), skipped=missing)
+    key = bench.scratch / "id_rsa"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(key)], check=True)
+        bench.sandbox.authorize_key(Path(f"{key}.pub").read_text())
+    ids = [h.instance_id for h in bench.sandbox.hosts if h.tags.get("Fleet20") == "yes"]
+    ours = ("ssmfab run --key (RSA)", lambda: [bench.ssmfab, "run", "--tag", "Fleet20=yes", "--key", str(key), "true"])
+    theirs = ("Fabric ThreadingGroup (aws CLI proxy)", lambda: fabric_group(bench, str(key), ids))
+    return guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), extra={"hosts": 20, "key": "rsa-3072"}))
 
 
 def linked_scaling_row(bench: Bench) -> Row:

@@ -101,7 +101,8 @@ class Bench:
     def missing(self, *tools: str) -> str:
         """Why a row cannot run here ("" when it can): each absent tool with how to get it."""
         hints = {"ssh": "apt-get install openssh-client", "sftp": "apt-get install openssh-client",
-                 "scp": "apt-get install openssh-client", "aws": "pip install awscli"}  # fmt: skip
+                 "scp": "apt-get install openssh-client", "ssh-keygen": "apt-get install openssh-client",
+                 "aws": "pip install awscli"}  # fmt: skip
         path = self.env["PATH"]
         absent = [t for t in tools if shutil.which(t, path=path) is None]
         return "; ".join(f"{t} not found ({hints.get(t, 'install it')})" for t in absent)

@@ -335,6 +335,11 @@ class Sandbox:
         entry = {**self._registration(self.host(name), "Online"), "SandboxSessionError": code}
         sandbox_put_instance_information(self.endpoint, REGION, [entry])
 
+    def authorize_key(self, public_key: str) -> None:
+        """Let ``public_key`` (an OpenSSH public key line) log in to every host, beside the sandbox's own key."""
+        with (self.root / "authorized_keys").open("a") as authorized:
+            authorized.write(public_key.strip() + "\n")
+
     def refuse_client_key(self, name: str) -> None:
         """Restart a host's sshd with no authorised key: SSH authentication to it fails."""
         server = self._servers[name]

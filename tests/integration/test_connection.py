@@ -128,8 +128,7 @@ def test_a_fleet_on_an_rsa_key_reads_it_once(sandbox: Sandbox, sandbox_env: dict
     # RSA keys are what many operators carry; paramiko would read and check one (~130 ms) per connection.
     rsa_key = tmp_path / "id_rsa"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(rsa_key)], check=True)
-    authorized = sandbox.root / "authorized_keys"
-    authorized.write_text(authorized.read_text() + (tmp_path / "id_rsa.pub").read_text())
+    sandbox.authorize_key((tmp_path / "id_rsa.pub").read_text())
     client = Client(key=str(rsa_key), notify=lambda message: None)
     targets = client.targets(tags=["Role=web"])
     result = fan_out(targets, client.connect, run_command("echo $((6 * 7))", hide=True), parallel=3)
