@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 import paramiko
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -59,8 +58,8 @@ def load_private_key(path: str) -> paramiko.PKey | None:
         certificate = Path(f"{key_path}-cert.pub")
         if certificate.exists():
             key.load_certificate(str(certificate))
-    except (OSError, ValueError, TypeError, UnsupportedAlgorithm, paramiko.SSHException):
-        # TypeError: a passphrase is needed. paramiko then reads the file as before, and says why it cannot.
+    except Exception:  # noqa: BLE001 - whatever the file is (encrypted: TypeError, DSA: UnknownKeyType, damaged),
+        # paramiko then reads it per connection as before, asks for its passphrase or says why it cannot.
         return None
     return key
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 
 from ssmfab import keys
 from ssmfab.client import Client
@@ -51,6 +51,10 @@ def test_keys_it_cannot_read_are_left_to_paramiko(tmp_path: Path) -> None:
     encrypted = tmp_path / "encrypted"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "secret", "-f", str(encrypted)], check=True)
     assert load_private_key(str(encrypted)) is None  # paramiko asks for the passphrase, as before
+    dsa_key = dsa.generate_private_key(key_size=2048)  # a type paramiko no longer reads
+    pem = dsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (tmp_path / "id_dsa").write_bytes(pem)
+    assert load_private_key(str(tmp_path / "id_dsa")) is None
     (tmp_path / "garbage").write_text("not a key\n")
     assert load_private_key(str(tmp_path / "garbage")) is None
     assert load_private_key(str(tmp_path / "missing")) is None
