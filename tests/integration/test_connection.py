@@ -120,8 +120,9 @@ def test_refused_key_is_one_clear_error(sandbox: Sandbox, sandbox_env: dict[str,
     wrong = tmp_path / "wrong_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
     client = Client(key=str(wrong), notify=lambda message: None)
-    with pytest.raises(AuthenticationError, match="SSH key refused for user"):
+    with pytest.raises(AuthenticationError, match="SSH key refused for user") as refused:
         client.connect(host_id(sandbox, "web-1")).run("true")
+    assert f"(key: {wrong})" in str(refused.value)  # the file is named though it was loaded once, up front
 
 
 def test_a_fleet_on_an_rsa_key_reads_it_once(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
