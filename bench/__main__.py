@@ -184,9 +184,8 @@ def rsa_key_row(bench: Bench) -> Row:
     if missing:
         return Row(name, Side(""), Side(""), skipped=missing)
     key = bench.scratch / "id_rsa"
-    if not key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(key)], check=True)
-        bench.sandbox.authorize_key(Path(f"{key}.pub").read_text())
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(key)], check=True)
+    bench.sandbox.authorize_key(Path(f"{key}.pub").read_text())
     ids = [h.instance_id for h in bench.sandbox.hosts if h.tags.get("Fleet20") == "yes"]
     ours = ("ssmfab run --key (RSA)", lambda: [bench.ssmfab, "run", "--tag", "Fleet20=yes", "--key", str(key), "true"])
     theirs = ("Fabric ThreadingGroup (aws CLI proxy)", lambda: fabric_group(bench, str(key), ids))

@@ -29,9 +29,9 @@ CREDENTIAL_CODES = {
     "RequestExpired",
 }
 ACCESS_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 #: botocore's own default for a client's connection pool.
 DEFAULT_POOL_CONNECTIONS = 10
-THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
 @dataclass

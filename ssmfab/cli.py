@@ -145,10 +145,10 @@ class Flags:
         return None if self.parallel is None else checked_parallel(parse_number(self.parallel, "parallel", int))
 
     def policy(self, client: Client, *, batch: str | None = None, max_failures: str | None = None) -> Policy:
-        """The fan-out policy from the flags given, else the task's defaults, else config."""
-        given = self.parallel_given()
+        """The fan-out policy from the flags given, else the task's defaults, else config. ``client`` is this
+        Flags' own (``client()``), whose settings already carry --parallel."""
         return Policy(
-            parallel=client.settings.run.parallel if given is None else given,
+            parallel=client.settings.run.parallel,
             batch=self.batch or batch or None,
             max_failures=self.max_failures or max_failures or None,
             timeout=None if self.timeout in (None, "") else parse_number(str(self.timeout), "timeout", float),
