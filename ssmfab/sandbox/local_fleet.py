@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import py_compile
 import shutil
 import signal
 import subprocess
@@ -206,8 +207,11 @@ class Sandbox:
     def _write_launchers(self) -> None:
         self.bin_dir.mkdir(exist_ok=True)
         plugin = self.bin_dir / "session-manager-plugin"
-        # A script run without site (-S): the plugin is stdlib-only and starts once per connection.
-        plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{Path(stand_in_plugin.__file__).resolve()}" "$@"\n')
+        # Run without site (-S): the plugin is stdlib-only and starts once per connection. It runs from bytecode
+        # compiled here, as an installed program would: a script is compiled from source at every start
+        # (~3 ms of CPU each, 51 starts in a 50-host run, on the cores the run is measured on).
+        code = py_compile.compile(str(Path(stand_in_plugin.__file__).resolve()), cfile=str(self.bin_dir / "plugin.pyc"), doraise=True)
+        plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{code}" "$@"\n')
         plugin.chmod(0o755)
         (self.root / "aws-config").touch()
         (self.root / "aws-credentials").touch()
