@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
 import types
@@ -19,23 +20,43 @@ class _MockOnFirstUse:
         return mock.Mock(*args, **kwargs)
 
 
-def import_invoke_without_mock() -> None:
-    """Import invoke without loading unittest.mock, which imports asyncio: ~20-25 ms of every command's start.
+class _ModuleOnFirstUse(types.ModuleType):
+    """Stands in for a module a library binds at import but uses later, if ever: the first attribute read
+    imports the real module (by then out of sys.modules) and hands its attribute over."""
 
-    invoke.context imports ``Mock`` at load time for MockContext, a testing helper the command line never
-    builds. While invoke loads, ``unittest.mock`` is a stand-in whose ``Mock`` imports the real one on first
-    use; the stand-in leaves sys.modules right after, so any later ``import unittest.mock`` gets the real module.
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def _stand_ins() -> dict[str, types.ModuleType]:
+    mock = types.ModuleType("unittest.mock")
+    mock.Mock = _MockOnFirstUse  # type: ignore[attr-defined]
+    return {
+        # invoke.context imports Mock at load time for MockContext, a testing helper the command line never
+        # builds; unittest.mock imports asyncio: ~20-25 ms.
+        "unittest.mock": mock,
+        # invoke's YAML parser reads invoke.yaml config files; loading it (its C half and a reader that
+        # compiles its regular expressions) cost ~19 ms of every start, with or without such a file.
+        "invoke.vendor.yaml": _ModuleOnFirstUse("invoke.vendor.yaml"),
+    }
+
+
+def import_invoke_lean() -> None:
+    """Import invoke without the modules it loads for features a command seldom or never uses.
+
+    While invoke loads, each of those is a stand-in that imports the real module on first use; the stand-ins
+    leave sys.modules right after, so any later import of those modules gets the real ones.
     """
-    if "invoke.context" in sys.modules or "unittest.mock" in sys.modules:
+    if "invoke.context" in sys.modules:
         return
-    stand_in = types.ModuleType("unittest.mock")
-    stand_in.Mock = _MockOnFirstUse  # type: ignore[attr-defined]
-    sys.modules["unittest.mock"] = stand_in
+    stand_ins = {name: module for name, module in _stand_ins().items() if name not in sys.modules}
+    sys.modules.update(stand_ins)
     try:
         import invoke.context  # noqa: F401
     finally:
-        if sys.modules.get("unittest.mock") is stand_in:
-            del sys.modules["unittest.mock"]
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 def main() -> None:
@@ -43,7 +64,7 @@ def main() -> None:
     # its models) and no garbage: collecting during it cost ~13% of startup's CPU. The collector comes back
     # once the hosts are known (cli.startup_over), or never for a command that ends before that.
     gc.disable()
-    import_invoke_without_mock()
+    import_invoke_lean()
     from invoke.program import Program
 
     from .tasks import ns

@@ -121,6 +121,23 @@ def test_the_program_loads_no_unittest_mock_until_a_mock_is_built() -> None:
     assert lines[-2:] == ["[]", "up 3 days True"]
 
 
+def test_the_program_loads_no_yaml_parser_until_a_yaml_file_is_read(tmp_path: Path) -> None:
+    # invoke binds its YAML parser at import for invoke.yaml config files; the program defers loading it to
+    # the first such file, which still loads, and a later `import invoke.vendor.yaml` gets the real module.
+    config = tmp_path / "runtime.yaml"
+    config.write_text("run:\n  echo: true\nssmfab_probe: [1, 2]\n")
+    lines = printed_around_the_program(
+        ["--list"],
+        "print([m for m in sys.modules if 'yaml' in m])\n"
+        "from invoke import Config\n"
+        f"config = Config(runtime_path={str(config)!r})\n"
+        "config.load_runtime()\n"
+        "import invoke.vendor.yaml\n"
+        "print(config.run.echo, config.ssmfab_probe, invoke.vendor.yaml.safe_load('a: 1'))\n",
+    )
+    assert lines[-2:] == ["[]", "True [1, 2] {'a': 1}"]
+
+
 def test_command_line_runs_hand_the_gil_over_sooner(tmp_path: Path) -> None:
     # A task run from the command line (here `audit`, which needs no AWS) sets the interpreter's switch interval;
     # importing ssmfab alone leaves it as it was.
