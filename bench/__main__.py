@@ -1,6 +1,7 @@
 """ssmfab benchmark: ssmfab against OpenSSH and plain Fabric through the same SSM tunnels, side by side.
 
-    make bench                                              # everything: 3 alternating timed runs per pair, medians
+    make bench                                              # everything: 3 alternating timed runs per pair
+                                                            # (12 for the connect and 50-vs-1 rows), medians
     .venv/bin/python -m bench --repeat 1 --rows connect,fleet   # a quick look at two rows
 
 It starts a sandbox fleet (moto + one real sshd per instance + the stand-in session-manager-plugin), runs
@@ -202,7 +203,7 @@ def linked_scaling_row(bench: Bench) -> Row:
     fifty = ("ssmfab run --parallel 50, 50 hosts", lambda: [bench.ssmfab, "run", "--tag", "Fleet50=yes", "--parallel", "50", "true"])
     single = ("ssmfab run, 1 host", lambda: [bench.ssmfab, "run", "--id", one, "true"])
     return guarded(name, lambda: Row(
-        name, *bench.pair(name, fifty, single, env=bench.linked(bench.env)), 2.0, "<= 2x the time of 1 host",
+        name, *bench.pair(name, fifty, single, env=bench.linked(bench.env), quick=True), 2.0, "<= 2x the time of 1 host",
         extra={"hosts": 50, "link": bench.link.describe()},
     ))  # fmt: skip
 
@@ -215,7 +216,7 @@ def connect_row(bench: Bench) -> Row:
         return Row(name, Side(""), Side(""), skipped=missing)
     ours = ("ssmfab run", lambda: [bench.ssmfab, "run", "--id", host.instance_id, "true"])
     theirs = ("ssh (aws CLI proxy)", lambda: ["ssh", *bench.ssh_options(AWS_PROXY), f"{bench.sandbox.user}@{host.instance_id}", "true"])
-    return guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), 0.5, "<= 0.5x the time"))
+    return guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs, quick=True), 0.5, "<= 0.5x the time"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,11 @@ def _side_dict(side: Side) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: How many times as many rounds a quick pair gets: on a shared VM a sub-second run varies by a tenth of a
+#: second from one run to the next, which three samples cannot median away (a few seconds more per row).
+QUICK_ROUNDS = 4
+
+
 class Bench:
     """Everything the rows share: the sandbox, its environment, the tools, scratch space, repeat count."""
 
@@ -126,13 +131,16 @@ class Bench:
         env: dict[str, str] | None = None,
         before: Callable[[], None] = lambda: None,
         check: Callable[[], None] = lambda: None,
+        quick: bool = False,
     ) -> tuple[Side, Side]:
         """One memory-sampled run of each command, then the two alternated ``repeat`` times (theirs first on even
         rounds) for time, unwatched; ``before`` resets the destination, ``check`` verifies the result of every run
-        (a fast wrong answer does not count). The sampled runs also warm the host and the page cache."""
+        (a fast wrong answer does not count). The sampled runs also warm the host and the page cache. ``quick``:
+        a pair of runs that take a second or so, alternated QUICK_ROUNDS times as often."""
         sides = Side(ours[0]), Side(theirs[0])
         commands = ours[1], theirs[1]
-        timed = [which for round_ in range(self.repeat) for which in ((1, 0) if round_ % 2 == 0 else (0, 1))]
+        rounds = self.repeat * (QUICK_ROUNDS if quick else 1)
+        timed = [which for round_ in range(rounds) for which in ((1, 0) if round_ % 2 == 0 else (0, 1))]
         for which, watch in [(1, True), (0, True)] + [(which, False) for which in timed]:
             before()
             measured = run_measured(commands[which](), env or self.env, sample_memory=watch)

@@ -41,3 +41,29 @@ def test_a_failing_command_reports_its_exit_and_stderr() -> None:
     measured = run_measured(["sh", "-c", "echo boom >&2; exit 3"], {"PATH": "/usr/bin:/bin"})
     assert measured.returncode == 3
     assert "boom" in measured.stderr_tail
+
+
+class EnvOnlySandbox:
+    """What Bench reads of a sandbox to run a pair: its environment (no fleet is needed to run `sh`)."""
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize("quick", [False, True], ids=["slow pair", "quick pair"])
+def test_a_pair_alternates_its_commands_and_a_quick_pair_more_often(tmp_path: Path, quick: bool) -> None:
+    from bench.cases import QUICK_ROUNDS, Bench
+    from ssmfab.sandbox import LinkModel
+
+    order = tmp_path / "order"
+    bench = Bench(EnvOnlySandbox(), tmp_path, 2, LinkModel.parse("off"))  # type: ignore[arg-type]
+    ours, theirs = (("ours", lambda: ["sh", "-c", f"echo ours >> {order}"]), ("theirs", lambda: ["sh", "-c", f"echo theirs >> {order}"]))
+    sides = bench.pair("row", ours, theirs, quick=quick)
+    rounds = 2 * (QUICK_ROUNDS if quick else 1)
+    assert [len(side.runs) for side in sides] == [rounds, rounds]
+    assert [len(side.watched) for side in sides] == [1, 1]
+    ran = order.read_text().split()
+    timed = ran[2:]
+    assert len(timed) == 2 * rounds
+    # Theirs first on even rounds, ours first on odd ones: neither always runs on a machine the other warmed.
+    assert timed[:4] == ["theirs", "ours", "ours", "theirs"]
