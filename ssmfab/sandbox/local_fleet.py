@@ -30,6 +30,10 @@ from . import plugin as stand_in_plugin
 from .plugin import LINK_ENV_VAR, LinkModel, call_sandbox_ssm
 from .sshd import SSHServer, find_sshd, free_ports, generate_key, terminate_group
 
+#: The stand-in plugin as the sandbox runs it (compiled, in its bin folder): every tunnel process the sandbox
+#: serves carries this name on its command line.
+PLUGIN_PROGRAM = "stand-in-session-manager-plugin.pyc"
+
 REGION = "us-east-1"
 AGENT_VERSION = "3.3.1142.0"
 #: AWS owns this document in every region; moto has no copy, so the sandbox adds AWS's content.
@@ -210,7 +214,8 @@ class Sandbox:
         # Run without site (-S): the plugin is stdlib-only and starts once per connection. It runs from bytecode
         # compiled here, as an installed program would: a script is compiled from source at every start
         # (~3 ms of CPU each, 51 starts in a 50-host run, on the cores the run is measured on).
-        code = py_compile.compile(str(Path(stand_in_plugin.__file__).resolve()), cfile=str(self.bin_dir / "plugin.pyc"), doraise=True)
+        source = str(Path(stand_in_plugin.__file__).resolve())
+        code = py_compile.compile(source, cfile=str(self.bin_dir / PLUGIN_PROGRAM), doraise=True)
         plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{code}" "$@"\n')
         plugin.chmod(0o755)
         (self.root / "aws-config").touch()

@@ -16,10 +16,10 @@ from ssmfab.sandbox import Sandbox, default_hosts
 
 pytestmark = pytest.mark.integration
 
-from ssmfab.sandbox import plugin as stand_in_plugin
+from ssmfab.sandbox.local_fleet import PLUGIN_PROGRAM
 
 #: What a tunnel's processes carry on their command lines: the aws CLI's subcommand, the stand-in plugin's file.
-TUNNEL_PROCESS_MARKERS = ("start-session", str(Path(stand_in_plugin.__file__).resolve()))
+TUNNEL_PROCESS_MARKERS = ("start-session", PLUGIN_PROGRAM)
 
 
 def processes_matching(*needles: str, environ: str | None = None) -> list[str]:
