@@ -1,7 +1,7 @@
 """ssmfab benchmark: ssmfab against OpenSSH and plain Fabric through the same SSM tunnels, side by side.
 
     make bench                                              # everything: 3 alternating timed runs per pair
-                                                            # (12 for the connect and 50-vs-1 rows), medians
+                                                            # (12 for connect and link-model 50-vs-1), medians
     .venv/bin/python -m bench --repeat 1 --rows connect,fleet   # a quick look at two rows
 
 It starts a sandbox fleet (moto + one real sshd per instance + the stand-in session-manager-plugin), runs
