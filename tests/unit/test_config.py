@@ -97,3 +97,22 @@ def test_user_tag_overrides_the_configured_user() -> None:
     assert client.user_for(Target(id="i-12345678", tags={"ssmfab:user": "ubuntu"})) == "ubuntu"
     assert client.user_for(Target(id="i-12345678")) == "ec2-user"
     assert Client(user_tag="").user_for(Target(id="i-12345678", tags={"ssmfab:user": "x"})) == "ec2-user"
+
+
+def test_the_toml_parser_loads_only_for_a_config_file(tmp_path: Path) -> None:
+    # Loading it costs every command a few milliseconds; a run without config files never needs it.
+    import subprocess
+    import sys
+
+    config = tmp_path / "ssmfab.toml"
+    config.write_text('[ssh]\nuser = "ubuntu"\n')
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from ssmfab.config import load_settings\n"
+        f"load_settings(env={{}}, files=[], cwd=Path({str(tmp_path / 'empty')!r}))\n"
+        "print('tomllib' in sys.modules)\n"
+        f"print(load_settings(env={{}}, files=[Path({str(config)!r})]).ssh.user, 'tomllib' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split("\n")[:2] == ["False", "ubuntu True"]
