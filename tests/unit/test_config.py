@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,9 +103,6 @@ def test_user_tag_overrides_the_configured_user() -> None:
 
 def test_the_toml_parser_loads_only_for_a_config_file(tmp_path: Path) -> None:
     # Loading it costs every command a few milliseconds; a run without config files never needs it.
-    import subprocess
-    import sys
-
     config = tmp_path / "ssmfab.toml"
     config.write_text('[ssh]\nuser = "ubuntu"\n')
     script = (
