@@ -109,7 +109,7 @@ def test_the_toml_parser_loads_only_for_a_config_file(tmp_path: Path) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "from ssmfab.config import load_settings\n"
-        f"load_settings(env={{}}, files=[], cwd=Path({str(tmp_path / 'empty')!r}))\n"
+        "load_settings(env={}, files=[])\n"
         "print('tomllib' in sys.modules)\n"
         f"print(load_settings(env={{}}, files=[Path({str(config)!r})]).ssh.user, 'tomllib' in sys.modules)\n"
     )
