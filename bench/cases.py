@@ -83,8 +83,9 @@ def _side_dict(side: Side) -> dict[str, Any]:
     }  # fmt: skip
 
 
-#: How many times as many rounds a quick pair gets: on a shared VM a sub-second run varies by a tenth of a
-#: second from one run to the next, which three samples cannot median away (a few seconds more per row).
+#: How many times as many rounds a quick pair gets: on a shared VM a run of one to three seconds varies by a
+#: tenth of a second from one run to the next, which three samples cannot median away (under a minute more
+#: per row).
 QUICK_ROUNDS = 4
 
 
@@ -136,7 +137,7 @@ class Bench:
         """One memory-sampled run of each command, then the two alternated ``repeat`` times (theirs first on even
         rounds) for time, unwatched; ``before`` resets the destination, ``check`` verifies the result of every run
         (a fast wrong answer does not count). The sampled runs also warm the host and the page cache. ``quick``:
-        a pair of runs that take a second or so, alternated QUICK_ROUNDS times as often."""
+        a pair of runs that take one to three seconds, alternated QUICK_ROUNDS times as often."""
         sides = Side(ours[0]), Side(theirs[0])
         commands = ours[1], theirs[1]
         rounds = self.repeat * (QUICK_ROUNDS if quick else 1)
