@@ -21,7 +21,9 @@ Rows:
              on loopback and over the SSM link model (sessions that take as long to open as real ones)
              and 20 hosts again with a 3072-bit RSA key (what many operators carry; paramiko checks one
              per load) on both sides
-  connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand
+  connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand, and two floors
+             against that ssh: ssmfab's libraries imported and nothing run, and the same plus SSH straight
+             to sshd (no SSM, no AWS)
 """
 
 from __future__ import annotations
@@ -208,15 +210,36 @@ def linked_scaling_row(bench: Bench) -> Row:
     ))  # fmt: skip
 
 
-def connect_row(bench: Bench) -> Row:
+#: What any ``ssmfab`` command loads before it can do anything, loaded the way the program loads it (collector
+#: off, invoke without its seldom-used parts): the libraries' import time alone.
+LIBRARIES_ONLY = (
+    "import gc; gc.disable(); from ssmfab.program import import_invoke_lean; import_invoke_lean(); "
+    "import paramiko, fabric, botocore.session"
+)
+
+
+def connect_rows(bench: Bench) -> list[Row]:
+    """ssmfab run against ssh with the aws CLI ProxyCommand, then two floors against that same ssh, each in its
+    own alternation: ssmfab's libraries imported and nothing run; the same plus ssmfab's SSH connection
+    straight to sshd, with no SSM or AWS at all (``ssh_floor.py``). A Python client built on these libraries
+    cannot connect here in less than the second."""
     host = bench.sandbox.hosts[0]
-    name = "connect + true, one host"
+    names = ("connect + true, one host", "floor: libraries imported only", "floor: libraries + SSH, no SSM/AWS")
     missing = bench.missing("ssh", "aws")
     if missing:
-        return Row(name, Side(""), Side(""), skipped=missing)
-    ours = ("ssmfab run", lambda: [bench.ssmfab, "run", "--id", host.instance_id, "true"])
-    theirs = ("ssh (aws CLI proxy)", lambda: ["ssh", *bench.ssh_options(AWS_PROXY), f"{bench.sandbox.user}@{host.instance_id}", "true"])
-    return guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs, quick=True), 0.5, "<= 0.5x the time"))
+        return [Row(name, Side(""), Side(""), skipped=missing) for name in names]
+    user, key = bench.sandbox.user, bench.env["SSMFAB_KEY"]
+    baseline = ("ssh (aws CLI proxy)", lambda: ["ssh", *bench.ssh_options(AWS_PROXY), f"{user}@{host.instance_id}", "true"])
+    sides = (
+        ("ssmfab run", lambda: [bench.ssmfab, "run", "--id", host.instance_id, "true"]),
+        ("python: import ssmfab's libraries", lambda: [sys.executable, "-c", LIBRARIES_ONLY]),
+        ("python: libraries + SSH to sshd", lambda: [sys.executable, str(HERE / "ssh_floor.py"), "127.0.0.1", str(host.port), user, key]),
+    )
+    targets: tuple[tuple[float | None, str], ...] = ((0.5, "<= 0.5x the time"), (None, ""), (None, ""))
+    rows = []
+    for name, ours, (ratio, text) in zip(names, sides, targets):
+        rows.append(guarded(name, lambda: Row(name, *bench.pair(name, ours, baseline, quick=True), ratio, text)))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_up(bench)
             rows: list[Row] = []
             if "connect" in rows_wanted:
-                rows.append(connect_row(bench))
+                rows += connect_rows(bench)
             if "fleet" in rows_wanted:
                 rows += fleet_rows(bench)
             if "transfer" in rows_wanted:
