@@ -210,36 +210,29 @@ def linked_scaling_row(bench: Bench) -> Row:
     ))  # fmt: skip
 
 
-#: What any ``ssmfab`` command loads before it can do anything, loaded the way the program loads it (collector
-#: off, invoke without its seldom-used parts): the libraries' import time alone.
-LIBRARIES_ONLY = (
-    "import gc; gc.disable(); from ssmfab.program import import_invoke_lean; import_invoke_lean(); "
-    "import paramiko, fabric, botocore.session"
-)
-
-
 def connect_rows(bench: Bench) -> list[Row]:
     """ssmfab run against ssh with the aws CLI ProxyCommand, then two floors against that same ssh, each in its
-    own alternation: ssmfab's libraries imported and nothing run; the same plus ssmfab's SSH connection
-    straight to sshd, with no SSM or AWS at all (``ssh_floor.py``). A Python client built on these libraries
-    cannot connect here in less than the second."""
+    own alternation (``connect_floor.py``): ssmfab's libraries loaded as the program loads them, with nothing
+    run; the same plus ssmfab's SSH connection straight to sshd, with no SSM or AWS at all. A Python client
+    built on these libraries cannot connect here in less than the second."""
     host = bench.sandbox.hosts[0]
-    names = ("connect + true, one host", "floor: libraries imported only", "floor: libraries + SSH, no SSM/AWS")
+    user, key = bench.sandbox.user, bench.env["SSMFAB_KEY"]
+    floor = [sys.executable, str(HERE / "connect_floor.py")]
+    rows: tuple[tuple[str, tuple[str, Callable[[], list[str]]], float | None, str], ...] = (
+        ("connect + true, one host", ("ssmfab run", lambda: [bench.ssmfab, "run", "--id", host.instance_id, "true"]),
+         0.5, "<= 0.5x the time"),
+        ("floor: libraries imported only", ("python: import ssmfab's libraries", lambda: floor), None, ""),
+        ("floor: libraries + SSH, no SSM/AWS",
+         ("python: libraries + SSH to sshd", lambda: [*floor, "127.0.0.1", str(host.port), user, key]), None, ""),
+    )  # fmt: skip
     missing = bench.missing("ssh", "aws")
     if missing:
-        return [Row(name, Side(""), Side(""), skipped=missing) for name in names]
-    user, key = bench.sandbox.user, bench.env["SSMFAB_KEY"]
+        return [Row(name, Side(""), Side(""), skipped=missing) for name, *_ in rows]
     baseline = ("ssh (aws CLI proxy)", lambda: ["ssh", *bench.ssh_options(AWS_PROXY), f"{user}@{host.instance_id}", "true"])
-    sides = (
-        ("ssmfab run", lambda: [bench.ssmfab, "run", "--id", host.instance_id, "true"]),
-        ("python: import ssmfab's libraries", lambda: [sys.executable, "-c", LIBRARIES_ONLY]),
-        ("python: libraries + SSH to sshd", lambda: [sys.executable, str(HERE / "ssh_floor.py"), "127.0.0.1", str(host.port), user, key]),
-    )
-    targets: tuple[tuple[float | None, str], ...] = ((0.5, "<= 0.5x the time"), (None, ""), (None, ""))
-    rows = []
-    for name, ours, (ratio, text) in zip(names, sides, targets):
-        rows.append(guarded(name, lambda: Row(name, *bench.pair(name, ours, baseline, quick=True), ratio, text)))
-    return rows
+    return [
+        guarded(name, lambda: Row(name, *bench.pair(name, ours, baseline, quick=True), ratio, text))
+        for name, ours, ratio, text in rows
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

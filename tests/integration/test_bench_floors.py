@@ -11,10 +11,7 @@ import pytest
 
 from ssmfab.sandbox import Sandbox
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH.parent))
-
-from bench.__main__ import LIBRARIES_ONLY  # noqa: E402
+FLOOR = Path(__file__).resolve().parents[2] / "bench" / "connect_floor.py"
 
 
 def modules_loaded(code: str, env: dict[str, str], report: Path) -> set[str]:
@@ -37,11 +34,8 @@ def test_a_floor_loads_the_libraries_and_nothing_a_real_run_does_not(
     host = sandbox.hosts[0]
     run = f"sys.argv = ['ssmfab', 'run', '--id', {host.instance_id!r}, 'true']\nfrom ssmfab.program import main\nmain()\n"
     ran = modules_loaded(run, sandbox_env, tmp_path / "run.txt")
-    if floor == "libraries":
-        code = LIBRARIES_ONLY
-    else:
-        code = as_main(BENCH / "ssh_floor.py", "127.0.0.1", str(host.port), sandbox.user, sandbox_env["SSMFAB_KEY"])
-    loaded = modules_loaded(code, sandbox_env, tmp_path / "floor.txt")
+    ssh = ("127.0.0.1", str(host.port), sandbox.user, sandbox_env["SSMFAB_KEY"]) if floor == "ssh" else ()
+    loaded = modules_loaded(as_main(FLOOR, *ssh), sandbox_env, tmp_path / "floor.txt")
     assert {"paramiko", "fabric", "botocore.session", "invoke"} <= loaded
     assert loaded - ran == set(), "the floor loads modules ssmfab run does not, so it overstates the floor"
 
@@ -50,7 +44,7 @@ def test_the_ssh_floor_runs_true_on_a_host_and_fails_with_a_wrong_key(
     sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path
 ) -> None:
     host = sandbox.hosts[0]
-    floor = [sys.executable, str(BENCH / "ssh_floor.py"), "127.0.0.1", str(host.port), sandbox.user]
+    floor = [sys.executable, str(FLOOR), "127.0.0.1", str(host.port), sandbox.user]
     done = subprocess.run([*floor, sandbox_env["SSMFAB_KEY"]], capture_output=True, text=True, env=sandbox_env, timeout=60)
     assert done.returncode == 0, done.stderr
     stranger = tmp_path / "id_stranger"
