@@ -166,11 +166,13 @@ class Flags:
         describe: Callable[[Any], dict[str, Any]] | None = None,
         batch: str | None = None,
         max_failures: str | None = None,
+        progress: Progress | None = None,
     ) -> FleetResult[Any]:
-        """Run under the policy from flags (else the given defaults, else config); show progress and the
-        summary (or the JSON report); raise FleetError if any host failed."""
+        """Run under the policy from flags (else the given defaults, else config); show progress (``progress``:
+        one the hosts' live output already clears before its lines) and the summary (or the JSON report);
+        raise FleetError if any host failed."""
         policy = self.policy(client, batch=batch, max_failures=max_failures)
-        progress = Progress(len(targets), sys.stderr, enabled=False if self.json else None)
+        progress = progress or self.progress(len(targets))
         with audit_trail(client, secrets) as audit:
 
             def finished(host: HostResult[Any]) -> None:
@@ -180,6 +182,10 @@ class Flags:
             result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished)
             progress.close()
         return self.report(result, describe)
+
+    def progress(self, hosts: int) -> Progress:
+        """The status line on stderr: on a terminal, and not with --json."""
+        return Progress(hosts, sys.stderr, enabled=False if self.json else None)
 
     def report(self, result: FleetResult[Any], describe: Callable[[Any], dict[str, Any]] | None = None) -> FleetResult[Any]:
         """The summary table (or JSON report), a FAILED line per failed host, and FleetError if any failed."""

@@ -13,8 +13,9 @@ from .targets import Selection, Target
 class PrefixedStream:
     """A file-like object that writes whole lines, each prefixed with the host, under a shared lock.
 
-    Fabric hands its out_stream arbitrary chunks; buffering to line ends keeps concurrent hosts' output
-    from interleaving mid-line.
+    Fabric hands its out_stream arbitrary chunks and flushes after each one; buffering to line ends keeps
+    concurrent hosts' output from interleaving mid-line, so ``flush`` keeps a partial line back too. The
+    last line, if the command ended without a newline, is printed by ``end_of_output``.
     """
 
     def __init__(self, stream: IO[str], prefix: str, lock: threading.Lock, progress: Progress | None = None) -> None:
@@ -41,6 +42,11 @@ class PrefixedStream:
         return len(text)
 
     def flush(self) -> None:
+        """Nothing to do: whole lines are written (and flushed) as they complete; a partial line waits for
+        its end (printing it now split `1022` into `10` and `22` whenever a read ended mid-line)."""
+
+    def end_of_output(self) -> None:
+        """The stream ended: print a last line that had no newline."""
         if self._partial:
             self._emit([self._partial])
             self._partial = ""

@@ -1,5 +1,5 @@
-"""A Fabric remote runner that keeps only the tail of a command's output in memory, and notices at once
-when a command ends.
+"""A Fabric remote runner that keeps only the tail of a command's output in memory, notices at once when a
+command ends, quotes the command's environment, and closes the command's stdin unless it was given one.
 
 invoke keeps every chunk a command prints in a list (and re-joins that list for its watchers on every
 chunk), so a remote that prints gigabytes would exhaust local memory. Output is still streamed live in
@@ -8,10 +8,15 @@ full; only what the Result keeps is capped, with a note saying how much was drop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import codecs
+import os
+import select
+from collections.abc import Callable, Generator, Iterator
 from typing import IO, Any
 
 from fabric.runners import Remote
+
+from .remoteshell import with_env
 
 DEFAULT_OUTPUT_CAP = 1_000_000
 
@@ -48,10 +53,57 @@ class CappedRemote(Remote):  # type: ignore[misc]
         self.output_cap = int(getattr(context, "output_cap", DEFAULT_OUTPUT_CAP))
         self.tails: dict[int, TailBuffer] = {}
 
+    def start(self, command: str, shell: str, env: dict[str, str], timeout: int | None = None) -> None:
+        if env and self.inline_env:
+            # Fabric would inline these unquoted (`export K=V && …`): a value would run as code.
+            command, env = with_env(command, env), {}
+        super().start(command, shell, env, timeout=timeout)
+        if not self.streams["in"] and not self.using_pty:
+            # Like `ssh -n`: with no local input to forward, the command reads end-of-file at once instead
+            # of waiting forever (`cat`, `read`, a prompt). A pty's input is the terminal's, left as it is.
+            self.channel.shutdown_write()
+
+    def handle_stdin(self, input_: IO[str], output: IO[str], echo: bool = False) -> None:
+        try:
+            fd = input_.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is None or os.isatty(fd):
+            super().handle_stdin(input_, output, echo)
+            return
+        # A pipe or a file: invoke reads such input one byte per 10 ms; forward it in blocks, as bytes.
+        while not self.program_finished.is_set():
+            ready, _, _ = select.select([fd], [], [], self.input_sleep)
+            if not ready:
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                self.close_proc_stdin()
+                return
+            self._write_proc_stdin(data)
+
+    def read_proc_output(self, reader: Callable[..., Any]) -> Generator[str, None, None]:
+        # invoke decodes each 1000-byte read on its own, so a character whose bytes straddle two reads became
+        # two replacement characters; one incremental decoder per stream keeps it whole.
+        decoder = codecs.getincrementaldecoder(self.encoding)("replace")
+        while True:
+            data = reader(self.read_chunk_size)
+            if not data:
+                break
+            text = decoder.decode(data)
+            if text:
+                yield text
+        rest = decoder.decode(b"", final=True)
+        if rest:
+            yield rest
+
     def _handle_output(self, buffer_: list[str], hide: bool, output: IO[str], reader: Callable[..., Any]) -> None:
         tail = TailBuffer(buffer_, self.output_cap)
         self.tails[id(buffer_)] = tail
         super()._handle_output(tail, hide, output, reader)
+        end_of_output = getattr(output, "end_of_output", None)
+        if not hide and end_of_output is not None:
+            end_of_output()  # a line-buffering stream (output.PrefixedStream) prints its last, unended line
 
     def wait(self) -> None:
         # invoke checks every input_sleep (10 ms) whether the command ended; the channel's status event says

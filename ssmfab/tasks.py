@@ -28,6 +28,7 @@ from .runcommand import print_outputs, run_via_ssm
 from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
 from .output import HostStreams, hosts_table, table
+from .remoteshell import check_env
 from .shell import ssh_command
 from .sshconfig import config_block
 from .sshconfig import install as install_block
@@ -57,6 +58,8 @@ def hosts(c: Any, flags: Flags) -> None:
         "via": "ssh (default: SSH through the SSM tunnel) or run-command (SSM Run Command: no tunnels, AWS fans out)",
         "output_s3_bucket": "with --via run-command: also write full output to this S3 bucket, and read it back",
         "cloudwatch_output": "with --via run-command: also send full output to CloudWatch Logs, and read it back",
+        "stdin": "forward this program's standard input (a pipe or file) to the command; one host only "
+                 "(without it the command's input is closed, like ssh -n)",
     },
 )  # fmt: skip
 def run(
@@ -67,6 +70,7 @@ def run(
     via: str = "ssh",
     output_s3_bucket: str | None = None,
     cloudwatch_output: bool = False,
+    stdin: bool = False,
 ) -> None:
     """Run a command on every selected host: live output prefixed per host, then a per-host summary."""
     variables = parse_env(env or ())
@@ -74,9 +78,15 @@ def run(
         raise ConfigError(f"--via {via!r}: expected ssh or run-command")
     if via == "ssh" and (output_s3_bucket or cloudwatch_output):
         raise ConfigError("--output-s3-bucket and --cloudwatch-output go with --via run-command")
+    if stdin and via != "ssh":
+        raise ConfigError("--stdin works over SSH only")
+    if stdin and sys.stdin.isatty():
+        raise ConfigError("--stdin forwards a pipe or a file (`< file`); for a terminal use `ssmfab shell TARGET`")
     client = flags.client()
     selection = flags.selection(client, tunnels=via == "ssh")
     targets = require_targets(selection, client.aws.profile)
+    if stdin and len(targets) > 1:
+        raise SelectorError(f"--stdin goes to one host; the selectors match {len(targets)}")
     if via == "run-command":
         if variables or flags.batch:
             raise ConfigError("--env and --batch work over SSH only; Run Command paces itself with --parallel")
@@ -93,23 +103,27 @@ def run(
         flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status,
                                                  "truncated": r.truncated})  # fmt: skip
         return
-    streams = HostStreams(targets, sys.stdout, sys.stderr)
+    progress = flags.progress(len(targets))
+    streams = HostStreams(targets, sys.stdout, sys.stderr, progress)
 
     def operation(conn: Any) -> Any:
-        output = {"hide": True} if flags.json else streams.for_target(conn.target)
+        output: dict[str, Any] = {"hide": True} if flags.json else streams.for_target(conn.target)
+        if stdin:
+            output["in_stream"] = sys.stdin
         return run_command(command, env=variables, **output)(conn)
 
     flags.fan_out(client, targets, operation, action="run", detail=command, secrets=tuple(variables.values()),
-                  describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr})  # fmt: skip
+                  describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr}, progress=progress)  # fmt: skip
 
 
 def parse_env(pairs: Any) -> dict[str, str]:
     variables = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise ConfigError(f"--env {pair!r}: expected NAME=VALUE with a shell variable name")
+        if not sep:
+            raise ConfigError(f"--env {pair!r}: expected NAME=VALUE")
         variables[name] = value
+    check_env(variables)
     return variables
 
 
