@@ -90,12 +90,14 @@ def allow_policy(
             )
         )
     if run_command:
+        # As AWS documents for Run Command by tag: the instances carry the tag condition (ssm:resourceTag on
+        # the instance resource); the document has no such tag, so it gets a statement of its own (in one
+        # statement the condition would either deny the document or, left off, allow every instance).
         statements.append(
-            _statement(
-                "RunCommandOnInstances",
-                ["ssm:SendCommand"],
-                [*arns, "arn:aws:ssm:*:*:document/AWS-RunShellScript"],
-            )
+            _statement("RunCommandOnInstances", ["ssm:SendCommand"], arns, **scope.condition("ssm:resourceTag"))
+        )
+        statements.append(
+            _statement("RunCommandDocument", ["ssm:SendCommand"], ["arn:aws:ssm:*:*:document/AWS-RunShellScript"])
         )
         statements.append(_statement("ReadCommandResults", ["ssm:GetCommandInvocation", "ssm:ListCommandInvocations"], ["*"]))
     return {"Version": "2012-10-17", "Statement": statements}

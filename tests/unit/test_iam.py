@@ -49,8 +49,17 @@ def test_tag_scope_uses_the_resource_tag_condition() -> None:
     assert found["StartSSHSessionOnInstances"]["Condition"] == {"StringEquals": {"ssm:resourceTag/Role": "web"}}
     assert found["PushEphemeralKeys"]["Action"] == "ec2-instance-connect:SendSSHPublicKey"
     assert found["PushEphemeralKeys"]["Condition"] == {"StringEquals": {"ec2:ResourceTag/Role": "web"}}
+    # Run Command reaches the same instances as the sessions, no more: the tag condition on the instances,
+    # the document in a statement of its own (it carries no instance tag).
     assert found["RunCommandOnInstances"]["Action"] == "ssm:SendCommand"
-    assert "arn:aws:ssm:*:*:document/AWS-RunShellScript" in found["RunCommandOnInstances"]["Resource"]
+    assert found["RunCommandOnInstances"]["Condition"] == found["StartSSHSessionOnInstances"]["Condition"]
+    assert found["RunCommandOnInstances"]["Resource"] == found["StartSSHSessionOnInstances"]["Resource"]
+    assert found["RunCommandDocument"] == {
+        "Sid": "RunCommandDocument", "Effect": "Allow", "Action": "ssm:SendCommand",
+        "Resource": "arn:aws:ssm:*:*:document/AWS-RunShellScript",
+    }  # fmt: skip
+    send_command = [s for s in found.values() if "ssm:SendCommand" in s["Action"]]
+    assert all("Condition" in s for s in send_command if s["Resource"] != "arn:aws:ssm:*:*:document/AWS-RunShellScript")
 
 
 def test_id_scope_names_each_instance() -> None:
