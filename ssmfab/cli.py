@@ -241,6 +241,30 @@ def quiet_prefetch_errors(args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(args)
 
 
+#: invoke settings its core flags set (--dry, --warn-only, --echo, --hide, --pty, -T) that ssmfab's remote
+#: commands do not follow: refused rather than silently ignored.
+INVOKE_RUN_SETTINGS = {"dry": "--dry", "warn": "--warn-only", "echo": "--echo", "hide": "--hide", "pty": "--pty"}
+
+
+def refuse_what_invoke_would_ignore(c: Any, task_name: str, given: dict[str, Any], positional: list[str]) -> None:
+    """Under plain ``inv`` (the ``ssmfab`` program has no such flags and checks every word itself): refuse
+    invoke's run settings, and a positional argument that is really a request for help."""
+    config = getattr(c, "config", None)
+    if config is None:
+        return
+    run = config.get("run", {}) if hasattr(config, "get") else {}
+    for key, flag in INVOKE_RUN_SETTINGS.items():
+        if run.get(key):
+            raise Exit(f"error: invoke's {flag} (run.{key}) is not honoured by ssmfab tasks: nothing was run", code=2)
+    if (config.get("timeouts", {}) or {}).get("command"):
+        raise Exit("error: invoke's --command-timeout (-T) is not honoured by ssmfab tasks (use --timeout): nothing was run", code=2)
+    if getattr(type(config), "ssmfab_program", False):
+        return
+    for name in positional:
+        if given.get(name) in ("--help", "-h"):
+            raise Exit(f"error: {given[name]} was read as {name.upper()}: for help run `inv --help {task_name.replace('_', '-')}`", code=2)
+
+
 def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
     """``@task`` plus the shared flags of ``groups``, their help texts, and one-line errors."""
     names = [name for group in groups for name in FLAG_GROUPS[group]]
@@ -254,8 +278,13 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
             for n in names
         ]
 
+        positional = task_kwargs.get("positional") or [
+            p.name for p in own[1:] if p.default is inspect.Parameter.empty
+        ]
+
         @functools.wraps(body)
         def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
+            refuse_what_invoke_would_ignore(c, body.__name__, dict(zip(positional, args)) | kwargs, positional)
             # paramiko logs each failed handshake with a traceback, and its SFTP prefetch thread dies
             # loudly when a tunnel is cut mid-download; the one-line error below says it all.
             logging.getLogger("paramiko").setLevel(logging.CRITICAL)
@@ -277,7 +306,8 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
         all_names = [p.name for p in own] + names
         helps = {k: v for k, v in {**FLAG_HELP, **task_kwargs.pop("help", {})}.items() if k in all_names}
         iterable = [n for n in REPEATABLE if n in all_names]
-        return task(help=helps, iterable=iterable, **task_kwargs)(wrapper)
+        # Short flags are chosen, not generated: invoke's would make -h --ephemeral-key on `run`.
+        return task(help=helps, iterable=iterable, auto_shortflags=False, **task_kwargs)(wrapper)
 
     return decorate
 

@@ -65,13 +65,12 @@ def main() -> None:
     # once the hosts are known (cli.startup_over), or never for a command that ends before that.
     gc.disable()
     import_invoke_lean()
-    from invoke.program import Program
-
+    from .commandline import SSMFabProgram
     from .tasks import ns
     from .version import __version__
 
     try:
-        Program(namespace=ns, version=__version__, name="ssmfab", binary="ssmfab").run()
+        SSMFabProgram(namespace=ns, version=__version__, name="ssmfab", binary="ssmfab").run()
     except BrokenPipeError:
         # `ssmfab hosts | head`: the reader left; exit quietly like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -11,13 +11,16 @@ from ssmfab.output import PrefixedStream, table
 def test_lines_are_prefixed_and_partial_lines_held_back() -> None:
     sink = io.StringIO()
     stream = PrefixedStream(sink, "[web-1] ", threading.Lock())
-    stream.write("hel")
-    assert sink.getvalue() == ""
-    stream.write("lo\nwor")
-    stream.write("ld\nlast")
-    assert sink.getvalue() == "[web-1] hello\n[web-1] world\n"
-    stream.flush()
-    assert sink.getvalue().endswith("[web-1] last\n")
+    # invoke calls flush() after every chunk it writes (Runner.write_our_output): a line cut between two
+    # reads must still come out whole, once.
+    for chunk in ("hel", "lo\nwor", "ld\n10", "22\nlast"):
+        stream.write(chunk)
+        stream.flush()
+    assert sink.getvalue() == "[web-1] hello\n[web-1] world\n[web-1] 1022\n"
+    stream.end_of_output()
+    assert sink.getvalue() == "[web-1] hello\n[web-1] world\n[web-1] 1022\n[web-1] last\n"
+    stream.end_of_output()
+    assert sink.getvalue().count("last") == 1
 
 
 def test_concurrent_writers_never_split_a_line() -> None:
@@ -29,6 +32,7 @@ def test_concurrent_writers_never_split_a_line() -> None:
         for n in range(200):
             for chunk in (f"{name} line ", f"{n}", "\n"):
                 stream.write(chunk)
+                stream.flush()  # as invoke does after every chunk
 
     threads = [threading.Thread(target=writer, args=(f"h{i}",)) for i in range(4)]
     for thread in threads:
