@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,18 @@ def hex_of_each(names: list[str]) -> str:
 
 
 def ssmfab(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    # `timeout` only keeps a hang (the old behaviour) from blocking the suite; no test measures time.
-    return subprocess.run([*SSMFAB, *args], input=stdin, capture_output=True, timeout=timeout, check=False,
-                          stdin=None if stdin is not None else subprocess.DEVNULL)  # fmt: skip
+    """The program in its own session. ``timeout`` only keeps a hang (the old behaviour of `cat`) from
+    blocking the suite, and then ends the whole group (its tunnels hold the output pipes); no test measures
+    time."""
+    process = subprocess.Popen([*SSMFAB, *args], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        out, err = process.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"ssmfab {' '.join(args)} did not end")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def test_env_values_arrive_byte_for_byte_and_run_nothing(sandbox_env: dict[str, str], tmp_path: Path) -> None:
@@ -111,7 +121,7 @@ def _q(text: str) -> str:
 
 def test_remote_input_is_closed_so_cat_and_read_end(sandbox_env: dict[str, str]) -> None:
     # Before: the command's input stayed open, and `cat` waited for ever.
-    done = ssmfab("run", "--tag", "web", "cat; read x; echo \"read exit $?\"", timeout=300)
+    done = ssmfab("run", "--tag", "web", "cat; read x; echo \"read exit $?\"", timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     lines = done.stdout.decode().splitlines()
     assert sorted(line for line in lines if line.startswith("[web-")) == [f"[web-{n}] read exit 1" for n in (1, 2, 3)]
