@@ -147,7 +147,7 @@ def test_batches_and_failure_budget_stop_where_they_should(sandbox_env: dict[str
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["run", "--tag", "web", "true", "--no-such-flag"], 1, "No idea what '--no-such-flag' is"),
+        (["run", "--tag", "web", "true", "--no-such-flag"], 2, "error: run: unknown option '--no-such-flag'"),
         (["deploy", "--tag", "web", "--artifact", "/nonexistent/app.tgz"], 2, "artifact /nonexistent/app.tgz does not exist"),
         (["deploy", "--tag", "web"], 2, "no artifact to deploy"),
         (["run", "--tag", "web", "--batch", "half", "true"], 2, "--batch 'half'"),
