@@ -42,13 +42,30 @@ def test_changed_key_message_has_both_fingerprints_and_the_fix(tmp_path: Path) -
     assert fingerprint(old) != fingerprint(new)
 
 
-def test_forget_removes_only_that_host(tmp_path: Path) -> None:
+def test_forget_removes_exactly_that_host_not_ids_it_is_a_prefix_of(tmp_path: Path) -> None:
+    # An 8-hex id is a prefix of 17-hex ids that start with the same digits: forgetting one must not
+    # touch the other, in either direction, nor a line naming several hosts that does not name it.
+    short, long, other = "i-0abc1234", "i-0abc1234567890def", "i-22222222"
     store = KnownHosts(tmp_path / "known_hosts")
-    store.add("i-11111111", paramiko.RSAKey.generate(1024))
-    store.add("i-22222222", paramiko.RSAKey.generate(1024))
-    assert store.forget("i-11111111") == 1
-    assert [e[0] for e in store.entries()] == ["i-22222222"]
+    store.add(short, paramiko.RSAKey.generate(1024))
+    store.add(long, paramiko.RSAKey.generate(1024))
+    store.add(other, paramiko.RSAKey.generate(1024))
+    with store.path.open("a") as handle:
+        handle.write(f"{long}0,{other}0 ssh-rsa {paramiko.RSAKey.generate(1024).get_base64()}\n")
+    assert store.forget(short) == 1
+    assert sorted(e[0] for e in store.entries()) == sorted([long, f"{long}0", other, f"{other}0"])
+    assert store.forget(short) == 0
+    assert store.forget(long) == 1
+    assert sorted(e[0] for e in store.entries()) == sorted([f"{long}0", other, f"{other}0"])
+    # A line listing several names goes when one of them is forgotten (as ssh-keygen -R does).
+    assert store.forget(f"{other}0") == 1
+    assert [e[0] for e in store.entries()] == [other]
+
+
+def test_forget_on_a_missing_file_is_a_no_op(tmp_path: Path) -> None:
+    store = KnownHosts(tmp_path / "known_hosts")
     assert store.forget("i-11111111") == 0
+    assert not store.path.exists()
 
 
 def test_concurrent_first_connections_keep_every_key(tmp_path: Path) -> None:
