@@ -12,7 +12,7 @@ import pytest
 
 from ssmfab.sandbox import Sandbox
 
-from .conftest import active_sessions
+from .conftest import new_active_sessions
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 
@@ -77,7 +77,7 @@ def test_missing_plugin(sandbox_env: dict[str, str], tmp_path: Path) -> None:
     assert_one_line_error(done, 1, "session-manager-plugin not found", "install")
 
 
-def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict[str, str]) -> None:
+def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict[str, str], sessions_before: set[str]) -> None:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "session-manager-plugin").exists())
     done = ssmfab("run", "--tag", "web", "true", env=env)
@@ -85,7 +85,7 @@ def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict
     failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 3 and all("session-manager-plugin not found" in line for line in failed), done.stderr
     # The plugin check overlaps StartSession: sessions started meanwhile are ended again.
-    assert active_sessions(sandbox_env) == []
+    assert new_active_sessions(sandbox_env, sessions_before) == set()
 
 
 def test_too_old_plugin(sandbox_env: dict[str, str], tmp_path: Path) -> None:
