@@ -286,3 +286,20 @@ def test_run_command_output_past_the_inline_limit(sandbox_env: dict[str, str], w
         assert len(host["stdout"]) == 24000 and host["truncated"] is True
     else:
         assert host["stdout"] == "x" * 60000 + "\n"
+
+
+def test_past_max_failures_no_new_host_starts(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    # One host at a time, each failing at once: with a budget of 0 failures the first failure ends the run.
+    # Every host that starts leaves a marker in its home, so the count does not depend on timing.
+    marker = f"started-{tmp_path.name}"
+    try:
+        done = ssmfab(
+            "run", "--name", "*", "--parallel", "1", "--max-failures", "0", f"touch {marker}; exit 5",
+            env=dict(os.environ),
+        )  # fmt: skip
+        started = [h.name for h in sandbox.hosts if (Path(h.folder) / "home" / marker).exists()]
+    finally:
+        for h in sandbox.hosts:
+            (Path(h.folder) / "home" / marker).unlink(missing_ok=True)
+    assert len(started) == 1, (started, done.stdout, done.stderr)
+    assert_one_line_error(done, 1, "1 of 4 hosts failed (3 not started)", f"{started[0]} (i-", "exited 5")
