@@ -74,7 +74,8 @@ def test_past_the_failure_budget_no_new_host_starts_within_a_batch() -> None:
     assert all(r.error == "not started: more than 0 host(s) failed (--max-failures)" for r in result.not_started)
     with pytest.raises(FleetError) as caught:
         result.raise_for_failures()
-    assert "1 of 6" in str(caught.value) and "host-1" in str(caught.value)
+    assert str(caught.value) == f"1 of 6 hosts failed (5 not started): {hosts[0].label}: `false` exited 1"
+    assert caught.value.failures == {hosts[0].label: "`false` exited 1"}
 
 
 def test_hosts_in_flight_finish_but_none_starts_after_the_budget_is_spent() -> None:
@@ -225,3 +226,17 @@ def test_ctrl_c_closes_every_open_connection(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(fleet_module, "wait", real_wait)
     assert sorted(harness.started) == [hosts[0].id, hosts[1].id]
     assert all(harness.connections[h.id].closed.is_set() for h in hosts[:2])
+
+
+def test_percentages_count_hosts_batches_up_and_budgets_down() -> None:
+    engine = FanOut(targets(8), Harness().connect, failing, Policy(batch="30%", max_failures="30%"))
+    assert (engine.batch_size, engine.max_failures) == (3, 2)  # 2.4 hosts: a batch of 3, a budget of 2
+    assert FanOut(targets(8), Harness().connect, failing, Policy()).batch_size == 8
+
+
+@pytest.mark.parametrize(("field", "flag"), [("batch", "--batch"), ("max_failures", "--max-failures")])
+def test_bad_counts_name_their_flag(field: str, flag: str) -> None:
+    from ssmfab.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{flag} 'x': expected a whole number"):
+        FanOut(targets(2), Harness().connect, failing, Policy(**{field: "x"}))  # type: ignore[arg-type]
