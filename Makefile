@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SANDBOX_DIR ?= $(CURDIR)/.sandbox-demo
 
-.PHONY: venv demo test unit typecheck bench models clean
+.PHONY: venv demo test unit typecheck bench mutate models clean
 
 $(BIN)/inv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,19 @@ bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Mutation testing (not part of CI: about an hour on 2 cores): mutmut mutates the modules listed in
+# pyproject.toml [tool.mutmut], runs the tests that reach each mutant, and lists the mutants no test killed.
+# MUTATE_ARGS narrows the run to mutant names, e.g. MUTATE_ARGS='ssmfab.hostkeys*'. See docs/mutation.md.
+mutate: venv
+	$(BIN)/pip install --quiet -e '.[test,mutate]'
+	$(BIN)/mutmut run $(MUTATE_ARGS) || true
+	@echo; echo "Surviving mutants (mutmut show NAME for the diff):"
+	@$(BIN)/mutmut results
+
 # Regenerate ssmfab/models (the slice of botocore's EC2 model ssmfab uses) after upgrading botocore.
 models: venv
 	$(BIN)/python -m ssmfab.awsmodels
 
 clean:
 	-$(BIN)/inv sandbox.down --dir $(SANDBOX_DIR) 2>/dev/null
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache mutants

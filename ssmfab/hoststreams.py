@@ -49,7 +49,9 @@ _STDIN_HASHER = (
 #: its page cache; hashing through tee cost the host as much).
 _PUT_WITH_TOOLS = 'cat > "$1" && exec $h < "$1"'
 #: Download without Python: the file goes to stdout (fd 3) and through the hasher, whose answer goes to stderr.
-_GET_WITH_TOOLS = 'exec 3>&1; { tee /dev/fd/3 < "$1" || echo read-failed; } | $h >&2'
+#: A file that cannot be opened ends the command at once (the shell names the cause, no checksum, non-zero
+#: exit); a read that fails part-way hashes a marker instead of the stream, so it cannot verify either.
+_GET_WITH_TOOLS = 'exec 3>&1; exec 4< "$1" || exit 1; { tee /dev/fd/3 <&4 || echo read-failed; } | $h >&2'
 
 #: A SHA-256 line as the hashers above print it.
 DIGEST_LINE = re.compile(rb"^([0-9a-f]{64})\s", re.MULTILINE)

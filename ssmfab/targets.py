@@ -217,13 +217,18 @@ def _hybrid_nodes(ssm: SSMClient, selector: Selector, region: str) -> list[Targe
     if selector.ids and not hybrid_ids:
         return []
     filters: list[dict[str, Any]] = [{"Key": "ResourceType", "Values": ["ManagedInstance"]}]
-    if hybrid_ids:
-        filters.append({"Key": "InstanceIds", "Values": hybrid_ids[:SSM_BATCH]})
     for tag in selector.tags:
         if not any(ch in v for v in tag.values for ch in "*?"):
             filters.append({"Key": f"tag:{tag.key}", "Values": list(tag.values)})
+    infos: list[dict[str, Any]] = []
+    if hybrid_ids:
+        # The InstanceIds filter takes at most SSM_BATCH values: more ids are asked for in batches.
+        for chunk in _chunks(hybrid_ids, SSM_BATCH):
+            infos += _describe_ssm(ssm, [*filters, {"Key": "InstanceIds", "Values": chunk}])
+    else:
+        infos = _describe_ssm(ssm, filters)
     results: list[Target | Skipped] = []
-    for info in _describe_ssm(ssm, filters):
+    for info in infos:
         if not info["InstanceId"].startswith("mi-"):
             continue
         tags = _hybrid_tags(ssm, info["InstanceId"])

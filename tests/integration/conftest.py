@@ -83,6 +83,22 @@ def active_sessions(env: dict[str, str]) -> list[dict[str, object]]:
     return list(ssm.describe_sessions(State="Active")["Sessions"])
 
 
+def active_session_ids(env: dict[str, str]) -> set[str]:
+    return {str(s["SessionId"]) for s in active_sessions(env)}
+
+
+@pytest.fixture
+def sessions_before(sandbox_env: dict[str, str]) -> set[str]:
+    """The sessions already active when the test began: an earlier test may have SIGKILLed a tunnel on
+    purpose (AWS then keeps its session until the idle timeout), and that must not fail a later test."""
+    return active_session_ids(sandbox_env)
+
+
+def new_active_sessions(env: dict[str, str], before: set[str]) -> set[str]:
+    """Sessions active now that were not when the test began: the ones this test left behind."""
+    return active_session_ids(env) - before
+
+
 def tunnel_processes(sandbox: Sandbox) -> list[str]:
     """This run's tunnel processes (aws CLI and plugin), recognised by the sandbox endpoint in their env."""
     return processes_matching(*TUNNEL_PROCESS_MARKERS, environ=f"AWS_ENDPOINT_URL={sandbox.endpoint}")

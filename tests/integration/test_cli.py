@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +14,37 @@ import pytest
 
 from ssmfab.sandbox import Sandbox
 
-from .conftest import active_sessions
+from .conftest import new_active_sessions
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 
 
 def ssmfab(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SSMFAB, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
+def run_in_pty(argv: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as its stdin, stdout and stderr; its exit code and all it wrote."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, env=dict(os.environ))
+    os.close(follower)
+    seen = bytearray()
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: every holder of the terminal's other end has closed it
+                break
+            if not chunk:
+                break
+            seen += chunk
+        code = process.wait(timeout=timeout)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return code, seen.decode(errors="replace").replace("\r\n", "\n")
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
@@ -40,13 +66,28 @@ def test_hosts_table(sandbox_env: dict[str, str]) -> None:
     assert "3 reachable, 0 skipped" in done.stdout
 
 
-def test_run_prefixes_output_and_summarises(sandbox_env: dict[str, str]) -> None:
-    done = ssmfab("run", "--tag", "web", "--parallel", "2", "echo hi from $(basename $(dirname $HOME))", env=dict(os.environ))
+def test_run_prefixes_output_and_summarises(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    command = "echo hi from $(basename $(dirname $HOME)); echo oops >&2"
+    done = ssmfab("run", "--tag", "web", "--parallel", "2", command, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
-    out = done.stdout
-    for name in ("web-1", "web-2", "web-3"):
-        assert f"[{name}] hi from {name}" in out
-    assert "3 ok, 0 failed" in out
+    names = ["web-1", "web-2", "web-3"]
+    lines = done.stdout.splitlines()
+    # Hosts finish in any order, but every line is whole and carries its own host's prefix, and nothing else
+    # comes before the table.
+    assert sorted(lines[:3]) == [f"[{n}] hi from {n}" for n in names]
+    assert lines[3].split() == ["HOST", "NAME", "STATUS", "EXIT", "TIME"]
+    assert set(lines[4]) <= {"-", " "}
+    rows = [line.split() for line in lines[5:8]]
+    assert [row[1:4] for row in rows] == [[n, "ok", "0"] for n in names]
+    assert [row[0] for row in rows] == [sandbox.host(n).instance_id for n in names]
+    assert all(re.fullmatch(r"\d+\.\d\ds", row[4]) for row in rows), rows
+    assert lines[8:] == ["3 ok, 0 failed"]
+    # stderr: each host's own stderr line, prefixed, and the first-use pin notices; nothing more.
+    errors = done.stderr.splitlines()
+    assert sorted(e for e in errors if e.startswith("[")) == [f"[{n}] oops" for n in names]
+    others = [e for e in errors if not e.startswith("[")]
+    assert sorted(e.split(":")[0] for e in others) == sorted(sandbox.host(n).instance_id for n in names)
+    assert all(": first connection, pinned host key ssh-ed25519 SHA256:" in e for e in others), others
 
 
 def test_run_exit_code_is_non_zero_when_a_host_fails(sandbox_env: dict[str, str]) -> None:
@@ -77,7 +118,7 @@ def test_missing_plugin(sandbox_env: dict[str, str], tmp_path: Path) -> None:
     assert_one_line_error(done, 1, "session-manager-plugin not found", "install")
 
 
-def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict[str, str]) -> None:
+def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict[str, str], sessions_before: set[str]) -> None:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "session-manager-plugin").exists())
     done = ssmfab("run", "--tag", "web", "true", env=env)
@@ -85,7 +126,7 @@ def test_missing_plugin_fails_every_host_and_leaves_no_session(sandbox_env: dict
     failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 3 and all("session-manager-plugin not found" in line for line in failed), done.stderr
     # The plugin check overlaps StartSession: sessions started meanwhile are ended again.
-    assert active_sessions(sandbox_env) == []
+    assert new_active_sessions(sandbox_env, sessions_before) == set()
 
 
 def test_too_old_plugin(sandbox_env: dict[str, str], tmp_path: Path) -> None:
@@ -183,21 +224,34 @@ def test_put_and_get_tasks(sandbox_env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_per_host_timeout_cuts_a_hung_host(sandbox_env: dict[str, str]) -> None:
-    done = ssmfab("run", "--name", "web-*", "--timeout", "3", "--json",
-                  'if [ "$(basename $(dirname $HOME))" = web-2 ]; then sleep 60; fi; echo done', env=dict(os.environ))  # fmt: skip
+    # The timeout is what is tested, so it must pass; it is set far above what a healthy host takes on a
+    # busy machine (well under a second here), so only the hung host can reach it.
+    done = ssmfab("run", "--name", "web-*", "--timeout", "15", "--json",
+                  'if [ "$(basename $(dirname $HOME))" = web-2 ]; then exec sleep 600; fi; echo done', env=dict(os.environ))  # fmt: skip
     report = json.loads(done.stdout)
     statuses = {h["name"]: (h["status"], h["error"]) for h in report["hosts"]}
     assert statuses["web-1"] == ("ok", None) and statuses["web-3"] == ("ok", None)
-    assert statuses["web-2"][0] == "failed" and "timed out after 3s" in statuses["web-2"][1]
+    assert statuses["web-2"][0] == "failed"
+    [hung] = [h for h in report["hosts"] if h["name"] == "web-2"]
+    assert hung["error"] == f"web-2 ({hung['instance_id']}): timed out after 15s (--timeout)"
+    assert hung["duration"] >= 15 and hung["exit_code"] is None
     assert done.returncode == 1
 
 
 @pytest.mark.parametrize("mode", ["plugin", "cli"])
 def test_shell_runs_a_command_through_openssh(mode: str, sandbox_env: dict[str, str]) -> None:
+    # Under a terminal, as users run it: the remote command gets a terminal of its own (ssh -t).
+    code, seen = run_in_pty([*SSMFAB, "shell", "web-3", "--tunnel", mode, "--cmd", "echo from-shell; tty"])
+    assert code == 0, seen
+    lines = [line.strip() for line in seen.splitlines() if line.strip()]
+    assert "from-shell" in lines, seen
+    assert any(re.fullmatch(r"/dev/pts/\d+", line) for line in lines), seen
+    assert "Traceback" not in seen and "not a tty" not in seen
+    # Without a terminal (a script's pipes), the command still runs, and says it has none.
     done = ssmfab("shell", "web-3", "--tunnel", mode, "--cmd", "echo from-shell; tty || true", env=dict(os.environ))
     assert done.returncode == 0, done.stderr
-    assert "from-shell" in done.stdout
-    assert "web-3" not in done.stderr or "Traceback" not in done.stderr
+    assert done.stdout.splitlines() == ["from-shell", "not a tty"], (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
     assert Path(sandbox_env["SSMFAB_KNOWN_HOSTS"]).read_text().startswith("i-")  # ssh pinned it in ssmfab's file
     done = ssmfab("shell", "Role=web", "--cmd", "true", env=dict(os.environ))
     assert done.returncode == 2 and "matches 3 hosts" in done.stderr
@@ -286,3 +340,20 @@ def test_run_command_output_past_the_inline_limit(sandbox_env: dict[str, str], w
         assert len(host["stdout"]) == 24000 and host["truncated"] is True
     else:
         assert host["stdout"] == "x" * 60000 + "\n"
+
+
+def test_past_max_failures_no_new_host_starts(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path) -> None:
+    # One host at a time, each failing at once: with a budget of 0 failures the first failure ends the run.
+    # Every host that starts leaves a marker in its home, so the count does not depend on timing.
+    marker = f"started-{tmp_path.name}"
+    try:
+        done = ssmfab(
+            "run", "--name", "*", "--parallel", "1", "--max-failures", "0", f"touch {marker}; exit 5",
+            env=dict(os.environ),
+        )  # fmt: skip
+        started = [h.name for h in sandbox.hosts if (Path(h.folder) / "home" / marker).exists()]
+    finally:
+        for h in sandbox.hosts:
+            (Path(h.folder) / "home" / marker).unlink(missing_ok=True)
+    assert len(started) == 1, (started, done.stdout, done.stderr)
+    assert_one_line_error(done, 1, "1 of 4 hosts failed (3 not started)", f"{started[0]} (i-", "exited 5")

@@ -24,7 +24,7 @@ from ssmfab.fastssh import ByteQueue
 from ssmfab.hoststreams import stream_command
 from ssmfab.sandbox import Sandbox
 
-from .conftest import active_sessions, tunnel_processes
+from .conftest import new_active_sessions, tunnel_processes
 
 BIG = transfer.STREAM_MIN_BYTES + 12_345
 
@@ -42,7 +42,9 @@ def ssh_argv(sandbox_env: dict[str, str], proxy: str) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="OpenSSH client not installed")
-def test_ssmfab_proxy_carries_openssh_and_leaves_nothing(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+def test_ssmfab_proxy_carries_openssh_and_leaves_nothing(
+    sandbox: Sandbox, sandbox_env: dict[str, str], sessions_before: set[str]
+) -> None:
     instance, _ = host(sandbox, "web-1")
     done = subprocess.run(
         [*ssh_argv(sandbox_env, f"ssmfab-proxy --region us-east-1 --endpoint-url {sandbox.endpoint} %h %p"),
@@ -52,10 +54,10 @@ def test_ssmfab_proxy_carries_openssh_and_leaves_nothing(sandbox: Sandbox, sandb
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "through-the-proxy"
     deadline = time.monotonic() + 10
-    while (tunnel_processes(sandbox) or active_sessions(sandbox_env)) and time.monotonic() < deadline:
+    while (tunnel_processes(sandbox) or new_active_sessions(sandbox_env, sessions_before)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tunnel_processes(sandbox) == []
-    assert active_sessions(sandbox_env) == []  # the plugin ended its session, as under the aws CLI
+    assert new_active_sessions(sandbox_env, sessions_before) == set()  # its session ended, as under the aws CLI
 
 
 def test_ssmfab_proxy_errors_are_one_line(sandbox_env: dict[str, str]) -> None:

@@ -51,12 +51,22 @@ def test_a_write_the_host_refuses_gives_one_line_and_no_checksum(tmp_path: Path)
 
 
 @pytest.mark.parametrize("python", [True, False], ids=["python3", "posix-tools"])
-def test_a_file_the_host_cannot_read_never_verifies(tmp_path: Path, python: bool) -> None:
-    done = run(stream_command("get", python=python), tmp_path / "missing.bin")
+def test_a_file_the_host_cannot_open_fails_with_its_reason_and_no_checksum(tmp_path: Path, python: bool) -> None:
+    path = tmp_path / "missing.bin"
+    done = run(stream_command("get", python=python), path)
+    assert done.returncode != 0
     assert done.stdout == b""
-    # python3 gives no checksum; the tools' pipeline hashes a "read-failed" marker instead of the empty stream.
+    assert DIGEST_LINE.search(done.stderr) is None
+    [reason] = done.stderr.decode().splitlines()
+    assert "No such file" in reason and ("missing.bin" in reason or python)
+
+
+def test_a_read_that_fails_part_way_hashes_a_marker_not_the_stream(tmp_path: Path) -> None:
+    # A directory opens but cannot be read: tee fails after the open, as on an I/O error mid-file.
+    done = run(stream_command("get", python=False), tmp_path)
     found = DIGEST_LINE.search(done.stderr)
-    assert found is None or found.group(1).decode() != hashlib.sha256(b"").hexdigest()
+    assert found is not None and found.group(1).decode() == hashlib.sha256(b"read-failed\n").hexdigest()
+    assert done.stdout == b""
 
 
 def test_a_host_whose_python3_cannot_start_falls_back_to_posix_tools(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import copy
 from typing import Any
 
 import pytest
@@ -152,6 +152,31 @@ def test_hybrid_nodes_come_from_ssm(fleet: Fleet) -> None:
     assert names_of(fleet.resolve(names=["onprem-*"])) == ["onprem-1"]
 
 
+class CallLog:
+    """Every AWS call the two clients make, with the parameters sent (recorded before they go out)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        for client in (fleet.ec2, fleet.ssm):
+            client.meta.events.register("before-parameter-build", self._record)
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.calls.append((model.name, copy.deepcopy(params)))
+
+    def count(self, name: str) -> int:
+        return sum(1 for called, _ in self.calls if called == name)
+
+    def id_filters(self) -> list[list[str]]:
+        """The InstanceIds filter of every DescribeInstanceInformation call that had one."""
+        return [
+            list(f["Values"])
+            for called, params in self.calls
+            if called == "DescribeInstanceInformation"
+            for f in params.get("Filters", [])
+            if f["Key"] == "InstanceIds"
+        ]
+
+
 def test_pagination_over_more_than_a_hundred(fleet: Fleet) -> None:
     fleet.launch(130, Role="batch")
     fleet.register(
@@ -161,11 +186,43 @@ def test_pagination_over_more_than_a_hundred(fleet: Fleet) -> None:
             for n in range(1, 121)
         ]
     )  # fmt: skip
-    calls: Counter[str] = Counter()
-    for client in (fleet.ec2, fleet.ssm):
-        client.meta.events.register("after-call", lambda model, **_: calls.update([model.name]))
+    log = CallLog(fleet)
     selection = fleet.resolve(tags=["Role=batch"])
     assert len(selection.targets) == 250
     assert len({t.id for t in selection.targets}) == 250
-    assert calls["DescribeInstances"] >= 2  # more than one page of EC2 instances
-    assert calls["DescribeInstanceInformation"] >= 5  # 130 ids in batches of 50, then 120 hybrid nodes paged
+    assert selection.skipped == []
+    assert log.count("DescribeInstances") == 2  # 130 instances in pages of 100
+    # 130 running ids asked for in batches of 50, 50 and 30 (one page each), then the 120 hybrid nodes in
+    # pages of 50, 50 and 20: six calls, and no InstanceIds filter ever carries more than 50 values.
+    assert log.count("DescribeInstanceInformation") == 6
+    assert [len(values) for values in log.id_filters()] == [50, 50, 30]
+    assert log.count("ListTagsForResource") == 120
+
+
+def test_more_than_fifty_explicit_ids_are_asked_for_in_batches(fleet: Fleet) -> None:
+    ids = fleet.launch(120, Role="batch")
+    log = CallLog(fleet)
+    selection = fleet.resolve(ids=ids)
+    assert sorted(t.id for t in selection.targets) == sorted(ids)
+    assert selection.skipped == []
+    assert [len(values) for values in log.id_filters()] == [50, 50, 20]
+    assert sorted(i for values in log.id_filters() for i in values) == sorted(ids)
+    assert log.count("DescribeInstanceInformation") == 3
+
+
+def test_more_than_fifty_explicit_hybrid_ids_are_all_found(fleet: Fleet) -> None:
+    # Hybrid (mi-) ids live only in SSM: past the filter's 50 values they used to be cut off and the rest
+    # reported as "no such instance".
+    hybrid = [f"mi-{n:017x}" for n in range(1, 121)]
+    fleet.register(
+        [{"InstanceId": i, "PingStatus": "Online", "ResourceType": "ManagedInstance", "Name": f"onprem-{i[-3:]}"}
+         for i in hybrid]
+    )  # fmt: skip
+    log = CallLog(fleet)
+    selection = fleet.resolve(ids=hybrid)
+    assert sorted(t.id for t in selection.targets) == hybrid
+    assert selection.skipped == []
+    assert [len(values) for values in log.id_filters()] == [50, 50, 20]
+    assert sorted(i for values in log.id_filters() for i in values) == hybrid
+    assert log.count("DescribeInstanceInformation") == 3
+    assert log.count("DescribeInstances") == 0  # no i- id asked for: EC2 has nothing to say
