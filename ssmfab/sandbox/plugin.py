@@ -24,13 +24,19 @@ byte (the session handshake), forwards at most ``chunk`` bytes per read, and hol
 
 from __future__ import annotations
 
-import _json  # the C half of the json module (which itself would import re, enum and collections)
 import _signal  # type: ignore[import-not-found]  # signal without its enum wrappers (no stub)
 import _socket
 import _thread
 import os
 import sys
 import time
+
+if __package__:
+    from . import datachannel
+else:  # run as a program: the codec sits beside it
+    import datachannel  # type: ignore[import-not-found,no-redef]
+
+loads, dumps = datachannel.loads, datachannel.dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for the type checker only: importing typing would cost each start ~10 ms
@@ -40,39 +46,6 @@ VERSION = "1.2.779.0"
 CHUNK = 256 * 1024
 LINK_ENV_VAR = "SSMFAB_SANDBOX_LINK"
 _SIZE_SUFFIXES = {"k": 1000, "m": 1000_000, "g": 1000_000_000}
-
-
-class _JSONRules:
-    """The settings json.JSONDecoder hands _json's scanner: the json module's defaults."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = float
-
-
-def _not_serializable(value: object) -> object:
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def loads(text: str | bytes) -> Any:
-    """``json.loads`` for the documents the plugin and the sandbox exchange (ValueError when not JSON)."""
-    text = (text.decode("utf-8") if isinstance(text, bytes) else text).strip()
-    try:
-        value, end = _json.make_scanner(_JSONRules())(text, 0)  # type: ignore[arg-type]  # read like a duck
-    except StopIteration:
-        raise ValueError(f"not JSON: {text[:80]!r}") from None
-    if end != len(text):
-        raise ValueError(f"extra data after JSON: {text[end : end + 80]!r}")
-    return value
-
-
-def dumps(value: Any) -> str:
-    """``json.dumps(value)``: same separators, same ASCII escapes."""
-    encode = _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    return "".join(encode(value, 0))
 
 
 class LinkModel:
