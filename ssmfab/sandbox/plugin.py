@@ -43,43 +43,48 @@ if TYPE_CHECKING:  # for the type checker only: importing typing would cost each
     from typing import Any
 
 VERSION = "1.2.779.0"
-CHUNK = 256 * 1024
+#: Largest output message of the sandbox's service without a link model (the agent itself sends 1024 bytes).
+CHUNK = 64 * 1024
 LINK_ENV_VAR = "SSMFAB_SANDBOX_LINK"
 _SIZE_SUFFIXES = {"k": 1000, "m": 1000_000, "g": 1000_000_000}
 
 
 class LinkModel:
-    """How a real SSM session feels: setup delay (s), bandwidth cap (bytes/s, 0 = none), bytes per read.
-    (A plain class: a NamedTuple or a dataclass would import typing or dataclasses into every start.)"""
+    """How a real SSM session feels: setup delay (s), download bandwidth cap (bytes/s, 0 = none), bytes per output
+    message, and jitter (up to this many extra seconds on the setup and on each output message). The sandbox's
+    ssmmessages service applies it to every session, whatever the plugin; uploads are paced by the plugin.
+    (A plain class: a NamedTuple or a dataclass would import typing or dataclasses into every plugin start.)"""
 
-    __slots__ = ("setup", "rate", "chunk")
+    __slots__ = ("setup", "rate", "chunk", "jitter")
 
-    def __init__(self, setup: float = 0.0, rate: float = 0.0, chunk: int = CHUNK) -> None:
+    def __init__(self, setup: float = 0.0, rate: float = 0.0, chunk: int = CHUNK, jitter: float = 0.0) -> None:
         self.setup = float(setup)
         self.rate = float(rate)
         self.chunk = int(chunk)
+        self.jitter = float(jitter)
 
     def as_dict(self) -> dict[str, float]:
-        return {"setup": self.setup, "rate": self.rate, "chunk": self.chunk}
+        return {"setup": self.setup, "rate": self.rate, "chunk": self.chunk, "jitter": self.jitter}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LinkModel) and self.as_dict() == other.as_dict()
 
     def __hash__(self) -> int:
-        return hash((self.setup, self.rate, self.chunk))
+        return hash((self.setup, self.rate, self.chunk, self.jitter))
 
     def __repr__(self) -> str:
-        return f"LinkModel(setup={self.setup:g}, rate={self.rate:g}, chunk={self.chunk})"
+        return f"LinkModel(setup={self.setup:g}, rate={self.rate:g}, chunk={self.chunk}, jitter={self.jitter:g})"
 
     @classmethod
     def realistic(cls) -> LinkModel:
-        """What ``on`` means: the slow end of what users report for real sessions."""
+        """What ``on`` means: the slow end of what users report for real sessions (the agent sends sshd's output
+        in 1024-byte messages)."""
         return cls(setup=1.0, rate=1_000_000, chunk=1024)
 
     @classmethod
     def parse(cls, text: str) -> LinkModel:
-        """``""``/``off`` -> no model; ``on`` -> realistic(); ``setup=1.5,rate=800k,chunk=1024`` -> those
-        (unnamed keys keep their realistic values). Raises ValueError with the offending part."""
+        """``""``/``off`` -> no model; ``on`` -> realistic(); ``setup=1.5,rate=800k,chunk=1024,jitter=0.01`` ->
+        those (unnamed keys keep their realistic values). Raises ValueError with the offending part."""
         text = text.strip().lower()
         if text in ("", "off", "0", "no", "false"):
             return cls()
@@ -89,8 +94,8 @@ class LinkModel:
             if part in ("on", "1", "yes", "true"):
                 continue
             key, sep, raw = part.partition("=")
-            if not sep or key not in ("setup", "rate", "chunk"):
-                raise ValueError(f"{part!r}: expected setup=SECONDS, rate=BYTES_PER_SECOND or chunk=BYTES")
+            if not sep or key not in ("setup", "rate", "chunk", "jitter"):
+                raise ValueError(f"{part!r}: expected setup=SECONDS, rate=BYTES_PER_SECOND, chunk=BYTES or jitter=SECONDS")
             scale = _SIZE_SUFFIXES.get(raw[-1:], 1)
             try:
                 value = float(raw[:-1] if scale != 1 else raw) * scale
@@ -103,6 +108,7 @@ class LinkModel:
             setup=values.get("setup", base.setup),
             rate=values.get("rate", base.rate),
             chunk=int(values.get("chunk", base.chunk)),
+            jitter=values.get("jitter", base.jitter),
         )
 
     @property
@@ -111,13 +117,14 @@ class LinkModel:
 
     def spec(self) -> str:
         """The ``SSMFAB_SANDBOX_LINK`` value that parses back to this model."""
-        return f"setup={self.setup:g},rate={self.rate:g},chunk={self.chunk}"
+        return f"setup={self.setup:g},rate={self.rate:g},chunk={self.chunk},jitter={self.jitter:g}"
 
     def describe(self) -> str:
         if not self.active:
             return "off"
         rate = f"{self.rate / 1e6:g} MB/s" if self.rate else "unlimited"
-        return f"setup {self.setup:g} s, {rate}, {self.chunk}-byte reads"
+        jitter = f", jitter {self.jitter:g} s" if self.jitter else ""
+        return f"setup {self.setup:g} s, {rate}, {self.chunk}-byte output messages{jitter}"
 
 
 class Pacer:
