@@ -127,6 +127,11 @@ class Sandbox:
     def bin_dir(self) -> Path:
         return self.root / "bin"
 
+    @property
+    def stand_in_plugin(self) -> Path:
+        """The sandbox's stand-in plugin program (there whichever plugin the sandbox runs)."""
+        return self.bin_dir / "stand-in-session-manager-plugin"
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def up(self, hosts: Sequence[HostSpec] | None = None) -> Sandbox:
         if self.state_file.exists():
@@ -231,19 +236,22 @@ class Sandbox:
 
     def _write_launchers(self) -> None:
         self.bin_dir.mkdir(exist_ok=True)
+        # Run without site (-S): the stand-in is stdlib-only and starts once per connection. It runs from bytecode
+        # compiled here, as an installed program would: a script is compiled from source at every start
+        # (~3 ms of CPU each, 51 starts in a 50-host run, on the cores the run is measured on). Its codec is
+        # compiled beside it, where it imports it from. It is always there (tests compare both plugins); the
+        # name the aws CLI and ssmfab look up is AWS's plugin when one was named.
+        source = str(Path(stand_in_plugin.__file__).resolve())
+        code = py_compile.compile(source, cfile=str(self.bin_dir / PLUGIN_PROGRAM), doraise=True)
+        codec = str(Path(stand_in_codec.__file__).resolve())
+        py_compile.compile(codec, cfile=str(self.bin_dir / "datachannel.pyc"), doraise=True)
+        self.stand_in_plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{code}" "$@"\n')
+        self.stand_in_plugin.chmod(0o755)
         plugin = self.bin_dir / "session-manager-plugin"
         if self.plugin:
-            plugin.symlink_to(self.plugin)  # AWS's own: the aws CLI and ssmfab find it first on the sandbox's PATH
+            plugin.symlink_to(self.plugin)
         else:
-            # Run without site (-S): the plugin is stdlib-only and starts once per connection. It runs from bytecode
-            # compiled here, as an installed program would: a script is compiled from source at every start
-            # (~3 ms of CPU each, 51 starts in a 50-host run, on the cores the run is measured on). Its codec is
-            # compiled beside it, where it imports it from.
-            source = str(Path(stand_in_plugin.__file__).resolve())
-            code = py_compile.compile(source, cfile=str(self.bin_dir / PLUGIN_PROGRAM), doraise=True)
-            codec = str(Path(stand_in_codec.__file__).resolve())
-            py_compile.compile(codec, cfile=str(self.bin_dir / "datachannel.pyc"), doraise=True)
-            plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{code}" "$@"\n')
+            shutil.copyfile(self.stand_in_plugin, plugin)
             plugin.chmod(0o755)
         (self.root / "aws-config").touch()
         (self.root / "aws-credentials").touch()
