@@ -20,8 +20,11 @@ message when overdue, keeping messages that arrive ahead of order and dropping d
   caller's job, as with the real plugin);
 - on ``channel_closed``: prints ``\n\nExiting session with sessionId: <id>.\n\n`` (or the service's reason as
   ``\n\nSessionId: <id> : <reason>\n\n``) and exits 0;
-- when the websocket is lost: calls ResumeSession through ENDPOINT and reconnects with the new token, the
-  sequence numbers carrying on; when that fails (six tries), it stays alive until stdin EOF;
+- when reading the websocket fails: calls ResumeSession through ENDPOINT and reconnects with the new token,
+  the sequence numbers carrying on; when that fails (six tries), it stays alive until stdin EOF;
+- when sending stdin data on the websocket fails (the connection dropped mid-upload): exits 0 at once, with
+  no resume (the real plugin's stdin loop returns "Failed to send packet" and the program ends);
+- on SIGINT or SIGTERM: prints ``Terminate signal received, exiting.`` and exits, no TerminateSession;
 - when the StreamUrl cannot be reached at start: it retries, then waits forever (the caller must bound that).
 
 **The one deliberate difference:** without the link model (``SSMFAB_SANDBOX_LINK`` unset or ``off``) it reads
@@ -370,22 +373,23 @@ class DataChannel:
         self.reading_stdin = False
 
     # -- sending -----------------------------------------------------------------------------------
-    def _send_frame(self, frame: bytes) -> None:
+    def _send_frame(self, frame: bytes) -> bool:
         ws = self.ws
         if ws is None:
-            return
+            return False
         try:
             ws.send(frame)
+            return True
         except OSError:
-            pass  # the receive loop notices the broken connection and resumes
+            return False  # the receive loop notices the broken connection and resumes
 
-    def send_stream(self, payload_type: int, payload: bytes) -> None:
+    def send_stream(self, payload_type: int, payload: bytes) -> bool:
         with self.lock:
             message = datachannel.stream_message(datachannel.INPUT_STREAM_DATA, self.next_out, payload_type, payload)
             self.next_out += 1
             frame = message.encode()
             self.unacked[message.sequence] = [frame, time.monotonic(), False]
-        self._send_frame(frame)
+        return self._send_frame(frame)
 
     def resend_overdue(self) -> None:
         """Every 100 ms, the oldest unacknowledged message again once its timeout passed (as the real plugin)."""
@@ -428,7 +432,10 @@ class DataChannel:
                 os._exit(0)
             if data == b"\n":
                 data = b"\r"  # the real plugin sends a lone newline as a carriage return (streaming.go)
-            self.send_stream(datachannel.OUTPUT, data)
+            if not self.send_stream(datachannel.OUTPUT, data):
+                # As the real plugin: stdin data it cannot hand to the websocket ends the session's forwarding
+                # and the program (exit 0, "Failed to send packet"); only read errors lead to ResumeSession.
+                os._exit(0)
             if self.paced:
                 time.sleep(0.001)
 
@@ -586,9 +593,14 @@ def main(argv: list[str]) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         print(f"Cannot perform start session: {exc}")
         return 0
-    # As Go's default: SIGINT and SIGTERM end the program, with no TerminateSession and no traceback.
+    # As the real plugin's port session: a control signal prints this line and ends the program, with no
+    # TerminateSession (standardstreamforwarding.go handleControlSignals).
+    def on_signal(signum: int, frame: Any) -> None:
+        _write_all(1, b"Terminate signal received, exiting.\n")
+        os._exit(0)
+
     for sig in (_signal.SIGINT, _signal.SIGTERM):
-        _signal.signal(sig, _signal.SIG_DFL)
+        _signal.signal(sig, on_signal)
     _write_all(1, f"\nStarting session with SessionId: {session_id}\n".encode())
     return DataChannel(session, region, endpoint, target, paced=link.active).run()
 

@@ -129,6 +129,9 @@ class Agent:
     window_open: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     attached: asyncio.Event = field(default_factory=asyncio.Event)
+    #: One frame at a time: an old websocket's last frames and a resumed one's can arrive together, and a
+    #: message must not be taken as the expected one twice while the first copy waits on sshd.
+    receiving: asyncio.Lock = field(default_factory=asyncio.Lock)
     writer: asyncio.StreamWriter | None = None
     before_port: list[bytes] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -174,6 +177,10 @@ class Agent:
             self.attached.clear()
 
     async def receive(self, frame: bytes) -> None:
+        async with self.receiving:
+            await self._receive(frame)
+
+    async def _receive(self, frame: bytes) -> None:
         if self.fault("BlackHole"):
             return
         try:
