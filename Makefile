@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SANDBOX_DIR ?= $(CURDIR)/.sandbox-demo
 
-.PHONY: venv demo test unit typecheck bench mutate models clean
+.PHONY: venv sshd demo test unit typecheck bench mutate models clean
 
 $(BIN)/inv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,12 @@ $(BIN)/inv: pyproject.toml
 
 venv: $(BIN)/inv
 
-# Start the sandbox (moto + real sshd + stand-in plugin), run the main job through SSM tunnels (StartSession +
+# Start the sandbox (moto + ssmmessages + real sshd + a plugin; installs sshd when missing), run the main job through SSM tunnels (StartSession +
 # the plugin, the default mode), show the output, and always tear the sandbox down.
-demo: venv
+sshd:
+	@.ci/install-sshd
+
+demo: venv sshd
 	@$(BIN)/inv sandbox.up --dir $(SANDBOX_DIR)
 	@PATH="$(CURDIR)/$(BIN):$$PATH"; . $(SANDBOX_DIR)/env.sh; export SSMFAB_CONFIG=demo/ssmfab.toml; status=0; \
 	  rm -rf demo-logs; \
@@ -28,8 +31,9 @@ demo: venv
 	  find demo-logs -type f | sort | while read f; do echo "--- $$f"; cat "$$f"; done; \
 	  echo; $(BIN)/inv sandbox.down --dir $(SANDBOX_DIR); exit $$status
 
-test: venv
-	$(BIN)/python -m pytest -q
+# PYTEST_ARGS='--plugin PATH' (or SSMFAB_SANDBOX_PLUGIN=PATH) runs the integration tests through AWS's plugin.
+test: venv sshd
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	$(BIN)/mypy
 
 unit: venv

@@ -43,6 +43,7 @@ from pathlib import Path
 import ssmfab
 from ssmfab.exceptions import SSMFabError
 from ssmfab.sandbox import HostSpec, LinkModel, Sandbox
+from ssmfab.sandbox.local_fleet import real_plugin_from_env
 from ssmfab.sandbox.sshd import find_sshd
 
 from .cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify
@@ -143,10 +144,11 @@ def logs_row(bench: Bench, size_mb: int) -> Row:
         if got != written:
             raise RowFailed(f"{got} bytes arrived, {written} expected")
 
-    row = guarded(name, lambda: Row(
-        name, *bench.pair(name, ours, theirs, env=bench.linked(bench.env), before=lambda: remove(dest), check=check),
-        0.25, ">= 4x faster", extra={"bytes": written, "link": bench.link.describe()},
-    ))  # fmt: skip
+    with bench.linked() as env:
+        row = guarded(name, lambda: Row(
+            name, *bench.pair(name, ours, theirs, env=env, before=lambda: remove(dest), check=check),
+            0.25, ">= 4x faster", extra={"bytes": written, "link": bench.link.describe()},
+        ))  # fmt: skip
     remove(dest)
     remove(logs)
     return row
@@ -204,10 +206,11 @@ def linked_scaling_row(bench: Bench) -> Row:
     one = bench.sandbox.hosts[0].instance_id
     fifty = ("ssmfab run --parallel 50, 50 hosts", lambda: [bench.ssmfab, "run", "--tag", "Fleet50=yes", "--parallel", "50", "true"])
     single = ("ssmfab run, 1 host", lambda: [bench.ssmfab, "run", "--id", one, "true"])
-    return guarded(name, lambda: Row(
-        name, *bench.pair(name, fifty, single, env=bench.linked(bench.env), quick=True), 2.0, "<= 2x the time of 1 host",
-        extra={"hosts": 50, "link": bench.link.describe()},
-    ))  # fmt: skip
+    with bench.linked() as env:
+        return guarded(name, lambda: Row(
+            name, *bench.pair(name, fifty, single, env=env, quick=True), 2.0, "<= 2x the time of 1 host",
+            extra={"hosts": 50, "link": bench.link.describe()},
+        ))  # fmt: skip
 
 
 def connect_rows(bench: Bench) -> list[Row]:
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ssmfab-bench-") as temp:
         scratch = Path(temp)
         print(f"starting a {hosts}-host sandbox ...", flush=True)
-        sandbox = Sandbox(scratch / "sandbox").up(fleet_hosts(hosts))
+        sandbox = Sandbox(scratch / "sandbox", plugin=real_plugin_from_env()).up(fleet_hosts(hosts))
         try:
             bench = Bench(sandbox, scratch, args.repeat, link)
             warm_up(bench)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import shutil
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,12 @@ class Bench:
             "-o", "BatchMode=yes", "-o", f"ProxyCommand={proxy}",
         ]  # fmt: skip
 
-    def linked(self, env: dict[str, str]) -> dict[str, str]:
-        return {**env, "SSMFAB_SANDBOX_LINK": self.link.spec()}
+    @contextmanager
+    def linked(self) -> Iterator[dict[str, str]]:
+        """``with bench.linked() as env:`` the sandbox's data channel applies the link model to every session in
+        the block (to any plugin); env also tells the stand-in plugin to pace its uploads as AWS's does."""
+        with self.sandbox.linked(self.link) as linked_env:
+            yield {**self.env, "SSMFAB_SANDBOX_LINK": linked_env.get("SSMFAB_SANDBOX_LINK", self.link.spec())}
 
     def pair(
         self,

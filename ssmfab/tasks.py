@@ -370,11 +370,17 @@ def doctor(c: Any, flags: Flags) -> None:
 
 
 def sandbox_dir(given: str | None) -> Path:
-    default = os.environ.get("SSMFAB_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"ssmfab-sandbox-{os.getuid()}"
+    """The sandbox folder: given, else $SSMFAB_SANDBOX_DIR, else one per user and per checkout (two checkouts'
+    sandboxes must not stop each other's), named after a hash of the checkout's path."""
+    import hashlib
+
+    checkout = str(Path(__file__).resolve().parent.parent)
+    key = hashlib.sha256(checkout.encode()).hexdigest()[:10]
+    default = os.environ.get("SSMFAB_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"ssmfab-sandbox-{os.getuid()}-{key}"
     return Path(given or default)
 
 
-SANDBOX_DIR_HELP = "sandbox folder (default $SSMFAB_SANDBOX_DIR or a per-user temp folder)"
+SANDBOX_DIR_HELP = "sandbox folder (default $SSMFAB_SANDBOX_DIR or a temp folder per user and checkout)"
 
 
 @ssmfab_task(
@@ -382,25 +388,31 @@ SANDBOX_DIR_HELP = "sandbox folder (default $SSMFAB_SANDBOX_DIR or a per-user te
         "dir": SANDBOX_DIR_HELP,
         "web": "web hosts (default 3)",
         "db": "db hosts (default 1)",
-        "link": "SSM link model for every session: 'on' (1 s setup, 1 MB/s, 1024-byte reads) or "
-        "'setup=S,rate=BYTES_PER_S,chunk=BYTES'; default off (loopback speed)",
+        "link": "SSM link model for every session: 'on' (1 s setup, 1 MB/s, 1024-byte messages) or "
+        "'setup=S,rate=BYTES_PER_S,chunk=BYTES,jitter=S'; default off (loopback speed)",
+        "plugin": "AWS's session-manager-plugin to run instead of the stand-in (default $SSMFAB_SANDBOX_PLUGIN)",
     }
 )
-def sandbox_up(c: Any, dir: str | None = None, web: int = 3, db: int = 1, link: str = "") -> None:  # noqa: A002
-    """Start the local sandbox fleet: moto server, real sshd per instance, stand-in session-manager-plugin."""
+def sandbox_up(c: Any, dir: str | None = None, web: int = 3, db: int = 1, link: str = "", plugin: str = "") -> None:  # noqa: A002
+    """Start the local sandbox fleet: moto + ssmmessages, real sshd per instance, a session-manager-plugin."""
+    import shlex
+
     from .sandbox import LinkModel, Sandbox, default_hosts
+    from .sandbox.local_fleet import real_plugin_from_env
 
     try:
         model = LinkModel.parse(link)
     except ValueError as exc:
         raise SandboxError(f"--link {exc}") from None
     root = sandbox_dir(dir)
-    sandbox = Sandbox(root, link=model).up(default_hosts(web=web, db=db))
+    sandbox = Sandbox(root, link=model, plugin=plugin or real_plugin_from_env()).up(default_hosts(web=web, db=db))
     rows = [[h.instance_id, h.name, ",".join(f"{k}={v}" for k, v in sorted(h.tags.items()) if k != "Name"), f"127.0.0.1:{h.port}"] for h in sandbox.hosts]
     print(table(["ID", "NAME", "TAGS", "SSHD"], rows))
     if model.active:
         print(f"\nSSM link model: {model.describe()}")
-    print(f"\nsandbox up in {root}; point this shell at it with:\n    . {root / 'env.sh'}\nstop it with: inv sandbox.down")
+    print(f"\nsession-manager-plugin: {sandbox.plugin or 'the sandbox stand-in'}")
+    where = f" --dir {shlex.quote(str(root))}" if dir else ""
+    print(f"\nsandbox up in {root}; point this shell at it with:\n    . {root / 'env.sh'}\nstop it with: inv sandbox.down{where}")
 
 
 @ssmfab_task(help={"dir": SANDBOX_DIR_HELP})

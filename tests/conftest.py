@@ -14,6 +14,34 @@ from ssmfab.aws import AWSContext
 REGION = "us-east-1"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--plugin", default=None, metavar="PATH",
+        help="run the integration tests through this session-manager-plugin (AWS's own) instead of the sandbox's "
+        "stand-in (default: $SSMFAB_SANDBOX_PLUGIN)",
+    )  # fmt: skip
+
+
+def chosen_plugin(config: pytest.Config) -> str:
+    """AWS's plugin the run was told to use ("" = the sandbox's stand-in)."""
+    import os
+
+    from ssmfab.sandbox.local_fleet import PLUGIN_ENV_VAR, checked_plugin
+
+    named = config.getoption("--plugin") or os.environ.get(PLUGIN_ENV_VAR, "")
+    return checked_plugin(named) if named else ""
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    plugin = chosen_plugin(config)
+    if not plugin:
+        return "session-manager-plugin: the sandbox's stand-in"
+    import subprocess
+
+    version = subprocess.run([plugin, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return f"session-manager-plugin: {plugin} (AWS's, version {version or 'unknown'})"
+
+
 @pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test may reach real AWS or read the developer's own AWS or ssmfab configuration."""

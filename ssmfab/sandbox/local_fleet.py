@@ -1,4 +1,6 @@
-"""The sandbox fleet: a moto server, one real sshd per fake EC2 instance, and a stand-in plugin.
+"""The sandbox fleet: a moto server (with the ssmmessages data channel service), one real sshd per fake EC2
+instance, and a session-manager-plugin: the project's stand-in, or AWS's own when one is named
+(``plugin=PATH``, ``inv sandbox.up --plugin PATH``, ``SSMFAB_SANDBOX_PLUGIN``).
 
 ``Sandbox(root).up()`` leaves everything under ``root`` (state.json, env.sh, keys, host folders, logs)
 and ``down()`` stops every process it started and removes ``root``; ``Sandbox.load(root)`` lets another
@@ -26,6 +28,7 @@ from typing import Any
 
 from ..exceptions import SandboxError
 from .moto_ext import sandbox_put_instance_information
+from . import datachannel as stand_in_codec
 from . import plugin as stand_in_plugin
 from .plugin import LINK_ENV_VAR, LinkModel, call_sandbox_ssm
 from .sshd import SSHServer, find_sshd, free_ports, generate_key, terminate_group
@@ -33,6 +36,8 @@ from .sshd import SSHServer, find_sshd, free_ports, generate_key, terminate_grou
 #: The stand-in plugin as the sandbox runs it (compiled, in its bin folder): every tunnel process the sandbox
 #: serves carries this name on its command line.
 PLUGIN_PROGRAM = "stand-in-session-manager-plugin.pyc"
+#: Names AWS's own plugin for the sandbox (and the integration tests) instead of the stand-in.
+PLUGIN_ENV_VAR = "SSMFAB_SANDBOX_PLUGIN"
 
 REGION = "us-east-1"
 AGENT_VERSION = "3.3.1142.0"
@@ -81,11 +86,27 @@ def _cmdline(pid: int) -> str:
     return "" if state == "Z" else raw.replace(b"\0", b" ").decode(errors="replace")
 
 
+def real_plugin_from_env() -> str:
+    """AWS's plugin named by SSMFAB_SANDBOX_PLUGIN ("" when unset); SandboxError when it is not a program."""
+    named = os.environ.get(PLUGIN_ENV_VAR, "").strip()
+    return checked_plugin(named) if named else ""
+
+
+def checked_plugin(path: str) -> str:
+    found = Path(path).expanduser().absolute()
+    if not found.is_file() or not os.access(found, os.X_OK):
+        raise SandboxError(f"{path}: no session-manager-plugin program there")
+    return str(found)
+
+
 class Sandbox:
-    def __init__(self, root: str | os.PathLike[str], link: LinkModel = LinkModel()) -> None:
+    def __init__(self, root: str | os.PathLike[str], link: LinkModel = LinkModel(), plugin: str = "") -> None:
         self.root = Path(root).absolute()
-        #: The SSM link model every session of this sandbox gets (through env() and env.sh); off by default.
+        #: The SSM link model every session of this sandbox gets (applied by its ssmmessages service; the
+        #: stand-in plugin reads it from env() and env.sh to pace uploads as the real one does); off by default.
         self.link = link
+        #: AWS's session-manager-plugin to run instead of the stand-in ("" = the stand-in).
+        self.plugin = checked_plugin(plugin) if plugin else ""
         self.endpoint = ""
         self.moto_pid: int | None = None
         self.user = getpass.getuser()
@@ -105,6 +126,11 @@ class Sandbox:
     @property
     def bin_dir(self) -> Path:
         return self.root / "bin"
+
+    @property
+    def stand_in_plugin(self) -> Path:
+        """The sandbox's stand-in plugin program (there whichever plugin the sandbox runs)."""
+        return self.bin_dir / "stand-in-session-manager-plugin"
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def up(self, hosts: Sequence[HostSpec] | None = None) -> Sandbox:
@@ -138,7 +164,7 @@ class Sandbox:
         ready = self.root / "moto.port"
         with (self.root / "moto.log").open("ab") as log:
             self._moto = subprocess.Popen(
-                [sys.executable, "-m", "ssmfab.sandbox.server", "--ready-file", str(ready)],
+                [sys.executable, "-m", "ssmfab.sandbox.server", "--ready-file", str(ready), "--link", self.link.spec()],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -210,14 +236,23 @@ class Sandbox:
 
     def _write_launchers(self) -> None:
         self.bin_dir.mkdir(exist_ok=True)
-        plugin = self.bin_dir / "session-manager-plugin"
-        # Run without site (-S): the plugin is stdlib-only and starts once per connection. It runs from bytecode
+        # Run without site (-S): the stand-in is stdlib-only and starts once per connection. It runs from bytecode
         # compiled here, as an installed program would: a script is compiled from source at every start
-        # (~3 ms of CPU each, 51 starts in a 50-host run, on the cores the run is measured on).
+        # (~3 ms of CPU each, 51 starts in a 50-host run, on the cores the run is measured on). Its codec is
+        # compiled beside it, where it imports it from. It is always there (tests compare both plugins); the
+        # name the aws CLI and ssmfab look up is AWS's plugin when one was named.
         source = str(Path(stand_in_plugin.__file__).resolve())
         code = py_compile.compile(source, cfile=str(self.bin_dir / PLUGIN_PROGRAM), doraise=True)
-        plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{code}" "$@"\n')
-        plugin.chmod(0o755)
+        codec = str(Path(stand_in_codec.__file__).resolve())
+        py_compile.compile(codec, cfile=str(self.bin_dir / "datachannel.pyc"), doraise=True)
+        self.stand_in_plugin.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{code}" "$@"\n')
+        self.stand_in_plugin.chmod(0o755)
+        plugin = self.bin_dir / "session-manager-plugin"
+        if self.plugin:
+            plugin.symlink_to(self.plugin)
+        else:
+            shutil.copyfile(self.stand_in_plugin, plugin)
+            plugin.chmod(0o755)
         (self.root / "aws-config").touch()
         (self.root / "aws-credentials").touch()
         lines = ["# Point this shell at the ssmfab sandbox fleet: . THIS_FILE", "unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN"]
@@ -232,6 +267,7 @@ class Sandbox:
             "moto_pid": self.moto_pid,
             "user": self.user,
             "link": self.link.as_dict(),
+            "plugin": self.plugin,
             "hosts": [asdict(h) for h in self.hosts],
         }
         temp = self.state_file.with_suffix(".tmp")
@@ -249,6 +285,7 @@ class Sandbox:
         box.moto_pid = state["moto_pid"]
         box.user = state["user"]
         box.link = LinkModel(**state.get("link", {}))
+        box.plugin = state.get("plugin", "")
         box.hosts = [SandboxHost(**h) for h in state["hosts"]]
         authorized = box.root / "authorized_keys"
         box._servers = {h.name: SSHServer(Path(h.folder), h.port, authorized) for h in box.hosts}
@@ -371,6 +408,55 @@ class Sandbox:
     def host_public_key(self, name: str) -> str:
         """The host's public key line (type and base64), as sshd offers it."""
         return " ".join(self._servers[name].host_key.with_suffix(".pub").read_text().split()[:2])
+
+    # -- the data channel: link model, fault switches, events (see ssmmessages) ----------------------
+    def set_link(self, link: LinkModel) -> None:
+        """The link model every session gets from now on (and the stand-in's upload pacing, through env())."""
+        call_sandbox_ssm(self.endpoint, REGION, "SandboxSetLink", {"Link": link.spec()})
+        self.link = link
+        if self.state_file.exists():
+            self._save()
+
+    @contextmanager
+    def linked(self, link: LinkModel) -> Iterator[dict[str, str]]:
+        """``with box.linked(model) as env:`` the link model for the block (env: this sandbox's env() with it),
+        then the one before."""
+        before = self.link
+        self.set_link(link)
+        try:
+            yield self.env()
+        finally:
+            self.set_link(before)
+
+    def set_faults(self, name: str | None = None, session_id: str | None = None, clear: bool = False, **faults: Any) -> None:
+        """Flip data channel fault switches for a host (every session to it) or one session: SetupDelay=seconds,
+        DropAfterBytes=n (0 = now), RefuseResume, NeverAcknowledge, BlackHole, PortClosed (None removes one)."""
+        scope = {"SessionId": session_id} if session_id else {"Target": self.host(name or "").instance_id}
+        call_sandbox_ssm(self.endpoint, REGION, "SandboxSetFaults", {**scope, "Faults": faults, "Clear": clear})
+
+    def clear_faults(self, name: str | None = None, session_id: str | None = None) -> None:
+        self.set_faults(name, session_id, clear=True)
+
+    def wait_for_event(
+        self, event: str, name: str | None = None, session_id: str | None = None, count: int = 1, timeout: float = 120
+    ) -> list[dict[str, Any]]:
+        """Block until the data channel service recorded ``count`` events ``event`` (for host ``name`` or session
+        ``session_id`` when given); SandboxError when ``timeout`` (a safety net, not a schedule) passes first."""
+        body: dict[str, Any] = {"Event": event, "Count": count, "TimeoutSeconds": timeout}
+        if name:
+            body["Target"] = self.host(name).instance_id
+        if session_id:
+            body["SessionId"] = session_id
+        found = list(call_sandbox_ssm(self.endpoint, REGION, "SandboxWaitForEvent", body, timeout=timeout + 10)["Events"])
+        if len(found) < count:
+            raise SandboxError(f"{event} seen {len(found)} times, {count} expected, within {timeout:g}s")
+        return found
+
+    def events(self, event: str | None = None, name: str | None = None, session_id: str | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"Event": event, "SessionId": session_id}
+        if name:
+            body["Target"] = self.host(name).instance_id
+        return list(call_sandbox_ssm(self.endpoint, REGION, "SandboxListEvents", body)["Events"])
 
     def pushed_keys(self) -> list[dict[str, Any]]:
         """Every EC2 Instance Connect push the sandbox received."""

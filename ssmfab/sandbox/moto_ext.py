@@ -170,6 +170,18 @@ def _session_response(session: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _channels(self: Any) -> Any:
+    """The data channel service installed beside these handlers (None in a moto without one, e.g. unit tests)."""
+    return getattr(type(self), "_ssmfab_channels", None)
+
+
+def _needs_channels(self: Any) -> Any:
+    channels = _channels(self)
+    if channels is None:
+        raise _error("ValidationException", "this moto server runs no sandbox data channel service")
+    return channels
+
+
 def _start_session(self: Any) -> Any:
     from moto.core.responses import ActionResult
 
@@ -184,7 +196,7 @@ def _start_session(self: Any) -> Any:
     if not _known_document(self, document):
         raise _error("InvalidDocument", f"Document {document} does not exist.")
     session_id = f"sandbox-{secrets.token_hex(9)[:17]}"
-    address = record.get("SandboxStreamAddress", "127.0.0.1:0")
+    host, _, port = str(record.get("SandboxStreamAddress", "127.0.0.1:0")).rpartition(":")
     session = {
         "SessionId": session_id,
         "Target": target,
@@ -195,9 +207,13 @@ def _start_session(self: Any) -> Any:
         "StartDate": _now(),
         "Owner": f"arn:aws:sts::{self.current_account}:assumed-role/sandbox/ssmfab",
         "TokenValue": secrets.token_urlsafe(24),
-        "StreamUrl": f"tcp://{address}/v1/data-channel/{session_id}?role=publish_subscribe",
+        # Without a data channel service (a bare moto in unit tests) the URL names a port nothing listens on.
+        "StreamUrl": f"ws://127.0.0.1:9/v1/data-channel/{session_id}?role=publish_subscribe",
     }
     state.sessions[session_id] = session
+    channels = _channels(self)
+    if channels is not None:
+        channels.open_session(session, (host or "127.0.0.1", int(port or 0)))
     return ActionResult(_session_response(session))
 
 
@@ -206,20 +222,72 @@ def _terminate_session(self: Any) -> Any:
 
     session_id = self._get_param("SessionId")
     session = state_of(self.ssm_backend).sessions.get(session_id)
-    if session is not None and session["Status"] != "Terminated":
-        session["Status"] = "Terminated"
-        session["EndDate"] = _now()
+    if session is not None:
+        if session["Status"] == "Connected":
+            session["Status"] = "Terminated"
+            session["EndDate"] = _now()
+        channels = _channels(self)
+        if channels is not None:
+            channels.terminate(session)
     return ActionResult({"SessionId": session_id})
 
 
 def _resume_session(self: Any) -> Any:
     from moto.core.responses import ActionResult
 
+    from .ssmmessages import ServiceError
+
     session_id = self._get_param("SessionId")
     session = state_of(self.ssm_backend).sessions.get(session_id)
     if session is None or session["Status"] != "Connected":
         raise _error("DoesNotExistException", f"Session {session_id} is not active.")
+    channels = _channels(self)
+    if channels is not None:
+        try:
+            channels.resume(session)  # a new token, bound to this session
+        except ServiceError as exc:
+            raise _error(exc.code, str(exc)) from None
     return ActionResult(_session_response(session))
+
+
+def _sandbox_set_faults(self: Any) -> str:
+    """Non-AWS action: flip the data channel's fault switches for an instance or a session (see ssmmessages)."""
+    from .ssmmessages import ServiceError
+
+    body = json.loads(self.body or "{}")
+    try:
+        _needs_channels(self).set_faults(body.get("Target"), body.get("SessionId"), dict(body.get("Faults") or {}), bool(body.get("Clear")))
+    except ServiceError as exc:
+        raise _error(exc.code, str(exc)) from None
+    return "{}"
+
+
+def _sandbox_set_link(self: Any) -> str:
+    """Non-AWS action: the link model every session gets from now on (``Link``: a SSMFAB_SANDBOX_LINK spec)."""
+    from .plugin import LinkModel
+
+    body = json.loads(self.body or "{}")
+    try:
+        model = LinkModel.parse(str(body.get("Link", "")))
+    except ValueError as exc:
+        raise _error("ValidationException", str(exc)) from None
+    _needs_channels(self).set_link(model)
+    return json.dumps({"Link": model.spec()})
+
+
+def _sandbox_wait_for_event(self: Any) -> str:
+    """Non-AWS action: block until ``Count`` events named ``Event`` (optionally for ``Target``/``SessionId``) were
+    recorded, or ``TimeoutSeconds`` pass (a safety net); answers with the matching events either way."""
+    body = json.loads(self.body or "{}")
+    found = _needs_channels(self).wait_for(
+        str(body["Event"]), body.get("Target"), body.get("SessionId"), int(body.get("Count", 1)), float(body.get("TimeoutSeconds", 60))
+    )
+    return json.dumps({"Events": found})
+
+
+def _sandbox_list_events(self: Any) -> str:
+    body = json.loads(self.body or "{}")
+    return json.dumps({"Events": _needs_channels(self).events(body.get("Event"), body.get("Target"), body.get("SessionId"))})
 
 
 def _describe_sessions(self: Any) -> Any:
@@ -457,8 +525,9 @@ def _remembered_backends(find: Any) -> Any:
     return get_backend_for_host
 
 
-def install() -> None:
-    """Add the missing calls to moto's SSM responder, and speed up its server's dispatch (idempotent)."""
+def install(channels: Any = None) -> None:
+    """Add the missing calls to moto's SSM responder, and speed up its server's dispatch (idempotent). With
+    ``channels`` (an ``ssmmessages.SSMMessagesService``), sessions get its data channel."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication as Dispatcher
     from moto.ssm.responses import SimpleSystemManagerResponse as Responder
 
@@ -472,11 +541,17 @@ def install() -> None:
         "terminate_session": _terminate_session,
         "resume_session": _resume_session,
         "describe_sessions": _describe_sessions,
+        "sandbox_set_faults": _sandbox_set_faults,
+        "sandbox_set_link": _sandbox_set_link,
+        "sandbox_wait_for_event": _sandbox_wait_for_event,
+        "sandbox_list_events": _sandbox_list_events,
         "sandbox_list_pushed_keys": _list_pushed_keys,
         "list_command_invocations": _list_command_invocations,
     }
     for name, handler in handlers.items():
         setattr(Responder, name, handler)
+    if channels is not None:
+        setattr(Responder, "_ssmfab_channels", channels)
     from moto.ec2instanceconnect.responses import Ec2InstanceConnectResponse as Connect
 
     if not getattr(Connect.send_ssh_public_key, "_ssmfab", False):

@@ -1,4 +1,6 @@
-"""``python -m ssmfab.sandbox.server``: a moto server on loopback with the sandbox's SSM calls installed."""
+"""``python -m ssmfab.sandbox.server``: a moto server on loopback with the sandbox's SSM calls installed, and the
+sandbox's ssmmessages service (the Session Manager data channel) on its own thread in the same process, so the
+SSM calls and the data channel share every session's state."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import threading
 from pathlib import Path
 
 from .moto_ext import install
+from .plugin import LinkModel
+from .ssmmessages import SSMMessagesService
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path, required=True, help="the bound port is written here once serving")
+    parser.add_argument("--link", default="", help="SSM link model of every session (an SSMFAB_SANDBOX_LINK value)")
     args = parser.parse_args(argv)
 
     from moto.server import ThreadedMotoServer
@@ -24,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     # werkzeug logs every request ("POST / HTTP/1.1" 200, nothing more) to moto.log: a tenth of the server's
     # CPU on a 50-host run, contending for the log's lock. Warnings and errors are still written.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    install()
+    channels = SSMMessagesService(args.host, LinkModel.parse(args.link))
+    channels.start()
+    install(channels)
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     _, port = server.get_host_and_port()
@@ -37,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.stop()
+    channels.stop()
 
 
 if __name__ == "__main__":

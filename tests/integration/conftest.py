@@ -1,5 +1,6 @@
-"""The sandbox fleet for integration tests: a moto server, real OpenSSH sshd per instance, the real aws CLI
-and a stand-in session-manager-plugin (the one part of AWS that cannot run here)."""
+"""The sandbox fleet for integration tests: a moto server with the ssmmessages data channel service, real
+OpenSSH sshd per instance, the real aws CLI, and a session-manager-plugin: AWS's own when the run names one
+(``--plugin PATH`` or ``SSMFAB_SANDBOX_PLUGIN``), else the sandbox's stand-in."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 from ssmfab.sandbox.local_fleet import PLUGIN_PROGRAM
 
-#: What a tunnel's processes carry on their command lines: the aws CLI's subcommand, the stand-in plugin's file.
-TUNNEL_PROCESS_MARKERS = ("start-session", PLUGIN_PROGRAM)
+#: What a tunnel's processes carry on their command lines: the aws CLI's subcommand, the stand-in plugin's file,
+#: AWS's plugin's name.
+TUNNEL_PROCESS_MARKERS = ("start-session", PLUGIN_PROGRAM, "session-manager-plugin")
 
 
 def processes_matching(*needles: str, environ: str | None = None) -> list[str]:
@@ -52,11 +54,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+def plugin_path(pytestconfig: pytest.Config) -> str:
+    """AWS's plugin this run uses ("" = the sandbox's stand-in)."""
+    from tests.conftest import chosen_plugin
+
+    return chosen_plugin(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, plugin_path: str) -> Iterator[Sandbox]:
     if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
         pytest.skip("OpenSSH sshd is not installed (apt-get install -y openssh-server)")
     root = tmp_path_factory.mktemp("fleet") / "sandbox"
-    box = Sandbox(root)
+    box = Sandbox(root, plugin=plugin_path)
     box.up(default_hosts(web=3, db=1))
     try:
         yield box
