@@ -14,11 +14,13 @@ $(BIN)/inv: pyproject.toml
 
 venv: $(BIN)/inv
 
-# Start the sandbox (moto + ssmmessages + real sshd + a plugin; installs sshd when missing), run the main job through SSM tunnels (StartSession +
-# the plugin, the default mode), show the output, and always tear the sandbox down.
+# OpenSSH's server, which the sandbox runs one of per instance: installed when missing (apt-get or dnf).
 sshd:
 	@.ci/install-sshd
 
+# Start the sandbox (moto + ssmmessages + real sshd + a plugin; installs sshd when missing), run the main job
+# through SSM tunnels (StartSession + the plugin, the default mode), show the output, and always tear the
+# sandbox down.
 demo: venv sshd
 	@$(BIN)/inv sandbox.up --dir $(SANDBOX_DIR)
 	@PATH="$(CURDIR)/$(BIN):$$PATH"; . $(SANDBOX_DIR)/env.sh; export SSMFAB_CONFIG=demo/ssmfab.toml; status=0; \
