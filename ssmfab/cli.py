@@ -166,6 +166,7 @@ class Flags:
         describe: Callable[[Any], dict[str, Any]] | None = None,
         batch: str | None = None,
         max_failures: str | None = None,
+        on_interrupt: Callable[[], Any] | None = None,
     ) -> FleetResult[Any]:
         """Run under the policy from flags (else the given defaults, else config); show progress and the
         summary (or the JSON report); raise FleetError if any host failed."""
@@ -177,7 +178,7 @@ class Flags:
                 progress.update(host)
                 record_result(audit, host, action, detail)
 
-            result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished)
+            result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished, on_interrupt=on_interrupt)
             progress.close()
         return self.report(result, describe)
 

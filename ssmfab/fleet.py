@@ -137,8 +137,12 @@ class FanOut(Generic[T]):
         operation: Operation[T],
         policy: Policy,
         on_result: Callable[[HostResult[T]], Any] | None = None,
+        on_interrupt: Callable[[], Any] | None = None,
     ) -> None:
         self.targets = list(targets)
+        #: Called on Ctrl-C before the connections are closed, so operations can stop in order (a deploy
+        #: switches its host back over a connection it reopens).
+        self.on_interrupt = on_interrupt
         self.connect = connect
         self.operation = operation
         self.policy = policy
@@ -245,6 +249,8 @@ class FanOut(Generic[T]):
                 # Ctrl-C or similar: start nothing new and break every open tunnel so workers return.
                 for future in running:
                     future.cancel()
+                if self.on_interrupt is not None:
+                    self.on_interrupt()
                 self._close_live()
                 raise
         reason = f"not started: more than {self.max_failures} host(s) failed (--max-failures)"
@@ -260,9 +266,11 @@ def fan_out(
     parallel: int = DEFAULT_PARALLEL,
     policy: Policy | None = None,
     on_result: Callable[[HostResult[T]], Any] | None = None,
+    on_interrupt: Callable[[], Any] | None = None,
 ) -> FleetResult[T]:
-    """Run ``operation(connection)`` on every target under ``policy`` (default: ``parallel`` at once)."""
-    return FanOut(targets, connect, operation, policy or Policy(parallel=parallel), on_result).run()
+    """Run ``operation(connection)`` on every target under ``policy`` (default: ``parallel`` at once);
+    ``on_interrupt`` is called on Ctrl-C before the open connections are closed."""
+    return FanOut(targets, connect, operation, policy or Policy(parallel=parallel), on_result, on_interrupt).run()
 
 
 def run_command(command: str, **run_kwargs: Any) -> Operation[Any]:

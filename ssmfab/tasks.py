@@ -166,7 +166,7 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
         return
     flags.fan_out(
         client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures,
-        action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
+        on_interrupt=deployer.interrupt, action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
         describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes},
     )  # fmt: skip
     if not flags.json:
@@ -175,12 +175,12 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
 
 @ssmfab_task("select", "fleet", "aws", "ssh", help={"base_dir": "remote base directory (config deploy.base_dir)"})
 def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
-    """Switch current back one release on every selected host."""
+    """Switch current back to the newest older release that passed its health check, with hooks and check."""
     client = flags.client()
     settings = client.settings.merged({"deploy.base_dir": base_dir}).deploy
     deployer = Deployer(settings, Path("."), notify=notice)
     targets = flags.targets(client)
-    flags.fan_out(client, targets, deployer.rollback, action="rollback", detail=deployer.base,
+    flags.fan_out(client, targets, deployer.rollback, action="rollback", detail=deployer.base, on_interrupt=deployer.interrupt,
                   describe=lambda r: {"release": r.release, "previous": r.previous})  # fmt: skip
 
 
