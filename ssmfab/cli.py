@@ -28,7 +28,7 @@ from .exceptions import ConfigError, SelectorError, SSMFabError
 from .audit import AuditLog
 from .doctor import caller_arn
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
-from .output import Progress, report_dict, skipped_lines, summary_table
+from .output import Progress, failure_lines, report_dict, summary_table
 from .targets import INSTANCE_ID, Selection, Target, require_targets
 from .version import __version__
 
@@ -122,11 +122,11 @@ class Flags:
         return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
 
     def targets(self, client: Client, positional: str | None = None) -> list[Target]:
-        """Resolve the selectors, say what was skipped and why, and insist on at least one target."""
+        """Resolve the selectors and insist on at least one target; what was left out rides along (``Targets``)."""
         return require_targets(self.selection(client, positional), client.aws.profile)
 
     def selection(self, client: Client, positional: str | None = None, *, tunnels: bool = True) -> Selection:
-        """Resolve the selectors (at least one is required) and say what was skipped and why. ``tunnels``: the
+        """Resolve the selectors (at least one is required). ``tunnels``: the
         hosts will be reached through SSM tunnels, whose checks can run while the hosts are looked up."""
         extra = loose_selector(positional)
         ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
@@ -136,8 +136,7 @@ class Flags:
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
         selection = client.select(ids, names, tags)
         startup_over()
-        for line in skipped_lines(selection):
-            notice(line)
+        # Hosts left out are not announced here: the report lists them (skipped, or failed if named by id).
         return selection
 
     def parallel_given(self) -> int | None:
@@ -183,14 +182,18 @@ class Flags:
         return self.report(result, describe)
 
     def report(self, result: FleetResult[Any], describe: Callable[[Any], dict[str, Any]] | None = None) -> FleetResult[Any]:
-        """The summary table (or JSON report), a FAILED line per failed host, and FleetError if any failed."""
+        """The summary table (or JSON report), then FleetError if any host failed. Each cause is said once: one
+        cause (however many hosts share it) goes in the error line; several get a FAILED line each, and the
+        error line only names the hosts."""
+        causes = failure_lines(result)
         if self.json:
             print(json.dumps(report_dict(result, describe), indent=2))
         else:
             print(summary_table(result), flush=True)
-            for failure in result.failed:
-                notice(f"FAILED {failure.error}")
-        result.raise_for_failures()
+            if len(causes) > 1:
+                for line in causes:
+                    notice(line)
+        result.raise_for_failures(detail=len(causes) <= 1)
         return result
 
 

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from .config import DEFAULT_PARALLEL
 from .connection import SSMConnection
 from .exceptions import CommandError, ConfigError, FleetError, SSHError, SSMFabError
-from .targets import Target
+from .targets import Target, Targets
 
 T = TypeVar("T")
 
@@ -33,8 +33,10 @@ class HostResult(Generic[T]):
     exit_code: int | None = None
     started: float = 0.0
     ended: float = 0.0
-    #: Never started, because the failure policy stopped the run first.
+    #: Never started, because the failure policy stopped the run first or the host could not be reached.
     skipped: bool = False
+    #: Never started: the selection found it but it cannot be reached (stopped, agent offline, no such id).
+    unreachable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -65,7 +67,13 @@ class FleetResult(Generic[T]):
 
     @property
     def not_started(self) -> list[HostResult[T]]:
-        return [r for r in self.results if r.skipped]
+        """Hosts the failure policy kept from starting."""
+        return [r for r in self.results if r.skipped and not r.unreachable]
+
+    @property
+    def unreachable(self) -> list[HostResult[T]]:
+        """Hosts a name or tag matched that cannot be reached (reported, not failed)."""
+        return [r for r in self.results if r.skipped and r.unreachable]
 
     def __getitem__(self, instance_id: str) -> HostResult[T]:
         for result in self.results:
@@ -73,13 +81,31 @@ class FleetResult(Generic[T]):
                 return result
         raise KeyError(instance_id)
 
-    def raise_for_failures(self) -> None:
+    def raise_for_failures(self, *, detail: bool = True) -> None:
+        """FleetError if any host failed; its message names each failed host and why (a cause shared by
+        several hosts once), or with ``detail=False`` only which hosts failed (the caller showed why)."""
         if self.failed:
             failures = {r.target.label: (r.error or "failed").removeprefix(f"{r.target.label}: ") for r in self.failed}
-            raise FleetError(failures, len(self.results), not_started=len(self.not_started))
+            total = len(self.results) - len(self.unreachable)
+            raise FleetError(failures, total, not_started=len(self.not_started), skipped=len(self.unreachable), detail=detail)
 
 
 Operation = Callable[[SSMConnection], T]
+
+
+def unreachable_results(targets: Sequence[Target]) -> list[HostResult[Any]]:
+    """What a selection left out (``targets`` is a ``Targets``): a host whose id the user named fails, one a
+    name or tag matched is skipped with the reason. A plain list of targets left nothing out."""
+    if not isinstance(targets, Targets):
+        return []
+    results: list[HostResult[Any]] = []
+    for left_out in targets.skipped:
+        message = f"{left_out.target.label}: {left_out.reason}"
+        if left_out.target.id in targets.named:
+            results.append(HostResult(left_out.target, error=message, unreachable=True))
+        else:
+            results.append(HostResult(left_out.target, error=message, skipped=True, unreachable=True))
+    return results
 
 
 def parse_count(value: str | int | None, total: int, what: str, *, round_up: bool) -> int | None:
@@ -140,6 +166,7 @@ class FanOut(Generic[T]):
         on_interrupt: Callable[[], Any] | None = None,
     ) -> None:
         self.targets = list(targets)
+        self.given_targets = targets
         #: Called on Ctrl-C before the connections are closed, so operations can stop in order (a deploy
         #: switches its host back over a connection it reopens).
         self.on_interrupt = on_interrupt
@@ -255,7 +282,7 @@ class FanOut(Generic[T]):
                 raise
         reason = f"not started: more than {self.max_failures} host(s) failed (--max-failures)"
         ordered = [results.get(t.id) or HostResult(t, error=reason, skipped=True) for t in self.targets]
-        return FleetResult(ordered, list(self._events))
+        return FleetResult(ordered + unreachable_results(self.given_targets), list(self._events))
 
 
 def fan_out(
