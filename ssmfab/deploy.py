@@ -22,6 +22,7 @@ from __future__ import annotations
 import secrets
 import shlex
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 #: The file inside a release directory that holds its verdict.
 VERDICT_FILE = ".ssmfab-release"
 GOOD, FAILED, UNKNOWN = "good", "failed", "unknown"
+#: Seconds ``Deployer.interrupt`` waits for hosts to be switched back after Ctrl-C.
+INTERRUPT_GRACE = 10.0
 
 
 def release_name(now: datetime | None = None) -> str:
@@ -80,6 +83,20 @@ def _label(conn: Any) -> str:
     return str(getattr(conn, "label", None) or conn.host)
 
 
+@dataclass
+class _UnderWay:
+    """One host's deploy (or rollback) in progress, as ``interrupt()`` needs it to undo it."""
+
+    conn: Any
+    release: str
+    previous: str | None
+    mark_failed: bool = True
+    switched: bool = False
+    #: Claimed by whoever undoes it (the host's worker or ``interrupt()``), so it is undone once.
+    undone: bool = False
+    said: str = ""
+
+
 class Interrupted(DeployError):
     """The run was interrupted (Ctrl-C) while this host was deploying."""
 
@@ -99,13 +116,46 @@ class Deployer:
         self.artifact = artifact
         self.release = release or release_name()
         self.base = settings.base_dir.rstrip("/") or "."
-        #: Set by ``interrupt()``: hosts stop where they are and switch back.
+        #: Set by ``interrupt()``: hosts stop where they are.
         self._interrupted = threading.Event()
+        #: Hosts whose deploy or rollback is under way: label -> what to undo if it is interrupted.
+        self._under_way: dict[str, _UnderWay] = {}
+        self._lock = threading.Lock()
 
-    def interrupt(self) -> None:
-        """Stop every host's deploy at its next step; a host already switched goes back to its previous
-        release. Called from the thread that caught Ctrl-C, before the fan-out closes the connections."""
+    def interrupt(self, grace: float = INTERRUPT_GRACE) -> None:
+        """Ctrl-C: stop every host's deploy and undo what it did, over its connection while that still works
+        (each on a new channel beside the command it is running): a host already switched goes back to its
+        previous release (after_switch re-run) and its release is marked failed. Called from the thread that
+        caught Ctrl-C, before the fan-out closes the connections; returns within ``grace`` seconds."""
         self._interrupted.set()
+        with self._lock:
+            # A host not switched yet is only marked failed here: should its switch still land, the host's
+            # own worker switches it back (its next step sees the interrupt).
+            pending = [(label, work) for label, work in self._under_way.items() if not work.undone]
+            for _, work in pending:
+                work.undone = work.switched
+        undoers = [threading.Thread(target=self._undo, args=(work,), name=f"ssmfab-undo-{label}", daemon=True) for label, work in pending]
+        for undoer in undoers:
+            undoer.start()
+        deadline = time.monotonic() + grace
+        for undoer in undoers:
+            undoer.join(max(0.0, deadline - time.monotonic()))
+
+    def _undo(self, work: _UnderWay) -> None:
+        if work.undone:
+            work.said = self._switch_back(work.conn, work.previous)
+        if work.mark_failed:
+            with suppress(Exception):
+                self.mark(work.conn, work.release, FAILED)
+
+    def _claim_undo(self, conn: Any) -> _UnderWay | None:
+        """This host's record, if the worker (not ``interrupt()``) is to undo its deploy; None if done already."""
+        with self._lock:
+            work = self._under_way.get(_label(conn))
+            if work is None or work.undone:
+                return None
+            work.undone = True
+            return work
 
     def plan(self, label: str) -> list[str]:
         s, base = self.settings, self.base
@@ -225,43 +275,46 @@ class Deployer:
         return old
 
     # -- deploy and rollback ------------------------------------------------------------------------------
-    def _go_live(self, conn: Any, release: str, previous: str | None, report: DeployReport, what: str) -> None:
+    def _go_live(self, conn: Any, work: _UnderWay, report: DeployReport, what: str) -> None:
         """Hooks, switch, hooks, health check; on any failure (Ctrl-C included) after the switch, switch back
-        to ``previous`` and re-run its after-switch hooks, then raise."""
-        label = _label(conn)
+        to ``work.previous`` and re-run its after-switch hooks, then raise."""
+        label, release, previous = _label(conn), work.release, work.previous
         self._hooks(conn, self.settings.before_switch, release)
         self.switch(conn, release)
+        with self._lock:
+            work.switched = True
         self.notify(f"{label}: {self.base}/current -> releases/{release} (was {previous or 'none'})")
         try:
             self._hooks(conn, self.settings.after_switch, release)
             if self.settings.health_check and not self.healthy(conn, report):
                 raise DeployError(f"{label}: {what}: health check `{self.settings.health_check}` failed {report.health_attempts}x")
         except SSMFabError as exc:
-            raise DeployError(f"{exc}; {self._switch_back(conn, previous)}", label) from exc
+            raise DeployError(f"{exc}; {self._switch_back_once(conn, work)}", label) from exc
         except BaseException:
-            self._switch_back(conn, previous)
+            self._switch_back_once(conn, work)
             raise
 
+    def _switch_back_once(self, conn: Any, work: _UnderWay) -> str:
+        """Switch back unless ``interrupt()`` did it already (then say what it said)."""
+        if self._claim_undo(conn) is None:
+            return work.said or "switched back (Ctrl-C)"
+        work.said = self._switch_back(conn, work.previous)
+        return work.said
+
     def _switch_back(self, conn: Any, previous: str | None) -> str:
-        """Switch ``current`` back to ``previous`` and re-run its after-switch hooks; says what happened. Runs
-        after Ctrl-C too: the fan-out then closes every connection once, which may cut a first attempt, so a
-        second one goes over the connection reopened."""
+        """Switch ``current`` back to ``previous`` and re-run its after-switch hooks; says what happened."""
         label = _label(conn)
-        for attempt in (1, 2):
-            try:
-                if previous is None:
-                    self.switch(conn, None, check_interrupt=False)
-                    said = f"no previous release to switch back to: removed {self.base}/current, nothing is live"
-                else:
-                    self.switch(conn, previous, check_interrupt=False)
-                    self._hooks(conn, self.settings.after_switch, previous, check_interrupt=False)
-                    rerun = " and re-ran its after-switch hooks" if self.settings.after_switch else ""
-                    said = f"switched back to {previous}{rerun}"
-                break
-            except Exception as exc:  # noqa: BLE001 - whatever broke, the host must be told the truth
-                said = f"switching back to {previous or 'no release'} FAILED too ({exc}): check {self.base}/current by hand"
-                if attempt == 2 or not self._interrupted.is_set():
-                    break
+        try:
+            if previous is None:
+                self.switch(conn, None, check_interrupt=False)
+                said = f"no previous release to switch back to: removed {self.base}/current, nothing is live"
+            else:
+                self.switch(conn, previous, check_interrupt=False)
+                self._hooks(conn, self.settings.after_switch, previous, check_interrupt=False)
+                rerun = " and re-ran its after-switch hooks" if self.settings.after_switch else ""
+                said = f"switched back to {previous}{rerun}"
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the user must be told the truth
+            said = f"switching back to {previous or 'no release'} FAILED too ({exc}): check {self.base}/current by hand"
         self.notify(f"{label}: {said}")
         return said
 
@@ -276,6 +329,9 @@ class Deployer:
         )
         if created.stdout.strip() == "exists":
             raise DeployError(f"{label}: release folder {release_dir} already exists: another deploy uses the name {self.release}")
+        work = _UnderWay(conn, self.release, report.previous)
+        with self._lock:
+            self._under_way[label] = work
         try:
             # A directory artifact's contents (not the directory itself) make up the release.
             sources = sorted(self.artifact.iterdir()) if self.artifact.is_dir() else [self.artifact]
@@ -289,11 +345,14 @@ class Deployer:
                 archive = f"{release_dir}/{self.artifact.name}"
                 self._sh(conn, f"tar -xzf {_quote(archive)} -C {_quote(release_dir)} && rm -f {_quote(archive)}")
             self.notify(f"{label}: uploaded {report.files} files ({report.bytes} bytes) to {release_dir}, verified")
-            self._go_live(conn, self.release, report.previous, report, f"release {self.release}")
+            self._go_live(conn, work, report, f"release {self.release}")
         except BaseException:
-            with suppress(SSMFabError, OSError, EOFError):
+            with suppress(Exception):
                 self.mark(conn, self.release, FAILED)
             raise
+        finally:
+            with self._lock:
+                self._under_way.pop(label, None)
         self.mark(conn, self.release, GOOD)
         report.pruned = self.prune(conn, {self.release, report.previous or ""})
         return report
@@ -312,5 +371,13 @@ class Deployer:
             passed = f" ({len(older)} older, none marked good: failed or deployed before verdicts were recorded)" if older else ""
             raise DeployError(f"{label}: no release older than {current} in {self.base}/releases passed its health check{passed}")
         report = DeployReport(release=good[-1], previous=current)
-        self._go_live(conn, good[-1], current, report, f"rollback to {good[-1]}")
+        # Interrupted, a rollback goes back to where it was; the release it tried keeps its verdict.
+        work = _UnderWay(conn, good[-1], current, mark_failed=False)
+        with self._lock:
+            self._under_way[label] = work
+        try:
+            self._go_live(conn, work, report, f"rollback to {good[-1]}")
+        finally:
+            with self._lock:
+                self._under_way.pop(label, None)
         return report
