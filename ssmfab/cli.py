@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -172,12 +173,30 @@ class Flags:
         policy = self.policy(client, batch=batch, max_failures=max_failures)
         progress = Progress(len(targets), sys.stderr, enabled=False if self.json else None)
         with audit_trail(client, secrets) as audit:
+            started: dict[str, tuple[Target, float]] = {}
+            lock = threading.Lock()
+
+            def tracked(conn: Any) -> Any:
+                with lock:
+                    started[conn.target.id] = (conn.target, time.monotonic())
+                return operation(conn)
 
             def finished(host: HostResult[Any]) -> None:
                 progress.update(host)
+                with lock:
+                    started.pop(host.target.id, None)
                 record_result(audit, host, action, detail)
 
-            result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished, on_interrupt=on_interrupt)
+            try:
+                result = fan_out(targets, client.connect, tracked, policy=policy, on_result=finished, on_interrupt=on_interrupt)
+            except BaseException:
+                # Ctrl-C or SIGTERM: hosts whose work had started get a record too (their commands ran).
+                progress.close()
+                with lock:
+                    unfinished = list(started.values())
+                for target, since in unfinished:
+                    record_interrupted(audit, target, action, detail, time.monotonic() - since)
+                raise
             progress.close()
         return self.report(result, describe)
 
@@ -204,6 +223,34 @@ def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, de
             status=host.status, exit_code=host.exit_code, bytes=getattr(host.value, "bytes", None),
             duration=round(host.duration, 3), error=host.error,
         )  # fmt: skip
+
+
+def record_interrupted(audit: AuditLog | None, target: Target, action: str, detail: str, duration: float) -> None:
+    if audit is not None:
+        audit.record(
+            instance_id=target.id, name=target.name, action=action, detail=detail, status="interrupted",
+            exit_code=None, bytes=None, duration=round(duration, 3),
+            error=f"{target.label}: interrupted while under way; a remote command may still be running",
+            wait_for_caller=False,
+        )  # fmt: skip
+
+
+def run_audited(client: Client, target: Target, action: str, detail: str, session: Callable[[], int]) -> int:
+    """Run ``session`` (one host, e.g. a shell) and record it: ok or failed with its exit code, or interrupted."""
+    with audit_trail(client) as audit:
+        since = time.monotonic()
+        try:
+            code = session()
+        except BaseException:
+            record_interrupted(audit, target, action, detail, time.monotonic() - since)
+            raise
+        if audit is not None:
+            audit.record(
+                instance_id=target.id, name=target.name, action=action, detail=detail,
+                status="ok" if code == 0 else "failed", exit_code=code, bytes=None,
+                duration=round(time.monotonic() - since, 3), error=None if code == 0 else f"{target.label}: exited {code}",
+            )  # fmt: skip
+    return code
 
 
 @contextmanager

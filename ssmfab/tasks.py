@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 
 from . import transfer
 from .audit import read_entries
-from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, ssmfab_task
+from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError
@@ -239,16 +239,21 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
     key = client.ephemeral_key
     argv = ssh_command(client, targets[0], cmd)
-    if argv is None:
-        with client.connect(targets[0]) as conn:
-            conn.run(cmd, pty=True) if cmd else conn.shell()
-        return
-    if key is None:
-        os.execvp(argv[0], argv)
-    # An ephemeral key must reach ssh as a file; ssh runs as a child so the file goes when it exits.
-    client.push_key(targets[0])
-    with key.private_file() as key_file:
-        code = subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
+
+    def session() -> int:
+        if argv is None:
+            with client.connect(targets[0]) as conn:
+                result = conn.run(cmd, pty=True, warn=True) if cmd else conn.shell()
+            return int(getattr(result, "exited", 0) or 0)
+        if key is None:
+            # ssh runs as a child (not exec'd) so the session is recorded with its exit code once it ends.
+            return subprocess.call(argv)
+        # An ephemeral key must reach ssh as a file; ssh runs as a child so the file goes when it exits.
+        client.push_key(targets[0])
+        with key.private_file() as key_file:
+            return subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
+
+    code = run_audited(client, targets[0], "shell", cmd or "(interactive)", session)
     if code:
         raise Exit(code=code)
 
