@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -83,12 +84,16 @@ def parse_number(value: str, flag: str, kind: type[int] | type[float]) -> Any:
         raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: expected {wanted}") from None
 
 
+#: What only an instance id looks like (``i-zzz``, ``mi-123``): never a Name glob, even when malformed.
+LOOKS_LIKE_ID = re.compile(r"m?i-[0-9A-Za-z]+")
+
+
 def loose_selector(text: str | None) -> dict[str, tuple[str, ...]]:
     """A positional target: an instance id, ``Key=Value`` (a tag) or a Name glob."""
     if not text:
         return {}
-    if INSTANCE_ID.fullmatch(text.split(",")[0]):
-        return {"id": (text,)}
+    if INSTANCE_ID.fullmatch(text.split(",")[0]) or LOOKS_LIKE_ID.fullmatch(text):
+        return {"id": (text,)}  # a malformed id is refused by the selector's check, not taken as a Name
     return {"tag": (text,)} if "=" in text else {"name": (text,)}
 
 

@@ -175,9 +175,10 @@ class FanOut(Generic[T]):
         self.policy = policy
         self.on_result = on_result
         total = len(self.targets)
+        if policy.batch not in (None, "") and parse_count(policy.batch, 100, "batch", round_up=False) == 0:
+            # 0 is no batch size at all (not "everything at once": leave --batch out for that).
+            raise ConfigError(f"--batch {policy.batch}: a batch needs at least 1 host (leave --batch out to run all at once)")
         self.batch_size = parse_count(policy.batch, total, "batch", round_up=True) or max(total, 1)
-        if self.batch_size < 1:
-            raise ConfigError("--batch must be at least 1 host")
         self.max_failures = parse_count(policy.max_failures, total, "max-failures", round_up=False)
         self._lock = threading.Lock()
         self._live: dict[str, tuple[SSMConnection, float]] = {}

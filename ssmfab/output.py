@@ -112,6 +112,17 @@ def summary_table(result: FleetResult[Any]) -> str:
     return f"{table(headers, rows)}\n{counts}"
 
 
+def command_output(result: Any) -> dict[str, Any]:
+    """A command's output for the JSON report, saying whether (and by how much) it was cut to run.output_cap."""
+    dropped = dict(getattr(result, "dropped", None) or {})
+    return {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "truncated": any(dropped.values()),
+        "dropped_characters": {"stdout": dropped.get("stdout", 0), "stderr": dropped.get("stderr", 0)},
+    }
+
+
 def failure_lines(result: FleetResult[Any]) -> list[str]:
     """A FAILED line per cause: hosts that failed the same way share one line."""
     by_cause: dict[str, list[str]] = {}

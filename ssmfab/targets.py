@@ -330,5 +330,5 @@ def require_targets(selection: Selection, profile: str | None) -> Targets:
         raise NoTargetsError(f"no reachable instance for {selection.selector} in {where} ({reasons})")
     raise NoTargetsError(
         f"no instance matches {selection.selector} in {where}: check the filter with `ssmfab hosts`, "
-        "or pass --region/--profile"
+        "or give region=/profile= (--region/--profile on the command line)"
     )

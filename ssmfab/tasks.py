@@ -27,11 +27,11 @@ from .fleet import run_command
 from .runcommand import print_outputs, run_via_ssm
 from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
-from .output import HostStreams, hosts_table, table
+from .output import HostStreams, command_output, hosts_table, table
 from .shell import ssh_command
 from .sshconfig import config_block
 from .sshconfig import install as install_block
-from .targets import parse_selector, require_targets
+from .targets import INSTANCE_ID, parse_selector, require_targets
 
 
 def transfer_summary(report: Any) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def run(
         return run_command(command, env=variables, **output)(conn)
 
     flags.fan_out(client, targets, operation, action="run", detail=command, secrets=tuple(variables.values()),
-                  describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr})  # fmt: skip
+                  describe=command_output)  # fmt: skip
 
 
 def parse_env(pairs: Any) -> dict[str, str]:
@@ -281,6 +281,11 @@ def known_hosts(c: Any, forget: str | None = None) -> None:
     """List the host keys ssmfab has pinned, or forget one instance's keys."""
     store = Flags().client().known_hosts
     if forget:
+        if not INSTANCE_ID.fullmatch(forget):
+            raise SelectorError(
+                f"known-hosts --forget {forget!r}: host keys are pinned by instance id, not by name; give the id "
+                f"(`ssmfab hosts --name {forget}` shows it)"
+            )
         print(f"removed {store.forget(forget)} key(s) for {forget} from {store.path}")
         return
     print(table(["INSTANCE", "TYPE", "FINGERPRINT"], store.entries()))
