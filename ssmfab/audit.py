@@ -76,8 +76,11 @@ class AuditLog:
         if self._caller_lookup is not None:
             self._caller_lookup.join()
 
-    def record(self, **fields: Any) -> dict[str, Any]:
-        self.settle()
+    def record(self, *, wait_for_caller: bool = True, **fields: Any) -> dict[str, Any]:
+        """Append one record. ``wait_for_caller=False`` (an interrupted run) writes at once, with the caller
+        "unknown" if its lookup has not answered yet."""
+        if wait_for_caller:
+            self.settle()
         entry = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "caller": self.caller,

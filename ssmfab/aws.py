@@ -109,11 +109,11 @@ def aws_context(settings: Settings) -> AWSContext:
         region = session.get_config_variable("region")
     except botocore.exceptions.ProfileNotFound as exc:
         raise ConfigError(
-            f"AWS profile {settings.aws.profile!r} not found: check --profile/AWS_PROFILE or run `aws configure list-profiles`"
+            f"AWS profile {settings.aws.profile!r} not found: check profile= (--profile on the command line) or AWS_PROFILE, or run `aws configure list-profiles`"
         ) from exc
     use_trimmed_models(session)  # an EC2 client in ~10 ms instead of ~200 (see awsmodels)
     if not region:
-        raise ConfigError("no AWS region: pass --region, set AWS_REGION, or set one in your profile")
+        raise ConfigError("no AWS region: give region= (--region on the command line), set AWS_REGION, or set one in your profile")
     return AWSContext(
         session=session, region=region, profile=settings.aws.profile, endpoint_url=settings.aws.endpoint_url,
         max_pool_connections=max(DEFAULT_POOL_CONNECTIONS, settings.run.parallel),
@@ -160,7 +160,7 @@ def aws_errors(doing: str, target: str | None = None) -> Iterator[None]:
     except (bx.SSOTokenLoadError, bx.UnauthorizedSSOTokenError, bx.TokenRetrievalError) as exc:
         raise CredentialsError(f"AWS SSO session expired while {doing}: run `aws sso login`") from exc
     except bx.NoRegionError as exc:
-        raise ConfigError("no AWS region: pass --region, set AWS_REGION, or set one in your profile") from exc
+        raise ConfigError("no AWS region: give region= (--region on the command line), set AWS_REGION, or set one in your profile") from exc
     except bx.EndpointConnectionError as exc:
         raise AWSError(f"cannot reach AWS while {doing}: {exc}; check the network, region and endpoint") from exc
     except (bx.BotoCoreError, ResponseParserError) as exc:

@@ -13,8 +13,10 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from .exceptions import ConfigError, SelectorError, SSMFabError
 from .audit import AuditLog
 from .doctor import caller_arn
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
-from .output import Progress, report_dict, skipped_lines, summary_table
+from .output import Progress, failure_lines, report_dict, summary_table
 from .targets import INSTANCE_ID, Selection, Target, require_targets
 from .version import __version__
 
@@ -82,12 +84,16 @@ def parse_number(value: str, flag: str, kind: type[int] | type[float]) -> Any:
         raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: expected {wanted}") from None
 
 
+#: What only an instance id looks like (``i-zzz``, ``mi-123``): never a Name glob, even when malformed.
+LOOKS_LIKE_ID = re.compile(r"m?i-[0-9A-Za-z]+")
+
+
 def loose_selector(text: str | None) -> dict[str, tuple[str, ...]]:
     """A positional target: an instance id, ``Key=Value`` (a tag) or a Name glob."""
     if not text:
         return {}
-    if INSTANCE_ID.fullmatch(text.split(",")[0]):
-        return {"id": (text,)}
+    if INSTANCE_ID.fullmatch(text.split(",")[0]) or LOOKS_LIKE_ID.fullmatch(text):
+        return {"id": (text,)}  # a malformed id is refused by the selector's check, not taken as a Name
     return {"tag": (text,)} if "=" in text else {"name": (text,)}
 
 
@@ -122,11 +128,11 @@ class Flags:
         return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
 
     def targets(self, client: Client, positional: str | None = None) -> list[Target]:
-        """Resolve the selectors, say what was skipped and why, and insist on at least one target."""
+        """Resolve the selectors and insist on at least one target; what was left out rides along (``Targets``)."""
         return require_targets(self.selection(client, positional), client.aws.profile)
 
     def selection(self, client: Client, positional: str | None = None, *, tunnels: bool = True) -> Selection:
-        """Resolve the selectors (at least one is required) and say what was skipped and why. ``tunnels``: the
+        """Resolve the selectors (at least one is required). ``tunnels``: the
         hosts will be reached through SSM tunnels, whose checks can run while the hosts are looked up."""
         extra = loose_selector(positional)
         ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
@@ -136,8 +142,7 @@ class Flags:
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
         selection = client.select(ids, names, tags)
         startup_over()
-        for line in skipped_lines(selection):
-            notice(line)
+        # Hosts left out are not announced here: the report lists them (skipped, or failed if named by id).
         return selection
 
     def parallel_given(self) -> int | None:
@@ -167,6 +172,7 @@ class Flags:
         batch: str | None = None,
         max_failures: str | None = None,
         progress: Progress | None = None,
+        on_interrupt: Callable[[], Any] | None = None,
     ) -> FleetResult[Any]:
         """Run under the policy from flags (else the given defaults, else config); show progress (``progress``:
         one the hosts' live output already clears before its lines) and the summary (or the JSON report);
@@ -174,12 +180,30 @@ class Flags:
         policy = self.policy(client, batch=batch, max_failures=max_failures)
         progress = progress or self.progress(len(targets))
         with audit_trail(client, secrets) as audit:
+            started: dict[str, tuple[Target, float]] = {}
+            lock = threading.Lock()
+
+            def tracked(conn: Any) -> Any:
+                with lock:
+                    started[conn.target.id] = (conn.target, time.monotonic())
+                return operation(conn)
 
             def finished(host: HostResult[Any]) -> None:
                 progress.update(host)
+                with lock:
+                    started.pop(host.target.id, None)
                 record_result(audit, host, action, detail)
 
-            result = fan_out(targets, client.connect, operation, policy=policy, on_result=finished)
+            try:
+                result = fan_out(targets, client.connect, tracked, policy=policy, on_result=finished, on_interrupt=on_interrupt)
+            except BaseException:
+                # Ctrl-C or SIGTERM: hosts whose work had started get a record too (their commands ran).
+                progress.close()
+                with lock:
+                    unfinished = list(started.values())
+                for target, since in unfinished:
+                    record_interrupted(audit, target, action, detail, time.monotonic() - since)
+                raise
             progress.close()
         return self.report(result, describe)
 
@@ -188,14 +212,18 @@ class Flags:
         return Progress(hosts, sys.stderr, enabled=False if self.json else None)
 
     def report(self, result: FleetResult[Any], describe: Callable[[Any], dict[str, Any]] | None = None) -> FleetResult[Any]:
-        """The summary table (or JSON report), a FAILED line per failed host, and FleetError if any failed."""
+        """The summary table (or JSON report), then FleetError if any host failed. Each cause is said once: one
+        cause (however many hosts share it) goes in the error line; several get a FAILED line each, and the
+        error line only names the hosts."""
+        causes = failure_lines(result)
         if self.json:
             print(json.dumps(report_dict(result, describe), indent=2))
         else:
             print(summary_table(result), flush=True)
-            for failure in result.failed:
-                notice(f"FAILED {failure.error}")
-        result.raise_for_failures()
+            if len(causes) > 1:
+                for line in causes:
+                    notice(line)
+        result.raise_for_failures(detail=len(causes) <= 1)
         return result
 
 
@@ -206,6 +234,34 @@ def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, de
             status=host.status, exit_code=host.exit_code, bytes=getattr(host.value, "bytes", None),
             duration=round(host.duration, 3), error=host.error,
         )  # fmt: skip
+
+
+def record_interrupted(audit: AuditLog | None, target: Target, action: str, detail: str, duration: float) -> None:
+    if audit is not None:
+        audit.record(
+            instance_id=target.id, name=target.name, action=action, detail=detail, status="interrupted",
+            exit_code=None, bytes=None, duration=round(duration, 3),
+            error=f"{target.label}: interrupted while under way; a remote command may still be running",
+            wait_for_caller=False,
+        )  # fmt: skip
+
+
+def run_audited(client: Client, target: Target, action: str, detail: str, session: Callable[[], int]) -> int:
+    """Run ``session`` (one host, e.g. a shell) and record it: ok or failed with its exit code, or interrupted."""
+    with audit_trail(client) as audit:
+        since = time.monotonic()
+        try:
+            code = session()
+        except BaseException:
+            record_interrupted(audit, target, action, detail, time.monotonic() - since)
+            raise
+        if audit is not None:
+            audit.record(
+                instance_id=target.id, name=target.name, action=action, detail=detail,
+                status="ok" if code == 0 else "failed", exit_code=code, bytes=None,
+                duration=round(time.monotonic() - since, 3), error=None if code == 0 else f"{target.label}: exited {code}",
+            )  # fmt: skip
+    return code
 
 
 @contextmanager

@@ -94,7 +94,7 @@ class RunSettings:
 class DeploySettings:
     #: A local file or directory; a .tar.gz/.tgz file is unpacked into the release directory.
     artifact: str = field(default="", metadata={"env": "SSMFAB_DEPLOY_ARTIFACT"})
-    #: Remote base: releases go to <base_dir>/releases/<timestamp>, <base_dir>/current points at one.
+    #: Remote base: releases go to <base_dir>/releases/<UTC time>-<suffix>, <base_dir>/current points at one.
     base_dir: str = field(default="app", metadata={"env": "SSMFAB_DEPLOY_BASE_DIR"})
     #: Commands run in the new release directory before ``current`` is switched.
     before_switch: tuple[str, ...] = ()

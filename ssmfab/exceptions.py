@@ -118,13 +118,25 @@ class TransferError(SSMFabError):
 
 
 class FleetError(SSMFabError):
-    """Raised when hosts of a fan-out failed; the message lists each failed host and why."""
+    """Raised when hosts of a fan-out failed; the message lists each failed host and why, saying a cause that
+    several hosts share once (or, with ``detail=False``, only which hosts failed)."""
 
-    def __init__(self, failures: dict[str, str], total: int, not_started: int = 0) -> None:
-        shown = "; ".join(f"{host}: {why}" for host, why in list(failures.items())[:5])
-        more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
-        held = f" ({not_started} not started)" if not_started else ""
-        super().__init__(f"{len(failures)} of {total} hosts failed{held}: {shown}{more}")
+    def __init__(
+        self, failures: dict[str, str], total: int, not_started: int = 0, *, skipped: int = 0, detail: bool = True
+    ) -> None:
+        held = ", ".join(
+            part for part in (f"{not_started} not started" if not_started else "", f"{skipped} skipped" if skipped else "") if part
+        )
+        head = f"{len(failures)} of {total} hosts failed" + (f" ({held})" if held else "")
+        if detail:
+            by_cause: dict[str, list[str]] = {}
+            for host, why in failures.items():
+                by_cause.setdefault(why, []).append(host)
+            parts = [f"{', '.join(hosts)}: {why}" for why, hosts in by_cause.items()]
+        else:
+            parts = [", ".join(failures)]
+        shown = "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
+        super().__init__(f"{head}: {shown}")
         self.failures = failures
         self.total = total
 

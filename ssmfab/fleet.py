@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from .config import DEFAULT_PARALLEL
 from .connection import SSMConnection
 from .exceptions import CommandError, ConfigError, FleetError, SSHError, SSMFabError
-from .targets import Target
+from .targets import Target, Targets
 
 T = TypeVar("T")
 
@@ -33,8 +33,10 @@ class HostResult(Generic[T]):
     exit_code: int | None = None
     started: float = 0.0
     ended: float = 0.0
-    #: Never started, because the failure policy stopped the run first.
+    #: Never started, because the failure policy stopped the run first or the host could not be reached.
     skipped: bool = False
+    #: Never started: the selection found it but it cannot be reached (stopped, agent offline, no such id).
+    unreachable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -65,7 +67,13 @@ class FleetResult(Generic[T]):
 
     @property
     def not_started(self) -> list[HostResult[T]]:
-        return [r for r in self.results if r.skipped]
+        """Hosts the failure policy kept from starting."""
+        return [r for r in self.results if r.skipped and not r.unreachable]
+
+    @property
+    def unreachable(self) -> list[HostResult[T]]:
+        """Hosts a name or tag matched that cannot be reached (reported, not failed)."""
+        return [r for r in self.results if r.skipped and r.unreachable]
 
     def __getitem__(self, instance_id: str) -> HostResult[T]:
         for result in self.results:
@@ -73,13 +81,31 @@ class FleetResult(Generic[T]):
                 return result
         raise KeyError(instance_id)
 
-    def raise_for_failures(self) -> None:
+    def raise_for_failures(self, *, detail: bool = True) -> None:
+        """FleetError if any host failed; its message names each failed host and why (a cause shared by
+        several hosts once), or with ``detail=False`` only which hosts failed (the caller showed why)."""
         if self.failed:
             failures = {r.target.label: (r.error or "failed").removeprefix(f"{r.target.label}: ") for r in self.failed}
-            raise FleetError(failures, len(self.results), not_started=len(self.not_started))
+            total = len(self.results) - len(self.unreachable)
+            raise FleetError(failures, total, not_started=len(self.not_started), skipped=len(self.unreachable), detail=detail)
 
 
 Operation = Callable[[SSMConnection], T]
+
+
+def unreachable_results(targets: Sequence[Target]) -> list[HostResult[Any]]:
+    """What a selection left out (``targets`` is a ``Targets``): a host whose id the user named fails, one a
+    name or tag matched is skipped with the reason. A plain list of targets left nothing out."""
+    if not isinstance(targets, Targets):
+        return []
+    results: list[HostResult[Any]] = []
+    for left_out in targets.skipped:
+        message = f"{left_out.target.label}: {left_out.reason}"
+        if left_out.target.id in targets.named:
+            results.append(HostResult(left_out.target, error=message, unreachable=True))
+        else:
+            results.append(HostResult(left_out.target, error=message, skipped=True, unreachable=True))
+    return results
 
 
 def parse_count(value: str | int | None, total: int, what: str, *, round_up: bool) -> int | None:
@@ -137,16 +163,22 @@ class FanOut(Generic[T]):
         operation: Operation[T],
         policy: Policy,
         on_result: Callable[[HostResult[T]], Any] | None = None,
+        on_interrupt: Callable[[], Any] | None = None,
     ) -> None:
         self.targets = list(targets)
+        self.given_targets = targets
+        #: Called on Ctrl-C before the connections are closed, so operations can stop in order (a deploy
+        #: switches its host back over a connection it reopens).
+        self.on_interrupt = on_interrupt
         self.connect = connect
         self.operation = operation
         self.policy = policy
         self.on_result = on_result
         total = len(self.targets)
+        if policy.batch not in (None, "") and parse_count(policy.batch, 100, "batch", round_up=False) == 0:
+            # 0 is no batch size at all (not "everything at once": leave --batch out for that).
+            raise ConfigError(f"--batch {policy.batch}: a batch needs at least 1 host (leave --batch out to run all at once)")
         self.batch_size = parse_count(policy.batch, total, "batch", round_up=True) or max(total, 1)
-        if self.batch_size < 1:
-            raise ConfigError("--batch must be at least 1 host")
         self.max_failures = parse_count(policy.max_failures, total, "max-failures", round_up=False)
         self._lock = threading.Lock()
         self._live: dict[str, tuple[SSMConnection, float]] = {}
@@ -245,11 +277,13 @@ class FanOut(Generic[T]):
                 # Ctrl-C or similar: start nothing new and break every open tunnel so workers return.
                 for future in running:
                     future.cancel()
+                if self.on_interrupt is not None:
+                    self.on_interrupt()
                 self._close_live()
                 raise
         reason = f"not started: more than {self.max_failures} host(s) failed (--max-failures)"
         ordered = [results.get(t.id) or HostResult(t, error=reason, skipped=True) for t in self.targets]
-        return FleetResult(ordered, list(self._events))
+        return FleetResult(ordered + unreachable_results(self.given_targets), list(self._events))
 
 
 def fan_out(
@@ -260,9 +294,11 @@ def fan_out(
     parallel: int = DEFAULT_PARALLEL,
     policy: Policy | None = None,
     on_result: Callable[[HostResult[T]], Any] | None = None,
+    on_interrupt: Callable[[], Any] | None = None,
 ) -> FleetResult[T]:
-    """Run ``operation(connection)`` on every target under ``policy`` (default: ``parallel`` at once)."""
-    return FanOut(targets, connect, operation, policy or Policy(parallel=parallel), on_result).run()
+    """Run ``operation(connection)`` on every target under ``policy`` (default: ``parallel`` at once);
+    ``on_interrupt`` is called on Ctrl-C before the open connections are closed."""
+    return FanOut(targets, connect, operation, policy or Policy(parallel=parallel), on_result, on_interrupt).run()
 
 
 def run_command(command: str, **run_kwargs: Any) -> Operation[Any]:

@@ -88,7 +88,8 @@ class KnownHosts:
         return sorted(result)
 
     def forget_hint(self, host: str) -> str:
-        return f"ssmfab known-hosts --forget {host} (or ssh-keygen -R {host} -f {self.path})"
+        """One command a user can paste as it is."""
+        return f"ssmfab known-hosts --forget {host}"
 
 
 class PinningPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
@@ -118,7 +119,7 @@ def changed_key_error(
 ) -> HostKeyError:
     return HostKeyError(
         f"{label or host}: HOST KEY CHANGED, refusing to connect: pinned {expected.get_name()} {fingerprint(expected)}, "
-        f"offered {got.get_name()} {fingerprint(got)}. If the instance was legitimately rebuilt, clear it with "
-        f"`{known_hosts.forget_hint(host)}`",
+        f"offered {got.get_name()} {fingerprint(got)}. If the instance was legitimately rebuilt, clear the pin "
+        f"with: {known_hosts.forget_hint(host)}",
         host=host,
     )

@@ -108,7 +108,9 @@ class LogFetcher:
             local_path_for(root, pattern)  # refuse `..` and the like before touching the host
         files = self._select(conn, patterns, report)
         if not files:
-            return report
+            label = getattr(conn, "label", None) or instance_id
+            raise TransferError(f"{label}: no file matched {', '.join(patterns) or '(no paths configured)'}"
+                                + (f" modified within the last {self.since:g}s" if self.since is not None else ""))
         landing = [local_path_for(root, path) for path in files]
         remote_dir = conn.run("mktemp -d", hide=True).stdout.strip()
         root.mkdir(parents=True, exist_ok=True)

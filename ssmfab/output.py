@@ -98,22 +98,49 @@ def hosts_table(selection: Selection) -> str:
     return table(["ID", "NAME", "STATE", "SSM", "IP", "TAGS"], rows)
 
 
-def skipped_lines(selection: Selection) -> list[str]:
-    return [f"skipped {s.target.label}: {s.reason}" for s in selection.skipped]
-
-
 def summary_table(result: FleetResult[Any]) -> str:
+    """One row per host: those that ran, those the failure policy kept back, and those the selection matched
+    but could not reach (a NOTE column says why they were skipped)."""
     rows = []
+    noted = any(r.skipped for r in result.results)
     for r in result.results:
         exit_code = "-" if r.exit_code is None else r.exit_code
-        rows.append([r.target.id, r.target.name, r.status, exit_code, f"{r.duration:.2f}s"])
-    ok, failed = len(result.succeeded), len(result.failed)
-    summary = table(["HOST", "NAME", "STATUS", "EXIT", "TIME"], rows)
-    return f"{summary}\n{ok} ok, {failed} failed"
+        row: list[object] = [r.target.id, r.target.name, r.status, exit_code, "-" if r.skipped or r.unreachable else f"{r.duration:.2f}s"]
+        if noted:
+            row.append((r.error or "").removeprefix(f"{r.target.label}: ") if r.skipped else "")
+        rows.append(row)
+    headers = ["HOST", "NAME", "STATUS", "EXIT", "TIME"] + (["NOTE"] if noted else [])
+    counts = f"{len(result.succeeded)} ok, {len(result.failed)} failed"
+    if result.unreachable:
+        counts += f", {len(result.unreachable)} skipped"
+    if result.not_started:
+        counts += f", {len(result.not_started)} not started"
+    return f"{table(headers, rows)}\n{counts}"
+
+
+def command_output(result: Any) -> dict[str, Any]:
+    """A command's output for the JSON report, saying whether (and by how much) it was cut to run.output_cap."""
+    dropped = dict(getattr(result, "dropped", None) or {})
+    return {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "truncated": any(dropped.values()),
+        "dropped_characters": {"stdout": dropped.get("stdout", 0), "stderr": dropped.get("stderr", 0)},
+    }
+
+
+def failure_lines(result: FleetResult[Any]) -> list[str]:
+    """A FAILED line per cause: hosts that failed the same way share one line."""
+    by_cause: dict[str, list[str]] = {}
+    for r in result.failed:
+        why = (r.error or "failed").removeprefix(f"{r.target.label}: ")
+        by_cause.setdefault(why, []).append(r.target.label)
+    return [f"FAILED {', '.join(hosts)}: {why}" for why, hosts in by_cause.items()]
 
 
 def report_dict(result: FleetResult[Any], describe: Any = None) -> dict[str, Any]:
-    """A JSON-ready report: one entry per target, never merged, with status, exit code, timing and error."""
+    """A JSON-ready report: one entry per target, never merged, with status, exit code, timing and error (or,
+    for a host that did not start, the reason)."""
     hosts = []
     for r in result.results:
         entry: dict[str, Any] = {
@@ -122,14 +149,17 @@ def report_dict(result: FleetResult[Any], describe: Any = None) -> dict[str, Any
             "status": r.status,
             "exit_code": r.exit_code,
             "duration": round(r.duration, 3),
-            "error": r.error,
+            "error": None if r.skipped else r.error,
         }
+        if r.skipped:
+            entry["reason"] = (r.error or "").removeprefix(f"{r.target.label}: ")
         if describe is not None and r.value is not None:
             entry.update(describe(r.value))
         hosts.append(entry)
     return {
         "ok": len(result.succeeded),
         "failed": len(result.failed),
+        "skipped": len(result.unreachable),
         "not_started": len(result.not_started),
         "hosts": hosts,
     }

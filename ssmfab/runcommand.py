@@ -17,7 +17,7 @@ from typing import Any
 from .aws import aws_errors
 from .client import Client
 from .exceptions import ConfigError
-from .fleet import FleetResult, HostResult, parse_count
+from .fleet import FleetResult, HostResult, parse_count, unreachable_results
 from .targets import Selector, Target
 
 DOCUMENT = "AWS-RunShellScript"
@@ -134,7 +134,7 @@ def run_via_ssm(
             if output.status != "Success":
                 result.error = f"{target.label}: `{command}` {output.status.lower()}, exit {output.exited} (Run Command){cut}"
         results.append(result)
-    return FleetResult(results)
+    return FleetResult(results + unreachable_results(targets))
 
 
 def _poll(ssm: Any, command_ids: list[str], *, deadline: float | None, sleep: Callable[[float], Any]) -> dict[str, dict[str, Any]]:

@@ -112,8 +112,13 @@ class CappedRemote(Remote):  # type: ignore[misc]
             self.channel.status_event.wait(self.input_sleep)
 
     def _collate_result(self, watcher_errors: Any) -> Any:
-        for buffer_ in (self.stdout, self.stderr):
+        dropped = {}
+        for name, buffer_ in (("stdout", self.stdout), ("stderr", self.stderr)):
             tail = self.tails.get(id(buffer_))
-            if tail is not None and tail.dropped:
-                buffer_.insert(0, f"[ssmfab: {tail.dropped} earlier characters dropped; output kept up to {self.output_cap}]\n")
-        return super()._collate_result(watcher_errors)
+            dropped[name] = tail.dropped if tail is not None else 0
+            if dropped[name]:
+                buffer_.insert(0, f"[ssmfab: {dropped[name]} earlier characters dropped; output kept up to {self.output_cap}]\n")
+        result = super()._collate_result(watcher_errors)
+        #: Characters of each stream cut from the front of the Result to keep it under ``output_cap``.
+        result.dropped = dropped
+        return result

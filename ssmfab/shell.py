@@ -1,8 +1,8 @@
 """Interactive shells: hand the terminal to OpenSSH with ssmfab's ProxyCommand and pins.
 
 OpenSSH handles terminals, resizing, escape sequences and agent forwarding better than any Python
-emulation, so when ``ssh`` is installed ssmfab execs it; the same known_hosts file keeps ssh and ssmfab
-in agreement about host keys.
+emulation, so when ``ssh`` is installed ssmfab runs it (as a child, so the audit trail records the session
+when it ends); the same known_hosts file keeps ssh and ssmfab in agreement about host keys.
 """
 
 from __future__ import annotations

@@ -314,15 +314,26 @@ def resolve(selector: Selector, ec2: EC2Client, ssm: SSMClient, *, region: str) 
     return Selection(targets=targets, skipped=skipped, selector=selector, region=region)
 
 
-def require_targets(selection: Selection, profile: str | None) -> list[Target]:
+class Targets(list[Target]):
+    """The reachable targets of a selection, a plain list of them that also carries what was left out:
+    ``skipped`` (with reasons) and ``named`` (the ids the user gave). A fan-out over it reports every left-out
+    host: as failed when the user named its id, as skipped (with the reason) when a name or tag matched it."""
+
+    def __init__(self, targets: Iterable[Target] = (), skipped: Iterable[Skipped] = (), named: Iterable[str] = ()) -> None:
+        super().__init__(targets)
+        self.skipped = list(skipped)
+        self.named = tuple(named)
+
+
+def require_targets(selection: Selection, profile: str | None) -> Targets:
     """The usable targets, or NoTargetsError naming the filter, region, profile and what was skipped."""
     if selection.targets:
-        return selection.targets
+        return Targets(selection.targets, selection.skipped, selection.selector.ids)
     where = f"region {selection.region}" + (f", profile {profile}" if profile else "")
     if selection.skipped:
         reasons = "; ".join(f"{s.target.label}: {s.reason}" for s in selection.skipped[:3])
         raise NoTargetsError(f"no reachable instance for {selection.selector} in {where} ({reasons})")
     raise NoTargetsError(
         f"no instance matches {selection.selector} in {where}: check the filter with `ssmfab hosts`, "
-        "or pass --region/--profile"
+        "or give region=/profile= (--region/--profile on the command line)"
     )

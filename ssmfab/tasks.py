@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 
 from . import transfer
 from .audit import read_entries
-from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, ssmfab_task
+from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError
@@ -27,12 +27,12 @@ from .fleet import run_command
 from .runcommand import print_outputs, run_via_ssm
 from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
-from .output import HostStreams, hosts_table, table
+from .output import HostStreams, command_output, hosts_table, table
 from .remoteshell import check_env
 from .shell import ssh_command
 from .sshconfig import config_block
 from .sshconfig import install as install_block
-from .targets import parse_selector, require_targets
+from .targets import INSTANCE_ID, parse_selector, require_targets
 
 
 def transfer_summary(report: Any) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def run(
         return run_command(command, env=variables, **output)(conn)
 
     flags.fan_out(client, targets, operation, action="run", detail=command, secrets=tuple(variables.values()),
-                  describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr}, progress=progress)  # fmt: skip
+                  describe=command_output, progress=progress)  # fmt: skip
 
 
 def parse_env(pairs: Any) -> dict[str, str]:
@@ -180,7 +180,7 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
         return
     flags.fan_out(
         client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures,
-        action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
+        on_interrupt=deployer.interrupt, action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
         describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes},
     )  # fmt: skip
     if not flags.json:
@@ -189,12 +189,12 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
 
 @ssmfab_task("select", "fleet", "aws", "ssh", help={"base_dir": "remote base directory (config deploy.base_dir)"})
 def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
-    """Switch current back one release on every selected host."""
+    """Switch current back to the newest older release that passed its health check, with hooks and check."""
     client = flags.client()
     settings = client.settings.merged({"deploy.base_dir": base_dir}).deploy
     deployer = Deployer(settings, Path("."), notify=notice)
     targets = flags.targets(client)
-    flags.fan_out(client, targets, deployer.rollback, action="rollback", detail=deployer.base,
+    flags.fan_out(client, targets, deployer.rollback, action="rollback", detail=deployer.base, on_interrupt=deployer.interrupt,
                   describe=lambda r: {"release": r.release, "previous": r.previous})  # fmt: skip
 
 
@@ -253,16 +253,21 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
     key = client.ephemeral_key
     argv = ssh_command(client, targets[0], cmd)
-    if argv is None:
-        with client.connect(targets[0]) as conn:
-            conn.run(cmd, pty=True) if cmd else conn.shell()
-        return
-    if key is None:
-        os.execvp(argv[0], argv)
-    # An ephemeral key must reach ssh as a file; ssh runs as a child so the file goes when it exits.
-    client.push_key(targets[0])
-    with key.private_file() as key_file:
-        code = subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
+
+    def session() -> int:
+        if argv is None:
+            with client.connect(targets[0]) as conn:
+                result = conn.run(cmd, pty=True, warn=True) if cmd else conn.shell()
+            return int(getattr(result, "exited", 0) or 0)
+        if key is None:
+            # ssh runs as a child (not exec'd) so the session is recorded with its exit code once it ends.
+            return subprocess.call(argv)
+        # An ephemeral key must reach ssh as a file; ssh runs as a child so the file goes when it exits.
+        client.push_key(targets[0])
+        with key.private_file() as key_file:
+            return subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
+
+    code = run_audited(client, targets[0], "shell", cmd or "(interactive)", session)
     if code:
         raise Exit(code=code)
 
@@ -290,6 +295,11 @@ def known_hosts(c: Any, forget: str | None = None) -> None:
     """List the host keys ssmfab has pinned, or forget one instance's keys."""
     store = Flags().client().known_hosts
     if forget:
+        if not INSTANCE_ID.fullmatch(forget):
+            raise SelectorError(
+                f"known-hosts --forget {forget!r}: host keys are pinned by instance id, not by name; give the id "
+                f"(`ssmfab hosts --name {forget}` shows it)"
+            )
         print(f"removed {store.forget(forget)} key(s) for {forget} from {store.path}")
         return
     print(table(["INSTANCE", "TYPE", "FINGERPRINT"], store.entries()))

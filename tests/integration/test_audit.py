@@ -81,3 +81,71 @@ def test_records_are_shipped_to_cloudwatch_logs(audit_env: dict[str, str]) -> No
     events = logs.get_log_events(logGroupName="/ssmfab/audit", logStreamName=stream["logStreamName"])["events"]
     [record] = [json.loads(e["message"]) for e in events]
     assert (record["name"], record["action"], record["exit_code"]) == ("db-1", "run", 0)
+
+
+def entries_of(tmp_path: Path) -> list[dict[str, object]]:
+    log = tmp_path / "audit.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_get_deploy_rollback_and_fetch_logs_are_recorded(audit_env: dict[str, str], tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "VERSION").write_text("1\n")
+    assert ssmfab("run", "--name", "web-2", "mkdir -p var/log && echo hello > var/log/a.log", env=audit_env).returncode == 0
+    steps = [
+        ("get", ["get", "var/log/a.log", "--dest", str(tmp_path / "got"), "--name", "web-2"]),
+        ("deploy", ["deploy", "--name", "web-2", "--artifact", str(build), "--base-dir", "audited"]),
+        ("deploy", ["deploy", "--name", "web-2", "--artifact", str(build), "--base-dir", "audited"]),
+        ("rollback", ["rollback", "--name", "web-2", "--base-dir", "audited"]),
+        ("fetch-logs", ["fetch-logs", "web-2", "--path", "var/log/a.log", "--dest", str(tmp_path / "logs")]),
+    ]
+    for action, args in steps:
+        done = ssmfab(*args, env=audit_env)
+        assert done.returncode == 0, (action, done.stderr)
+        last = entries_of(tmp_path)[-1]
+        assert (last["action"], last["name"], last["status"]) == (action, "web-2", "ok"), last
+    got, fetched = entries_of(tmp_path)[1], entries_of(tmp_path)[-1]
+    assert got["bytes"] == 6 and got["detail"] == f"var/log/a.log -> {tmp_path / 'got'}"
+    assert fetched["bytes"] == 6 and fetched["detail"] == "var/log/a.log"
+
+
+def test_shell_cmd_is_recorded_with_its_exit_code(audit_env: dict[str, str], tmp_path: Path) -> None:
+    done = ssmfab("shell", "web-3", "--cmd", "echo from-shell", env=audit_env)
+    assert done.returncode == 0, done.stderr
+    done = ssmfab("shell", "web-3", "--cmd", "exit 3", env=audit_env)
+    assert done.returncode == 3, done.stderr
+    ok, failed = entries_of(tmp_path)
+    assert (ok["action"], ok["name"], ok["detail"], ok["status"], ok["exit_code"]) == ("shell", "web-3", "echo from-shell", "ok", 0)
+    assert (failed["detail"], failed["status"], failed["exit_code"]) == ("exit 3", "failed", 3)
+
+
+def test_an_interrupted_run_leaves_a_record(sandbox: object, audit_env: dict[str, str], tmp_path: Path) -> None:
+    import signal
+    import time
+
+    home = Path(sandbox.host("db-1").folder) / "home"  # type: ignore[attr-defined]
+    marker, gate = home / "audit-started", home / "audit-gate"
+    marker.unlink(missing_ok=True)
+    gate.unlink(missing_ok=True)
+    os.mkfifo(gate)
+    # The command says it started (a file appears on the host), then blocks reading a FIFO.
+    process = subprocess.Popen([sys.executable, "-m", "ssmfab.program", "run", "--name", "db-1", "touch audit-started; cat audit-gate"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=audit_env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120  # a bound for a broken run, not a timing assumption
+        while not marker.exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        try:
+            os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))  # lets the remote `cat` end
+        except OSError:
+            pass
+    assert process.returncode != 0
+    [entry] = entries_of(tmp_path)
+    assert (entry["action"], entry["name"], entry["status"], entry["detail"]) == ("run", "db-1", "interrupted", "touch audit-started; cat audit-gate")

@@ -84,7 +84,7 @@ def test_a_missing_profile_is_one_clear_error(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "config").write_text("[default]\nregion = us-east-1\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    with pytest.raises(ConfigError, match="AWS profile 'nope' not found: check --profile/AWS_PROFILE"):
+    with pytest.raises(ConfigError, match=r"AWS profile 'nope' not found: check profile= \(--profile on the command line\) or AWS_PROFILE"):
         aws_context(load_settings(overrides={"aws.profile": "nope"}))
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
