@@ -109,9 +109,11 @@ def test_deploy_hooks_get_a_hostile_base_dir_as_data(sandbox_env: dict[str, str]
         deployer.deploy(conn)
         seen_base = conn.run(f"cat {_q(base + '/current/seen-base')}", hide=True).stdout
         seen_release = conn.run(f"cat {_q(base + '/current/seen-release')}", hide=True).stdout
+        home = conn.run("pwd", hide=True).stdout.rstrip("\n")
         conn.run(f"rm -rf {_q(base)}", hide=True)
-    assert seen_base == base
-    assert seen_release == f"{base}/releases/{deployer.release}"
+    # The hooks get absolute paths: a relative base_dir is taken from the login folder.
+    assert seen_base == f"{home}/{base}"
+    assert seen_release == f"{home}/{base}/releases/{deployer.release}"
     assert not marker.exists(), "deploy.base_dir ran as code in a hook"
 
 
