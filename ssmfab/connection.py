@@ -9,6 +9,7 @@ group and the SSM session, whatever state they are in.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ from fabric import Config, Connection
 
 from .fastssh import fast_transport
 from .exceptions import AuthenticationError, SSHError, SSMFabError
+from .interrupt import Interrupted
 from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
@@ -53,6 +55,9 @@ class SSMConnection(Connection):  # type: ignore[misc]
     stall_timeout = 60.0
     tunnel: Tunnel | None = None
     key_filename: str | None = None
+    #: Set when the run is interrupted (a fan-out sets it on Ctrl-C): no tunnel opens any more, and transfers
+    #: stop between chunks, removing their temporary files.
+    cancel: threading.Event | None = None
 
     def __init__(
         self,
@@ -144,7 +149,13 @@ class SSMConnection(Connection):  # type: ignore[misc]
             self.gateway = False
 
     def open_gateway(self) -> socket.socket:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted()
         self.tunnel = self.tunnels.open(self.host, self.label)
+        if self.cancel is not None and self.cancel.is_set():
+            # Interrupted while the tunnel opened: whoever closed this connection may have come too early.
+            self._close_transport_and_tunnel()
+            raise Interrupted()
         return self.tunnel.sock
 
     def explain(self, exc: BaseException) -> SSMFabError | None:

@@ -334,7 +334,10 @@ class CLITunnelFactory:
 
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
         self.check()
-        return ProcessTunnel(self.argv(target_id))
+        # The CLI's own AWS calls get the same bounds as ours (not in argv(): ssh configs keep the plain form).
+        bounds = ["--cli-connect-timeout", f"{self.aws.connect_timeout:g}", "--cli-read-timeout", f"{self.aws.read_timeout:g}"]
+        env = dict(os.environ, AWS_MAX_ATTEMPTS=str(self.aws.max_attempts), AWS_RETRY_MODE="standard")
+        return ProcessTunnel([*self.argv(target_id), *bounds], env)
 
 
 class PluginTunnelFactory:
