@@ -134,6 +134,7 @@ class Flags:
         if not (ids or names or tags):
             raise SelectorError("no hosts selected: give an instance id, --id, --name or --tag (all hosts: --name '*')")
         if tunnels:
+            client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
         selection = client.select(ids, names, tags)
         startup_over()

@@ -19,6 +19,7 @@ from fabric import Config, Connection
 from .fastssh import fast_transport
 from .exceptions import AuthenticationError, SSHError, SSMFabError
 from .interrupt import Interrupted
+from .keys import needs_passphrase
 from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
@@ -167,6 +168,12 @@ class SSMConnection(Connection):  # type: ignore[misc]
             return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts, label=host)
         if isinstance(exc, paramiko.AuthenticationException):
             key = self.key_filename or self.connect_kwargs.get("key_filename") or "the agent/default keys"
+            if self.key_filename and needs_passphrase(self.key_filename):
+                return AuthenticationError(
+                    f"{host}: SSH key {key} needs its passphrase and ssh-agent does not hold it: "
+                    f"ssh-add {key}, or use a key without one",
+                    host=host,
+                )
             return AuthenticationError(
                 f"{host}: SSH key refused for user {self.user!r} (key: {key}): check --user "
                 "(or the instance's user tag) and --key, or push a key with EC2 Instance Connect",
@@ -177,6 +184,9 @@ class SSMConnection(Connection):  # type: ignore[misc]
                 f"{host}: no SSH key to offer for user {self.user!r}: pass --key, load one in ssh-agent, or use --ephemeral-key",
                 host=host,
             )
+        if isinstance(exc, OSError) and exc.filename is not None and not isinstance(exc, (socket.timeout, TimeoutError)):
+            # A local file (a destination folder, a key file): not the tunnel's doing.
+            return SSMFabError(f"{host}: {exc.strerror or exc}: {exc.filename}", host=host)
         if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
             failure = self.tunnel.failure(host) if self.tunnel is not None else None
             if failure is not None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import paramiko
 
-from .exceptions import SSMFabError, TransferError
+from .exceptions import ConfigError, SSMFabError, TransferError
 from .interrupt import Interrupted
 from .fastssh import WINDOW_SIZE, send_stream
 from .hoststreams import DIGEST_LINE, STREAM_GET, STREAM_PUT
@@ -323,6 +323,25 @@ def scan_local(source: Path, recursive: bool, host: str) -> _LocalTree:
 
 
 # --- the remote side ------------------------------------------------------------------------------------
+
+
+def check_local_folder(folder: Path, flag: str = "--dest") -> None:
+    """Refuse, before any host is contacted, a local destination folder that cannot be used: a file in the way
+    (at it or at a parent), or one this user may not create files in (the nearest existing parent, when the
+    folder is still to be made)."""
+    path = folder.expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f" (its parent {show(str(existing))} is a file)"
+        raise ConfigError(f"{flag} {show(str(folder))}: exists and is not a folder{where}; choose a folder")
+    try:  # a real file, not os.access: its error names the cause (permission, read-only file system, quota)
+        fd, probe = _local_temp(existing, "probe")
+    except OSError as exc:
+        raise ConfigError(f"{flag} {show(str(folder))}: cannot create files in {show(str(existing))}: {exc.strerror}") from None
+    os.close(fd)
+    probe.unlink()
 
 
 def open_sftp(conn: Any) -> Any:
