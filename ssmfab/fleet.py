@@ -158,6 +158,8 @@ class FanOut(Generic[T]):
         self._failures = 0
         #: Set on Ctrl-C: every connection carries it, and a transfer stops (and cleans up) when it is set.
         self.cancel = threading.Event()
+        #: Connections their own host thread is closing now (label -> set once closed): a Ctrl-C waits for them.
+        self._closing: dict[str, threading.Event] = {}
 
     def _event(self, kind: str, target: Target) -> None:
         with self._lock:
@@ -187,9 +189,16 @@ class FanOut(Generic[T]):
             result.error = str(explained) if explained else f"{target.label}: {type(exc).__name__}: {exc}"
         finally:
             if conn is not None:
+                closed = threading.Event()
                 with self._lock:
                     self._live.pop(target.id, None)
-                conn.close()
+                    self._closing[target.label] = closed
+                try:
+                    conn.close()
+                finally:
+                    closed.set()
+                    with self._lock:
+                        self._closing.pop(target.label, None)
             result.ended = time.monotonic()
             with self._lock:
                 if target.id in self._timed_out:
@@ -210,10 +219,16 @@ class FanOut(Generic[T]):
             closer = threading.Thread(target=conn.close, name=f"ssmfab-close-{conn.target.id}", daemon=True)
             closer.start()
             closers.append((conn, closer))
+        with self._lock:
+            closing = dict(self._closing)  # closes already under way on host threads: wait for those too
         deadline = time.monotonic() + CLOSE_GRACE
         for _, closer in closers:
             closer.join(max(0.0, deadline - time.monotonic()))
-        return [conn.label for conn, closer in closers if closer.is_alive()]
+        for closed in closing.values():
+            closed.wait(max(0.0, deadline - time.monotonic()))
+        return [conn.label for conn, closer in closers if closer.is_alive()] + [
+            label for label, closed in closing.items() if not closed.is_set()
+        ]
 
     def _interrupted(self, exc: BaseException, running: dict[Future[HostResult[T]], Target]) -> Interrupted:
         """After Ctrl-C: stop every host (see the module docstring) and say which were in flight."""

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from ssmfab.client import Client
@@ -27,7 +28,7 @@ from ssmfab.interrupt import Interrupted
 from ssmfab.sandbox import Sandbox
 from ssmfab.transfer import put
 
-from .conftest import active_sessions, processes_matching, tunnel_processes
+from .conftest import TUNNEL_PROCESS_MARKERS, active_sessions, processes_matching, tunnel_processes
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 #: How long a command may take to end after the signal (the promise is a second or two; the machine is shared).
@@ -265,3 +266,64 @@ def test_ctrl_c_in_a_fan_out_closes_every_connection(
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(path.read_text()), signal.SIGKILL)
             path.unlink(missing_ok=True)
+
+
+# --- closing, while AWS stops answering -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def endpoint_that_hangs_on_terminate(sandbox: Sandbox) -> Iterator[tuple[str, threading.Event]]:
+    """A TCP proxy to the sandbox's AWS endpoint that passes every call but TerminateSession, which it holds
+    unanswered (AWS stopping to answer just as the command closes); the event is set when one arrives."""
+    upstream = sandbox.endpoint.removeprefix("http://").split(":")
+    server = socket.create_server(("127.0.0.1", 0))
+    held = threading.Event()
+    sockets: list[socket.socket] = [server]
+
+    def pipe(source: socket.socket, sink: socket.socket, watch: bool) -> None:
+        seen = b""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                seen = (seen + data)[-4096:]
+                if watch and b"TerminateSession" in seen:
+                    held.set()
+                    return  # never forwarded, never answered
+                sink.sendall(data)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = server.accept()
+                aws = socket.create_connection((upstream[0], int(upstream[1])))
+                sockets.extend((client, aws))
+                threading.Thread(target=pipe, args=(client, aws, True), daemon=True).start()
+                threading.Thread(target=pipe, args=(aws, client, False), daemon=True).start()
+
+    threading.Thread(target=serve, name="hanging-proxy", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", held
+    finally:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_ctrl_c_while_closing_and_aws_does_not_answer(
+    sandbox: Sandbox, sandbox_env: dict[str, str], endpoint_that_hangs_on_terminate: tuple[str, threading.Event]
+) -> None:
+    endpoint, held = endpoint_that_hangs_on_terminate
+    before = {str(s["SessionId"]) for s in active_sessions(sandbox_env)}
+    env = dict(os.environ, AWS_ENDPOINT_URL=endpoint)
+    process = subprocess.Popen([*SSMFAB, "run", "--name", "web-1", "true"], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _, err, took = interrupt_when(process, held.is_set, "TerminateSession reaching the endpoint")
+        assert_interrupted(process.returncode, err, took)
+        # The tunnel's processes end even though AWS never confirmed the session's end.
+        assert processes_matching(*TUNNEL_PROCESS_MARKERS, environ=f"AWS_ENDPOINT_URL={endpoint}") == []
+    finally:
+        # The session AWS never heard the end of: end it, so later tests start clean.
+        ssm = boto3.client("ssm", endpoint_url=sandbox.endpoint, region_name="us-east-1")
+        for session in active_sessions(sandbox_env):
+            if str(session["SessionId"]) not in before:
+                ssm.terminate_session(SessionId=str(session["SessionId"]))
