@@ -32,6 +32,10 @@ ACCESS_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"
 THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 #: botocore's own default for a client's connection pool.
 DEFAULT_POOL_CONNECTIONS = 10
+#: Defaults for a context built without Settings (the AWSSettings defaults; see config/ssmfab.toml).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 20.0
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 @dataclass
@@ -51,6 +55,11 @@ class AWSContext:
     #: keeps 10; past that every concurrent call opens a connection of its own (a TLS handshake against AWS)
     #: and throws it away afterwards: a 50-host run opened 44 and discarded 30.
     max_pool_connections: int = DEFAULT_POOL_CONNECTIONS
+    #: Bounds on every call: botocore's own (60 s each, retried) held a command, and its Ctrl-C, for minutes
+    #: when an endpoint stopped answering.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     #: One client per service, shared by every thread (botocore clients are thread-safe; creating one is not,
     #: and costs 5-30 ms).
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -70,15 +79,24 @@ class AWSContext:
         with self._creating:
             made = self._clients.get(service)
             if made is None:
-                from botocore.config import Config
-
                 with aws_errors(f"creating the {service} client"):
                     made = self.botocore_session.create_client(
                         service, region_name=self.region, endpoint_url=self.endpoint_url,
-                        config=Config(max_pool_connections=self.max_pool_connections),
+                        config=self.client_config(),
                     )  # fmt: skip
                 self._clients[service] = made
             return made
+
+    def client_config(self) -> Any:
+        """The botocore Config every client gets: pool size, timeouts and bounded retries."""
+        from botocore.config import Config
+
+        return Config(
+            max_pool_connections=self.max_pool_connections,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
+        )
 
     def cli_options(self) -> list[str]:
         """``--region R [--profile P] [--endpoint-url U]``: how the aws CLI and ssmfab-proxy are told this context."""
@@ -117,6 +135,8 @@ def aws_context(settings: Settings) -> AWSContext:
     return AWSContext(
         session=session, region=region, profile=settings.aws.profile, endpoint_url=settings.aws.endpoint_url,
         max_pool_connections=max(DEFAULT_POOL_CONNECTIONS, settings.run.parallel),
+        connect_timeout=settings.aws.connect_timeout, read_timeout=settings.aws.read_timeout,
+        max_attempts=settings.aws.max_attempts,
     )  # fmt: skip
 
 

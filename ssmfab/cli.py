@@ -29,6 +29,7 @@ from .client import Client
 from .exceptions import ConfigError, SelectorError, SSMFabError
 from .audit import AuditLog
 from .doctor import caller_arn
+from .interrupt import Interrupted, exit_now, signals_interrupt
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
 from .output import Progress, failure_lines, report_dict, summary_table
 from .targets import INSTANCE_ID, Selection, Target, require_targets
@@ -139,6 +140,7 @@ class Flags:
         if not (ids or names or tags):
             raise SelectorError("no hosts selected: give an instance id, --id, --name or --tag (all hosts: --name '*')")
         if tunnels:
+            client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
         selection = client.select(ids, names, tags)
         startup_over()
@@ -350,7 +352,14 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
             values: dict[str, Any] = {k: tuple(v) if k in REPEATABLE else v for k, v in given.items() if v is not None}
             flags = Flags(**values)
             try:
-                return body(c, *args, flags=flags, **kwargs) if takes_flags else body(c, *args, **kwargs)
+                with signals_interrupt():
+                    try:
+                        return body(c, *args, flags=flags, **kwargs) if takes_flags else body(c, *args, **kwargs)
+                    except KeyboardInterrupt as exc:
+                        stopped = exc if isinstance(exc, Interrupted) else Interrupted.from_exception(exc)
+                        notice(stopped.message(f"ssmfab {body.__name__.replace('_', '-')}"))
+                        exit_now(stopped.exit_code)  # threads stuck on AWS must not hold the exit
+                        raise
             except SSMFabError as exc:
                 raise Exit(f"error: {exc}", code=exc.exit_code) from None
             except BrokenPipeError:

@@ -19,7 +19,7 @@ from .config import Settings, load_settings
 from .ephemeral import EphemeralKey
 from .connection import SSMConnection
 from .hostkeys import KnownHosts
-from .keys import KeyRing
+from .keys import KeyRing, check_key_file
 from .retry import Backoff
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets, resolve
 from .exceptions import SelectorError
@@ -109,6 +109,11 @@ class Client:
         if key is None:
             return
         key.push(self.aws.client("ec2-instance-connect"), target.id, self.user_for(target))  # made once, in AWSContext
+
+    def check_ssh_key(self) -> None:
+        """ConfigError now, before any AWS call, if the configured key file cannot work (see keys.check_key_file)."""
+        if self.settings.ssh.key and not self.settings.ssh.ephemeral_key:
+            check_key_file(self.settings.ssh.key)
 
     def select(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> Selection:
         """Every instance matching the selectors, reachable or not (see ``Selection.skipped``)."""

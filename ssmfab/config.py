@@ -39,6 +39,12 @@ class AWSSettings:
     profile: str | None = field(default=None, metadata={"env": "SSMFAB_PROFILE"})
     #: None: follow boto3's chain (AWS_ENDPOINT_URL and friends).
     endpoint_url: str | None = field(default=None, metadata={"env": "SSMFAB_ENDPOINT_URL"})
+    #: Seconds to wait for a TCP connection to an AWS endpoint (botocore's default, 60, held Ctrl-C for minutes).
+    connect_timeout: float = field(default=10.0, metadata={"env": "SSMFAB_AWS_CONNECT_TIMEOUT"})
+    #: Seconds to wait for an AWS answer once connected.
+    read_timeout: float = field(default=20.0, metadata={"env": "SSMFAB_AWS_READ_TIMEOUT"})
+    #: Attempts per AWS call in all (botocore's standard retry mode: throttling and transient errors).
+    max_attempts: int = field(default=3, metadata={"env": "SSMFAB_AWS_MAX_ATTEMPTS"})
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,8 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: run.parallel must be at least 1, got {settings.run.parallel}")
     if not 0 < settings.tunnel.remote_port < 65536:
         raise ConfigError(f"{source}: tunnel.remote_port {settings.tunnel.remote_port} is not a TCP port")
+    if settings.aws.connect_timeout <= 0 or settings.aws.read_timeout <= 0 or settings.aws.max_attempts < 1:
+        raise ConfigError(f"{source}: aws.connect_timeout and aws.read_timeout must be positive, aws.max_attempts at least 1")
     if settings.ssh.connect_timeout <= 0:
         raise ConfigError(f"{source}: ssh.connect_timeout must be positive")
     if settings.tunnel.attempts < 1 or settings.tunnel.retry_delay < 0:

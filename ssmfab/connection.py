@@ -9,6 +9,7 @@ group and the SSM session, whatever state they are in.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -17,6 +18,8 @@ from fabric import Config, Connection
 
 from .fastssh import fast_transport
 from .exceptions import AuthenticationError, SSHError, SSMFabError
+from .interrupt import Interrupted
+from .keys import needs_passphrase
 from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
@@ -53,6 +56,9 @@ class SSMConnection(Connection):  # type: ignore[misc]
     stall_timeout = 60.0
     tunnel: Tunnel | None = None
     key_filename: str | None = None
+    #: Set when the run is interrupted (a fan-out sets it on Ctrl-C): no tunnel opens any more, and transfers
+    #: stop between chunks, removing their temporary files.
+    cancel: threading.Event | None = None
 
     def __init__(
         self,
@@ -144,7 +150,13 @@ class SSMConnection(Connection):  # type: ignore[misc]
             self.gateway = False
 
     def open_gateway(self) -> socket.socket:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted()
         self.tunnel = self.tunnels.open(self.host, self.label)
+        if self.cancel is not None and self.cancel.is_set():
+            # Interrupted while the tunnel opened: whoever closed this connection may have come too early.
+            self._close_transport_and_tunnel()
+            raise Interrupted()
         return self.tunnel.sock
 
     def explain(self, exc: BaseException) -> SSMFabError | None:
@@ -156,6 +168,12 @@ class SSMConnection(Connection):  # type: ignore[misc]
             return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts, label=host)
         if isinstance(exc, paramiko.AuthenticationException):
             key = self.key_filename or self.connect_kwargs.get("key_filename") or "the agent/default keys"
+            if self.key_filename and needs_passphrase(self.key_filename):
+                return AuthenticationError(
+                    f"{host}: SSH key {key} needs its passphrase and ssh-agent does not hold it: "
+                    f"ssh-add {key}, or use a key without one",
+                    host=host,
+                )
             return AuthenticationError(
                 f"{host}: SSH key refused for user {self.user!r} (key: {key}): check --user "
                 "(or the instance's user tag) and --key, or push a key with EC2 Instance Connect",
@@ -166,6 +184,9 @@ class SSMConnection(Connection):  # type: ignore[misc]
                 f"{host}: no SSH key to offer for user {self.user!r}: pass --key, load one in ssh-agent, or use --ephemeral-key",
                 host=host,
             )
+        if isinstance(exc, OSError) and exc.filename is not None and not isinstance(exc, (socket.timeout, TimeoutError)):
+            # A local file (a destination folder, a key file): not the tunnel's doing.
+            return SSMFabError(f"{host}: {exc.strerror or exc}: {exc.filename}", host=host)
         if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
             failure = self.tunnel.failure(host) if self.tunnel is not None else None
             if failure is not None:

@@ -3,7 +3,9 @@
 Fabric's ThreadingGroup starts one thread per host with no bound, keys results by Connection (equal
 addresses collapse) and raises a GroupException with an empty message. Here: at most ``parallel`` hosts
 in flight, one ``HostResult`` per target (keyed by instance id), and a FleetError whose message names
-every failed host and why. Ctrl-C closes every open connection (and so every tunnel) before returning.
+every failed host and why. Ctrl-C asks every host's work to stop, gives transfers a moment to remove their
+temporary files, then closes every open connection (and so every tunnel and SSM session) and raises
+``Interrupted`` naming the hosts that were in flight (see interrupt).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from .config import DEFAULT_PARALLEL
 from .connection import SSMConnection
 from .exceptions import CommandError, ConfigError, FleetError, SSHError, SSMFabError
+from .interrupt import CLOSE_GRACE, STOP_GRACE, Interrupted
 from .targets import Target, Targets
 
 T = TypeVar("T")
@@ -185,6 +188,10 @@ class FanOut(Generic[T]):
         self._timed_out: set[str] = set()
         self._events: list[tuple[float, str, str]] = []
         self._failures = 0
+        #: Set on Ctrl-C: every connection carries it, and a transfer stops (and cleans up) when it is set.
+        self.cancel = threading.Event()
+        #: Connections their own host thread is closing now (label -> set once closed): a Ctrl-C waits for them.
+        self._closing: dict[str, threading.Event] = {}
 
     def _event(self, kind: str, target: Target) -> None:
         with self._lock:
@@ -196,10 +203,15 @@ class FanOut(Generic[T]):
         conn: SSMConnection | None = None
         try:
             conn = self.connect(target)
+            conn.cancel = self.cancel
             with self._lock:
                 self._live[target.id] = (conn, result.started)
+            if self.cancel.is_set():
+                raise Interrupted()
             result.value = self.operation(conn)
             result.exit_code = getattr(result.value, "exited", None)
+        except Interrupted:
+            result.error = f"{target.label}: interrupted"
         except CommandError as exc:
             result.error, result.exit_code = str(exc), exc.returncode
         except SSMFabError as exc:
@@ -209,9 +221,16 @@ class FanOut(Generic[T]):
             result.error = str(explained) if explained else f"{target.label}: {type(exc).__name__}: {exc}"
         finally:
             if conn is not None:
+                closed = threading.Event()
                 with self._lock:
                     self._live.pop(target.id, None)
-                conn.close()
+                    self._closing[target.label] = closed
+                try:
+                    conn.close()
+                finally:
+                    closed.set()
+                    with self._lock:
+                        self._closing.pop(target.label, None)
             result.ended = time.monotonic()
             with self._lock:
                 if target.id in self._timed_out:
@@ -222,11 +241,40 @@ class FanOut(Generic[T]):
             self._event("end", target)
         return result
 
-    def _close_live(self) -> None:
+    def _close_live(self) -> list[str]:
+        """Close every open connection at once (each on a thread: a close may wait on AWS); the labels of those
+        that did not finish closing within CLOSE_GRACE."""
         with self._lock:
             live = [conn for conn, _ in self._live.values()]
+        closers = []
         for conn in live:
-            conn.close()
+            closer = threading.Thread(target=conn.close, name=f"ssmfab-close-{conn.target.id}", daemon=True)
+            closer.start()
+            closers.append((conn, closer))
+        with self._lock:
+            closing = dict(self._closing)  # closes already under way on host threads: wait for those too
+        deadline = time.monotonic() + CLOSE_GRACE
+        for _, closer in closers:
+            closer.join(max(0.0, deadline - time.monotonic()))
+        for closed in closing.values():
+            closed.wait(max(0.0, deadline - time.monotonic()))
+        return [conn.label for conn, closer in closers if closer.is_alive()] + [
+            label for label, closed in closing.items() if not closed.is_set()
+        ]
+
+    def _interrupted(self, exc: BaseException, running: dict[Future[HostResult[T]], Target]) -> Interrupted:
+        """After Ctrl-C: stop every host (see the module docstring) and say which were in flight."""
+        in_flight = [target.label for future, target in running.items() if not future.cancel() and not future.done()]
+        self.cancel.set()
+        unclosed: list[str] = []
+        try:
+            if self.on_interrupt is not None:
+                self.on_interrupt()  # e.g. deploy switches hosts back while their connections still work
+            started = [future for future in running if future.running()]
+            wait(started, timeout=STOP_GRACE)  # transfers remove their temporary files while they still can
+        finally:
+            unclosed = self._close_live()
+        return Interrupted.from_exception(exc, in_flight, unclosed)
 
     def _cut_overdue(self) -> None:
         """Close the connection of every host past its timeout; its operation then fails promptly."""
@@ -255,8 +303,9 @@ class FanOut(Generic[T]):
     def run(self) -> FleetResult[T]:
         results: dict[str, HostResult[T]] = {}
         batches = [self.targets[i : i + self.batch_size] for i in range(0, len(self.targets), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=self.policy.parallel, thread_name_prefix="ssmfab-host") as pool:
-            running: dict[Future[HostResult[T]], Target] = {}
+        pool = ThreadPoolExecutor(max_workers=self.policy.parallel, thread_name_prefix="ssmfab-host")
+        running: dict[Future[HostResult[T]], Target] = {}
+        try:
             try:
                 for batch in batches:
                     queue = deque(batch)
@@ -273,14 +322,14 @@ class FanOut(Generic[T]):
                         self._cut_overdue()
                     if self.stopped():
                         break
-            except BaseException:
-                # Ctrl-C or similar: start nothing new and break every open tunnel so workers return.
-                for future in running:
-                    future.cancel()
-                if self.on_interrupt is not None:
-                    self.on_interrupt()
-                self._close_live()
-                raise
+            except KeyboardInterrupt as exc:
+                # Ctrl-C or SIGTERM: start nothing new, let transfers clean up, break every open tunnel.
+                raise self._interrupted(exc, running) from None
+        except BaseException:
+            # Never wait here for workers: one may be stuck on an AWS call that only its timeout ends.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         reason = f"not started: more than {self.max_failures} host(s) failed (--max-failures)"
         ordered = [results.get(t.id) or HostResult(t, error=reason, skipped=True) for t in self.targets]
         return FleetResult(ordered + unreachable_results(self.given_targets), list(self._events))

@@ -13,12 +13,15 @@ prompts, errors and messages stay what they were.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .exceptions import ConfigError
 
 
 def _consistent(key: rsa.RSAPrivateKey) -> bool:
@@ -62,6 +65,35 @@ def load_private_key(path: str) -> paramiko.PKey | None:
         # paramiko then reads it per connection as before, asks for its passphrase or says why it cannot.
         return None
     return key
+
+
+def needs_passphrase(path: str) -> bool:
+    """Whether the key file is protected by a passphrase (False when it cannot be read or parsed at all)."""
+    try:
+        _load(Path(path).expanduser().read_bytes(), full_check=False)
+    except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+        return True
+    except Exception:  # noqa: BLE001 - unreadable or of another kind: paramiko says why, later
+        return False
+    return False
+
+
+def check_key_file(path: str, env: dict[str, str] | None = None) -> None:
+    """Refuse, before any AWS call, a key file that cannot work: missing, unreadable, not a file, or protected
+    by a passphrase with no ssh-agent running to hold it unlocked."""
+    file = Path(path).expanduser()
+    where = f"SSH key {path} (--key / ssh.key)"
+    if not file.exists():
+        raise ConfigError(f"{where}: no such file; check the path")
+    if not file.is_file():
+        raise ConfigError(f"{where}: not a file; name the private key file")
+    try:
+        file.open("rb").close()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it ({exc.strerror}); check its permissions") from None
+    agent = (os.environ if env is None else env).get("SSH_AUTH_SOCK")
+    if not agent and needs_passphrase(path):
+        raise ConfigError(f"{where} needs its passphrase: load it into ssh-agent (ssh-add {path}) or use a key without one")
 
 
 class KeyRing:

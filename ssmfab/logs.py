@@ -112,9 +112,18 @@ class LogFetcher:
             raise TransferError(f"{label}: no file matched {', '.join(patterns) or '(no paths configured)'}"
                                 + (f" modified within the last {self.since:g}s" if self.since is not None else ""))
         landing = [local_path_for(root, path) for path in files]
-        remote_dir = conn.run("mktemp -d", hide=True).stdout.strip()
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".ssmfab-fetch-", dir=root))
+        # The local side first: a folder that cannot be made must not leave the remote temp folder behind.
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".ssmfab-fetch-", dir=root))
+        except OSError as exc:
+            label = target.label if target is not None else instance_id
+            raise TransferError(f"{label}: cannot create local folder {root}: {exc.strerror}; check --dest", label) from None
+        try:
+            remote_dir = conn.run("mktemp -d", hide=True).stdout.strip()
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         try:
             # gzip reads the file itself (not through a pipe) so a read error fails the command.
             steps = []

@@ -275,13 +275,18 @@ def resolve(selector: Selector, ec2: EC2Client, ssm: SSMClient, *, region: str) 
     explicit = [i for i in selector.ids if i.startswith("i-")]
     wants_hybrid = not selector.ids or any(i.startswith("mi-") for i in selector.ids)
     # Lookups that need nothing from each other overlap: each is a round trip to AWS (tens of ms away).
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssmfab-lookup") as pool:
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssmfab-lookup")
+    try:
         hybrid = pool.submit(_hybrid_nodes, ssm, selector, region) if wants_hybrid else None
         known_infos = pool.submit(_ssm_info_for, ssm, explicit) if explicit else None
         instances = [] if selector.ids and not explicit else _describe_ec2(ec2, selector)
         running_ids = [str(i["InstanceId"]) for i in instances if i.get("State", {}).get("Name") == "running"]
         infos = known_infos.result() if known_infos is not None else _ssm_info_for(ssm, running_ids)
         hybrid_items = hybrid.result() if hybrid is not None else []
+    finally:
+        # Not waiting: after Ctrl-C (or a failed lookup) the other lookup may be stuck on an AWS that does not
+        # answer; its thread ends with its call's timeout.
+        pool.shutdown(wait=False, cancel_futures=True)
 
     targets: list[Target] = []
     skipped: list[Skipped] = []

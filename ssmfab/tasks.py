@@ -148,9 +148,10 @@ def put(c: Any, local: str, remote: str, flags: Flags) -> None:
 )  # fmt: skip
 def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
     """Download files, directories or globs: into DEST for one host, DEST/<instance-id>/ for several."""
+    root = Path(dest).expanduser()
+    transfer.check_local_folder(root)  # before any session opens
     client = flags.client()
     targets = flags.targets(client)
-    root = Path(dest).expanduser()
 
     def operation(conn: Any) -> Any:
         folder = root / conn.target.id if len(targets) > 1 else root

@@ -36,7 +36,8 @@ from typing import Any
 
 import paramiko
 
-from .exceptions import SSMFabError, TransferError
+from .exceptions import ConfigError, SSMFabError, TransferError
+from .interrupt import Interrupted
 from .fastssh import WINDOW_SIZE, send_stream
 from .hoststreams import DIGEST_LINE, STREAM_GET, STREAM_PUT
 
@@ -51,6 +52,9 @@ DEFAULT_STALL_TIMEOUT = 60.0
 HASH_BYTES_PER_SECOND = 20_000_000
 #: Bytes of a file name kept in its temporary name: the rest of ``.NAME.ssmfab-XXXXXXXX.part`` must fit NAME_MAX (255).
 TEMP_STEM_BYTES = 200
+#: A temporary file of ours untouched for this long belongs to no live transfer (one that stops making progress
+#: fails after ssh.stall_timeout): an upload of the same name removes it (left by a killed or cut-off run).
+STALE_TEMP_SECONDS = 600
 
 #: Largest data packet a stream channel accepts (paramiko offers 32 KiB; OpenSSH takes up to 256 KiB): paramiko's
 #: work is per packet, so a download through the sandbox tunnel went from ~100-360 MB/s to ~730.
@@ -123,12 +127,21 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def temp_name(name: str) -> str:
-    """``.NAME.ssmfab-XXXXXXXX.part``: hidden, recognisable, unique, and never longer than NAME_MAX."""
+def _temp_stem(name: str) -> str:
     stem = name
     while len(stem.encode("utf-8", "surrogateescape")) > TEMP_STEM_BYTES:
         stem = stem[:-1]
-    return f".{stem}.ssmfab-{secrets.token_hex(4)}.part"
+    return stem
+
+
+def temp_name(name: str) -> str:
+    """``.NAME.ssmfab-XXXXXXXX.part``: hidden, recognisable, unique, and never longer than NAME_MAX."""
+    return f".{_temp_stem(name)}.ssmfab-{secrets.token_hex(4)}.part"
+
+
+def is_temp_of(entry: str, name: str) -> bool:
+    """Whether ``entry`` is a temporary name ``temp_name(name)`` could have given."""
+    return re.fullmatch(re.escape(f".{_temp_stem(name)}.ssmfab-") + r"[0-9a-f]{8}\.part", entry) is not None
 
 
 def unsafe_name(name: str) -> str | None:
@@ -312,6 +325,25 @@ def scan_local(source: Path, recursive: bool, host: str) -> _LocalTree:
 # --- the remote side ------------------------------------------------------------------------------------
 
 
+def check_local_folder(folder: Path, flag: str = "--dest") -> None:
+    """Refuse, before any host is contacted, a local destination folder that cannot be used: a file in the way
+    (at it or at a parent), or one this user may not create files in (the nearest existing parent, when the
+    folder is still to be made)."""
+    path = folder.expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f" (its parent {show(str(existing))} is a file)"
+        raise ConfigError(f"{flag} {show(str(folder))}: exists and is not a folder{where}; choose a folder")
+    try:  # a real file, not os.access: its error names the cause (permission, read-only file system, quota)
+        fd, probe = _local_temp(existing, "probe")
+    except OSError as exc:
+        raise ConfigError(f"{flag} {show(str(folder))}: cannot create files in {show(str(existing))}: {exc.strerror}") from None
+    os.close(fd)
+    probe.unlink()
+
+
 def open_sftp(conn: Any) -> Any:
     """The connection's shared SFTP client (for callers that list or stat remote files themselves)."""
     return conn.sftp()
@@ -332,10 +364,15 @@ class StallWatch:
         self.held = False
         #: The file moving now, for failure messages of multi-file transfers ("" for a single file).
         self.current = ""
+        #: Set when the run is interrupted (see interrupt): the transfer stops at its next chunk and cleans up.
+        self.cancel: threading.Event | None = getattr(conn, "cancel", None)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ssmfab-stall-watch", daemon=True)
 
     def progress(self) -> None:
+        """Called for every chunk moved; raises Interrupted once the run is interrupted."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted()
         self.last = time.monotonic()
 
     @contextmanager
@@ -697,6 +734,7 @@ def _send(
     sftp = session.sftp
     digest = hashlib.sha256()
     sent = 0
+    refused: OSError | None = None
     with item.local.open("rb") as source:
         try:
             # "x": O_EXCL, so the temp name can never be an existing file, nor a symlink someone planted there.
@@ -714,13 +752,55 @@ def _send(
             target.chmod(0o600)  # while partial, readable by its owner only (it may be a secret)
             if item.size < STREAM_MIN_BYTES:
                 target.set_pipelined(True)
-                sent = copy_hashed(source.read, target.write, digest, watch)
-        if item.size >= STREAM_MIN_BYTES:
+                try:
+                    sent = copy_hashed(source.read, target.write, digest, watch)
+                    _confirm_writes(target)
+                except OSError as exc:
+                    session.check(exc)
+                    refused = exc
+            else:
+                _remove_stale(session, temp, PurePosixPath(final).name, target.stat().st_mtime or 0)
+        if refused is not None:
+            # SFTP says only "Failure" for a full disk or a quota: the host's own copy program says which (and
+            # if the write goes through now, it is verified like any other).
+            source.seek(0)
+            digest = hashlib.sha256()
+            sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
+        elif item.size >= STREAM_MIN_BYTES:
             # _put compares it like a read-back checksum ("" when the host gave none).
             sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
     mode = item.mode if preserve_mode else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode
+
+
+def _confirm_writes(target: Any) -> None:
+    """Wait for the host's answer to every pipelined write still unanswered, raising the first refusal.
+    paramiko checks those answers only past 100 writes in flight and drops the rest when the file closes, so a
+    full disk under a small file showed only as a checksum mismatch."""
+    target.flush()
+    pending = target._reqs  # noqa: SLF001 - paramiko keeps no public way to wait for its pipelined writes
+    while pending:
+        target.sftp._read_response(pending.popleft())  # noqa: SLF001 - raises the host's refusal
+
+
+def _remove_stale(session: _Session, temp: str, name: str, now: float) -> None:
+    """Remove the temporary files of earlier uploads of ``name`` into ``temp``'s folder that no live transfer
+    can own (untouched for STALE_TEMP_SECONDS by the host's clock, ``now``): a run killed or cut off mid-way
+    leaves its temporary file, and each retry would add another."""
+    folder = str(PurePosixPath(temp).parent)
+    try:
+        entries = session.sftp.listdir_attr(folder)
+    except OSError as exc:
+        session.check(exc)
+        return
+    for entry in entries:
+        path = remote_join(folder, str(entry.filename))
+        if (
+            path != temp and is_temp_of(str(entry.filename), name) and stat.S_ISREG(entry.st_mode or 0)
+            and (entry.st_mtime or 0) < now - STALE_TEMP_SECONDS
+        ):  # fmt: skip
+            session.remove([path])
 
 
 def copy_hashed(
@@ -801,7 +881,7 @@ def _stream_up(session: _Session, source: Any, temp: str, final: str, digest: An
     except BaseException:
         channel.close()
         raise
-    return sent, _host_digest(session, channel, sent, watch, channel.recv, "upload")
+    return sent, _host_digest(session, channel, sent, watch, channel.recv, "upload", final)
 
 
 def _host_quit(session: _Session, channel: Any, sent: int, final: str) -> TransferError | None:
@@ -823,21 +903,35 @@ def _host_quit(session: _Session, channel: Any, sent: int, final: str) -> Transf
     )
 
 
-def _host_digest(session: _Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str) -> str:
+def _host_digest(
+    session: _Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str, what: str = ""
+) -> str:
     """Once the bytes moved: the SHA-256 the host computed of them, read with ``read`` (the channel's stdout or
     stderr) within a time that grows with the size; "" when the answer holds none. Closes the channel."""
     answer = bytearray()
+    said = bytearray()
     try:
         channel.settimeout(_answer_timeout(session, moved))
         with watch.hold():
             while data := read(4096):
                 answer.extend(data)
-            channel.recv_exit_status()
+            status = channel.recv_exit_status()
+            if read != channel.recv_stderr:
+                while len(said) < 4096 and (data := channel.recv_stderr(4096)):
+                    said.extend(data)
     finally:
         channel.close()
     if not session.alive():
         raise EOFError(f"the connection closed during the {doing}")
     found = DIGEST_LINE.search(bytes(answer))
+    if found is None and status != 0 and doing == "upload":
+        # The host's copy program failed (a full disk, a quota): its own words say why.
+        reason = one_line(bytes(said).decode(errors="replace")) or f"exit status {status}"
+        raise TransferError(
+            f"{session.host}: the host stopped writing {show(watch.current or what)} after {moved} bytes sent ({reason}); "
+            "nothing left half-written; check its free space and limits, then retry",
+            session.host,
+        )
     return found.group(1).decode() if found else ""
 
 

@@ -260,14 +260,19 @@ class ProcessTunnel:
             self._own.shutdown(socket.SHUT_RDWR)  # EOF to the tunnel process now, whoever holds a copy
         self._own.close()
         self.sock.close()
+        ending: threading.Thread | None = None
+        if self._on_close is not None:
+            # While the process winds down, not after: ending the SSM session is a round trip to AWS, and
+            # the plugin closes its data channel on its way out (one host's close 40 -> 25 ms on the
+            # sandbox). session-manager-plugin calls no TerminateSession when its input ends, so this does.
+            # On a thread of its own, so an AWS that does not answer never keeps the processes alive.
+            ending = threading.Thread(target=self._on_close, name="ssmfab-end-session", daemon=True)
+            ending.start()
         try:
-            if self._on_close is not None:
-                # While the process winds down, not after: ending the SSM session is a round trip to AWS, and
-                # the plugin closes its data channel on its way out (one host's close 40 -> 25 ms on the
-                # sandbox). session-manager-plugin calls no TerminateSession when its input ends, so this does.
-                self._on_close()
-        finally:
             self._end_group()
+        finally:
+            if ending is not None:
+                ending.join()  # bounded by the AWS client's timeouts (aws.read_timeout, aws.max_attempts)
 
     def _end_group(self) -> None:
         pgid = self.process.pid
@@ -334,7 +339,10 @@ class CLITunnelFactory:
 
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
         self.check()
-        return ProcessTunnel(self.argv(target_id))
+        # The CLI's own AWS calls get the same bounds as ours (not in argv(): ssh configs keep the plain form).
+        bounds = ["--cli-connect-timeout", f"{self.aws.connect_timeout:g}", "--cli-read-timeout", f"{self.aws.read_timeout:g}"]
+        env = dict(os.environ, AWS_MAX_ATTEMPTS=str(self.aws.max_attempts), AWS_RETRY_MODE="standard")
+        return ProcessTunnel([*self.argv(target_id), *bounds], env)
 
 
 class PluginTunnelFactory:
