@@ -3,7 +3,8 @@
 Everything Fabric offers (run, sudo, put, get, cd, prefix, forward_local, sftp) works unchanged: only
 ``open``/``close`` differ. Opening starts the tunnel, pins the host key per instance id and maps every
 failure to a one-line ssmfab error naming the host; closing ends the SSH session, the tunnel's process
-group and the SSM session, whatever state they are in.
+group and the SSM session, whatever state they are in. While open, keepalives watch the session (see
+``keepalive``): a data channel that died ends the host's command with one line instead of a hang.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import paramiko
 from fabric import Config, Connection
 
 from .fastssh import fast_transport
-from .exceptions import AuthenticationError, SSHError, SSMFabError
+from .exceptions import AuthenticationError, SessionLostError, SSHError, SSMFabError
+from .keepalive import KeepaliveWatch
 from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
@@ -53,6 +55,11 @@ class SSMConnection(Connection):  # type: ignore[misc]
     stall_timeout = 60.0
     tunnel: Tunnel | None = None
     key_filename: str | None = None
+    connect_timeout = 30.0
+    keepalive_interval = 10.0
+    keepalive_count_max = 3
+    #: Why the session was found dead by the keepalives, if it was (kept after the tunnel is closed).
+    lost: SSMFabError | None = None
 
     def __init__(
         self,
@@ -72,6 +79,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
         output_cap: int = DEFAULT_OUTPUT_CAP,
         backoff: Backoff | None = None,
         stall_timeout: float = 60.0,
+        keepalive_interval: float = 10.0,
+        keepalive_count_max: int = 3,
     ) -> None:
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
@@ -102,6 +111,10 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.output_cap = output_cap
         self.backoff = backoff or Backoff()
         self.stall_timeout = stall_timeout
+        self.connect_timeout = connect_timeout
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        self.lost = None
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
         self.key_filename = key_filename
@@ -132,8 +145,11 @@ class SSMConnection(Connection):  # type: ignore[misc]
             pinned.add(self.host, key_type, key)
         # Fabric asks open_gateway() for a socket only when `gateway` is truthy.
         self.gateway = self.tunnels
+        self.lost = None
         try:
-            return super().open()
+            opened = super().open()
+            self._watch_session()
+            return opened
         except BaseException as exc:
             error = self.explain(exc)
             self._close_transport_and_tunnel()
@@ -143,15 +159,57 @@ class SSMConnection(Connection):  # type: ignore[misc]
         finally:
             self.gateway = False
 
-    def open_gateway(self) -> socket.socket:
+    def open_gateway(self) -> Any:
         self.tunnel = self.tunnels.open(self.host, self.label)
         return self.tunnel.sock
+
+    def _watch_session(self) -> None:
+        tunnel, transport = self.tunnel, self.client.get_transport()
+        if tunnel is None or transport is None or self.keepalive_interval <= 0:
+            return
+        interval, count = self.keepalive_interval, self.keepalive_count_max
+        error = SessionLostError(
+            f"{self.label}: SSM session lost: nothing came through the tunnel for {interval * (count + 1):g} s "
+            f"({count} keepalives unanswered): check the instance's SSM agent and network "
+            "(ssh.keepalive_interval / ssh.keepalive_count_max set the patience)",
+            self.label,
+        )
+
+        def on_lost() -> None:
+            self.lost = error
+            tunnel.lose(error)  # cuts the stream: paramiko's transport ends and the command returns
+
+        KeepaliveWatch(transport, lambda: tunnel.sock.reads, interval, count, on_lost).install()
+
+    def _raise_if_lost(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def run(self, command: str, **kwargs: Any) -> Any:
+        try:
+            result = super().run(command, **kwargs)
+        except Exception:
+            self._raise_if_lost()  # the session died under the command: say that, not what it did to Fabric
+            raise
+        self._raise_if_lost()
+        return result
+
+    def sudo(self, command: str, **kwargs: Any) -> Any:
+        try:
+            result = super().sudo(command, **kwargs)
+        except Exception:
+            self._raise_if_lost()
+            raise
+        self._raise_if_lost()
+        return result
 
     def explain(self, exc: BaseException) -> SSMFabError | None:
         """The one-line error a user should see for ``exc`` raised by open or a command, or None to let it through."""
         host = self.label
         if isinstance(exc, SSMFabError):
             return exc
+        if self.lost is not None:
+            return self.lost
         if isinstance(exc, paramiko.BadHostKeyException):
             return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts, label=host)
         if isinstance(exc, paramiko.AuthenticationException):
@@ -170,6 +228,13 @@ class SSMConnection(Connection):  # type: ignore[misc]
             failure = self.tunnel.failure(host) if self.tunnel is not None else None
             if failure is not None:
                 return failure
+            if self.tunnel is not None and not self.tunnel.sock.banner_seen:
+                return SSHError(
+                    f"{host}: no SSH banner through the SSM tunnel within {self.connect_timeout:g} s: the session is "
+                    "slow to set up or sshd does not answer on the instance; check the instance, or raise "
+                    "ssh.connect_timeout (SSMFAB_CONNECT_TIMEOUT)",
+                    host,
+                )
             if isinstance(exc, (socket.timeout, TimeoutError)):
                 return SSHError(
                     f"{host}: timed out talking SSH through the SSM tunnel: check the instance, or raise "

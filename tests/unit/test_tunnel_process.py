@@ -23,12 +23,13 @@ def test_close_ends_the_session_while_the_process_is_still_there_then_the_whole_
     seen: list[bool] = []
     tunnel: ProcessTunnel
 
-    def end_session() -> None:
+    def end_session(session_id: str | None) -> None:
         seen.append(tunnel.process.poll() is None)
 
     tunnel = ProcessTunnel(CAT_WITH_CHILD, on_close=end_session)
-    tunnel.sock.sendall(b"ping")
-    assert tunnel.sock.recv(4) == b"ping"
+    tunnel.sock.settimeout(10)
+    tunnel.sock.sendall(b"SSH-2.0-ping\r\n")  # the tunnel's socket hands on bytes from the SSH banner on
+    assert tunnel.sock.recv(64) == b"SSH-2.0-ping\r\n"
     tunnel.close()
     assert seen == [True]  # not after the process was gone: both ends wind down at once
     assert not _group_alive(tunnel.process.pid)
@@ -37,7 +38,7 @@ def test_close_ends_the_session_while_the_process_is_still_there_then_the_whole_
 
 
 def test_a_failing_session_end_still_ends_the_process_group() -> None:
-    def end_session() -> None:
+    def end_session(session_id: str | None) -> None:
         raise RuntimeError("AWS unreachable")
 
     tunnel = ProcessTunnel(CAT_WITH_CHILD, on_close=end_session)
