@@ -60,6 +60,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
     keepalive_count_max = 3
     #: Why the session was found dead by the keepalives, if it was (kept after the tunnel is closed).
     lost: SSMFabError | None = None
+    #: The open session's keepalive watch (None while closed or with keepalives off).
+    keepalive: KeepaliveWatch | None = None
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.keepalive_interval = keepalive_interval
         self.keepalive_count_max = keepalive_count_max
         self.lost = None
+        self.keepalive = None
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
         self.key_filename = key_filename
@@ -146,6 +149,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         # Fabric asks open_gateway() for a socket only when `gateway` is truthy.
         self.gateway = self.tunnels
         self.lost = None
+        self.keepalive = None
         try:
             opened = super().open()
             self._watch_session()
@@ -179,7 +183,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
             self.lost = error
             tunnel.lose(error)  # cuts the stream: paramiko's transport ends and the command returns
 
-        KeepaliveWatch(transport, lambda: tunnel.sock.reads, interval, count, on_lost).install()
+        self.keepalive = KeepaliveWatch(transport, lambda: tunnel.sock.reads, interval, count, on_lost)
+        self.keepalive.install()
 
     def _raise_if_lost(self) -> None:
         if self.lost is not None:

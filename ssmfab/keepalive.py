@@ -43,6 +43,8 @@ class KeepaliveWatch:
         self._last_reads = reads()
         #: Keepalives sent since anything last arrived.
         self.unanswered = 0
+        #: Times something arrived after keepalives had gone out: the session was quiet, not dead.
+        self.answered = 0
         self.lost = False
 
     def install(self) -> None:
@@ -56,6 +58,8 @@ class KeepaliveWatch:
         reads = self._reads()
         if reads != self._last_reads:
             self._last_reads = reads
+            if self.unanswered:
+                self.answered += 1
             self.unanswered = 0
             return
         if self.unanswered >= self.count_max:

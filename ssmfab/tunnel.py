@@ -41,7 +41,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .aws import AWSContext, aws_errors, describe_client_error
 from .config import Settings
-from .exceptions import AWSCLIError, CredentialsError, PluginError, SSMFabError, TunnelError
+from .exceptions import AccessDeniedError, AWSCLIError, CredentialsError, PluginError, SSMFabError, TunnelError
 from .tunnelsocket import TunnelSocket
 
 if TYPE_CHECKING:
@@ -369,10 +369,8 @@ class SessionEnder:
                 if self._told:
                     return
                 self._told = True
-            message = (
-                f"warning: could not end SSM session(s) on close ({exc}); they stay open until SSM's idle "
-                "timeout: check that your IAM policy allows ssm:TerminateSession"
-            )
+            fix = "; allow ssm:TerminateSession in IAM" if isinstance(exc, AccessDeniedError) else ""
+            message = f"warning: SSM sessions could not be ended on close and stay open until SSM's idle timeout: {exc}{fix}"
             if self.notify is not None:
                 self.notify(message)
             else:

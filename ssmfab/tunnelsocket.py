@@ -101,6 +101,7 @@ class TunnelSocket:
             self._end_of_stream()
             return b""
         if self._scan(self._pending + data):
+            self.recv = self._recv_pending
             return self._recv_pending(size)
         if self.overflowed:
             raise PreambleTooLong(f"no SSH banner in the first {self._cap} bytes from the tunnel")

@@ -164,3 +164,32 @@ def test_a_data_channel_that_dies_mid_command_ends_that_host_only(
     assert lost and all("web-1" in line for line in lost)
     assert any(line.startswith("FAILED web-1") for line in lost)
     assert not any("web-2" in line for line in lost)
+
+
+def test_a_quiet_session_that_answers_its_keepalives_is_not_lost(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    # A command silent for many keepalive intervals: sshd answers every keepalive, so the session lives on.
+    client = Client(tunnel="plugin", keepalive_interval=0.2, keepalive_count_max=10, notify=lambda message: None)
+    release = Path(sandbox.host("db-1").folder) / "home" / "quiet-release"
+    release.unlink(missing_ok=True)
+    outcome: dict[str, Any] = {}
+    with client.connect(host_id(sandbox, "db-1")) as conn:
+
+        def quiet_command() -> None:
+            try:
+                outcome["stdout"] = conn.run("while [ ! -e quiet-release ]; do sleep 0.05; done; echo still here", hide=True).stdout
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=quiet_command)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while conn.keepalive is None or conn.keepalive.answered < 3:
+                assert worker.is_alive() and time.monotonic() < deadline, f"no keepalive answered: {outcome}"
+                time.sleep(0.02)
+        finally:
+            release.touch()
+            worker.join(timeout=60)
+        assert conn.lost is None
+    release.unlink()
+    assert outcome == {"stdout": "still here\n"}
