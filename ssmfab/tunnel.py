@@ -280,6 +280,12 @@ class ProcessTunnel:
             )
         last = next((line.strip() for line in reversed(text.splitlines()) if _telling(line)), "")
         said = self.sock.reason  # what the plugin printed on the stream instead of an SSH banner
+        if self.sock.overflowed:
+            return TunnelError(
+                f"{host}: no SSH banner in what came through the SSM tunnel (it began: {_shortened(said, 120)}); "
+                "check that the document's port on the instance is sshd's",
+                host,
+            )
         if not self.sock.banner_seen and said:
             return TunnelError(
                 f"{host}: the SSM session ended before SSH started: {_shortened(said)}; "
