@@ -55,7 +55,6 @@ class SSMConnection(Connection):  # type: ignore[misc]
     stall_timeout = 60.0
     tunnel: Tunnel | None = None
     key_filename: str | None = None
-    connect_timeout = 30.0
     keepalive_interval = 10.0
     keepalive_count_max = 3
     #: Why the session was found dead by the keepalives, if it was (kept after the tunnel is closed).
@@ -113,7 +112,6 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.output_cap = output_cap
         self.backoff = backoff or Backoff()
         self.stall_timeout = stall_timeout
-        self.connect_timeout = connect_timeout
         self.keepalive_interval = keepalive_interval
         self.keepalive_count_max = keepalive_count_max
         self.lost = None
@@ -235,7 +233,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
                 return failure
             if self.tunnel is not None and not self.tunnel.sock.banner_seen:
                 return SSHError(
-                    f"{host}: no SSH banner through the SSM tunnel within {self.connect_timeout:g} s: the session is "
+                    f"{host}: no SSH banner through the SSM tunnel within {self.connect_kwargs.get('banner_timeout', 0):g} s: the session is "
                     "slow to set up or sshd does not answer on the instance; check the instance, or raise "
                     "ssh.connect_timeout (SSMFAB_CONNECT_TIMEOUT)",
                     host,

@@ -98,6 +98,19 @@ def test_a_session_slower_than_paramikos_banner_wait_still_connects(
 
 
 @pytest.mark.parametrize("mode", ["cli", "plugin"])
+def test_a_session_slower_than_the_connect_timeout_says_so(
+    mode: str, fake: FakePlugin, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_PLUGIN_MODE", "slow")  # and never released
+    client = Client(tunnel=mode, connect_timeout=1, attempts=1, notify=lambda message: None)
+    target = host_id(sandbox, "web-1")
+    with pytest.raises(SSMFabError) as failed:
+        client.connect(target).run("true", hide=True)
+    assert str(failed.value).startswith(f"{target}: no SSH banner through the SSM tunnel within 1 s")
+    assert "ssh.connect_timeout" in str(failed.value)
+
+
+@pytest.mark.parametrize("mode", ["cli", "plugin"])
 def test_the_agents_refusal_is_the_hosts_error_line(mode: str, fake: FakePlugin, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_PLUGIN_MODE", "refuse")
     client = Client(tunnel=mode, notify=lambda message: None)
