@@ -40,6 +40,8 @@ OVERRIDE_KEYS = {
     "ephemeral_key": "ssh.ephemeral_key",
     "connect_timeout": "ssh.connect_timeout",
     "stall_timeout": "ssh.stall_timeout",
+    "keepalive_interval": "ssh.keepalive_interval",
+    "keepalive_count_max": "ssh.keepalive_count_max",
     "tunnel": "tunnel.mode",
     "document": "tunnel.document",
     "remote_port": "tunnel.remote_port",
@@ -92,7 +94,7 @@ class Client:
     def tunnels(self) -> TunnelFactory:
         with self._lock:
             if self._tunnels is None:
-                self._tunnels = tunnel_factory(self.settings, self.aws)
+                self._tunnels = tunnel_factory(self.settings, self.aws, self.notify)
             return self._tunnels
 
     @property
@@ -144,6 +146,8 @@ class Client:
             "notify": self.notify,
             "output_cap": self.settings.run.output_cap,
             "stall_timeout": ssh.stall_timeout,
+            "keepalive_interval": ssh.keepalive_interval,
+            "keepalive_count_max": ssh.keepalive_count_max,
             "backoff": Backoff(attempts=self.settings.tunnel.attempts, delay=self.settings.tunnel.retry_delay),
         }
         key = self.ephemeral_key

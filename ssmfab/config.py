@@ -70,6 +70,12 @@ class SSHSettings:
     connect_timeout: float = field(default=30.0, metadata={"env": "SSMFAB_CONNECT_TIMEOUT"})
     #: Seconds a transfer may go without progress before it fails (and leaves nothing half-written).
     stall_timeout: float = field(default=60.0, metadata={"env": "SSMFAB_STALL_TIMEOUT"})
+    #: Seconds without anything from the tunnel after which a keepalive asks sshd for an answer (0: none);
+    #: OpenSSH's ServerAliveInterval. A data channel can die without closing: this is how it is noticed.
+    keepalive_interval: float = field(default=10.0, metadata={"env": "SSMFAB_KEEPALIVE_INTERVAL"})
+    #: Keepalives in a row that may go unanswered before the session counts as lost (ServerAliveCountMax):
+    #: by default a dead session ends its host's work within (3 + 1) x 10 s.
+    keepalive_count_max: int = field(default=3, metadata={"env": "SSMFAB_KEEPALIVE_COUNT_MAX"})
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,8 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: aws.connect_timeout and aws.read_timeout must be positive, aws.max_attempts at least 1")
     if settings.ssh.connect_timeout <= 0:
         raise ConfigError(f"{source}: ssh.connect_timeout must be positive")
+    if settings.ssh.keepalive_interval < 0 or settings.ssh.keepalive_count_max < 1:
+        raise ConfigError(f"{source}: ssh.keepalive_interval must not be negative and ssh.keepalive_count_max at least 1")
     if settings.tunnel.attempts < 1 or settings.tunnel.retry_delay < 0:
         raise ConfigError(f"{source}: tunnel.attempts must be at least 1 and tunnel.retry_delay not negative")
     if settings.deploy.keep_releases < 2:

@@ -3,7 +3,8 @@
 Everything Fabric offers (run, sudo, put, get, cd, prefix, forward_local, sftp) works unchanged: only
 ``open``/``close`` differ. Opening starts the tunnel, pins the host key per instance id and maps every
 failure to a one-line ssmfab error naming the host; closing ends the SSH session, the tunnel's process
-group and the SSM session, whatever state they are in.
+group and the SSM session, whatever state they are in. While open, keepalives watch the session (see
+``keepalive``): a data channel that died ends the host's command with one line instead of a hang.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import paramiko
 from fabric import Config, Connection
 
 from .fastssh import fast_transport
-from .exceptions import AuthenticationError, SSHError, SSMFabError
+from .exceptions import AuthenticationError, SessionLostError, SSHError, SSMFabError
 from .interrupt import Interrupted
+from .keepalive import KeepaliveWatch
 from .keys import needs_passphrase
 from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
@@ -59,6 +61,12 @@ class SSMConnection(Connection):  # type: ignore[misc]
     #: Set when the run is interrupted (a fan-out sets it on Ctrl-C): no tunnel opens any more, and transfers
     #: stop between chunks, removing their temporary files.
     cancel: threading.Event | None = None
+    keepalive_interval = 10.0
+    keepalive_count_max = 3
+    #: Why the session was found dead by the keepalives, if it was (kept after the tunnel is closed).
+    lost: SSMFabError | None = None
+    #: The open session's keepalive watch (None while closed or with keepalives off).
+    keepalive: KeepaliveWatch | None = None
 
     def __init__(
         self,
@@ -78,6 +86,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
         output_cap: int = DEFAULT_OUTPUT_CAP,
         backoff: Backoff | None = None,
         stall_timeout: float = 60.0,
+        keepalive_interval: float = 10.0,
+        keepalive_count_max: int = 3,
     ) -> None:
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
@@ -108,6 +118,10 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.output_cap = output_cap
         self.backoff = backoff or Backoff()
         self.stall_timeout = stall_timeout
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        self.lost = None
+        self.keepalive = None
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
         self.key_filename = key_filename
@@ -138,8 +152,12 @@ class SSMConnection(Connection):  # type: ignore[misc]
             pinned.add(self.host, key_type, key)
         # Fabric asks open_gateway() for a socket only when `gateway` is truthy.
         self.gateway = self.tunnels
+        self.lost = None
+        self.keepalive = None
         try:
-            return super().open()
+            opened = super().open()
+            self._watch_session()
+            return opened
         except BaseException as exc:
             error = self.explain(exc)
             self._close_transport_and_tunnel()
@@ -149,7 +167,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         finally:
             self.gateway = False
 
-    def open_gateway(self) -> socket.socket:
+    def open_gateway(self) -> Any:
         if self.cancel is not None and self.cancel.is_set():
             raise Interrupted()
         self.tunnel = self.tunnels.open(self.host, self.label)
@@ -159,11 +177,54 @@ class SSMConnection(Connection):  # type: ignore[misc]
             raise Interrupted()
         return self.tunnel.sock
 
+    def _watch_session(self) -> None:
+        tunnel, transport = self.tunnel, self.client.get_transport()
+        if tunnel is None or transport is None or self.keepalive_interval <= 0:
+            return
+        interval, count = self.keepalive_interval, self.keepalive_count_max
+        error = SessionLostError(
+            f"{self.label}: SSM session lost: nothing came through the tunnel for {interval * (count + 1):g} s "
+            f"({count} keepalives unanswered): check the instance's SSM agent and network "
+            "(ssh.keepalive_interval / ssh.keepalive_count_max set the patience)",
+            self.label,
+        )
+
+        def on_lost() -> None:
+            self.lost = error
+            tunnel.lose(error)  # cuts the stream: paramiko's transport ends and the command returns
+
+        self.keepalive = KeepaliveWatch(transport, lambda: tunnel.sock.reads, interval, count, on_lost)
+        self.keepalive.install()
+
+    def _raise_if_lost(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def run(self, command: str, **kwargs: Any) -> Any:
+        try:
+            result = super().run(command, **kwargs)
+        except Exception:
+            self._raise_if_lost()  # the session died under the command: say that, not what it did to Fabric
+            raise
+        self._raise_if_lost()
+        return result
+
+    def sudo(self, command: str, **kwargs: Any) -> Any:
+        try:
+            result = super().sudo(command, **kwargs)
+        except Exception:
+            self._raise_if_lost()
+            raise
+        self._raise_if_lost()
+        return result
+
     def explain(self, exc: BaseException) -> SSMFabError | None:
         """The one-line error a user should see for ``exc`` raised by open or a command, or None to let it through."""
         host = self.label
         if isinstance(exc, SSMFabError):
             return exc
+        if self.lost is not None:
+            return self.lost
         if isinstance(exc, paramiko.BadHostKeyException):
             return changed_key_error(self.host, exc.key, exc.expected_key, self.known_hosts, label=host)
         if isinstance(exc, paramiko.AuthenticationException):
@@ -191,6 +252,13 @@ class SSMConnection(Connection):  # type: ignore[misc]
             failure = self.tunnel.failure(host) if self.tunnel is not None else None
             if failure is not None:
                 return failure
+            if self.tunnel is not None and not self.tunnel.sock.banner_seen:
+                return SSHError(
+                    f"{host}: no SSH banner through the SSM tunnel within {self.connect_kwargs.get('banner_timeout', 0):g} s: the session is "
+                    "slow to set up or sshd does not answer on the instance; check the instance, or raise "
+                    "ssh.connect_timeout (SSMFAB_CONNECT_TIMEOUT)",
+                    host,
+                )
             if isinstance(exc, (socket.timeout, TimeoutError)):
                 return SSHError(
                     f"{host}: timed out talking SSH through the SSM tunnel: check the instance, or raise "

@@ -16,7 +16,8 @@ filter involved and says what to do about it, in one line.
     ├── TunnelError                 the SSM tunnel could not be opened or died
     │   ├── PluginError             session-manager-plugin missing or too old
     │   ├── AWSCLIError             the aws CLI is missing (cli tunnel mode)
-    │   └── TargetNotConnectedError the instance's SSM agent is not connected (retried)
+    │   ├── TargetNotConnectedError the instance's SSM agent is not connected (retried)
+    │   └── SessionLostError        the SSM session went silent: keepalives went unanswered
     ├── SSHError                    the SSH layer inside the tunnel failed
     │   ├── AuthenticationError     the SSH key or user was refused
     │   └── HostKeyError            unknown key in strict mode, or a changed key
@@ -84,6 +85,10 @@ class AWSCLIError(TunnelError):
 
 class TargetNotConnectedError(TunnelError):
     pass
+
+
+class SessionLostError(TunnelError):
+    """The data channel died without closing (keepalives went unanswered); the tunnel was cut."""
 
 
 class SSHError(SSMFabError):

@@ -6,8 +6,9 @@
 It does what ``aws ssm start-session --document-name AWS-StartSSHSession`` does (StartSession, then the
 session-manager-plugin with the aws CLI's calling convention) and then *becomes* the plugin (exec): no
 aws process stays alive beside each connection (~60 MiB each), and it starts in a fraction of the aws
-CLI's time because it loads only what StartSession needs. The plugin ends the SSM session when ssh closes, as it does
-under the aws CLI. Settings (region, profile, endpoint, plugin, document) come from the usual ssmfab
+CLI's time because it loads only what StartSession needs. As under the aws CLI, nothing ends the SSM session when
+ssh closes (session-manager-plugin calls no TerminateSession when its input ends): it stays open until SSM's
+idle timeout. ssmfab's own commands end theirs. Settings (region, profile, endpoint, plugin, document) come from the usual ssmfab
 layers: config files and SSMFAB_*/AWS_* environment variables.
 """
 

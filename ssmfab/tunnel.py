@@ -9,9 +9,14 @@ Modes:
 ``cli``
     The documented ProxyCommand ``aws ssm start-session --target ID --document-name AWS-StartSSHSession
     --parameters portNumber=22``. The aws process stays alive (as the plugin's parent) for the session.
+    Neither the aws CLI nor the plugin ends the SSM session when the input ends: the session id the plugin
+    prints on the stream is read (TunnelSocket) and TerminateSession called on close.
 ``plugin``
     StartSession through boto3 in this process, then session-manager-plugin started directly with the
     aws CLI's exact calling convention, so any real plugin build works; TerminateSession on close.
+
+What the plugin prints before sshd's banner never reaches paramiko (see ``tunnelsocket``): it is kept for
+the error line of a session that ended before SSH started.
 
 Every tunnel process runs in its own session and process group; ``close()`` ends the whole group, so
 the plugin under an aws process is never orphaned (paramiko's ProxyCommand only signals its child).
@@ -20,6 +25,7 @@ the plugin under an aws process is never orphaned (paramiko's ProxyCommand only 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,11 +36,13 @@ import tempfile
 import threading
 import time
 from contextlib import suppress
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .aws import AWSContext, aws_errors, describe_client_error
 from .config import Settings
-from .exceptions import AWSCLIError, CredentialsError, PluginError, SSMFabError, TunnelError
+from .exceptions import AccessDeniedError, AWSCLIError, CredentialsError, PluginError, SSMFabError, TunnelError
+from .tunnelsocket import TunnelSocket
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -55,9 +63,14 @@ AWS_ERROR_LINE = re.compile(r"An error occurred \((\w+)\) when calling the (\w+)
 class Tunnel(Protocol):
     """An open byte stream to one instance's sshd."""
 
-    sock: socket.socket
+    sock: TunnelSocket
 
     def close(self) -> None: ...
+
+    def lose(self, error: SSMFabError) -> None:
+        """The session is dead (keepalives went unanswered): remember why, and cut the stream now so paramiko
+        stops waiting on it; ``failure`` then returns ``error``."""
+        ...
 
     def failure(self, host: str) -> SSMFabError | None:
         """Why the tunnel broke, from its process's exit status and stderr; None if it looks healthy."""
@@ -152,6 +165,10 @@ def _telling(line: str) -> bool:
     return bool(stripped) and not stripped.startswith(NOISE_PREFIXES)
 
 
+def _shortened(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is left in the group (zombies of reparented children don't count)."""
     try:
@@ -185,17 +202,27 @@ def _group_alive(pgid: int) -> bool:
 class ProcessTunnel:
     """A child process group whose stdin/stdout is the other end of ``sock``."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, *, on_close: Any = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        on_close: Callable[[str | None], object] | None = None,
+        session_id: str | None = None,
+    ) -> None:
         self.argv = argv
         self._own, child_end = socket.socketpair()
         #: What paramiko gets: a duplicate, so that close() can still shut the socket down after paramiko
         #: closed its copy (its transport thread keeps the socket open until a pending recv() times out).
-        self.sock = self._own.dup()
+        self.sock = TunnelSocket(self._own.dup())
         child_fd = child_end.fileno()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        #: Called on close with the SSM session's id (None if it never became known), to end the session.
         self._on_close = on_close
+        self._session_id = session_id
         self._closed = False
         self._final_stderr = ""
+        self.lost: SSMFabError | None = None
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -214,6 +241,16 @@ class ProcessTunnel:
         finally:
             child_end.close()
 
+    @property
+    def session_id(self) -> str | None:
+        """The SSM session's id: known from StartSession (plugin mode) or announced by the plugin (cli mode)."""
+        return self._session_id or self.sock.session_id
+
+    def lose(self, error: SSMFabError) -> None:
+        self.lost = error
+        with suppress(OSError):
+            self._own.shutdown(socket.SHUT_RDWR)
+
     def stderr_text(self) -> str:
         if self._stderr.closed:
             return self._final_stderr
@@ -221,6 +258,8 @@ class ProcessTunnel:
         return self._stderr.read()[-8192:].decode(errors="replace")
 
     def failure(self, host: str) -> SSMFabError | None:
+        if self.lost is not None:
+            return self.lost
         try:
             # A dying tunnel may still be writing its reason; give it a moment to finish.
             code: int | None = self.process.wait(timeout=0 if self._closed else 2)
@@ -239,12 +278,25 @@ class ProcessTunnel:
             return CredentialsError(
                 f"{host}: the aws CLI found no AWS credentials: set AWS_PROFILE, run `aws configure` or `aws sso login`"
             )
-        if code is None and not text.strip():
-            return None
         last = next((line.strip() for line in reversed(text.splitlines()) if _telling(line)), "")
-        status = "still running" if code is None else f"exit {code}"
+        said = self.sock.reason  # what the plugin printed on the stream instead of an SSH banner
+        if self.sock.overflowed:
+            return TunnelError(
+                f"{host}: no SSH banner in what came through the SSM tunnel (it began: {_shortened(said, 120)}); "
+                "check that the document's port on the instance is sshd's",
+                host,
+            )
+        if not self.sock.banner_seen and said:
+            return TunnelError(
+                f"{host}: the SSM session ended before SSH started: {_shortened(said)}; "
+                "check that sshd runs on the instance and listens on the document's port",
+                host,
+            )
+        if code is None:
+            # Still running: the stream is open. Not a closed tunnel; the caller knows what it waited for.
+            return None
         reason = f": {last}" if last else ""
-        return TunnelError(f"{host}: SSM tunnel closed ({status}){reason}; check that sshd runs on the instance", host)
+        return TunnelError(f"{host}: SSM tunnel closed (exit {code}){reason}; check that sshd runs on the instance", host)
 
     def _group_alive(self) -> bool:
         # While the leader lives the group does: no need to read /proc for it (that scan cost a 50-host
@@ -256,6 +308,7 @@ class ProcessTunnel:
         if self._closed:
             return
         self._closed = True
+        self.sock.read_available_preamble(via=self._own)  # a session id printed but not read yet (cli mode)
         with suppress(OSError):
             self._own.shutdown(socket.SHUT_RDWR)  # EOF to the tunnel process now, whoever holds a copy
         self._own.close()
@@ -266,7 +319,9 @@ class ProcessTunnel:
             # the plugin closes its data channel on its way out (one host's close 40 -> 25 ms on the
             # sandbox). session-manager-plugin calls no TerminateSession when its input ends, so this does.
             # On a thread of its own, so an AWS that does not answer never keeps the processes alive.
-            ending = threading.Thread(target=self._on_close, name="ssmfab-end-session", daemon=True)
+            ending = threading.Thread(
+                target=self._on_close, args=(self.session_id,), name="ssmfab-end-session", daemon=True
+            )
             ending.start()
         try:
             self._end_group()
@@ -305,15 +360,46 @@ class ProcessTunnel:
         self._stderr.close()
 
 
+class SessionEnder:
+    """TerminateSession for the tunnels of one run. A failure never fails a host (its work is done; the
+    session ends at SSM's idle timeout), but it is said once per run through ``notify``: the same cause
+    (a policy without ssm:TerminateSession, say) would otherwise print a line per host."""
+
+    def __init__(self, ssm: Callable[[], SSMClient], notify: Callable[[str], object] | None = None) -> None:
+        self._ssm = ssm
+        self.notify = notify
+        self._lock = threading.Lock()
+        self._told = False
+
+    def end(self, session_id: str | None, target_id: str) -> None:
+        if not session_id:
+            return
+        try:
+            with aws_errors(f"ending SSM session {session_id}", target_id):
+                self._ssm().terminate_session(SessionId=session_id)
+        except SSMFabError as exc:
+            with self._lock:
+                if self._told:
+                    return
+                self._told = True
+            fix = "; allow ssm:TerminateSession in IAM" if isinstance(exc, AccessDeniedError) else ""
+            message = f"warning: SSM sessions could not be ended on close and stay open until SSM's idle timeout: {exc}{fix}"
+            if self.notify is not None:
+                self.notify(message)
+            else:
+                logging.getLogger("ssmfab").warning(message)
+
+
 class CLITunnelFactory:
     """The documented ProxyCommand: ``aws ssm start-session … --document-name AWS-StartSSHSession``."""
 
     mode = "cli"
 
-    def __init__(self, settings: Settings, aws: AWSContext) -> None:
+    def __init__(self, settings: Settings, aws: AWSContext, notify: Callable[[str], object] | None = None) -> None:
         self.settings = settings
         self.aws = aws
         self._plugin = PluginCheck(settings.tunnel.plugin)
+        self.ender = SessionEnder(aws.ssm, notify)
 
     def prepare(self) -> None:
         self._plugin.start()
@@ -342,7 +428,10 @@ class CLITunnelFactory:
         # The CLI's own AWS calls get the same bounds as ours (not in argv(): ssh configs keep the plain form).
         bounds = ["--cli-connect-timeout", f"{self.aws.connect_timeout:g}", "--cli-read-timeout", f"{self.aws.read_timeout:g}"]
         env = dict(os.environ, AWS_MAX_ATTEMPTS=str(self.aws.max_attempts), AWS_RETRY_MODE="standard")
-        return ProcessTunnel([*self.argv(target_id), *bounds], env)
+        # The plugin announces the session's id on the stream; neither it nor the aws CLI ends the session.
+        return ProcessTunnel(
+            [*self.argv(target_id), *bounds], env, on_close=lambda session_id: self.ender.end(session_id, target_id)
+        )
 
 
 class PluginTunnelFactory:
@@ -350,10 +439,11 @@ class PluginTunnelFactory:
 
     mode = "plugin"
 
-    def __init__(self, settings: Settings, aws: AWSContext) -> None:
+    def __init__(self, settings: Settings, aws: AWSContext, notify: Callable[[str], object] | None = None) -> None:
         self.settings = settings
         self.aws = aws
         self._plugin = PluginCheck(settings.tunnel.plugin)
+        self.ender = SessionEnder(lambda: self.ssm, notify)
 
     def prepare(self) -> None:
         self._plugin.start()
@@ -373,13 +463,9 @@ class PluginTunnelFactory:
         request, response = start_ssh_session(self.settings, self.ssm, target_id, label)
         session_id = response["SessionId"]
 
-        def terminate() -> None:
+        def terminate(known_id: str | None = session_id) -> None:
             # The session must end on AWS's side too, whatever the plugin did on its way out.
-            try:
-                with aws_errors("terminating the SSM session", target_id):
-                    self.ssm.terminate_session(SessionId=session_id)
-            except SSMFabError:
-                pass
+            self.ender.end(known_id or session_id, target_id)
 
         try:
             version = self._plugin.version()
@@ -388,7 +474,7 @@ class PluginTunnelFactory:
             raise
         argv, env = plugin_command(self.settings, self.aws, self.ssm.meta.endpoint_url, version, request, response)
         try:
-            return ProcessTunnel(argv, env, on_close=terminate)
+            return ProcessTunnel(argv, env, on_close=terminate, session_id=session_id)
         except TunnelError:
             terminate()
             raise
@@ -431,7 +517,8 @@ def plugin_command(
     return argv, env
 
 
-def tunnel_factory(settings: Settings, aws: AWSContext) -> TunnelFactory:
+def tunnel_factory(settings: Settings, aws: AWSContext, notify: Callable[[str], object] | None = None) -> TunnelFactory:
+    """The factory for ``tunnel.mode``; ``notify`` gets run-wide notices (a session that could not be ended)."""
     if settings.tunnel.mode == "plugin":
-        return PluginTunnelFactory(settings, aws)
-    return CLITunnelFactory(settings, aws)
+        return PluginTunnelFactory(settings, aws, notify)
+    return CLITunnelFactory(settings, aws, notify)
