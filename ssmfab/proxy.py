@@ -6,16 +6,23 @@
 It does what ``aws ssm start-session --document-name AWS-StartSSHSession`` does (StartSession, then the
 session-manager-plugin with the aws CLI's calling convention) and then *becomes* the plugin (exec): no
 aws process stays alive beside each connection (~60 MiB each), and it starts in a fraction of the aws
-CLI's time because it loads only what StartSession needs. As under the aws CLI, nothing ends the SSM session when
-ssh closes (session-manager-plugin calls no TerminateSession when its input ends): it stays open until SSM's
-idle timeout. ssmfab's own commands end theirs. Settings (region, profile, endpoint, plugin, document) come from the usual ssmfab
-layers: config files and SSMFAB_*/AWS_* environment variables.
+CLI's time because it loads only what StartSession needs.
+
+Unlike the aws CLI it also ends the SSM session when ssh is done with it: session-manager-plugin calls no
+TerminateSession when its input ends, so a session would otherwise stay open until SSM's idle timeout. Just
+before the exec a small watcher is forked off; it lets go of ssh's pipes, waits for the plugin (the process
+ssh started) to exit, calls TerminateSession and exits. Settings (region, profile, endpoint, plugin,
+document) come from the usual ssmfab layers: config files and SSMFAB_*/AWS_* environment variables.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
+import time
+from collections.abc import Callable
 
 from .aws import aws_context
 from .config import load_settings
@@ -52,7 +59,57 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssmfab-proxy: {exc}", file=sys.stderr)
         return exc.exit_code
     sys.stdout.flush()
+    sys.stderr.flush()
+    end_session_after_exit(lambda: ssm.terminate_session(SessionId=response["SessionId"]))
     os.execve(command[0], command, env)
+    return 0  # not reached: execve replaces this process
+
+
+def end_session_after_exit(terminate: Callable[[], object]) -> None:
+    """Fork a watcher that calls ``terminate`` once this process (about to become the plugin) has exited.
+
+    The watcher gives up ssh's pipes at once (ssh must see EOF when the plugin ends, not when the watcher
+    does) and ignores the hang-up and interrupt signals ssh and the terminal send to the proxy. A fork that
+    fails leaves the session to SSM's idle timeout, as under the aws CLI, rather than failing the connection."""
+    watched = os.getpid()
+    try:
+        child = os.fork()
+    except OSError:
+        return
+    if child:
+        return
+    try:
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        os.setsid()  # out of ssh's process group: signals meant for the plugin do not reach the watcher
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        _wait_for_exit(watched)
+        terminate()
+    except BaseException:  # noqa: BLE001 - nobody is left to tell; the session ends at SSM's idle timeout
+        pass
+    finally:
+        os._exit(0)
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Until ``pid`` (not our child: our parent, which execs the plugin) has exited."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while True:  # no pidfd (old kernel): ask now and then
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+    try:
+        select.select([handle], [], [])
+    finally:
+        os.close(handle)
 
 
 if __name__ == "__main__":
