@@ -319,15 +319,20 @@ class ProcessTunnel:
             # the plugin closes its data channel on its way out (one host's close 40 -> 25 ms on the
             # sandbox). session-manager-plugin calls no TerminateSession when its input ends, so this does.
             # On a thread of its own, so an AWS that does not answer never keeps the processes alive.
-            ending = threading.Thread(
-                target=self._on_close, args=(self.session_id,), name="ssmfab-end-session", daemon=True
-            )
+            ending = threading.Thread(target=self._end_session, name="ssmfab-end-session", daemon=True)
             ending.start()
         try:
             self._end_group()
         finally:
             if ending is not None:
                 ending.join()  # bounded by the AWS client's timeouts (aws.read_timeout, aws.max_attempts)
+
+    def _end_session(self) -> None:
+        assert self._on_close is not None
+        try:
+            self._on_close(self.session_id)
+        except Exception:  # noqa: BLE001 - a thread of its own: nobody to raise to; the processes still end
+            logging.getLogger("ssmfab").warning("ending the SSM session %s failed", self.session_id, exc_info=True)
 
     def _end_group(self) -> None:
         pgid = self.process.pid

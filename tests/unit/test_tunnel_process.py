@@ -45,8 +45,7 @@ def test_a_failing_session_end_still_ends_the_process_group() -> None:
         raise RuntimeError("AWS unreachable")
 
     tunnel = ProcessTunnel(CAT_WITH_CHILD, on_close=end_session)
-    with pytest.raises(RuntimeError):
-        tunnel.close()
+    tunnel.close()  # the session is ended on a thread of its own: its failure cannot keep the processes alive
     assert not _group_alive(tunnel.process.pid)
 
 
