@@ -88,9 +88,21 @@ def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 
 def active_sessions(env: dict[str, str]) -> list[dict[str, object]]:
-    """SSM sessions the sandbox's moto still counts as active."""
+    """SSM sessions the sandbox's moto still counts as active (every page: a whole run opens hundreds)."""
     ssm = boto3.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    return list(ssm.describe_sessions(State="Active")["Sessions"])
+    return [s for page in ssm.get_paginator("describe_sessions").paginate(State="Active") for s in page["Sessions"]]
+
+
+def session_status(endpoint: str, session_id: str) -> str:
+    """One session's status as DescribeSessions reports it (Connected, Terminated, Failed…), or "absent"."""
+    ssm = boto3.client("ssm", endpoint_url=endpoint, region_name="us-east-1")
+    for state in ("Active", "History"):
+        pages = ssm.get_paginator("describe_sessions").paginate(
+            State=state, Filters=[{"key": "SessionId", "value": session_id}]
+        )
+        for session in (s for page in pages for s in page["Sessions"]):
+            return str(session["Status"])
+    return "absent"
 
 
 def active_session_ids(env: dict[str, str]) -> set[str]:

@@ -15,6 +15,7 @@ import select
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -25,6 +26,8 @@ from ssmfab.sandbox import Sandbox
 from ssmfab.sandbox import datachannel as dc
 from ssmfab.sandbox.plugin import WebSocket
 from ssmfab.transfer import get, put
+
+from .conftest import session_status
 
 REAL_PLUGIN_NAME = "session-manager-plugin"
 #: A safety net against a hang (never a schedule).
@@ -105,12 +108,8 @@ def plugins() -> Iterator[list[Plugin]]:
         plugin.kill()
 
 
-def status_of(ssm: object, session_id: str) -> str:
-    for state in ("Active", "History"):
-        for session in ssm.describe_sessions(State=state)["Sessions"]:  # type: ignore[attr-defined]
-            if session["SessionId"] == session_id:
-                return str(session["Status"])
-    return "absent"
+def status_of(ssm: Any, session_id: str) -> str:
+    return session_status(ssm.meta.endpoint_url, session_id)
 
 
 def test_terminate_session_closes_the_channel_and_the_plugin_exits_0(
@@ -123,6 +122,7 @@ def test_terminate_session_closes_the_channel_and_the_plugin_exits_0(
     assert out.startswith(f"\nStarting session with SessionId: {plugin.session_id}\n".encode())
     assert status_of(ssm, plugin.session_id) == "Connected"
     ssm.terminate_session(SessionId=plugin.session_id)  # type: ignore[attr-defined]
+    plugin.read_until(b"Exiting session")  # the plugin's own words, before finish() closes its stdin
     code, out = plugin.finish()
     assert code == 0
     assert out.endswith(f"\n\nExiting session with sessionId: {plugin.session_id}.\n\n".encode())
@@ -153,6 +153,7 @@ def test_a_closed_port_ends_the_session_with_the_agents_reason(
     session, request = start_session(ssm, sandbox, "db-1")
     plugin = Plugin(program, sandbox_env, session, request)
     plugins.append(plugin)
+    plugin.read_until(b"Unable to connect")  # before finish(), whose closing of stdin would end the plugin first
     code, out = plugin.finish()
     assert code == 0
     reason = "Unable to connect to specified port: dial tcp 127.0.0.1:22: connect: connection refused"

@@ -22,7 +22,7 @@ from ssmfab.exceptions import TransferError
 from ssmfab import fastssh
 from ssmfab.fastssh import ByteQueue
 from ssmfab.hoststreams import stream_command
-from ssmfab.sandbox import Sandbox
+from ssmfab.sandbox import LinkModel, Sandbox
 
 from .conftest import new_active_sessions, tunnel_processes
 
@@ -226,14 +226,15 @@ def test_the_link_model_delays_setup_and_caps_bandwidth(
 ) -> None:
     instance, home = host(sandbox, "db-1")
     (home / "slow.bin").write_bytes(os.urandom(300_000))
-    monkeypatch.setenv("SSMFAB_SANDBOX_LINK", "setup=0.5,rate=200k,chunk=1024")
     client = Client(tunnel="plugin", notify=lambda message: None)
-    started = time.monotonic()
-    with client.connect(instance) as conn:
-        conn.run("true", hide=True)
-        connected = time.monotonic()
-        transfer.get(conn, "slow.bin", str(tmp_path / "slow.bin"))
-        moved = time.monotonic()
+    # The service side applies the model (to any plugin): setup delay and download rate.
+    with sandbox.linked(LinkModel.parse("setup=0.5,rate=200k,chunk=1024")):
+        started = time.monotonic()
+        with client.connect(instance) as conn:
+            conn.run("true", hide=True)
+            connected = time.monotonic()
+            transfer.get(conn, "slow.bin", str(tmp_path / "slow.bin"))
+            moved = time.monotonic()
     # Floors the model guarantees (not speed targets): 0.5 s of setup, 300 kB at 200 kB/s.
     assert connected - started >= 0.5
     assert moved - connected >= 1.4

@@ -21,8 +21,8 @@ from .conftest import TUNNEL_PROCESS_MARKERS, processes_matching
 HOSTS = 100
 # host index -> (how it fails, what its report must say)
 FAULTS = {
-    3: ("sshd stopped before the run", "could not reach"),
-    17: ("sshd stopped before the run", "could not reach"),
+    3: ("sshd stopped before the run", "Unable to connect to specified port"),
+    17: ("sshd stopped before the run", "Unable to connect to specified port"),
     5: ("sshd killed mid-command", "SSH"),
     28: ("tunnel refused", "TargetNotConnected"),
     41: ("tunnel refused", "TargetNotConnected"),

@@ -11,22 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 
 from ssmfab.client import Client
 from ssmfab.sandbox import Sandbox
 
-from .conftest import new_active_sessions
-
-
-def session_status(sandbox: Sandbox, session_id: str) -> str:
-    ssm = boto3.client("ssm", endpoint_url=sandbox.endpoint, region_name="us-east-1")
-    for state in ("Active", "History"):
-        for page in ssm.get_paginator("describe_sessions").paginate(State=state):
-            for session in page["Sessions"]:
-                if session["SessionId"] == session_id:
-                    return str(session["Status"])
-    return "unknown"
+from .conftest import new_active_sessions, session_status
 
 
 def test_closing_a_plugin_tunnel_terminates_its_session(
@@ -46,9 +35,9 @@ def test_closing_a_plugin_tunnel_terminates_its_session(
     conn = client.connect(sandbox.host("web-1").instance_id)
     assert conn.run("echo up", hide=True).stdout == "up\n"
     [session_id] = started
-    assert session_status(sandbox, session_id) == "Connected"
+    assert session_status(sandbox.endpoint, session_id) == "Connected"
     assert terminated == []
     conn.close()
     assert terminated == [session_id]
-    assert session_status(sandbox, session_id) == "Terminated"
+    assert session_status(sandbox.endpoint, session_id) == "Terminated"
     assert new_active_sessions(sandbox_env, sessions_before) == set()
