@@ -33,9 +33,11 @@ def default_config() -> Config:
     """Fabric config for SSM connections: an explicit empty ssh_config (a user's ~/.ssh/config must not
     swap our tunnel for its own) and no local stdin forwarding (hosts run in parallel threads; pass
     ``in_stream=sys.stdin`` to a single ``run`` that needs it), and a runner that keeps only the tail of
-    huge outputs in memory."""
+    huge outputs in memory. ``lazy``: Fabric's and invoke's own config files (``~/.fabric.yaml``,
+    ``/etc/fabric.yaml``) are not read, so a ``run.warn`` or ``run.dry`` there cannot silently turn a fleet's
+    failures into successes or its commands into no-ops; pass ``config=fabric.Config()`` to opt in."""
     overrides = {"run": {"in_stream": False}, "runners": {"remote": CappedRemote}}
-    return Config(ssh_config=paramiko.SSHConfig(), overrides=overrides)
+    return Config(ssh_config=paramiko.SSHConfig(), overrides=overrides, lazy=True)
 
 
 class SSMConnection(Connection):  # type: ignore[misc]
