@@ -80,9 +80,6 @@ def test_the_block_shares_sessions_like_controlpersist_when_warm_sessions_are_on
     from ssmfab.client import Client
     from ssmfab.sshconfig import config_block
 
-    warm = config_block(Client(notify=lambda m: None, tunnel="cli").__class__(notify=lambda m: None, tunnel="cli",
-                                                                             **{}))  # fmt: skip
-    assert "ServerAliveInterval 15" in warm
     on = config_block(Client(Client().settings.merged({"ssh.persist": "10m"}), tunnel="cli"))
     assert "ControlMaster auto" in on and "ControlPersist 600s" in on and "ControlPath ~/.ssh/ssmfab-%C" in on
     off = config_block(Client(Client().settings.merged({"ssh.persist": "0"}), tunnel="cli"))
