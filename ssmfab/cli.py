@@ -39,7 +39,7 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "select": ("id", "name", "tag"),
     "aws": ("region", "profile"),
     "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
-    "fleet": ("parallel", "batch", "max_failures", "timeout", "json"),
+    "fleet": ("parallel", "batch", "max_failures", "timeout", "json", "persist", "no_persist", "refresh"),
 }
 FLAG_HELP = {
     "id": "instance id (i-… or mi-…); repeatable, or comma-separated",
@@ -57,9 +57,12 @@ FLAG_HELP = {
     "max_failures": "failed hosts tolerated (count or %); past it no new host starts",
     "timeout": "seconds one host may take, connection included",
     "json": "print a JSON report instead of the summary table",
+    "persist": "keep the connections warm this long after the command (90s, 10m; 0: off; config ssh.persist)",
+    "no_persist": "close the connections when the command ends (no warm sessions)",
+    "refresh": "look the hosts up again instead of using the warm sessions' recent answer",
 }
 REPEATABLE = ("id", "name", "tag", "path", "env")
-SWITCHES = ("json", "ephemeral_key", "strict_host_keys")
+SWITCHES = ("json", "ephemeral_key", "strict_host_keys", "no_persist", "refresh")
 
 
 def notice(message: str) -> None:
@@ -117,6 +120,11 @@ class Flags:
     max_failures: str | None = None
     timeout: str | None = None
     json: bool = False
+    persist: str | None = None
+    no_persist: bool = False
+    refresh: bool = False
+    #: Where Clients come from when a keeper runs the command (warm sessions: see ``keeper``); None: made here.
+    clients: Callable[[dict[str, Any], Flags], Client] | None = None
 
     def client(self) -> Client:
         given: dict[str, Any] = {
@@ -126,7 +134,10 @@ class Flags:
             # The client's settings carry --parallel too: its AWS connection pools are sized to it.
             "parallel": self.parallel_given(),
         }  # fmt: skip
-        return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
+        given = {k: v for k, v in given.items() if v not in (None, "")}
+        if self.clients is not None:
+            return self.clients(given, self)
+        return Client(notify=notice, **given)
 
     def targets(self, client: Client, positional: str | None = None) -> list[Target]:
         """Resolve the selectors and insist on at least one target; what was left out rides along (``Targets``)."""
@@ -142,8 +153,9 @@ class Flags:
         if tunnels:
             client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
-        selection = client.select(ids, names, tags)
-        startup_over()
+        selection = client.select(ids, names, tags, refresh=self.refresh)
+        if self.clients is None:
+            startup_over()  # a keeper lives on: what one command leaves alive is not there for good
         # Hosts left out are not announced here: the report lists them (skipped, or failed if named by id).
         return selection
 
@@ -277,7 +289,7 @@ def audit_trail(client: Client, secrets: tuple[str, ...] = ()) -> Iterator[Audit
     cloudwatch = client.aws.client("logs") if settings.cloudwatch_log_group else None
     log = AuditLog.from_settings(settings, version=__version__, cloudwatch=cloudwatch)
     log.secrets = (*log.secrets, *secrets)
-    log.look_up_caller(lambda: caller_arn(client))
+    log.look_up_caller(lambda: client.caller_arn(caller_arn))  # asked once per warm Client
     yield log
     # Only a run that ended normally waits for the lookup: one interrupted (Ctrl-C) or failed exits at once,
     # and the lookup's daemon thread ends with the process instead of holding it up to botocore's timeouts.
@@ -350,7 +362,10 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
             sys.setswitchinterval(CLI_SWITCH_INTERVAL)
             given: dict[str, Any] = {n: kwargs.pop(n) for n in names if n in kwargs}
             values: dict[str, Any] = {k: tuple(v) if k in REPEATABLE else v for k, v in given.items() if v is not None}
-            flags = Flags(**values)
+            # A keeper (warm sessions) runs the command in a process that lives on: it supplies the Clients, and
+            # an interrupted command must end the command, not the process.
+            clients = getattr(type(getattr(c, "config", None)), "client_source", None)
+            flags = Flags(**values, clients=clients)
             try:
                 with signals_interrupt():
                     try:
@@ -358,6 +373,8 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
                     except KeyboardInterrupt as exc:
                         stopped = exc if isinstance(exc, Interrupted) else Interrupted.from_exception(exc)
                         notice(stopped.message(f"ssmfab {body.__name__.replace('_', '-')}"))
+                        if clients is not None:
+                            raise Exit(code=stopped.exit_code) from None
                         exit_now(stopped.exit_code)  # threads stuck on AWS must not hold the exit
                         raise
             except SSMFabError as exc:

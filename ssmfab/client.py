@@ -10,7 +10,9 @@ Nothing here is global: two Clients with different regions or profiles can live 
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +22,8 @@ from .ephemeral import EphemeralKey
 from .connection import SSMConnection
 from .hostkeys import KnownHosts
 from .keys import KeyRing, check_key_file
+from .persist import SELECTION_CACHE_SECONDS, parse_persist
+from .pool import ConnectionPool
 from .retry import Backoff
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets, resolve
 from .exceptions import SelectorError
@@ -70,9 +74,21 @@ class Client:
         aws: AWSContext | None = None,
         tunnels: TunnelFactory | None = None,
         notify: Callable[[str], Any] | None = None,
+        persist: str | float | bool | None = None,
+        pool: ConnectionPool | None = None,
         **overrides: Any,
     ) -> None:
+        """``persist``: keep connections warm after use for this long ("10m", seconds, or True for the
+        configured ``ssh.persist``); off unless given. ``pool``: where warm connections wait (a Client of its own
+        by default; a keeper shares one between its Clients)."""
         self.settings = settings_from(overrides, settings)
+        if persist is True:
+            persist = self.settings.ssh.persist
+        #: Seconds a released connection stays warm (0: closed at once, as without persistence).
+        self.persist = parse_persist(persist, "persist")
+        self.pool = pool if pool is not None else (ConnectionPool() if self.persist > 0 else None)
+        self._selections: dict[Any, tuple[float, Selection]] = {}
+        self._caller: str | None = None
         self._aws = aws
         self._tunnels = tunnels
         self.notify = notify
@@ -117,11 +133,41 @@ class Client:
         if self.settings.ssh.key and not self.settings.ssh.ephemeral_key:
             check_key_file(self.settings.ssh.key)
 
-    def select(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> Selection:
-        """Every instance matching the selectors, reachable or not (see ``Selection.skipped``)."""
+    def select(
+        self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = (), *, refresh: bool = False
+    ) -> Selection:
+        """Every instance matching the selectors, reachable or not (see ``Selection.skipped``). With persistence
+        on, the answer is kept SELECTION_CACHE_SECONDS for the same selectors (``refresh``: ask AWS again)."""
         selector = parse_selector(ids, names, tags, default_tag_key=self.settings.targets.default_tag_key)
+        if self.persist > 0 and not refresh:
+            with self._lock:
+                cached = self._selections.get(selector)
+            if cached is not None and time.monotonic() - cached[0] < SELECTION_CACHE_SECONDS:
+                return cached[1]
         with aws_errors(f"looking up instances for {selector}"):
-            return resolve(selector, self.aws.ec2(), self.aws.ssm(), region=self.aws.region)
+            selection = resolve(selector, self.aws.ec2(), self.aws.ssm(), region=self.aws.region)
+        if self.persist > 0:
+            with self._lock:
+                self._selections[selector] = (time.monotonic(), selection)
+        return selection
+
+    def caller_arn(self, lookup: Callable[[Client], str] | None = None) -> str:
+        """Who the credentials are (sts:GetCallerIdentity, or ``lookup``), asked once per Client when persistence
+        is on: a keeper's Client is one identity for its whole life (see ``persist``)."""
+        if self.persist > 0 and self._caller is not None:
+            return self._caller
+        if lookup is None:
+            from .doctor import caller_arn
+
+            lookup = caller_arn
+        arn = lookup(self)
+        self._caller = arn
+        return arn
+
+    def close(self) -> None:
+        """Close the connections kept warm (a Client without persistence keeps none)."""
+        if self.pool is not None:
+            self.pool.close_all()
 
     def targets(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> list[Target]:
         """The reachable instances matching the selectors; NoTargetsError if there are none."""
@@ -156,11 +202,33 @@ class Client:
             options["key_filename"] = None
             options["connect_kwargs"] = {"pkey": key.pkey, "look_for_keys": False, "allow_agent": False}
             options["before_open"] = lambda: self.push_key(chosen)
+        poolable = self.pool is not None and self.persist > 0 and key is None and not connection_kwargs
         options.update(connection_kwargs)
         if options.get("key_filename") and "pkey" not in options:
             # Read once for all of the client's connections (see keys); None leaves the file to paramiko.
             options["pkey"] = self._keys.get(options["key_filename"])
-        return SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
+        if not poolable or self.pool is None:
+            return SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
+        pool_key = self._pool_key(target, options)
+        warm = self.pool.take(pool_key)
+        if warm is not None:
+            warm.target = target  # the selection's current view (name, tags) for labels
+            warm.persist = self.persist
+            warm.warm_unproven = True
+            return warm
+        conn = SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
+        conn.pool, conn.persist = self.pool, self.persist
+        self.pool.add(conn, pool_key, self.persist)
+        return conn
+
+    def _pool_key(self, target: Target, options: dict[str, Any]) -> str:
+        """Everything that changes who a connection is: the instance, the SSH user and key, and the AWS and
+        tunnel settings it is opened with."""
+        pkey = options.get("pkey")
+        key = pkey.fingerprint if pkey is not None else f"file:{options.get('key_filename') or '(agent/default keys)'}"
+        s = self.settings
+        facts = repr((target.id, options["user"], key, s.aws, s.ssh, s.tunnel, s.run.output_cap, self.aws.region, self.aws.profile))
+        return hashlib.sha256(facts.encode()).hexdigest()
 
 
 def connect(target: Target | str, *, settings: Settings | None = None, **kwargs: Any) -> SSMConnection:

@@ -76,6 +76,9 @@ class SSHSettings:
     #: Keepalives in a row that may go unanswered before the session counts as lost (ServerAliveCountMax):
     #: by default a dead session ends its host's work within (3 + 1) x 10 s.
     keepalive_count_max: int = field(default=3, metadata={"env": "SSMFAB_KEEPALIVE_COUNT_MAX"})
+    #: Warm sessions: how long the ``ssmfab`` command keeps a connection open after a command ("90s", "10m";
+    #: "0": off). Library Clients keep none unless given ``persist=``. See README, "Warm sessions".
+    persist: str = field(default="1m", metadata={"env": "SSMFAB_PERSIST"})
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,9 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: ssh.connect_timeout must be positive")
     if settings.ssh.keepalive_interval < 0 or settings.ssh.keepalive_count_max < 1:
         raise ConfigError(f"{source}: ssh.keepalive_interval must not be negative and ssh.keepalive_count_max at least 1")
+    from .persist import parse_persist  # here: persist reads nothing of config, config checks its durations
+
+    parse_persist(settings.ssh.persist, f"{source}: ssh.persist")
     if settings.tunnel.attempts < 1 or settings.tunnel.retry_delay < 0:
         raise ConfigError(f"{source}: tunnel.attempts must be at least 1 and tunnel.retry_delay not negative")
     if settings.deploy.keep_releases < 2:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import paramiko
 from fabric import Config, Connection
@@ -27,6 +27,14 @@ from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
 from .targets import Target
 from .tunnel import Tunnel, TunnelFactory
+
+if TYPE_CHECKING:
+    from .pool import ConnectionPool
+
+#: Seconds the first channel of a warm connection may take to open before the connection counts as dead and is
+#: replaced (nothing was sent on it yet). Shorter than a cold handshake's patience: a live warm session answers
+#: in one round trip.
+WARM_CHANNEL_TIMEOUT = 10.0
 
 
 def default_config() -> Config:
@@ -69,6 +77,13 @@ class SSMConnection(Connection):  # type: ignore[misc]
     lost: SSMFabError | None = None
     #: The open session's keepalive watch (None while closed or with keepalives off).
     keepalive: KeepaliveWatch | None = None
+    #: The pool a warm connection goes back to when released (None: released means closed).
+    pool: ConnectionPool | None = None
+    #: Seconds it stays warm once released.
+    persist = 0.0
+    #: Taken warm from the pool and no channel opened on it yet: a failure to open one means the session
+    #: died while it waited, and nothing has been sent, so it is replaced once.
+    warm_unproven = False
 
     def __init__(
         self,
@@ -198,6 +213,52 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.keepalive = KeepaliveWatch(transport, lambda: tunnel.sock.reads, interval, count, on_lost)
         self.keepalive.install()
 
+    def create_session(self) -> Any:
+        if not self.warm_unproven:
+            return super().create_session()
+        self.warm_unproven = False
+        try:
+            transport = self.client.get_transport()
+            if transport is None:
+                raise EOFError("no transport")
+            limit = min(WARM_CHANNEL_TIMEOUT, self.connect_kwargs.get("channel_timeout") or WARM_CHANNEL_TIMEOUT)
+            channel = transport.open_session(timeout=limit)
+        except (paramiko.SSHException, EOFError, OSError):
+            self.replace()
+            return super().create_session()
+        return channel
+
+    def sftp(self) -> Any:
+        if not self.warm_unproven:
+            return super().sftp()
+        self.warm_unproven = False
+        try:
+            return super().sftp()
+        except (paramiko.SSHException, EOFError, OSError):
+            self._sftp = None
+            self.replace()
+            return super().sftp()
+
+    def replace(self) -> None:
+        """A warm connection found dead before anything was sent on it: end it and open a new one."""
+        self._close_transport_and_tunnel()
+        self._sftp = None
+        self.open()
+
+    def release(self, keep: bool = True) -> None:
+        """Done with the connection: back to its pool if it has one, ``keep`` is true and it is healthy (connected,
+        not lost, not cancelled); closed otherwise."""
+        healthy = (
+            keep and self.pool is not None and self.persist > 0 and self.is_connected and self.lost is None
+            and self.tunnel is not None and not (self.cancel is not None and self.cancel.is_set())
+        )  # fmt: skip
+        if healthy and self.pool is not None and self.pool.give_back(self, self.persist):
+            return
+        self.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release(keep=exc[0] is None)
+
     def _raise_if_lost(self) -> None:
         if self.lost is not None:
             raise self.lost
@@ -281,6 +342,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
 
     def close(self) -> None:
         """Close SFTP, SSH, the tunnel process group and the SSM session; idempotent."""
+        if self.pool is not None:
+            self.pool.forget(self)
         try:
             super().close()
         finally:

@@ -201,6 +201,9 @@ class FanOut(Generic[T]):
         result: HostResult[T] = HostResult(target, started=time.monotonic())
         self._event("start", target)
         conn: SSMConnection | None = None
+        #: The connection is fine for another command (a warm pool keeps it): the work ended, well or with a
+        #: command's own failure, not with the connection's.
+        reusable = False
         try:
             conn = self.connect(target)
             conn.cancel = self.cancel
@@ -210,10 +213,12 @@ class FanOut(Generic[T]):
                 raise Interrupted()
             result.value = self.operation(conn)
             result.exit_code = getattr(result.value, "exited", None)
+            reusable = True
         except Interrupted:
             result.error = f"{target.label}: interrupted"
         except CommandError as exc:
             result.error, result.exit_code = str(exc), exc.returncode
+            reusable = True
         except SSMFabError as exc:
             result.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - one host's surprise must not sink the others
@@ -226,7 +231,10 @@ class FanOut(Generic[T]):
                     self._live.pop(target.id, None)
                     self._closing[target.label] = closed
                 try:
-                    conn.close()
+                    with self._lock:
+                        reusable = reusable and target.id not in self._timed_out
+                    release = getattr(conn, "release", None)  # a plain Fabric connection from a caller's factory: close
+                    release(keep=reusable) if release is not None else conn.close()
                 finally:
                     closed.set()
                     with self._lock:

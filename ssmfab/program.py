@@ -64,6 +64,11 @@ def main() -> None:
     # its models) and no garbage: collecting during it cost ~13% of startup's CPU. The collector comes back
     # once the hosts are known (cli.startup_over), or never for a command that ends before that.
     gc.disable()
+    from .warm import run_warm
+
+    code = run_warm(sys.argv[1:])  # warm sessions: the keeper runs it, this process only streams
+    if code is not None:
+        sys.exit(code)
     import_invoke_lean()
     from .commandline import SSMFabProgram
     from .tasks import ns

@@ -44,9 +44,25 @@ def config_block(client: Client, *, windows: bool = False, hosts: str = "i-* mi-
         "    HashKnownHosts no",
         f"    StrictHostKeyChecking {'yes' if settings.ssh.strict_host_keys else 'accept-new'}",
         f"    ProxyCommand {proxy}",
-        END,
+        # Keepalives well under SSM's 20-minute idle timeout; a dead session is noticed within about a minute.
+        "    ServerAliveInterval 15",
+        "    ServerAliveCountMax 4",
     ]
+    persist = persist_for_ssh(settings.ssh.persist)
+    if persist != "no":
+        # Warm sessions for plain ssh, scp, rsync and Ansible: one SSM session per host shared by every ssh
+        # until it has been idle for ssh.persist (the master's socket in ~/.ssh, the user's own folder).
+        lines += ["    ControlMaster auto", "    ControlPath ~/.ssh/ssmfab-%C", f"    ControlPersist {persist}"]
+    lines += [END]
     return "\n".join(lines) + "\n"
+
+
+def persist_for_ssh(persist: str) -> str:
+    """ssh's ControlPersist for ``ssh.persist``: seconds, or ``no`` when warm sessions are off."""
+    from .persist import parse_persist
+
+    seconds = parse_persist(persist, "ssh.persist")
+    return f"{max(1, round(seconds))}s" if seconds > 0 else "no"
 
 
 def merged(existing: str, block: str) -> str:

@@ -448,12 +448,39 @@ def sandbox_env(c: Any, dir: str | None = None) -> None:  # noqa: A002
     print(env_file.read_text(), end="")
 
 
+@ssmfab_task(
+    help={
+        "stop": "end warm connections (all of them, or those --id/--name/--tag choose) and their SSM sessions",
+        "id": "instance id (repeatable)", "name": "Name tag value or glob (repeatable)",
+        "tag": "Key=Value (repeatable)",
+    },
+)  # fmt: skip
+def persist(c: Any, stop: bool = False, id: list[str] | None = None, name: list[str] | None = None, tag: list[str] | None = None) -> None:  # noqa: A002
+    """List the warm connections your keepers hold (host, user, age, idle, session id), or --stop them."""
+    from .warm import ask_keepers
+
+    if stop:
+        answers = ask_keepers({"op": "stop", "ids": id or [], "names": name or [], "tags": tag or []})
+        closed = sum(int(a["answer"].get("closed", 0)) for a in answers)
+        print(f"closed {closed} warm connection(s)")
+        return
+    if id or name or tag:
+        raise ConfigError("--id, --name and --tag choose what --stop ends")
+    rows = []
+    for answer in ask_keepers({"op": "list"}):
+        for e in answer["answer"]:
+            rows.append([e["instance_id"], e["name"], e["user"], f"{e['age']:.0f}s", "in use" if e["in_use"] else f"{e['idle']:.0f}s",
+                         f"{e['persist']:g}s", e["session_id"], e["keeper_pid"]])  # fmt: skip
+    print(table(["HOST", "NAME", "USER", "AGE", "IDLE", "PERSIST", "SESSION", "KEEPER"], rows))
+    print(f"{len(rows)} warm connection(s)")
+
+
 def build_collection() -> Collection:
     sandbox = Collection("sandbox")
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config, doctor, audit)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config, doctor, audit, persist)
     ns.add_collection(sandbox)
     return ns
 

@@ -54,6 +54,9 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(empty / "xdg"))
+    # Warm sessions are on by default for the command line: a test that wants a keeper asks for one (and stops
+    # it); no other may leave one running.
+    monkeypatch.setenv("SSMFAB_PERSIST", "0")
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,7 @@ def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     """Point this process (and the aws CLI it starts) at the sandbox; a fresh known_hosts per test."""
     env = dict(sandbox.env())
     env["SSMFAB_KNOWN_HOSTS"] = str(tmp_path / "known_hosts")
+    env["SSMFAB_PERSIST"] = "0"  # no keeper unless a test asks for one (tests/integration/test_warm.py)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -74,3 +74,13 @@ def test_config_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(ConfigError, match="cannot write .*is unchanged"):
         install(blocker / "config", BEGIN + "\n" + END + "\n")
+
+
+def test_the_block_shares_sessions_like_controlpersist_when_warm_sessions_are_on() -> None:
+    from ssmfab.client import Client
+    from ssmfab.sshconfig import config_block
+
+    on = config_block(Client(Client().settings.merged({"ssh.persist": "10m"}), tunnel="cli"))
+    assert "ControlMaster auto" in on and "ControlPersist 600s" in on and "ControlPath ~/.ssh/ssmfab-%C" in on
+    off = config_block(Client(Client().settings.merged({"ssh.persist": "0"}), tunnel="cli"))
+    assert "ControlMaster" not in off and "ServerAliveInterval 15" in off

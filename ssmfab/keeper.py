@@ -1,0 +1,284 @@
+"""The keeper: a background process of the user's that holds warm SSH-over-SSM connections between commands.
+
+The ``ssmfab`` command hands a command that rides warm sessions (``warm.RIDING``) to the keeper of its identity
+(see ``persist``), which runs it with the very program and tasks the command would have run itself, against
+a pool of connections (``pool``) that outlives each command. The command's own process only streams: it loads
+neither paramiko, Fabric nor boto3, so a command whose hosts are warm costs a Python start and one round trip.
+
+Protocol (one request per connection on the unix socket; the keeper reads nothing before it has checked the
+caller's uid with SO_PEERCRED):
+    request   one JSON line: {"op": "run", "argv": [...], "cwd": ..., "umask": N, "tty": [out, err], "columns": N}
+              or {"op": "list"} or {"op": "stop", "ids": [...], "names": [...], "tags": [...]}
+    run       the keeper answers frames: one byte of kind, four of length, the payload:
+              ``o`` stdout bytes, ``e`` stderr bytes, ``x`` the exit code (ASCII), ``b`` busy (another command
+              is running: the caller runs this one itself). While it runs, the caller may send ``i`` (Ctrl-C) or
+              ``t`` (SIGTERM); its end of the socket closing counts as Ctrl-C.
+    list/stop one JSON line back.
+
+Commands run one at a time (the process's stdout, stderr and working folder are the running command's). The
+keeper exits when it holds no connection and runs nothing, ending every SSM session it opened
+(TerminateSession); SIGTERM does the same at once. Its plugins are its children on a socketpair: if the
+keeper dies, their input ends and they exit too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .client import Client, settings_from
+from .interrupt import Interrupted
+from .persist import describe_seconds, parse_persist
+from .pool import ConnectionPool
+from .targets import parse_selector
+
+FRAME = struct.Struct("!cI")
+#: Seconds a new keeper waits for its first command before it gives up (its starter died before asking).
+FIRST_REQUEST_WAIT = 30.0
+log = logging.getLogger("ssmfab.keeper")
+
+
+def send_frame(sock: socket.socket, kind: bytes, payload: bytes = b"") -> None:
+    sock.sendall(FRAME.pack(kind, len(payload)) + payload)
+
+
+class FrameStream(io.TextIOBase):
+    """What the running command's stdout or stderr is inside the keeper: text becomes frames to the caller."""
+
+    def __init__(self, sock: socket.socket, kind: bytes, tty: bool, lock: threading.Lock) -> None:
+        self._sock, self._kind, self._tty, self._lock = sock, kind, tty, lock
+        self.broken = False
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def write(self, text: str) -> int:
+        if text and not self.broken:
+            data = text.encode("utf-8", "surrogateescape")
+            try:
+                with self._lock:
+                    send_frame(self._sock, self._kind, data)
+            except OSError:
+                self.broken = True  # the caller left: its watcher interrupts the command
+        return len(text)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in ``thread`` at its next Python instruction (the command's Ctrl-C)."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+
+
+class SIGTERMInterrupted(Interrupted):
+    def __init__(self) -> None:
+        super().__init__("SIGTERM")
+
+
+class Keeper:
+    def __init__(self, path: Path, persist: float) -> None:
+        self.path = path
+        self.persist = persist
+        self.pool = ConnectionPool(on_empty=self._maybe_exit)
+        self._clients: dict[str, Client] = {}
+        self._running = threading.Lock()
+        self._state = threading.Lock()
+        self._active = 0
+        self._served = 0
+        self.stopping = threading.Event()
+        self.started = time.time()
+
+    # -- the clients the tasks get -------------------------------------------------------------------------------
+    def client_source(self, given: dict[str, Any], flags: Any) -> Client:
+        from .cli import notice
+
+        settings = settings_from(given)
+        persist = parse_persist(flags.persist if flags.persist not in (None, "") else settings.ssh.persist)
+        key = repr(settings)
+        client = self._clients.get(key)
+        if client is None:
+            client = Client(settings, notify=notice, persist=persist or self.persist, pool=self.pool)
+            self._clients[key] = client
+        client.persist = persist or self.persist
+        return client
+
+    # -- serving -----------------------------------------------------------------------------------------------------
+    def serve(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(self.path))  # EADDRINUSE: another keeper of this identity won the start
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        listener.listen(16)
+        listener.settimeout(0.5)
+        deadline = time.monotonic() + FIRST_REQUEST_WAIT
+        try:
+            while not self.stopping.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except socket.timeout:
+                    with self._state:
+                        idle = self._served == 0 and self._active == 0
+                    if idle and time.monotonic() > deadline:
+                        break
+                    continue
+                with self._state:
+                    self._active += 1
+                    self._served += 1
+                threading.Thread(target=self._handle, args=(conn,), name="ssmfab-keeper-request", daemon=True).start()
+        finally:
+            with_path = self.path
+            listener.close()
+            try:
+                with_path.unlink()
+            except FileNotFoundError:
+                pass
+            self.pool.close_all()
+
+    def _maybe_exit(self) -> None:
+        with self._state:
+            if self._active == 0 and not len(self.pool):
+                self.stopping.set()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            if peer_uid(conn) != os.getuid():
+                log.warning("refused a caller of another user")
+                return
+            reader = conn.makefile("rb")
+            line = reader.readline(1 << 20)
+            request = json.loads(line or b"{}")
+            op = request.get("op")
+            if op == "run":
+                self._run(conn, reader, request)
+            elif op == "list":
+                conn.sendall(json.dumps(self.listing()).encode() + b"\n")
+            elif op == "stop":
+                selector = parse_selector(request.get("ids", ()), request.get("names", ()), request.get("tags", ()))
+                closed = self.pool.close_matching(selector)
+                conn.sendall(json.dumps({"closed": closed, "pid": os.getpid()}).encode() + b"\n")
+        except Exception:  # noqa: BLE001 - one request's failure must not end the keeper
+            log.exception("request failed")
+        finally:
+            conn.close()
+            with self._state:
+                self._active -= 1
+            self._maybe_exit()
+
+    def listing(self) -> list[dict[str, Any]]:
+        now_wall, now = time.time(), time.monotonic()
+        rows = []
+        for entry in self.pool.entries():
+            c = entry.conn
+            rows.append({
+                "instance_id": c.target.id, "name": c.target.name or "", "user": c.user,
+                "age": now_wall - entry.created, "idle": 0.0 if entry.in_use else now - entry.last_used,
+                "persist": entry.persist, "in_use": entry.in_use, "uses": entry.uses,
+                "session_id": getattr(c.tunnel, "session_id", None) or "", "keeper_pid": os.getpid(),
+            })  # fmt: skip
+        return rows
+
+    def _run(self, conn: socket.socket, reader: Any, request: dict[str, Any]) -> None:
+        if not self._running.acquire(blocking=False):
+            send_frame(conn, b"b")
+            return
+        try:
+            code = self._run_locked(conn, reader, request)
+        finally:
+            self._running.release()
+        try:
+            send_frame(conn, b"x", str(code).encode())
+        except OSError:
+            pass
+
+    def _run_locked(self, conn: socket.socket, reader: Any, request: dict[str, Any]) -> int:
+        from .commandline import ProgramConfig, SSMFabProgram
+        from .tasks import ns
+        from .version import __version__
+
+        lock = threading.Lock()
+        tty = request.get("tty") or [False, False]
+        out, err = FrameStream(conn, b"o", bool(tty[0]), lock), FrameStream(conn, b"e", bool(tty[1]), lock)
+        worker = threading.current_thread()
+        finished = threading.Event()
+
+        def watch_caller() -> None:
+            # The caller's Ctrl-C (or its leaving) is this command's Ctrl-C.
+            data = b""
+            try:
+                data = reader.read(1)
+            except OSError:
+                pass
+            if not finished.is_set():
+                raise_in_thread(worker, SIGTERMInterrupted if data == b"t" else Interrupted)
+
+        watcher = threading.Thread(target=watch_caller, name="ssmfab-keeper-caller", daemon=True)
+        config_class = type("KeeperConfig", (ProgramConfig,), {"client_source": staticmethod(self.client_source)})
+        saved = (sys.stdout, sys.stderr, os.getcwd(), os.environ.get("COLUMNS"))
+        old_umask = os.umask(int(request.get("umask", 0o022)))
+        code = 0
+        try:
+            os.chdir(request["cwd"])
+            if request.get("columns"):
+                os.environ["COLUMNS"] = str(request["columns"])
+            sys.stdout, sys.stderr = out, err
+            watcher.start()
+            program = SSMFabProgram(namespace=ns, version=__version__, name="ssmfab", binary="ssmfab", config_class=config_class)
+            try:
+                program.run(["ssmfab", *request["argv"]], exit=True)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except KeyboardInterrupt as exc:  # arrived between the task's own handling and here
+                code = Interrupted.from_exception(exc).exit_code
+        finally:
+            finished.set()
+            for stream in (out, err):
+                stream.flush()
+            sys.stdout, sys.stderr = saved[0], saved[1]
+            os.umask(old_umask)
+            os.chdir(saved[2])
+            if saved[3] is None:
+                os.environ.pop("COLUMNS", None)
+            else:
+                os.environ["COLUMNS"] = saved[3]
+        return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    path, persist = Path(args[0]), parse_persist(args[1])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s keeper %(process)d: %(message)s", stream=sys.stderr)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    keeper = Keeper(path, persist)
+    signal.signal(signal.SIGTERM, lambda *_: keeper.stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the command's, not the keeper's
+    log.warning("started for %s warm after each use", describe_seconds(persist))
+    keeper.serve()
+
+
+if __name__ == "__main__":
+    main()

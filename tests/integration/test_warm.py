@@ -1,0 +1,159 @@
+"""Warm sessions on the sandbox: the keeper's connections reused across processes, expiring, replaced when dead,
+never shared between identities, all gone after ``persist --stop`` or a killed keeper; and a warm command
+prints exactly what a cold one prints, without loading paramiko, Fabric or boto3."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from ssmfab.sandbox import Sandbox
+
+from .conftest import processes_matching, tunnel_processes
+
+SSMFAB = [sys.executable, "-m", "ssmfab.program"]
+ANNOUNCEMENT = "ssmfab: warm sessions on:"
+
+
+def wait_for(condition: object, what: str, limit: float = 60.0) -> None:
+    """Wait for an event (a process ending, a file going); ``limit`` only stops a broken run from hanging."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"still waiting for {what} after {limit:g} s")
+
+
+class Warm:
+    def __init__(self, env: dict[str, str], folder: Path) -> None:
+        self.env, self.folder = env, folder
+
+    def __call__(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*SSMFAB, *args], capture_output=True, text=True, env={**self.env, **extra}, timeout=120, check=False)
+
+    def keepers(self) -> list[str]:
+        return processes_matching(f"ssmfab.keeper {self.folder}")
+
+    def listing(self) -> list[dict[str, object]]:
+        from ssmfab.warm import ask_keepers
+
+        return [row for answer in ask_keepers({"op": "list"}, self.env) for row in answer["answer"]]
+
+
+@pytest.fixture
+def warm(sandbox_env: dict[str, str], sandbox: Sandbox) -> Iterator[Warm]:
+    folder = Path(tempfile.mkdtemp(prefix="wk-", dir="/tmp"))  # a unix socket's path must stay short
+    env = {**os.environ, **sandbox_env, "SSMFAB_PERSIST": "5m", "SSMFAB_KEEPER_DIR": str(folder)}
+    helper = Warm(env, folder)
+    try:
+        yield helper
+    finally:
+        helper("persist", "--stop")
+        wait_for(lambda: not helper.keepers(), "the keepers to exit after persist --stop")
+        wait_for(lambda: not tunnel_processes(sandbox), "the keepers' plugins to exit")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def steady(text: str) -> str:
+    """Output with the per-run durations taken out (they differ between any two runs)."""
+    return re.sub(r"\b\d+\.\d+s\b", "N.NNs", text)
+
+
+def test_warm_run_reuses_the_connection_across_processes_and_prints_what_a_cold_run_prints(warm: Warm) -> None:
+    host = "web-1"
+    command = "echo out; echo err >&2; exit 3"
+    cold_pin = warm("run", "--name", host, "true", SSMFAB_PERSIST="0")  # pins the host key: later runs say nothing of it
+    assert cold_pin.returncode == 0, cold_pin.stderr
+    cold = warm("run", "--name", host, command, SSMFAB_PERSIST="0")
+    first = warm("run", "--name", host, command)
+    assert ANNOUNCEMENT in first.stderr
+    [kept] = warm.listing()
+    second = warm("run", "--name", host, command)
+    third = warm("run", "--name", host, command)
+    for run in (first, second, third):
+        assert run.returncode == cold.returncode == 1
+        assert steady(run.stdout) == steady(cold.stdout)
+    assert ANNOUNCEMENT not in second.stderr + third.stderr
+    assert steady(second.stderr) == steady(third.stderr) == steady(cold.stderr)
+    [still] = warm.listing()
+    assert still["session_id"] == kept["session_id"] and still["uses"] == 3
+    cold_json = warm("run", "--name", host, "--json", command, SSMFAB_PERSIST="0")
+    warm_json = warm("run", "--name", host, "--json", command)
+    strip = lambda text: [{k: v for k, v in h.items() if k != "duration"} for h in json.loads(text)["hosts"]]  # noqa: E731
+    assert strip(warm_json.stdout) == strip(cold_json.stdout)
+    assert warm_json.returncode == cold_json.returncode
+
+
+def test_a_warm_command_loads_no_ssh_or_aws_library(warm: Warm) -> None:
+    assert warm("run", "--name", "web-1", "true").returncode == 0
+    traced = subprocess.run([sys.executable, "-X", "importtime", "-m", "ssmfab.program", "run", "--name", "web-1", "true"],
+                            capture_output=True, text=True, env=warm.env, timeout=120, check=False)  # fmt: skip
+    assert traced.returncode == 0, traced.stderr
+    loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    assert not loaded & {"paramiko", "fabric", "botocore", "boto3", "invoke"}, loaded & {"paramiko", "fabric", "botocore", "boto3"}
+
+
+def test_idle_connections_close_and_the_keeper_exits_leaving_no_session(warm: Warm, sandbox: Sandbox) -> None:
+    done = warm("run", "--name", "web-2", "--persist", "0.2s", "true")
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: not warm.keepers(), "the keeper to exit once its only connection idled out")
+    wait_for(lambda: not tunnel_processes(sandbox), "the plugin to exit")
+    ssm = boto3.client("ssm", endpoint_url=warm.env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    active = [s for s in ssm.describe_sessions(State="Active")["Sessions"] if s.get("Target") == sandbox.host("web-2").instance_id]
+    assert not active, active
+
+
+def test_a_session_ended_by_an_admin_is_replaced_once_and_the_command_runs_once(warm: Warm, tmp_path: Path) -> None:
+    counter = f"warm-count-{os.getpid()}"
+    assert warm("run", "--name", "db-1", f"echo x >> {counter}").returncode == 0
+    [kept] = warm.listing()
+    ssm = boto3.client("ssm", endpoint_url=warm.env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    ssm.terminate_session(SessionId=str(kept["session_id"]))
+    again = warm("run", "--name", "db-1", f"echo x >> {counter}; wc -l < {counter}")
+    assert again.returncode == 0, again.stderr
+    assert "[db-1] 2" in again.stdout
+    [replaced] = warm.listing()
+    assert replaced["session_id"] != kept["session_id"]
+
+
+def test_two_identities_never_share_a_keeper_or_a_connection(warm: Warm) -> None:
+    assert warm("run", "--name", "web-3", "true").returncode == 0
+    other = warm("run", "--name", "web-3", "true", AWS_ACCESS_KEY_ID="another-identity")
+    assert other.returncode == 0, other.stderr
+    assert ANNOUNCEMENT in other.stderr  # a keeper of its own
+    rows = warm.listing()
+    assert len(rows) == 2 and len({r["session_id"] for r in rows}) == 2 and len({r["keeper_pid"] for r in rows}) == 2
+
+
+def test_a_killed_keeper_leaves_no_plugin_and_the_next_command_starts_a_new_one(warm: Warm, sandbox: Sandbox) -> None:
+    assert warm("run", "--name", "web-1", "true").returncode == 0
+    [kept] = warm.listing()
+    assert tunnel_processes(sandbox)
+    os.kill(int(str(kept["keeper_pid"])), signal.SIGKILL)
+    wait_for(lambda: not tunnel_processes(sandbox), "the plugin to see its input end and exit")
+    again = warm("run", "--name", "web-1", "echo back")
+    assert again.returncode == 0, again.stderr
+    assert ANNOUNCEMENT in again.stderr and "[web-1] back" in again.stdout
+
+
+def test_persist_stop_by_name_ends_only_those(warm: Warm, sandbox: Sandbox) -> None:
+    assert warm("run", "--tag", "Role=web", "true").returncode == 0
+    assert len(warm.listing()) == 3
+    stopped = warm("persist", "--stop", "--name", "web-2")
+    assert "closed 1 warm connection(s)" in stopped.stdout
+    assert sorted(str(r["name"]) for r in warm.listing()) == ["web-1", "web-3"]
+    listed = warm("persist")
+    assert "web-1" in listed.stdout and "web-2" not in listed.stdout
