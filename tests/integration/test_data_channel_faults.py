@@ -223,7 +223,7 @@ def test_a_transfer_whose_channel_drops_without_resume_leaves_nothing(
             done = ssmfab("put", str(source), final, "--id", target, env=run_env)
         else:
             done = ssmfab("get", final, "--dest", str(dest), "--id", target, env=run_env)
-        the_error_line(done, name, "nothing left half-written")
+        the_error_line(done, name, "nothing left half-written", "SSM session lost")
         assert sandbox.events("WebSocketDropped", name)
         if direction == "put":
             assert not (remote_home / final).exists()
