@@ -259,9 +259,18 @@ class SSMConnection(Connection):  # type: ignore[misc]
     def __exit__(self, *exc: Any) -> None:
         self.release(keep=exc[0] is None)
 
-    def _raise_if_lost(self) -> None:
+    def _raise_if_lost(self, result: Any = None) -> None:
+        """Raise why the session died under a command, if it did: keepalives unanswered, or (for a command that
+        failed or ended without an exit status) the tunnel's own end."""
         if self.lost is not None:
             raise self.lost
+        if result is not None and getattr(result, "exited", None) != -1:
+            return
+        tunnel, transport = self.tunnel, self.client.get_transport()
+        if tunnel is not None and (transport is None or not transport.is_active()):
+            failure = tunnel.failure(self.label)
+            if failure is not None:
+                raise failure
 
     def run(self, command: str, **kwargs: Any) -> Any:
         try:
@@ -269,7 +278,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         except Exception:
             self._raise_if_lost()  # the session died under the command: say that, not what it did to Fabric
             raise
-        self._raise_if_lost()
+        self._raise_if_lost(result)
         return result
 
     def sudo(self, command: str, **kwargs: Any) -> Any:
@@ -278,7 +287,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         except Exception:
             self._raise_if_lost()
             raise
-        self._raise_if_lost()
+        self._raise_if_lost(result)
         return result
 
     def explain(self, exc: BaseException) -> SSMFabError | None:

@@ -19,7 +19,7 @@ import shlex
 #: python3 -c: ``put PATH`` copies stdin into PATH and prints the SHA-256 of what it wrote on stdout; ``get PATH``
 #: copies PATH to stdout and prints the SHA-256 of what it sent on stderr. Runs on any Python 3.4+.
 HOST_COPY = """\
-import hashlib, sys
+import hashlib, os, sys
 direction, path = sys.argv[1:3]
 digest = hashlib.sha256()
 try:
@@ -36,7 +36,14 @@ try:
 except OSError as e:
     sys.stderr.write("%s\\n" % (e.strerror or e))
     sys.exit(1)
-(sys.stdout if direction == "put" else sys.stderr).write(digest.hexdigest() + " *stdin\\n")
+answer = sys.stdout if direction == "put" else sys.stderr
+try:
+    answer.write(digest.hexdigest() + " *stdin\\n")
+    answer.flush()
+except OSError:
+    if direction == "put":
+        os.unlink(path)
+    sys.exit(1)
 """
 
 #: The host's fastest SHA-256 of stdin without Python: OpenSSL's (several times faster than coreutils' where

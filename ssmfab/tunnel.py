@@ -41,7 +41,9 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .aws import AWSContext, aws_errors, describe_client_error
 from .config import Settings
-from .exceptions import AccessDeniedError, AWSCLIError, CredentialsError, PluginError, SSMFabError, TunnelError
+from .exceptions import (
+    AccessDeniedError, AWSCLIError, CredentialsError, PluginError, SessionLostError, SSMFabError, TunnelError,
+)  # fmt: skip
 from .tunnelsocket import TunnelSocket
 
 if TYPE_CHECKING:
@@ -296,6 +298,14 @@ class ProcessTunnel:
             # Still running: the stream is open. Not a closed tunnel; the caller knows what it waited for.
             return None
         reason = f": {last}" if last else ""
+        if self.sock.banner_seen:
+            # SSH had started: the SSM session ended under it. AWS's plugin exits 0 without a word when its data
+            # channel died and ResumeSession failed; an instance whose sshd went away ends the session too.
+            return SessionLostError(
+                f"{host}: SSM session lost: the tunnel ended under the SSH session (exit {code}){reason}: its data "
+                "channel died or sshd on the instance closed; check the instance's SSM agent, sshd and network",
+                host,
+            )
         return TunnelError(f"{host}: SSM tunnel closed (exit {code}){reason}; check that sshd runs on the instance", host)
 
     def _group_alive(self) -> bool:

@@ -430,7 +430,8 @@ class Sandbox:
 
     def set_faults(self, name: str | None = None, session_id: str | None = None, clear: bool = False, **faults: Any) -> None:
         """Flip data channel fault switches for a host (every session to it) or one session: SetupDelay=seconds,
-        DropAfterBytes=n (0 = now), RefuseResume, NeverAcknowledge, BlackHole, PortClosed (None removes one)."""
+        DropAfterBytes=n (0 = now), RefuseResume, NeverAcknowledge, BlackHole, PortClosed,
+        UnreachableStream (read at StartSession) (None removes one)."""
         scope = {"SessionId": session_id} if session_id else {"Target": self.host(name or "").instance_id}
         call_sandbox_ssm(self.endpoint, REGION, "SandboxSetFaults", {**scope, "Faults": faults, "Clear": clear})
 

@@ -30,16 +30,20 @@ Uploads are paced by the plugin itself.
 **Fault switches** (``SandboxSetFaults``; ``Sandbox.set_faults``/``clear_faults``), per instance (every session
 to it, current and later) or per session, flipped at any time and acting at once:
 
-================= ========= ==============================================================================
-``SetupDelay``     seconds   extra wait before the handshake (on top of the link model's setup)
-``DropAfterBytes`` bytes     abort the websocket once this many more payload bytes (either direction) have
-                             moved; 0 = now. One-shot: it clears itself when it fires.
-``RefuseResume``   bool      ResumeSession fails (DoesNotExistException)
-``NeverAcknowledge`` bool    input is processed but never acknowledged
-``BlackHole``      bool      nothing is delivered either way (frames are read and discarded, output is held
-                             unsent), the websocket stays open; turning it off resumes delivery
-``PortClosed``     bool      the agent cannot connect to the port (as if sshd were down)
-================= ========= ==============================================================================
+====================== ========= ==============================================================================
+``SetupDelay``         seconds   extra wait before the handshake (on top of the link model's setup)
+``DropAfterBytes``     bytes     abort the websocket once this many more payload bytes (either direction) have
+                                 moved; 0 = now. One-shot: it clears itself when it fires.
+``RefuseResume``       bool      ResumeSession fails (DoesNotExistException)
+``NeverAcknowledge``   bool      input is processed but never acknowledged
+``BlackHole``          bool      nothing is delivered either way (frames are read and discarded, output is held
+                                 unsent), the websocket stays open; turning it off resumes delivery
+``PortClosed``         bool      the agent cannot connect to the port (as if sshd were down)
+``UnreachableStream``  bool      StartSession hands out a StreamUrl nothing answers on (a port the service holds
+                                 bound but never listens on: connections are refused), as when the client cannot
+                                 reach ssmmessages; the plugin retries, then waits forever. Read at StartSession:
+                                 set it for the instance before the session starts.
+====================== ========= ==============================================================================
 
 A value of null removes one switch; ``Clear: true`` removes them all.
 
@@ -87,6 +91,7 @@ FAULTS: dict[str, type] = {
     "NeverAcknowledge": bool,
     "BlackHole": bool,
     "PortClosed": bool,
+    "UnreachableStream": bool,
 }
 
 
@@ -426,6 +431,9 @@ class SSMMessagesService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Any = None
+        #: A port bound and never listened on: what UnreachableStream's StreamUrl names (refused, and no one
+        #: else can take it while the service runs).
+        self._unreachable: socket.socket | None = None
         self._sessions: dict[str, dict[str, Any]] = {}
         self._agents: dict[str, Agent] = {}
         self._faults: dict[str, dict[str, Any]] = {}
@@ -465,12 +473,16 @@ class SSMMessagesService:
             self._handle, self.host, 0, compression=None, max_size=None, ping_interval=None, close_timeout=2
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._unreachable = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._unreachable.bind((self.host, 0))
 
     async def _shutdown(self) -> None:
         for agent in list(self._agents.values()):
             await agent.finish("", "Terminated")
         self._server.close()
         await self._server.wait_closed()
+        if self._unreachable is not None:
+            self._unreachable.close()
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
@@ -488,6 +500,9 @@ class SSMMessagesService:
     def open_session(self, session: dict[str, Any], address: tuple[str, int]) -> None:
         session["SandboxStreamAddress"] = address
         session["StreamUrl"] = self.stream_url(session["SessionId"])
+        if self.fault(session["Target"], session["SessionId"], "UnreachableStream") and self._unreachable is not None:
+            port = self._unreachable.getsockname()[1]
+            session["StreamUrl"] = f"ws://{self.host}:{port}/v1/data-channel/{session['SessionId']}?role=publish_subscribe"
         self._sessions[session["SessionId"]] = session
         self.record("StartSession", session["Target"], session["SessionId"])
 
