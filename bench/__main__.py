@@ -330,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         link = LinkModel.parse(args.link)
         plugin = find_plugin(args.plugin, os.environ)
-        sandbox_plugin = real_plugin_from_env()
         others = [r for r in rows_wanted if r != "real"]
+        sandbox_plugin = real_plugin_from_env() if others else ""
         if others or ("real" in rows_wanted and plugin):
             find_sshd()
     except (ValueError, SSMFabError) as exc:
