@@ -24,6 +24,13 @@ Rows:
   connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand, and two floors
              against that ssh: ssmfab's libraries imported and nothing run, and the same plus SSH straight
              to sshd (no SSM, no AWS)
+  real       the same questions through AWS's own session-manager-plugin (``--plugin``, default
+             $SSMFAB_SANDBOX_PLUGIN, else ../shared/session-manager-plugin/ beside the checkout), on a sandbox of
+             its own: connect + ``true`` on one host; ``run true`` on 20 and 50 hosts vs Fabric ThreadingGroup
+             with the aws CLI ProxyCommand and vs one ``ssh`` per host through ``ssmfab-proxy`` (xargs -P),
+             with memory per host; a 16 MiB put and get vs scp through ``ssmfab-proxy`` (uploads go at the
+             plugin's own pace: it reads 1024 bytes, then sleeps 1 ms); fetch-logs vs scp -r over the link
+             model. Skipped, with the reason, when there is no such plugin.
 """
 
 from __future__ import annotations
@@ -48,11 +55,16 @@ from ssmfab.sandbox.sshd import find_sshd
 
 from .cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify
 from .measure import become_subreaper
+from .real_plugin import NO_PLUGIN, find_plugin, parallel_ssh
 from .report import machine, print_table, write_plot
 from .workloads import MIB, log_tree, random_file
 
-ROWS = ("transfer", "logs", "fleet", "connect")
+ROWS = ("transfer", "logs", "fleet", "connect", "real")
 FLEET_SIZES = (1, 20, 50)
+#: The fleet sizes of the rows through AWS's plugin.
+REAL_FLEET_SIZES = (20, 50)
+#: Ends the name of every row through AWS's plugin.
+REAL = ", AWS plugin"
 HERE = Path(__file__).resolve().parent
 
 
@@ -73,7 +85,7 @@ def guarded(name: str, make: Callable[[], Row]) -> Row:
         return Row(name, Side(""), Side(""), skipped=f"FAILED: {exc}")
 
 
-def transfer_rows(bench: Bench, sizes: list[int]) -> list[Row]:
+def transfer_rows(bench: Bench, sizes: list[int], tools: tuple[str, ...] = ("sftp", "scp"), suffix: str = "") -> list[Row]:
     host = bench.sandbox.hosts[0]
     home = bench.host_home(host.name)
     user_at = f"{bench.sandbox.user}@{host.instance_id}"
@@ -102,21 +114,22 @@ def transfer_rows(bench: Bench, sizes: list[int]) -> list[Row]:
                 ("scp (ssmfab-proxy)", lambda: ["scp", "-q", *ssh_opts, f"{user_at}:{remote_name}", str(pulled / remote_name)]),
             ),
         }  # fmt: skip
-        for tool, (their_put, their_get) in baselines.items():
+        for tool in tools:
+            their_put, their_get = baselines[tool]
             target = f">= 0.9x {tool}'s speed" if size_mb >= 512 else ""
             ratio = 1 / 0.9 if size_mb >= 512 else None
-            name = f"put {size_mb} MB vs {tool}"
+            name = f"put {size_mb} MB vs {tool}{suffix}"
             missing = bench.missing(tool, "ssh")
             if missing:
                 rows.append(Row(name, Side(""), Side(""), skipped=missing))
-                rows.append(Row(f"get {size_mb} MB vs {tool}", Side(""), Side(""), skipped=missing))
+                rows.append(Row(f"get {size_mb} MB vs {tool}{suffix}", Side(""), Side(""), skipped=missing))
                 continue
             extra = {"bytes": size_mb * MIB}
             rows.append(guarded(name, lambda: Row(name, *bench.pair(
                 name, ours_put, their_put, before=lambda: remove(landed), check=lambda: verify(landed, digest),
             ), ratio, target, extra=extra)))  # fmt: skip
             shutil.copyfile(local, landed)
-            name = f"get {size_mb} MB vs {tool}"
+            name = f"get {size_mb} MB vs {tool}{suffix}"
             rows.append(guarded(name, lambda: Row(name, *bench.pair(
                 name, ours_get, their_get,
                 before=lambda: remove(pulled / remote_name), check=lambda: verify(pulled / remote_name, digest),
@@ -126,10 +139,10 @@ def transfer_rows(bench: Bench, sizes: list[int]) -> list[Row]:
     return rows
 
 
-def logs_row(bench: Bench, size_mb: int) -> Row:
+def logs_row(bench: Bench, size_mb: int, suffix: str = "") -> Row:
     host = bench.sandbox.hosts[0]
     home = bench.host_home(host.name)
-    name = f"fetch {size_mb} MB of logs, SSM link model"
+    name = f"fetch {size_mb} MB of logs, SSM link model{suffix}"
     missing = bench.missing("scp", "ssh")
     if missing:
         return Row(name, Side(""), Side(""), skipped=missing)
@@ -238,6 +251,63 @@ def connect_rows(bench: Bench) -> list[Row]:
     ]
 
 
+def real_connect_row(bench: Bench) -> Row:
+    """connect + ``true`` on one host through AWS's plugin: ssmfab run vs ssh with the aws CLI ProxyCommand."""
+    host = bench.sandbox.hosts[0]
+    name = f"connect + true, one host{REAL}"
+    missing = bench.missing("ssh", "aws")
+    if missing:
+        return Row(name, Side(""), Side(""), skipped=missing)
+    ours = ("ssmfab run", lambda: [bench.ssmfab, "run", "--id", host.instance_id, "true"])
+    theirs = ("ssh (aws CLI proxy)", lambda: ["ssh", *bench.ssh_options(AWS_PROXY), f"{bench.sandbox.user}@{host.instance_id}", "true"])
+    return guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs, quick=True)))
+
+
+def real_fleet_rows(bench: Bench) -> list[Row]:
+    """``run true`` on 20 and 50 hosts through AWS's plugin, against the two things a user would otherwise run:
+    Fabric's ThreadingGroup with the aws CLI ProxyCommand, and one ``ssh`` per host through ``ssmfab-proxy``,
+    all hosts at once (``xargs -P``). Each row also gives the memory per host (the tree's peak PSS / hosts)."""
+    rows: list[Row] = []
+    user = bench.sandbox.user
+    for size in REAL_FLEET_SIZES:
+        ids = [h.instance_id for h in bench.sandbox.hosts if h.tags.get(f"Fleet{size}") == "yes"]
+        hosts_file = bench.scratch / f"hosts-{size}.txt"
+        hosts_file.write_text("".join(f"{i}\n" for i in ids))
+        ours = ("ssmfab run", lambda size=size: [bench.ssmfab, "run", "--tag", f"Fleet{size}=yes", "true"])
+        fabric = ("Fabric ThreadingGroup (aws CLI proxy)", lambda ids=ids: fabric_group(bench, bench.env["SSMFAB_KEY"], ids))
+        ssh = (f"ssh x{size} (ssmfab-proxy, xargs -P)",
+               lambda size=size, hosts_file=hosts_file: parallel_ssh(bench.ssh_options(PLUGIN_PROXY), user, hosts_file, size))
+        for versus, theirs, tools in (("Fabric", fabric, ("aws",)), ("ssh", ssh, ("ssh", "xargs"))):
+            name = f"run true on {size} hosts vs {versus}{REAL}"
+            missing = bench.missing(*tools)
+            if missing:
+                rows.append(Row(name, Side(""), Side(""), skipped=missing))
+                continue
+            row = guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs), extra={"hosts": size}))
+            if not row.skipped:
+                row.extra["mib_per_host"] = {"ours": row.ours.peak_mib / size, "theirs": row.theirs.peak_mib / size}
+            rows.append(row)
+    return rows
+
+
+def real_rows(scratch: Path, plugin: str, repeat: int, link: LinkModel, file_mb: int, log_mb: int) -> list[Row]:
+    """Every row through AWS's plugin, on a sandbox of their own whose plugin it is."""
+    scratch.mkdir()
+    print(f"starting a {max(REAL_FLEET_SIZES)}-host sandbox with AWS's plugin ({plugin}) ...", flush=True)
+    sandbox = Sandbox(scratch / "sandbox", plugin=plugin).up(fleet_hosts(max(REAL_FLEET_SIZES)))
+    try:
+        bench = Bench(sandbox, scratch, repeat, link)
+        warm_up(bench)
+        rows = [real_connect_row(bench), *real_fleet_rows(bench)]
+        rows += transfer_rows(bench, [file_mb], tools=("scp",), suffix=REAL)
+        rows.append(logs_row(bench, log_mb, suffix=REAL))
+    finally:
+        sandbox.down()
+    for row in rows:
+        row.extra["plugin"] = "aws"
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs per pair (default 3; medians)")
@@ -246,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-mb", type=int, default=100, help="text logs for the logs row (default 100)")
     parser.add_argument("--link", default="on", help="SSM link model of the logs row (default 'on': 1 s setup, 1 MB/s, 1024-byte reads)")
     parser.add_argument("--out", default=str(HERE / "results"), help="results folder (default bench/results)")
+    parser.add_argument("--plugin", default=None,
+                        help="AWS's session-manager-plugin for the real rows (default: $SSMFAB_SANDBOX_PLUGIN, else "
+                             "../shared/session-manager-plugin/session-manager-plugin beside the checkout when there; "
+                             "'' for none: the real rows are skipped)")
+    parser.add_argument("--real-file-mb", type=int, default=16, help="file put and got through AWS's plugin (default 16)")
+    parser.add_argument("--real-log-mb", type=int, default=20, help="text logs fetched through AWS's plugin (default 20)")
     args = parser.parse_args(argv)
     rows_wanted = [r for r in args.rows.split(",") if r]
     unknown = sorted(set(rows_wanted) - set(ROWS))
@@ -253,31 +329,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown rows {unknown}" if unknown else "--repeat must be at least 1")
     try:
         link = LinkModel.parse(args.link)
-        find_sshd()
+        plugin = find_plugin(args.plugin, os.environ)
+        others = [r for r in rows_wanted if r != "real"]
+        sandbox_plugin = real_plugin_from_env() if others else ""
+        if others or ("real" in rows_wanted and plugin):
+            find_sshd()
     except (ValueError, SSMFabError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     become_subreaper()
     started = time.time()
-    hosts = max(FLEET_SIZES) if "fleet" in rows_wanted else 1
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ssmfab-bench-") as temp:
         scratch = Path(temp)
-        print(f"starting a {hosts}-host sandbox ...", flush=True)
-        sandbox = Sandbox(scratch / "sandbox", plugin=real_plugin_from_env()).up(fleet_hosts(hosts))
-        try:
-            bench = Bench(sandbox, scratch, args.repeat, link)
-            warm_up(bench)
-            rows: list[Row] = []
-            if "connect" in rows_wanted:
-                rows += connect_rows(bench)
-            if "fleet" in rows_wanted:
-                rows += fleet_rows(bench)
-            if "transfer" in rows_wanted:
-                rows += transfer_rows(bench, [int(s) for s in args.file_mb.split(",") if s])
-            if "logs" in rows_wanted:
-                rows.append(logs_row(bench, args.log_mb))
-        finally:
-            sandbox.down()
+        if others:
+            rows += sandbox_rows(scratch / "main", sandbox_plugin, args, link, others)
+        if "real" in rows_wanted and plugin:
+            rows += real_rows(scratch / "real", plugin, args.repeat, link, args.real_file_mb, args.real_log_mb)
+        elif "real" in rows_wanted:
+            print(f"  rows through AWS's plugin: skipped: {NO_PLUGIN}", flush=True)
+            rows.append(Row("rows through AWS's plugin", Side(""), Side(""), skipped=NO_PLUGIN))
     info = machine()
     print()
     print_table(rows, info)
@@ -290,6 +361,29 @@ def main(argv: list[str] | None = None) -> int:
     plot = write_plot(rows, out / "latest.png", info)
     print(f"\nresults: {out / 'latest.json'}" + (f", {plot}" if plot else " (no plot: pip install matplotlib)"))
     return 0
+
+
+def sandbox_rows(scratch: Path, plugin: str, args: argparse.Namespace, link: LinkModel, wanted: list[str]) -> list[Row]:
+    """The rows on the sandbox's usual plugin (the stand-in, or the one $SSMFAB_SANDBOX_PLUGIN names)."""
+    scratch.mkdir()
+    hosts = max(FLEET_SIZES) if "fleet" in wanted else 1
+    print(f"starting a {hosts}-host sandbox ...", flush=True)
+    sandbox = Sandbox(scratch / "sandbox", plugin=plugin).up(fleet_hosts(hosts))
+    try:
+        bench = Bench(sandbox, scratch, args.repeat, link)
+        warm_up(bench)
+        rows: list[Row] = []
+        if "connect" in wanted:
+            rows += connect_rows(bench)
+        if "fleet" in wanted:
+            rows += fleet_rows(bench)
+        if "transfer" in wanted:
+            rows += transfer_rows(bench, [int(s) for s in args.file_mb.split(",") if s])
+        if "logs" in wanted:
+            rows.append(logs_row(bench, args.log_mb))
+    finally:
+        sandbox.down()
+    return rows
 
 
 def warm_up(bench: Bench) -> None:

@@ -48,9 +48,13 @@ def _cell(row: Row, which: str) -> str:
     side = row.ours if which == "ours" else row.theirs
     text = f"{side.seconds:.2f} s"
     if "bytes" in row.extra and "50 hosts vs" not in row.name:
-        text += f" ({row.extra['bytes'] / side.seconds / 1e6:.0f} MB/s)"
+        rate = row.extra["bytes"] / side.seconds / 1e6
+        # Through AWS's plugin an upload goes at well under 1 MB/s: whole numbers would hide it.
+        text += f" ({rate:.0f} MB/s)" if rate >= 10 else f" ({rate:.2f} MB/s)"
     if "hosts" in row.extra:
         text += f", {side.peak_mib:.0f} MiB"
+    if "mib_per_host" in row.extra:
+        text += f" ({row.extra['mib_per_host'][which]:.1f}/host)"
     return text
 
 
