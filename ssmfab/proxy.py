@@ -10,21 +10,19 @@ CLI's time because it loads only what StartSession needs.
 
 Unlike the aws CLI it also ends the SSM session when ssh is done with it: session-manager-plugin calls no
 TerminateSession when its input ends, so a session would otherwise stay open until SSM's idle timeout. Just
-before the exec a small watcher is forked off; it lets go of ssh's pipes, waits for the plugin (the process
-ssh started) to exit, calls TerminateSession and exits. Settings (region, profile, endpoint, plugin,
-document) come from the usual ssmfab layers: config files and SSMFAB_*/AWS_* environment variables.
+before the exec a watcher is forked off; it lets go of ssh's pipes, becomes a small shell that waits for the
+plugin (the process ssh started) to exit, then runs ``ssmfab-proxy --end-session ID`` to call TerminateSession.
+Settings (region, profile, endpoint, plugin, document) come from the usual ssmfab layers: config files and
+SSMFAB_*/AWS_* environment variables.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
-import time
-from collections.abc import Callable
 
-from .aws import aws_context
+from .aws import aws_context, aws_errors
 from .config import load_settings
 from .exceptions import SSMFabError
 from .tunnel import plugin_command, plugin_version, start_ssh_session
@@ -35,14 +33,27 @@ USAGE = (
 )
 #: Options and the setting each overrides.
 OPTIONS = {"--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url"}
+#: The watcher's own call back into ssmfab-proxy, once ssh is done: end this session.
+END_SESSION = "--end-session"
+
+
+#: What the session-end watcher runs: wait for the plugin (not its child, so no wait(2)) without keeping a Python
+#: process alive for the whole connection (a forked copy of this one stayed at ~34 MiB once the plugin's exec
+#: left its pages to it alone), then end the session with a fresh, short-lived ssmfab-proxy. GNU tail waits
+#: on a pid with one process; elsewhere the shell asks every second.
+WATCH_SCRIPT = 'pid=$1; shift; tail --pid="$pid" -f /dev/null 2>/dev/null || while kill -0 "$pid" 2>/dev/null; do sleep 1; done; exec "$@"'
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, str] = {}
+    given: list[str] = []
     while len(args) >= 2 and args[0] in OPTIONS:
         overrides[OPTIONS[args[0]]] = args[1]
+        given += args[:2]
         del args[:2]
+    if len(args) == 2 and args[0] == END_SESSION:
+        return end_session(args[1], overrides)
     if len(args) not in (1, 2) or args[0].startswith("-"):
         print(USAGE, file=sys.stderr)
         return 2
@@ -60,17 +71,30 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     sys.stdout.flush()
     sys.stderr.flush()
-    end_session_after_exit(lambda: ssm.terminate_session(SessionId=response["SessionId"]))
+    end_session_after_exit([sys.executable, "-m", "ssmfab.proxy", *given, END_SESSION, response["SessionId"]])
     os.execve(command[0], command, env)
     return 0  # not reached: execve replaces this process
 
 
-def end_session_after_exit(terminate: Callable[[], object]) -> None:
-    """Fork a watcher that calls ``terminate`` once this process (about to become the plugin) has exited.
+def end_session(session_id: str, overrides: dict[str, str]) -> int:
+    """``ssmfab-proxy [options] --end-session ID``: TerminateSession, as the watcher runs it once ssh is done."""
+    try:
+        settings = load_settings(overrides=overrides)
+        with aws_errors(f"ending SSM session {session_id}", session_id):
+            aws_context(settings).ssm().terminate_session(SessionId=session_id)
+    except SSMFabError as exc:
+        print(f"ssmfab-proxy: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def end_session_after_exit(command: list[str]) -> None:
+    """Fork a watcher that runs ``command`` once this process (about to become the plugin) has exited.
 
     The watcher gives up ssh's pipes at once (ssh must see EOF when the plugin ends, not when the watcher
-    does) and ignores the hang-up and interrupt signals ssh and the terminal send to the proxy. A fork that
-    fails leaves the session to SSM's idle timeout, as under the aws CLI, rather than failing the connection."""
+    does), leaves ssh's process group, and ignores the hang-up and interrupt signals ssh and the terminal send
+    to the proxy. It then becomes a shell that waits (WATCH_SCRIPT). A fork or exec that fails leaves the
+    session to SSM's idle timeout, as under the aws CLI, rather than failing the connection."""
     watched = os.getpid()
     try:
         child = os.fork()
@@ -80,36 +104,16 @@ def end_session_after_exit(terminate: Callable[[], object]) -> None:
         return
     try:
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_IGN)
-        os.setsid()  # out of ssh's process group: signals meant for the plugin do not reach the watcher
+            signal.signal(sig, signal.SIG_IGN)  # kept across exec: the shell, tail and the ending call ignore them
+        os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        _wait_for_exit(watched)
-        terminate()
+        os.execv("/bin/sh", ["sh", "-c", WATCH_SCRIPT, "ssmfab-proxy-watch", str(watched), *command])
     except BaseException:  # noqa: BLE001 - nobody is left to tell; the session ends at SSM's idle timeout
         pass
     finally:
         os._exit(0)
-
-
-def _wait_for_exit(pid: int) -> None:
-    """Until ``pid`` (not our child: our parent, which execs the plugin) has exited."""
-    try:
-        handle = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        while True:  # no pidfd (old kernel): ask now and then
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            except PermissionError:
-                pass
-            time.sleep(0.5)
-    try:
-        select.select([handle], [], [])
-    finally:
-        os.close(handle)
 
 
 if __name__ == "__main__":

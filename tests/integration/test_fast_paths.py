@@ -60,6 +60,46 @@ def test_ssmfab_proxy_carries_openssh_and_leaves_nothing(
     assert new_active_sessions(sandbox_env, sessions_before) == set()  # its session ended, as under the aws CLI
 
 
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="OpenSSH client not installed")
+def test_ssmfab_proxy_keeps_no_python_process_alive_beside_the_connection(
+    sandbox: Sandbox, sandbox_env: dict[str, str], sessions_before: set[str]
+) -> None:
+    # The session-end watcher waits as a shell (and tail), not as a forked copy of the proxy's Python (~34 MiB).
+    instance, home = host(sandbox, "web-2")
+    for name in ("proxy-started", "proxy-release"):
+        (home / name).unlink(missing_ok=True)
+    ssh = subprocess.Popen(
+        [*ssh_argv(sandbox_env, f"ssmfab-proxy --region us-east-1 --endpoint-url {sandbox.endpoint} %h %p"),
+         f"{sandbox.user}@{instance}", "touch proxy-started; while [ ! -e proxy-release ]; do sleep 0.05; done"],
+        env=sandbox_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "proxy-started").exists():
+            assert ssh.poll() is None and time.monotonic() < deadline, "the command never started"
+            time.sleep(0.02)
+        watchers = [pid for pid in os.listdir("/proc") if pid.isdigit() and b"--end-session" in _cmdline(pid)]
+        assert watchers, "no session-end watcher beside the connection"
+        for pid in watchers:
+            exe = os.path.realpath(f"/proc/{pid}/exe")
+            assert "python" not in os.path.basename(exe), f"a Python process waits beside the connection: {exe}"
+    finally:
+        (home / "proxy-release").touch()
+        ssh.communicate(timeout=60)
+    assert ssh.returncode == 0
+    deadline = time.monotonic() + 30
+    while new_active_sessions(sandbox_env, sessions_before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert new_active_sessions(sandbox_env, sessions_before) == set()
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_ssmfab_proxy_errors_are_one_line(sandbox_env: dict[str, str]) -> None:
     done = subprocess.run(["ssmfab-proxy", "i-00000000000000000", "22"], env=sandbox_env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
