@@ -32,11 +32,11 @@ from .doctor import caller_arn
 from .interrupt import Interrupted, exit_now, signals_interrupt
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
 from .output import Progress, failure_lines, report_dict, summary_table
-from .targets import INSTANCE_ID, Selection, Target, require_targets
+from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets
 from .version import __version__
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
-    "select": ("id", "name", "tag"),
+    "select": ("id", "name", "tag", "asg", "ip"),
     "aws": ("region", "profile"),
     "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json"),
@@ -45,6 +45,8 @@ FLAG_HELP = {
     "id": "instance id (i-… or mi-…); repeatable, or comma-separated",
     "name": "Name tag value or glob ('web-*'); repeatable",
     "tag": "Key=Value, Key=a,b (either value) or a bare value of the default tag key (Role); repeatable, keys AND",
+    "asg": "Auto Scaling group name or glob (its aws:autoscaling:groupName tag); repeatable",
+    "ip": "private IP (10.0.1.5, 10.0.1.*) or private DNS name (ip-10-0-1-5.ec2.internal); repeatable",
     "region": "AWS region (default: AWS_REGION / profile)",
     "profile": "AWS profile (default: AWS_PROFILE)",
     "user": "SSH user (default: ec2-user, or the instance's ssmfab:user tag)",
@@ -58,7 +60,7 @@ FLAG_HELP = {
     "timeout": "seconds one host may take, connection included",
     "json": "print a JSON report instead of the summary table",
 }
-REPEATABLE = ("id", "name", "tag", "path", "env")
+REPEATABLE = ("id", "name", "tag", "asg", "ip", "path", "env")
 SWITCHES = ("json", "ephemeral_key", "strict_host_keys")
 
 
@@ -87,14 +89,18 @@ def parse_number(value: str, flag: str, kind: type[int] | type[float]) -> Any:
 
 #: What only an instance id looks like (``i-zzz``, ``mi-123``): never a Name glob, even when malformed.
 LOOKS_LIKE_ID = re.compile(r"m?i-[0-9A-Za-z]+")
+#: What only a private address looks like: an IPv4 address (or glob) or EC2's private host name.
+LOOKS_LIKE_ADDRESS = re.compile(r"[0-9*?]+(\.[0-9*?]+){3}|ip-\d+-\d+-\d+-\d+(\..*)?")
 
 
 def loose_selector(text: str | None) -> dict[str, tuple[str, ...]]:
-    """A positional target: an instance id, ``Key=Value`` (a tag) or a Name glob."""
+    """A positional target: an instance id, ``Key=Value`` (a tag), a private IP or DNS name, or a Name glob."""
     if not text:
         return {}
     if INSTANCE_ID.fullmatch(text.split(",")[0]) or LOOKS_LIKE_ID.fullmatch(text):
         return {"id": (text,)}  # a malformed id is refused by the selector's check, not taken as a Name
+    if LOOKS_LIKE_ADDRESS.fullmatch(text):
+        return {"ip": (text,)}
     return {"tag": (text,)} if "=" in text else {"name": (text,)}
 
 
@@ -105,6 +111,8 @@ class Flags:
     id: tuple[str, ...] = ()
     name: tuple[str, ...] = ()
     tag: tuple[str, ...] = ()
+    asg: tuple[str, ...] = ()
+    ip: tuple[str, ...] = ()
     region: str | None = None
     profile: str | None = None
     user: str | None = None
@@ -137,12 +145,15 @@ class Flags:
         hosts will be reached through SSM tunnels, whose checks can run while the hosts are looked up."""
         extra = loose_selector(positional)
         ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
-        if not (ids or names or tags):
-            raise SelectorError("no hosts selected: give an instance id, --id, --name or --tag (all hosts: --name '*')")
+        asgs, ips = self.asg, self.ip + extra.get("ip", ())
+        if not (ids or names or tags or asgs or ips):
+            raise SelectorError("no hosts selected: give an instance id, --id, --name, --tag, --asg or --ip (all hosts: --name '*')")
+        # Malformed selectors are refused before anything else starts (no plugin check, no AWS call).
+        parse_selector(ids, names, tags, asgs=asgs, ips=ips, default_tag_key=client.settings.targets.default_tag_key)
         if tunnels:
             client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
-        selection = client.select(ids, names, tags)
+        selection = client.select(ids, names, tags, asgs=asgs, ips=ips)
         startup_over()
         # Hosts left out are not announced here: the report lists them (skipped, or failed if named by id).
         return selection

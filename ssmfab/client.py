@@ -117,15 +117,22 @@ class Client:
         if self.settings.ssh.key and not self.settings.ssh.ephemeral_key:
             check_key_file(self.settings.ssh.key)
 
-    def select(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> Selection:
-        """Every instance matching the selectors, reachable or not (see ``Selection.skipped``)."""
-        selector = parse_selector(ids, names, tags, default_tag_key=self.settings.targets.default_tag_key)
+    def select(
+        self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = (), *,
+        asgs: Iterable[str] = (), ips: Iterable[str] = (),
+    ) -> Selection:  # fmt: skip
+        """Every instance matching the selectors, reachable or not (see ``Selection.skipped``). ``asgs``: Auto
+        Scaling group names; ``ips``: private IPs or private DNS names (globs allowed in all)."""
+        selector = parse_selector(ids, names, tags, asgs=asgs, ips=ips, default_tag_key=self.settings.targets.default_tag_key)
         with aws_errors(f"looking up instances for {selector}"):
             return resolve(selector, self.aws.ec2(), self.aws.ssm(), region=self.aws.region)
 
-    def targets(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> list[Target]:
+    def targets(
+        self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = (), *,
+        asgs: Iterable[str] = (), ips: Iterable[str] = (),
+    ) -> list[Target]:  # fmt: skip
         """The reachable instances matching the selectors; NoTargetsError if there are none."""
-        return require_targets(self.select(ids, names, tags), self.aws.profile)
+        return require_targets(self.select(ids, names, tags, asgs=asgs, ips=ips), self.aws.profile)
 
     def user_for(self, target: Target) -> str:
         tag = self.settings.ssh.user_tag

@@ -43,7 +43,7 @@ def transfer_summary(report: Any) -> dict[str, Any]:
 def hosts(c: Any, flags: Flags) -> None:
     """List the instances the selectors match (all of them when none is given), with SSM status."""
     client = flags.client()
-    selection = client.select(flags.id, flags.name, flags.tag)
+    selection = client.select(flags.id, flags.name, flags.tag, asgs=flags.asg, ips=flags.ip)
     if not selection.targets and not selection.skipped:
         require_targets(selection, client.aws.profile)
     print(hosts_table(selection))
@@ -370,8 +370,8 @@ def doctor(c: Any, flags: Flags) -> None:
     """Check every prerequisite (CLI, plugin, credentials, region, document, each target's agent, IAM)."""
     client = flags.client()
     selection = None
-    if flags.id or flags.name or flags.tag:
-        selection = client.select(flags.id, flags.name, flags.tag)
+    if flags.id or flags.name or flags.tag or flags.asg or flags.ip:
+        selection = client.select(flags.id, flags.name, flags.tag, asgs=flags.asg, ips=flags.ip)
     checks = run_checks(client, selection)
     for check in checks:
         print(check.line())
