@@ -33,6 +33,7 @@ from .interrupt import Interrupted, exit_now, signals_interrupt
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
 from .output import Progress, failure_lines, report_dict, summary_table
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets
+from .tunnel import session_reason
 from .version import __version__
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
@@ -40,6 +41,7 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "aws": ("region", "profile"),
     "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json"),
+    "session": ("reason",),
 }
 FLAG_HELP = {
     "id": "instance id (i-… or mi-…); repeatable, or comma-separated",
@@ -59,6 +61,8 @@ FLAG_HELP = {
     "max_failures": "failed hosts tolerated (count or %); past it no new host starts",
     "timeout": "seconds one host may take, connection included",
     "json": "print a JSON report instead of the summary table",
+    "reason": "why: StartSession's Reason (Session Manager console, CloudTrail) and the audit record's "
+              "(required when audit.require_reason is set)",
 }
 REPEATABLE = ("id", "name", "tag", "asg", "ip", "path", "env")
 SWITCHES = ("json", "ephemeral_key", "strict_host_keys")
@@ -125,10 +129,12 @@ class Flags:
     max_failures: str | None = None
     timeout: str | None = None
     json: bool = False
+    reason: str | None = None
 
     def client(self) -> Client:
         given: dict[str, Any] = {
             "region": self.region, "profile": self.profile, "user": self.user, "key": self.key, "tunnel": self.tunnel,
+            "reason": self.reason,
             "ephemeral_key": self.ephemeral_key or None,
             "strict_host_keys": self.strict_host_keys or None,
             # The client's settings carry --parallel too: its AWS connection pools are sized to it.
@@ -150,6 +156,7 @@ class Flags:
             raise SelectorError("no hosts selected: give an instance id, --id, --name, --tag, --asg or --ip (all hosts: --name '*')")
         # Malformed selectors are refused before anything else starts (no plugin check, no AWS call).
         parse_selector(ids, names, tags, asgs=asgs, ips=ips, default_tag_key=client.settings.targets.default_tag_key)
+        session_reason(client.settings)  # so is a missing reason that audit.require_reason asks for
         if tunnels:
             client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
@@ -288,6 +295,7 @@ def audit_trail(client: Client, secrets: tuple[str, ...] = ()) -> Iterator[Audit
     cloudwatch = client.aws.client("logs") if settings.cloudwatch_log_group else None
     log = AuditLog.from_settings(settings, version=__version__, cloudwatch=cloudwatch)
     log.secrets = (*log.secrets, *secrets)
+    log.reason = client.settings.tunnel.reason
     log.look_up_caller(lambda: caller_arn(client))
     yield log
     # Only a run that ended normally waits for the lookup: one interrupted (Ctrl-C) or failed exits at once,

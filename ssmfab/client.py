@@ -49,6 +49,7 @@ OVERRIDE_KEYS = {
     "plugin": "tunnel.plugin",
     "attempts": "tunnel.attempts",
     "retry_delay": "tunnel.retry_delay",
+    "reason": "tunnel.reason",
     "parallel": "run.parallel",
 }
 

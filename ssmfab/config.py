@@ -92,6 +92,9 @@ class TunnelSettings:
     attempts: int = field(default=4, metadata={"env": "SSMFAB_TUNNEL_ATTEMPTS"})
     #: First retry delay in seconds; doubled per retry (max 20 s), with jitter.
     retry_delay: float = field(default=1.0, metadata={"env": "SSMFAB_TUNNEL_RETRY_DELAY"})
+    #: Why the sessions are opened: StartSession's Reason (shown in the Session Manager console and CloudTrail)
+    #: and the audit record's. One line, at most 256 characters.
+    reason: str = field(default="", metadata={"env": "SSMFAB_REASON"})
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class AuditSettings:
     secrets: tuple[str, ...] = ()
     #: Also ship records to this CloudWatch Logs group ("" = local file only).
     cloudwatch_log_group: str = field(default="", metadata={"env": "SSMFAB_AUDIT_LOG_GROUP"})
+    #: Refuse to open sessions without a reason (``--reason``, ``tunnel.reason``).
+    require_reason: bool = field(default=False, metadata={"env": "SSMFAB_AUDIT_REQUIRE_REASON"})
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,9 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: ssh.keepalive_interval must not be negative and ssh.keepalive_count_max at least 1")
     if settings.tunnel.attempts < 1 or settings.tunnel.retry_delay < 0:
         raise ConfigError(f"{source}: tunnel.attempts must be at least 1 and tunnel.retry_delay not negative")
+    reason = settings.tunnel.reason
+    if len(reason) > 256 or any(ord(ch) < 32 or ord(ch) == 127 for ch in reason):
+        raise ConfigError(f"{source}: the reason (--reason, tunnel.reason) must be one line of at most 256 characters")
     if settings.deploy.keep_releases < 2:
         raise ConfigError(f"{source}: deploy.keep_releases must be at least 2 (current and previous)")
     if settings.deploy.health_retries < 1:

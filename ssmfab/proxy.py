@@ -30,11 +30,11 @@ from .exceptions import SSMFabError
 from .tunnel import plugin_command, plugin_version, start_ssh_session
 
 USAGE = (
-    "usage: ssmfab-proxy [--region R] [--profile P] [--endpoint-url URL] INSTANCE_ID [PORT]\n"
+    "usage: ssmfab-proxy [--region R] [--profile P] [--endpoint-url URL] [--reason TEXT] INSTANCE_ID [PORT]\n"
     "       (as an ssh ProxyCommand: ssmfab-proxy %h %p)"
 )
 #: Options and the setting each overrides.
-OPTIONS = {"--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url"}
+OPTIONS = {"--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url", "--reason": "tunnel.reason"}
 
 
 def main(argv: list[str] | None = None) -> int:

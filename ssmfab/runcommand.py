@@ -91,7 +91,8 @@ def run_via_ssm(
         "Parameters": {"commands": [command]},
         "MaxConcurrency": str(parallel),
         "MaxErrors": "100%" if errors is None else str(errors),
-        "Comment": f"ssmfab run: {command}"[:100],
+        # Run Command has no Reason; its Comment (100 characters, shown in the console) carries it instead.
+        "Comment": (client.settings.tunnel.reason or f"ssmfab run: {command}")[:100],
     }
     if timeout is not None:
         if timeout < 30:

@@ -51,7 +51,7 @@ def hosts(c: Any, flags: Flags) -> None:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={
         "command": "shell command to run on every host",
         "env": "KEY=VALUE for the command's environment (repeatable; redacted in the audit trail)",
@@ -128,7 +128,7 @@ def parse_env(pairs: Any) -> dict[str, str]:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={"local": "local file or directory", "remote": "remote path (an existing directory or a trailing /: put inside it)"},
 )  # fmt: skip
 def put(c: Any, local: str, remote: str, flags: Flags) -> None:
@@ -143,7 +143,7 @@ def put(c: Any, local: str, remote: str, flags: Flags) -> None:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={"remote": "remote file, directory or glob", "dest": "local folder (default .)"},
 )  # fmt: skip
 def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
@@ -162,7 +162,7 @@ def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={
         "artifact": "file, directory or .tar.gz to ship (config deploy.artifact)",
         "base_dir": "remote base directory (config deploy.base_dir)",
@@ -188,7 +188,7 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
         print(f"release {deployer.release} is live on {len(targets)} host(s)")
 
 
-@ssmfab_task("select", "fleet", "aws", "ssh", help={"base_dir": "remote base directory (config deploy.base_dir)"})
+@ssmfab_task("select", "fleet", "aws", "ssh", "session", help={"base_dir": "remote base directory (config deploy.base_dir)"})
 def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
     """Switch current back to the newest older release that passed its health check, with hooks and check."""
     client = flags.client()
@@ -200,7 +200,7 @@ def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     positional=["target"],
     help={
         "target": "an instance id, a tag (Key=Value) or a Name glob",
@@ -239,7 +239,7 @@ def fetch_logs(
 
 
 @ssmfab_task(
-    "aws", "ssh",
+    "aws", "ssh", "session",
     positional=["target"],
     help={
         "target": "an instance id, a tag (Key=Value) or a Name glob matching one host",
