@@ -1,7 +1,11 @@
 """``ssmfab-proxy``: the fast ProxyCommand for OpenSSH and everything built on it (ssh, scp, sftp, rsync, Ansible).
 
-    Host i-* mi-*
+    Host i-* mi-* web-* *.eu-west-1 *.eu-west-1.prod
         ProxyCommand ssmfab-proxy %h %p
+
+A host that is not an instance id is looked up: a Name tag (``ssh web-1``), a private IP or DNS name, each
+optionally qualified with region and profile as aws-gate's aliases are (``web-1.eu-west-1.prod``); it must
+name exactly one running instance whose agent is Online, else one line says what matched.
 
 It does what ``aws ssm start-session --document-name AWS-StartSSHSession`` does (StartSession, then the
 session-manager-plugin with the aws CLI's calling convention) and then *becomes* the plugin (exec): no
@@ -24,13 +28,15 @@ import sys
 import time
 from collections.abc import Callable
 
-from .aws import aws_context
+from .aws import aws_context, aws_errors
 from .config import load_settings
 from .exceptions import SSMFabError
+from .hostnames import parse_host_alias, resolve_host
 from .tunnel import plugin_command, plugin_version, start_ssh_session
 
 USAGE = (
-    "usage: ssmfab-proxy [--region R] [--profile P] [--endpoint-url URL] [--reason TEXT] INSTANCE_ID [PORT]\n"
+    "usage: ssmfab-proxy [--region R] [--profile P] [--endpoint-url URL] [--reason TEXT] HOST [PORT]\n"
+    "       HOST: an instance id, a Name tag, a private IP or DNS name, or NAME.REGION[.PROFILE]\n"
     "       (as an ssh ProxyCommand: ssmfab-proxy %h %p)"
 )
 #: Options and the setting each overrides.
@@ -46,14 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) not in (1, 2) or args[0].startswith("-"):
         print(USAGE, file=sys.stderr)
         return 2
-    target = args[0]
     port = args[1] if len(args) == 2 else None
     try:
+        alias = parse_host_alias(args[0])
+        # NAME.REGION[.PROFILE] names its own region and profile, whatever the options say.
+        overrides.update({k: v for k, v in (("aws.region", alias.region), ("aws.profile", alias.profile)) if v})
         settings = load_settings(overrides=overrides)
         version = plugin_version(settings.tunnel.plugin)
         aws = aws_context(settings)
         ssm = aws.ssm()
-        request, response = start_ssh_session(settings, ssm, target, port=port)
+        target = alias.host
+        if not alias.is_instance_id:
+            with aws_errors(f"looking up {alias.host}"):
+                target = resolve_host(alias, aws.ec2(), ssm, region=aws.region, profile=aws.profile).id
+        request, response = start_ssh_session(settings, ssm, target, label=alias.qualified(), port=port)
         command, env = plugin_command(settings, aws, ssm.meta.endpoint_url, version, request, response)
     except SSMFabError as exc:
         print(f"ssmfab-proxy: {exc}", file=sys.stderr)

@@ -3,6 +3,9 @@ idempotent installation between marker lines. Its ProxyCommand follows the tunne
 in plugin mode (no aws process per connection, ~0.25 s faster to open), the aws CLI form AWS documents in
 cli mode and for Windows.
 
+In plugin mode the block also routes Name patterns (``ssmfab ssh-config --name 'web-*'``) and aws-gate style
+aliases (``web-1.eu-west-1``, ``web-1.eu-west-1.prod``) through ``ssmfab-proxy``, which looks the name up.
+
 With it, plain ``ssh i-0abc…`` and ``scp`` use the same ProxyCommand, user, key and pinned host keys as
 ssmfab, so the two never disagree about a host.
 """
@@ -10,8 +13,10 @@ ssmfab, so the two never disagree about a host.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from .client import Client
@@ -23,9 +28,35 @@ END = "# <<< ssmfab <<<"
 WINDOWS_POWERSHELL = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"
 
 
-def config_block(client: Client, *, windows: bool = False, hosts: str = "i-* mi-*") -> str:
-    """The Host block, marker lines included; ``windows`` gives AWS's PowerShell ProxyCommand form."""
+#: What a Name pattern on a Host line may hold: ssh splits the line on spaces and treats ! , and quotes.
+HOST_PATTERN = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._*?-]*$")
+
+
+def host_patterns(client: Client, names: Sequence[str] = ()) -> list[str]:
+    """The Host patterns the block routes through SSM: instance ids always; with ssmfab-proxy (plugin mode)
+    also the Name patterns given and the ``NAME.REGION[.PROFILE]`` aliases of the client's region/profile."""
+    patterns = ["i-*", "mi-*"]
+    if client.settings.tunnel.mode != "plugin":
+        if names:
+            raise ConfigError("Host names need ssmfab-proxy, which looks them up: use the plugin tunnel (--tunnel plugin)")
+        return patterns
+    for name in names:
+        if not HOST_PATTERN.fullmatch(name) or name.startswith(("i-", "mi-")):
+            raise ConfigError(f"--name {name!r}: a Host pattern is a Name or glob of letters, digits, . _ - * ? (e.g. 'web-*')")
+    region, profile = client.aws.region, client.aws.profile
+    patterns += [*dict.fromkeys(names), f"*.{region}"]
+    if profile:
+        patterns.append(f"*.{region}.{profile}")
+    return patterns
+
+
+def config_block(client: Client, *, windows: bool = False, names: Sequence[str] = ()) -> str:
+    """The Host block, marker lines included; ``windows`` gives AWS's PowerShell ProxyCommand form; ``names``:
+    Name tags (or globs) plain ssh should reach through SSM by name (plugin mode: ssmfab-proxy looks them up)."""
     settings = client.settings
+    if windows and names:
+        raise ConfigError("Host names need ssmfab-proxy, which the Windows form does not use: leave out --name")
+    hosts = ["i-*", "mi-*"] if windows else host_patterns(client, names)
     if windows:
         proxy = f'{WINDOWS_POWERSHELL} "{proxy_command(client)}"'
     elif settings.tunnel.mode == "plugin":
@@ -34,7 +65,7 @@ def config_block(client: Client, *, windows: bool = False, hosts: str = "i-* mi-
         proxy = f'sh -c "{proxy_command(client)}"'
     lines = [
         BEGIN,
-        f"Host {hosts}",
+        f"Host {' '.join(hosts)}",
         f"    User {settings.ssh.user}",
     ]
     if settings.ssh.key:

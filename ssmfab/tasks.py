@@ -351,12 +351,16 @@ def iam_policy(
         "windows": "the PowerShell ProxyCommand form for Windows' OpenSSH",
         "install": "write the block into the ssh config (between marker lines, with a backup)",
         "file": "ssh config file for --install (default ~/.ssh/config)",
+        "name": "a Name tag or glob plain ssh should reach by name through ssmfab-proxy ('web-*'); repeatable",
     },
 )  # fmt: skip
-def ssh_config(c: Any, flags: Flags, windows: bool = False, install: bool = False, file: str = "~/.ssh/config") -> None:
-    """Print (or --install) the ~/.ssh/config block that makes plain `ssh i-…` and `scp` go through SSM."""
+def ssh_config(
+    c: Any, flags: Flags, windows: bool = False, install: bool = False, file: str = "~/.ssh/config", name: list[str] | None = None
+) -> None:
+    """Print (or --install) the ~/.ssh/config block that makes plain `ssh i-…`, `ssh web-1`, `ssh web-1.REGION`
+    and `scp` go through SSM."""
     client = flags.client()
-    block = config_block(client, windows=windows)
+    block = config_block(client, windows=windows, names=name or ())
     if not install:
         print(block, end="")
         return
