@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from .audit import read_entries
 from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .doctor import run_checks
-from .exceptions import ConfigError, SandboxError, SelectorError
+from .exceptions import ConfigError, SandboxError, SelectorError, TunnelError
+from .forward import PluginForwarder, SSHForwarder, parse_forward_specs
 from .fleet import run_command
 from .runcommand import print_outputs, run_via_ssm
 from .iam import PolicyScope, allow_policy, deny_policy
@@ -273,6 +275,49 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
         raise Exit(code=code)
 
 
+@ssmfab_task(
+    "aws", "ssh", "session",
+    positional=["target", "spec"],
+    help={
+        "target": "an instance id, a tag (Key=Value), a private address or a Name matching one host",
+        "spec": "[LOCAL_PORT:]HOST:PORT, several separated by commas or spaces; HOST as the instance sees it "
+                "(localhost: the instance itself); no LOCAL_PORT: any free port",
+        "via": "ssh (default: direct-tcpip channels of the SSH connection) or ssm (no SSH key: "
+               "AWS-StartPortForwardingSession[ToRemoteHost] and session-manager-plugin, a session per spec)",
+    },
+)  # fmt: skip
+def forward(c: Any, target: str, spec: str, flags: Flags, via: str = "ssh") -> None:
+    """Forward local ports to a port on one instance, or through it to a host it can reach, until Ctrl-C."""
+    specs = parse_forward_specs(spec)
+    if via not in ("ssh", "ssm"):
+        raise ConfigError(f"--via {via!r}: expected ssh or ssm")
+    client = flags.client()
+    selection = Flags(**loose_selector(target)).selection(client, tunnels=via == "ssh")  # type: ignore[arg-type]
+    targets = require_targets(selection, client.aws.profile)
+    if len(targets) > 1:
+        raise SelectorError(f"{target} matches {len(targets)} hosts; forward needs exactly one (use an instance id)")
+    host = targets[0]
+    forwarder = (
+        SSHForwarder(client.connect(host), specs, notice) if via == "ssh"
+        else PluginForwarder(client, host, specs, wait=client.settings.ssh.connect_timeout)
+    )  # fmt: skip
+
+    def session() -> int:
+        with forwarder:
+            for forwarding in forwarder.forwardings:
+                print(forwarding.line(host.label), flush=True)
+            notice("forwarding; Ctrl-C to stop")
+            try:
+                while forwarder.alive:
+                    threading.Event().wait(1.0)  # Ctrl-C interrupts the wait
+            except KeyboardInterrupt:
+                notice("forwarding stopped")
+                return 0
+        raise TunnelError(f"{host.label}: the SSM session ended; forwarding stopped")
+
+    run_audited(client, host, "forward", f"{spec} (via {via})", session)
+
+
 @ssmfab_task(help={"since": "only entries this recent: 30m, 2h, 1d", "json": "print the entries as JSON lines"})
 def audit(c: Any, since: str | None = None, json: bool = False) -> None:  # noqa: A002
     """Show the audit trail of commands and transfers ssmfab ran, as a table."""
@@ -457,7 +502,7 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config, doctor, audit)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, forward, known_hosts, iam_policy, ssh_config, doctor, audit)
     ns.add_collection(sandbox)
     return ns
 
