@@ -33,12 +33,13 @@ from .interrupt import Interrupted, exit_now, signals_interrupt
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
 from .output import Progress, failure_lines, report_dict, summary_table
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets
+from .scopes import scoped_clients
 from .tunnel import session_reason
 from .version import __version__
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "select": ("id", "name", "tag", "asg", "ip"),
-    "aws": ("region", "profile"),
+    "aws": ("region", "profile", "role_arn"),
     "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json"),
     "session": ("reason",),
@@ -49,8 +50,9 @@ FLAG_HELP = {
     "tag": "Key=Value, Key=a,b (either value) or a bare value of the default tag key (Role); repeatable, keys AND",
     "asg": "Auto Scaling group name or glob (its aws:autoscaling:groupName tag); repeatable",
     "ip": "private IP (10.0.1.5, 10.0.1.*) or private DNS name (ip-10-0-1-5.ec2.internal); repeatable",
-    "region": "AWS region (default: AWS_REGION / profile)",
-    "profile": "AWS profile (default: AWS_PROFILE)",
+    "region": "AWS region (default: AWS_REGION / profile); several: eu-west-1,us-east-1 (one run over all)",
+    "profile": "AWS profile (default: AWS_PROFILE); several: prod,staging (one run over all)",
+    "role_arn": "assume this role (arn:aws:iam::ACCOUNT:role/NAME) with the profile's credentials; several: one per account",
     "user": "SSH user (default: ec2-user, or the instance's ssmfab:user tag)",
     "key": "SSH private key file",
     "tunnel": "tunnel mode: plugin (StartSession + session-manager-plugin, the default) or cli (aws ssm start-session)",
@@ -119,6 +121,7 @@ class Flags:
     ip: tuple[str, ...] = ()
     region: str | None = None
     profile: str | None = None
+    role_arn: str | None = None
     user: str | None = None
     key: str | None = None
     tunnel: str | None = None
@@ -133,14 +136,17 @@ class Flags:
 
     def client(self) -> Client:
         given: dict[str, Any] = {
-            "region": self.region, "profile": self.profile, "user": self.user, "key": self.key, "tunnel": self.tunnel,
+            "user": self.user, "key": self.key, "tunnel": self.tunnel,
             "reason": self.reason,
             "ephemeral_key": self.ephemeral_key or None,
             "strict_host_keys": self.strict_host_keys or None,
             # The client's settings carry --parallel too: its AWS connection pools are sized to it.
             "parallel": self.parallel_given(),
         }  # fmt: skip
-        return Client(notify=notice, **{k: v for k, v in given.items() if v not in (None, "")})
+        # Several regions, profiles or roles: a MultiClient, one Client per combination (see scopes).
+        return scoped_clients(
+            self.region, self.profile, self.role_arn, notify=notice, **{k: v for k, v in given.items() if v not in (None, "")}
+        )
 
     def targets(self, client: Client, positional: str | None = None) -> list[Target]:
         """Resolve the selectors and insist on at least one target; what was left out rides along (``Targets``)."""
@@ -247,10 +253,15 @@ class Flags:
         return result
 
 
+def where(target: Target) -> dict[str, Any]:
+    """The account and region an audit record names (when known)."""
+    return {k: v for k, v in (("account", target.account), ("region", target.region)) if v}
+
+
 def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, detail: str) -> None:
     if audit is not None:
         audit.record(
-            instance_id=host.target.id, name=host.target.name, action=action, detail=detail,
+            instance_id=host.target.id, name=host.target.name, **where(host.target), action=action, detail=detail,
             status=host.status, exit_code=host.exit_code, bytes=getattr(host.value, "bytes", None),
             duration=round(host.duration, 3), error=host.error,
         )  # fmt: skip
@@ -259,7 +270,7 @@ def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, de
 def record_interrupted(audit: AuditLog | None, target: Target, action: str, detail: str, duration: float) -> None:
     if audit is not None:
         audit.record(
-            instance_id=target.id, name=target.name, action=action, detail=detail, status="interrupted",
+            instance_id=target.id, name=target.name, **where(target), action=action, detail=detail, status="interrupted",
             exit_code=None, bytes=None, duration=round(duration, 3),
             error=f"{target.label}: interrupted while under way; a remote command may still be running",
             wait_for_caller=False,
@@ -277,7 +288,7 @@ def run_audited(client: Client, target: Target, action: str, detail: str, sessio
             raise
         if audit is not None:
             audit.record(
-                instance_id=target.id, name=target.name, action=action, detail=detail,
+                instance_id=target.id, name=target.name, **where(target), action=action, detail=detail,
                 status="ok" if code == 0 else "failed", exit_code=code, bytes=None,
                 duration=round(time.monotonic() - since, 3), error=None if code == 0 else f"{target.label}: exited {code}",
             )  # fmt: skip

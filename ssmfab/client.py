@@ -30,6 +30,7 @@ OVERRIDE_KEYS = {
     "region": "aws.region",
     "profile": "aws.profile",
     "endpoint_url": "aws.endpoint_url",
+    "role_arn": "aws.role_arn",
     "default_tag_key": "targets.default_tag_key",
     "user": "ssh.user",
     "user_tag": "ssh.user_tag",

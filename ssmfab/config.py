@@ -39,6 +39,8 @@ class AWSSettings:
     profile: str | None = field(default=None, metadata={"env": "SSMFAB_PROFILE"})
     #: None: follow boto3's chain (AWS_ENDPOINT_URL and friends).
     endpoint_url: str | None = field(default=None, metadata={"env": "SSMFAB_ENDPOINT_URL"})
+    #: A role to assume (with the profile's credentials) for every AWS call and session: one role per account.
+    role_arn: str | None = field(default=None, metadata={"env": "SSMFAB_ROLE_ARN"})
     #: Seconds to wait for a TCP connection to an AWS endpoint (botocore's default, 60, held Ctrl-C for minutes).
     connect_timeout: float = field(default=10.0, metadata={"env": "SSMFAB_AWS_CONNECT_TIMEOUT"})
     #: Seconds to wait for an AWS answer once connected.

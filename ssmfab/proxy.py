@@ -35,12 +35,15 @@ from .hostnames import parse_host_alias, resolve_host
 from .tunnel import plugin_command, plugin_version, start_ssh_session
 
 USAGE = (
-    "usage: ssmfab-proxy [--region R] [--profile P] [--endpoint-url URL] [--reason TEXT] HOST [PORT]\n"
+    "usage: ssmfab-proxy [--region R] [--profile P] [--role-arn ARN] [--endpoint-url URL] [--reason TEXT] HOST [PORT]\n"
     "       HOST: an instance id, a Name tag, a private IP or DNS name, or NAME.REGION[.PROFILE]\n"
     "       (as an ssh ProxyCommand: ssmfab-proxy %h %p)"
 )
 #: Options and the setting each overrides.
-OPTIONS = {"--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url", "--reason": "tunnel.reason"}
+OPTIONS = {
+    "--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url", "--role-arn": "aws.role_arn",
+    "--reason": "tunnel.reason",
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

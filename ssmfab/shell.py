@@ -35,7 +35,7 @@ def proxy_command(client: Client, reason: str = "") -> str:
 
 def plugin_proxy_command(client: Client, reason: str = "") -> str:
     """``ssmfab-proxy`` (this interpreter's) as a ProxyCommand: StartSession, then the plugin alone."""
-    argv = [sys.executable, "-m", "ssmfab.proxy", *client.aws.cli_options(), *(["--reason", reason] if reason else [])]
+    argv = [sys.executable, "-m", "ssmfab.proxy", *client.aws.cli_options(proxy=True), *(["--reason", reason] if reason else [])]
     return _ssh_words([*argv, "%h", "%p"])
 
 

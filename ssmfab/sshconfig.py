@@ -32,10 +32,11 @@ WINDOWS_POWERSHELL = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe
 HOST_PATTERN = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._*?-]*$")
 
 
-def host_patterns(client: Client, names: Sequence[str] = ()) -> list[str]:
-    """The Host patterns the block routes through SSM: instance ids always; with ssmfab-proxy (plugin mode)
-    also the Name patterns given and the ``NAME.REGION[.PROFILE]`` aliases of the client's region/profile."""
-    patterns = ["i-*", "mi-*"]
+def host_patterns(client: Client, names: Sequence[str] = (), *, first: bool = True) -> list[str]:
+    """The Host patterns a block routes through SSM: instance ids (the ``first`` block only: ssh takes the first
+    block that matches); with ssmfab-proxy (plugin mode) also the Name patterns given and the
+    ``NAME.REGION[.PROFILE]`` aliases of the client's region and profile."""
+    patterns = ["i-*", "mi-*"] if first else []
     if client.settings.tunnel.mode != "plugin":
         if names:
             raise ConfigError("Host names need ssmfab-proxy, which looks them up: use the plugin tunnel (--tunnel plugin)")
@@ -44,40 +45,56 @@ def host_patterns(client: Client, names: Sequence[str] = ()) -> list[str]:
         if not HOST_PATTERN.fullmatch(name) or name.startswith(("i-", "mi-")):
             raise ConfigError(f"--name {name!r}: a Host pattern is a Name or glob of letters, digits, . _ - * ? (e.g. 'web-*')")
     region, profile = client.aws.region, client.aws.profile
-    patterns += [*dict.fromkeys(names), f"*.{region}"]
+    if first:
+        patterns += [*dict.fromkeys(names), f"*.{region}"]
+    elif not profile:
+        patterns.append(f"*.{region}")
     if profile:
         patterns.append(f"*.{region}.{profile}")
     return patterns
 
 
 def config_block(client: Client, *, windows: bool = False, names: Sequence[str] = ()) -> str:
-    """The Host block, marker lines included; ``windows`` gives AWS's PowerShell ProxyCommand form; ``names``:
-    Name tags (or globs) plain ssh should reach through SSM by name (plugin mode: ssmfab-proxy looks them up)."""
-    settings = client.settings
+    """The managed section, marker lines included: a Host block per scope (a run over several profiles or
+    regions gets one each, reached as ``NAME.REGION.PROFILE``); ``windows`` gives AWS's PowerShell
+    ProxyCommand form; ``names``: Name tags (or globs) plain ssh should reach through SSM by name (plugin mode:
+    ssmfab-proxy looks them up)."""
+    from .scopes import MultiClient
+
     if windows and names:
         raise ConfigError("Host names need ssmfab-proxy, which the Windows form does not use: leave out --name")
-    hosts = ["i-*", "mi-*"] if windows else host_patterns(client, names)
+    clients = client.clients if isinstance(client, MultiClient) else [client]
+    if windows and len(clients) > 1:
+        raise ConfigError("--windows writes one block: give one region and one profile")
+    lines = [BEGIN]
+    taken: set[str] = set()
+    for index, scoped in enumerate(clients):
+        hosts = ["i-*", "mi-*"] if windows else host_patterns(scoped, names, first=index == 0)
+        hosts = [h for h in hosts if h not in taken]
+        taken.update(hosts)
+        if hosts:
+            lines += host_block(scoped, hosts, windows=windows)
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def host_block(client: Client, hosts: list[str], *, windows: bool = False) -> list[str]:
+    settings = client.settings
     if windows:
         proxy = f'{WINDOWS_POWERSHELL} "{proxy_command(client)}"'
     elif settings.tunnel.mode == "plugin":
         proxy = plugin_proxy_command(client)
     else:
         proxy = f'sh -c "{proxy_command(client)}"'
-    lines = [
-        BEGIN,
-        f"Host {' '.join(hosts)}",
-        f"    User {settings.ssh.user}",
-    ]
+    lines = [f"Host {' '.join(hosts)}", f"    User {settings.ssh.user}"]
     if settings.ssh.key:
         lines.append(f"    IdentityFile {settings.ssh.key}")
-    lines += [
+    return lines + [
         f"    UserKnownHostsFile {client.known_hosts.path}",
         "    HashKnownHosts no",
         f"    StrictHostKeyChecking {'yes' if settings.ssh.strict_host_keys else 'accept-new'}",
         f"    ProxyCommand {proxy}",
-        END,
     ]
-    return "\n".join(lines) + "\n"
 
 
 def merged(existing: str, block: str) -> str:

@@ -115,6 +115,10 @@ class Target:
     platform: str = ""
     state: str = "running"
     private_dns: str = ""
+    #: The AWS account the instance belongs to (its reservation's owner), when known.
+    account: str = ""
+    #: The profile (or assumed role) it was found with, when a run spans several; "" otherwise.
+    scope: str = ""
     ping_status: str = ""
     agent_version: str = ""
     region: str = ""
@@ -277,7 +281,8 @@ def _describe_ec2(ec2: EC2Client, selector: Selector) -> list[dict[str, Any]]:
     pages = paginator.paginate(Filters=_ec2_filters(selector), PaginationConfig={"PageSize": EC2_PAGE})  # type: ignore[arg-type]
     for page in pages:
         for reservation in page.get("Reservations", []):
-            instances.extend(reservation.get("Instances", []))  # type: ignore[arg-type]
+            owner = reservation.get("OwnerId", "")
+            instances.extend({**i, "OwnerId": owner} for i in reservation.get("Instances", []))
     return instances
 
 
@@ -356,6 +361,7 @@ def _ec2_target(instance: Mapping[str, Any], info: Mapping[str, Any] | None, reg
         platform=platform.capitalize() if platform.islower() else platform,
         state=str(instance.get("State", {}).get("Name", "")),
         private_dns=str(instance.get("PrivateDnsName", "")),
+        account=str(instance.get("OwnerId", "")),
         ping_status=str((info or {}).get("PingStatus", "")),
         agent_version=str((info or {}).get("AgentVersion", "")),
         region=region,

@@ -27,6 +27,7 @@ from .exceptions import ConfigError, SandboxError, SelectorError, TunnelError
 from .forward import PluginForwarder, SSHForwarder, parse_forward_specs
 from .fleet import run_command
 from .runcommand import print_outputs, run_via_ssm
+from .scopes import MultiClient, client_for
 from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
 from .output import HostStreams, command_output, hosts_table, table
@@ -49,7 +50,7 @@ def hosts(c: Any, flags: Flags) -> None:
     if not selection.targets and not selection.skipped:
         require_targets(selection, client.aws.profile)
     print(hosts_table(selection))
-    print(f"{len(selection.targets)} reachable, {len(selection.skipped)} skipped ({client.aws.region})")
+    print(f"{len(selection.targets)} reachable, {len(selection.skipped)} skipped ({selection.region})")
 
 
 @ssmfab_task(
@@ -85,6 +86,8 @@ def run(
     if stdin and sys.stdin.isatty():
         raise ConfigError("--stdin forwards a pipe or a file (`< file`); for a terminal use `ssmfab shell TARGET`")
     client = flags.client()
+    if via == "run-command" and isinstance(client, MultiClient):
+        raise ConfigError("--via run-command works in one region and account at a time; over SSH a run spans several")
     selection = flags.selection(client, tunnels=via == "ssh")
     targets = require_targets(selection, client.aws.profile)
     if stdin and len(targets) > 1:
@@ -254,6 +257,7 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
     targets = Flags(**loose_selector(target)).targets(client)  # type: ignore[arg-type]
     if len(targets) > 1:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
+    client = client_for(client, targets[0])
     key = client.ephemeral_key
     argv = ssh_command(client, targets[0], cmd)
 
@@ -263,12 +267,13 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
                 result = conn.run(cmd, pty=True, warn=True) if cmd else conn.shell()
             return int(getattr(result, "exited", 0) or 0)
         if key is None:
-            # ssh runs as a child (not exec'd) so the session is recorded with its exit code once it ends.
-            return subprocess.call(argv)
+            # ssh runs as a child (not exec'd) so the session is recorded with its exit code once it ends; its
+            # environment carries an assumed role's credentials for the ProxyCommand.
+            return subprocess.call(argv, env=client.aws.process_env())
         # An ephemeral key must reach ssh as a file; ssh runs as a child so the file goes when it exits.
         client.push_key(targets[0])
         with key.private_file() as key_file:
-            return subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
+            return subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]], env=client.aws.process_env())
 
     code = run_audited(client, targets[0], "shell", cmd or "(interactive)", session)
     if code:
@@ -297,6 +302,7 @@ def forward(c: Any, target: str, spec: str, flags: Flags, via: str = "ssh") -> N
     if len(targets) > 1:
         raise SelectorError(f"{target} matches {len(targets)} hosts; forward needs exactly one (use an instance id)")
     host = targets[0]
+    client = client_for(client, host)
     forwarder = (
         SSHForwarder(client.connect(host), specs, notice) if via == "ssh"
         else PluginForwarder(client, host, specs, wait=client.settings.ssh.connect_timeout)

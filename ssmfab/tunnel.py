@@ -435,7 +435,7 @@ class CLITunnelFactory:
         reason = session_reason(self.settings)
         if reason:
             bounds += ["--reason", reason]
-        env = dict(os.environ, AWS_MAX_ATTEMPTS=str(self.aws.max_attempts), AWS_RETRY_MODE="standard")
+        env = dict(self.aws.process_env(), AWS_MAX_ATTEMPTS=str(self.aws.max_attempts), AWS_RETRY_MODE="standard")
         # The plugin announces the session's id on the stream; neither it nor the aws CLI ends the session.
         return ProcessTunnel(
             [*self.argv(target_id), *bounds], env, on_close=lambda session_id: self.ender.end(session_id, target_id)
@@ -520,7 +520,7 @@ def plugin_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The plugin's argv and environment exactly as the aws CLI builds them, so any real plugin build works."""
     session = {k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}
-    env = dict(os.environ)
+    env = aws.process_env()
     if version <= LAST_PLUGIN_WITH_INLINE_RESPONSE:
         first_arg = json.dumps(session)
     else:
@@ -531,7 +531,7 @@ def plugin_command(
         first_arg,
         aws.region,
         "StartSession",
-        aws.profile or "",
+        "" if aws.role_arn else aws.profile or "",  # an assumed role's credentials come in the environment
         json.dumps(request),
         endpoint_url,
     ]
