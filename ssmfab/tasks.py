@@ -19,6 +19,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 
 from . import transfer
+from .ansible import inventory as ansible_inventory_of
 from .audit import read_entries
 from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
 from .deploy import Deployer, check_artifact
@@ -420,6 +421,29 @@ def ssh_config(
     print(f"ssh config block installed in {path}" + (f" (previous version kept in {backup})" if backup else ""))
 
 
+@ssmfab_task(
+    "select", "aws", "ssh",
+    help={
+        "list": "print the whole inventory (what Ansible asks a dynamic inventory for; the default)",
+        "host": "print one host's variables (Ansible need not ask: _meta holds them all)",
+    },
+)  # fmt: skip
+def ansible_inventory(c: Any, flags: Flags, list: bool = False, host: str | None = None) -> None:  # noqa: A002
+    """An Ansible dynamic inventory of the selected instances (all when no selector is given): groups by tag and
+    region, each host reached by Ansible's ssh connection through ssmfab-proxy."""
+    client = flags.client()
+    if client.settings.ssh.ephemeral_key:
+        raise ConfigError("--ephemeral-key: Ansible's ssh needs a key that outlives this command; give --key")
+    selection = client.select(flags.id, flags.name, flags.tag, asgs=flags.asg, ips=flags.ip)
+    for skipped in selection.skipped:
+        notice(f"left out {skipped.target.label}: {skipped.reason}")
+    found = ansible_inventory_of(client, selection)
+    if host is not None:
+        print(json.dumps(found["_meta"]["hostvars"].get(host, {}), indent=2))
+        return
+    print(json.dumps(found, indent=2))
+
+
 @ssmfab_task("select", "aws", "ssh")
 def doctor(c: Any, flags: Flags) -> None:
     """Check every prerequisite (CLI, plugin, credentials, region, document, each target's agent, IAM)."""
@@ -508,7 +532,8 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, forward, known_hosts, iam_policy, ssh_config, doctor, audit)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, forward, known_hosts, iam_policy, ssh_config,
+                    ansible_inventory, doctor, audit)
     ns.add_collection(sandbox)
     return ns
 
