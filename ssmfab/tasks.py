@@ -107,7 +107,7 @@ def run(
             for host in result.results:
                 record_result(audit, host, "run-command", command)
         flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status,
-                                                 "truncated": r.truncated})  # fmt: skip
+                                                 "truncated": r.truncated, "document": r.document})  # fmt: skip
         return
     progress = flags.progress(len(targets))
     streams = HostStreams(targets, sys.stdout, sys.stderr, progress)
