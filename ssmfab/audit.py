@@ -1,6 +1,6 @@
 """The audit trail Session Manager cannot keep for SSH sessions: one JSON line per command or transfer.
 
-Each record holds the UTC time, the caller's ARN, the instance id and name, the action and what it ran or
+Each record holds the UTC time, the caller's ARN, the reason given (``--reason``), the instance id and name, the action and what it ran or
 moved, the exit code, bytes, duration and ssmfab's version. Values marked secret are redacted before
 anything is written. The file is created 0600 and appended to under a lock, so parallel hosts and parallel
 runs never interleave within a line. Records can also go to CloudWatch Logs.
@@ -42,6 +42,8 @@ class AuditLog:
     cloudwatch: Any = None
     log_group: str = ""
     log_stream: str = ""
+    #: Why the run's sessions were opened (``--reason``); in every record when given.
+    reason: str = ""
     _caller_lookup: threading.Thread | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -84,6 +86,7 @@ class AuditLog:
         entry = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "caller": self.caller,
+            **({"reason": redact(self.reason, self.secrets)} if self.reason else {}),
             **{k: redact(v, self.secrets) if isinstance(v, str) else v for k, v in fields.items()},
             "ssmfab": self.version,
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +62,13 @@ class AWSContext:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    #: The role assumed for this context (None: the profile's own credentials).
+    role_arn: str | None = None
+    #: The account the instances of this context belong to, when known (from an assumed role's ARN).
+    account: str = ""
+    #: What child processes (session-manager-plugin, the aws CLI) need to act as this context: the assumed
+    #: role's temporary credentials, which no profile names.
+    child_env: dict[str, str] = field(default_factory=dict, repr=False)
     #: One client per service, shared by every thread (botocore clients are thread-safe; creating one is not,
     #: and costs 5-30 ms).
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -98,14 +107,26 @@ class AWSContext:
             retries={"mode": "standard", "max_attempts": self.max_attempts},
         )
 
-    def cli_options(self) -> list[str]:
-        """``--region R [--profile P] [--endpoint-url U]``: how the aws CLI and ssmfab-proxy are told this context."""
+    def cli_options(self, *, proxy: bool = False) -> list[str]:
+        """``--region R [--profile P] [--endpoint-url U]``: how the aws CLI (and, with ``proxy``, ssmfab-proxy) is
+        told this context. An assumed role reaches the aws CLI as ``child_env`` credentials (it has no role
+        option, and a profile would take their place); ssmfab-proxy assumes it itself (``--role-arn``)."""
         options = ["--region", self.region]
-        if self.profile:
+        if self.profile and (proxy or not self.role_arn):
             options += ["--profile", self.profile]
+        if self.role_arn and proxy:
+            options += ["--role-arn", self.role_arn]
         if self.endpoint_url:
             options += ["--endpoint-url", self.endpoint_url]
         return options
+
+    def process_env(self) -> dict[str, str]:
+        """The environment for a child process acting as this context (the plugin, the aws CLI)."""
+        env = dict(os.environ)
+        if self.child_env:
+            env.pop("AWS_PROFILE", None)
+            env.update(self.child_env)
+        return env
 
     def ec2(self) -> EC2Client:
         return self.client("ec2")  # type: ignore[no-any-return]
@@ -132,12 +153,38 @@ def aws_context(settings: Settings) -> AWSContext:
     use_trimmed_models(session)  # an EC2 client in ~10 ms instead of ~200 (see awsmodels)
     if not region:
         raise ConfigError("no AWS region: give region= (--region on the command line), set AWS_REGION, or set one in your profile")
-    return AWSContext(
+    context = AWSContext(
         session=session, region=region, profile=settings.aws.profile, endpoint_url=settings.aws.endpoint_url,
         max_pool_connections=max(DEFAULT_POOL_CONNECTIONS, settings.run.parallel),
         connect_timeout=settings.aws.connect_timeout, read_timeout=settings.aws.read_timeout,
         max_attempts=settings.aws.max_attempts,
     )  # fmt: skip
+    if settings.aws.role_arn:
+        assume_role(context, settings.aws.role_arn)
+    return context
+
+
+#: arn:aws:iam::ACCOUNT:role/NAME (any partition).
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
+
+
+def assume_role(context: AWSContext, role_arn: str) -> None:
+    """Switch ``context`` to ``role_arn``'s temporary credentials (assumed with the profile's own), for its
+    clients and, through ``child_env``, for the plugin and the aws CLI it starts."""
+    match = ROLE_ARN.fullmatch(role_arn)
+    if match is None:
+        raise ConfigError(f"--role-arn {role_arn!r}: expected arn:aws:iam::ACCOUNT:role/NAME")
+    with aws_errors(f"assuming role {role_arn}"):
+        credentials = context.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="ssmfab")["Credentials"]
+    session = context.botocore_session
+    session.set_credentials(credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"])
+    context._clients.clear()  # the STS client above used the profile's credentials; every later one the role's
+    context.role_arn, context.account = role_arn, match.group(1)
+    context.child_env = {
+        "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": credentials["SessionToken"],
+    }
 
 
 def describe_client_error(code: str, message: str, doing: str, target: str | None = None) -> Exception:

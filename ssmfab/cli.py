@@ -32,21 +32,27 @@ from .doctor import caller_arn
 from .interrupt import Interrupted, exit_now, signals_interrupt
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
 from .output import Progress, failure_lines, report_dict, summary_table
-from .targets import INSTANCE_ID, Selection, Target, require_targets
+from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets
+from .scopes import scoped_clients, single_scope
+from .tunnel import session_reason
 from .version import __version__
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
-    "select": ("id", "name", "tag"),
-    "aws": ("region", "profile"),
+    "select": ("id", "name", "tag", "asg", "ip"),
+    "aws": ("region", "profile", "role_arn"),
     "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json", "persist", "no_persist", "refresh"),
+    "session": ("reason",),
 }
 FLAG_HELP = {
     "id": "instance id (i-… or mi-…); repeatable, or comma-separated",
     "name": "Name tag value or glob ('web-*'); repeatable",
     "tag": "Key=Value, Key=a,b (either value) or a bare value of the default tag key (Role); repeatable, keys AND",
-    "region": "AWS region (default: AWS_REGION / profile)",
-    "profile": "AWS profile (default: AWS_PROFILE)",
+    "asg": "Auto Scaling group name or glob (its aws:autoscaling:groupName tag); repeatable",
+    "ip": "private IP (10.0.1.5, 10.0.1.*) or private DNS name (ip-10-0-1-5.ec2.internal); repeatable",
+    "region": "AWS region (default: AWS_REGION / profile); several: eu-west-1,us-east-1 (one run over all)",
+    "profile": "AWS profile (default: AWS_PROFILE); several: prod,staging (one run over all)",
+    "role_arn": "assume this role (arn:aws:iam::ACCOUNT:role/NAME) with the profile's credentials; several: one per account",
     "user": "SSH user (default: ec2-user, or the instance's ssmfab:user tag)",
     "key": "SSH private key file",
     "tunnel": "tunnel mode: plugin (StartSession + session-manager-plugin, the default) or cli (aws ssm start-session)",
@@ -60,8 +66,10 @@ FLAG_HELP = {
     "persist": "keep the connections warm this long after the command (90s, 10m; 0: off; config ssh.persist)",
     "no_persist": "close the connections when the command ends (no warm sessions)",
     "refresh": "look the hosts up again instead of using the warm sessions' recent answer",
+    "reason": "why: StartSession's Reason (Session Manager console, CloudTrail) and the audit record's "
+              "(required when audit.require_reason is set)",
 }
-REPEATABLE = ("id", "name", "tag", "path", "env")
+REPEATABLE = ("id", "name", "tag", "asg", "ip", "path", "env")
 SWITCHES = ("json", "ephemeral_key", "strict_host_keys", "no_persist", "refresh")
 
 
@@ -90,14 +98,18 @@ def parse_number(value: str, flag: str, kind: type[int] | type[float]) -> Any:
 
 #: What only an instance id looks like (``i-zzz``, ``mi-123``): never a Name glob, even when malformed.
 LOOKS_LIKE_ID = re.compile(r"m?i-[0-9A-Za-z]+")
+#: What only a private address looks like: an IPv4 address (or glob) or EC2's private host name.
+LOOKS_LIKE_ADDRESS = re.compile(r"[0-9*?]+(\.[0-9*?]+){3}|ip-\d+-\d+-\d+-\d+(\..*)?")
 
 
 def loose_selector(text: str | None) -> dict[str, tuple[str, ...]]:
-    """A positional target: an instance id, ``Key=Value`` (a tag) or a Name glob."""
+    """A positional target: an instance id, ``Key=Value`` (a tag), a private IP or DNS name, or a Name glob."""
     if not text:
         return {}
     if INSTANCE_ID.fullmatch(text.split(",")[0]) or LOOKS_LIKE_ID.fullmatch(text):
         return {"id": (text,)}  # a malformed id is refused by the selector's check, not taken as a Name
+    if LOOKS_LIKE_ADDRESS.fullmatch(text):
+        return {"ip": (text,)}
     return {"tag": (text,)} if "=" in text else {"name": (text,)}
 
 
@@ -108,8 +120,11 @@ class Flags:
     id: tuple[str, ...] = ()
     name: tuple[str, ...] = ()
     tag: tuple[str, ...] = ()
+    asg: tuple[str, ...] = ()
+    ip: tuple[str, ...] = ()
     region: str | None = None
     profile: str | None = None
+    role_arn: str | None = None
     user: str | None = None
     key: str | None = None
     tunnel: str | None = None
@@ -125,19 +140,24 @@ class Flags:
     refresh: bool = False
     #: Where Clients come from when a keeper runs the command (warm sessions: see ``keeper``); None: made here.
     clients: Callable[[dict[str, Any], Flags], Client] | None = None
+    reason: str | None = None
 
     def client(self) -> Client:
         given: dict[str, Any] = {
-            "region": self.region, "profile": self.profile, "user": self.user, "key": self.key, "tunnel": self.tunnel,
+            "user": self.user, "key": self.key, "tunnel": self.tunnel,
+            "reason": self.reason,
             "ephemeral_key": self.ephemeral_key or None,
             "strict_host_keys": self.strict_host_keys or None,
             # The client's settings carry --parallel too: its AWS connection pools are sized to it.
             "parallel": self.parallel_given(),
         }  # fmt: skip
         given = {k: v for k, v in given.items() if v not in (None, "")}
-        if self.clients is not None:
-            return self.clients(given, self)
-        return Client(notify=notice, **given)
+        if self.clients is not None and single_scope(self.region, self.profile, self.role_arn):
+            # A keeper's pooled Clients (warm sessions): one region and profile each, no assumed role.
+            scope = {k: v for k, v in (("region", self.region), ("profile", self.profile)) if v}
+            return self.clients({**given, **scope}, self)
+        # Several regions, profiles or roles: a MultiClient, one Client per combination (see scopes).
+        return scoped_clients(self.region, self.profile, self.role_arn, notify=notice, **given)
 
     def targets(self, client: Client, positional: str | None = None) -> list[Target]:
         """Resolve the selectors and insist on at least one target; what was left out rides along (``Targets``)."""
@@ -148,12 +168,16 @@ class Flags:
         hosts will be reached through SSM tunnels, whose checks can run while the hosts are looked up."""
         extra = loose_selector(positional)
         ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
-        if not (ids or names or tags):
-            raise SelectorError("no hosts selected: give an instance id, --id, --name or --tag (all hosts: --name '*')")
+        asgs, ips = self.asg, self.ip + extra.get("ip", ())
+        if not (ids or names or tags or asgs or ips):
+            raise SelectorError("no hosts selected: give an instance id, --id, --name, --tag, --asg or --ip (all hosts: --name '*')")
+        # Malformed selectors are refused before anything else starts (no plugin check, no AWS call).
+        parse_selector(ids, names, tags, asgs=asgs, ips=ips, default_tag_key=client.settings.targets.default_tag_key)
+        session_reason(client.settings)  # so is a missing reason that audit.require_reason asks for
         if tunnels:
             client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
-        selection = client.select(ids, names, tags, refresh=self.refresh)
+        selection = client.select(ids, names, tags, asgs=asgs, ips=ips, refresh=self.refresh)
         if self.clients is None:
             startup_over()  # a keeper lives on: what one command leaves alive is not there for good
         # Hosts left out are not announced here: the report lists them (skipped, or failed if named by id).
@@ -241,10 +265,15 @@ class Flags:
         return result
 
 
+def where(target: Target) -> dict[str, Any]:
+    """The account and region an audit record names (when known)."""
+    return {k: v for k, v in (("account", target.account), ("region", target.region)) if v}
+
+
 def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, detail: str) -> None:
     if audit is not None:
         audit.record(
-            instance_id=host.target.id, name=host.target.name, action=action, detail=detail,
+            instance_id=host.target.id, name=host.target.name, **where(host.target), action=action, detail=detail,
             status=host.status, exit_code=host.exit_code, bytes=getattr(host.value, "bytes", None),
             duration=round(host.duration, 3), error=host.error,
         )  # fmt: skip
@@ -253,7 +282,7 @@ def record_result(audit: AuditLog | None, host: HostResult[Any], action: str, de
 def record_interrupted(audit: AuditLog | None, target: Target, action: str, detail: str, duration: float) -> None:
     if audit is not None:
         audit.record(
-            instance_id=target.id, name=target.name, action=action, detail=detail, status="interrupted",
+            instance_id=target.id, name=target.name, **where(target), action=action, detail=detail, status="interrupted",
             exit_code=None, bytes=None, duration=round(duration, 3),
             error=f"{target.label}: interrupted while under way; a remote command may still be running",
             wait_for_caller=False,
@@ -271,7 +300,7 @@ def run_audited(client: Client, target: Target, action: str, detail: str, sessio
             raise
         if audit is not None:
             audit.record(
-                instance_id=target.id, name=target.name, action=action, detail=detail,
+                instance_id=target.id, name=target.name, **where(target), action=action, detail=detail,
                 status="ok" if code == 0 else "failed", exit_code=code, bytes=None,
                 duration=round(time.monotonic() - since, 3), error=None if code == 0 else f"{target.label}: exited {code}",
             )  # fmt: skip
@@ -289,6 +318,7 @@ def audit_trail(client: Client, secrets: tuple[str, ...] = ()) -> Iterator[Audit
     cloudwatch = client.aws.client("logs") if settings.cloudwatch_log_group else None
     log = AuditLog.from_settings(settings, version=__version__, cloudwatch=cloudwatch)
     log.secrets = (*log.secrets, *secrets)
+    log.reason = client.settings.tunnel.reason
     log.look_up_caller(lambda: client.caller_arn(caller_arn))  # asked once per warm Client
     yield log
     # Only a run that ended normally waits for the lookup: one interrupted (Ctrl-C) or failed exits at once,

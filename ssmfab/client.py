@@ -34,6 +34,7 @@ OVERRIDE_KEYS = {
     "region": "aws.region",
     "profile": "aws.profile",
     "endpoint_url": "aws.endpoint_url",
+    "role_arn": "aws.role_arn",
     "default_tag_key": "targets.default_tag_key",
     "user": "ssh.user",
     "user_tag": "ssh.user_tag",
@@ -53,6 +54,7 @@ OVERRIDE_KEYS = {
     "plugin": "tunnel.plugin",
     "attempts": "tunnel.attempts",
     "retry_delay": "tunnel.retry_delay",
+    "reason": "tunnel.reason",
     "parallel": "run.parallel",
 }
 
@@ -134,11 +136,13 @@ class Client:
             check_key_file(self.settings.ssh.key)
 
     def select(
-        self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = (), *, refresh: bool = False
-    ) -> Selection:
-        """Every instance matching the selectors, reachable or not (see ``Selection.skipped``). With persistence
+        self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = (), *,
+        asgs: Iterable[str] = (), ips: Iterable[str] = (), refresh: bool = False,
+    ) -> Selection:  # fmt: skip
+        """Every instance matching the selectors, reachable or not (see ``Selection.skipped``). ``asgs``: Auto
+        Scaling group names; ``ips``: private IPs or private DNS names (globs allowed in all). With persistence
         on, the answer is kept SELECTION_CACHE_SECONDS for the same selectors (``refresh``: ask AWS again)."""
-        selector = parse_selector(ids, names, tags, default_tag_key=self.settings.targets.default_tag_key)
+        selector = parse_selector(ids, names, tags, asgs=asgs, ips=ips, default_tag_key=self.settings.targets.default_tag_key)
         if self.persist > 0 and not refresh:
             with self._lock:
                 cached = self._selections.get(selector)
@@ -169,9 +173,12 @@ class Client:
         if self.pool is not None:
             self.pool.close_all()
 
-    def targets(self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = ()) -> list[Target]:
+    def targets(
+        self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = (), *,
+        asgs: Iterable[str] = (), ips: Iterable[str] = (),
+    ) -> list[Target]:  # fmt: skip
         """The reachable instances matching the selectors; NoTargetsError if there are none."""
-        return require_targets(self.select(ids, names, tags), self.aws.profile)
+        return require_targets(self.select(ids, names, tags, asgs=asgs, ips=ips), self.aws.profile)
 
     def user_for(self, target: Target) -> str:
         tag = self.settings.ssh.user_tag

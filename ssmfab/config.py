@@ -39,6 +39,8 @@ class AWSSettings:
     profile: str | None = field(default=None, metadata={"env": "SSMFAB_PROFILE"})
     #: None: follow boto3's chain (AWS_ENDPOINT_URL and friends).
     endpoint_url: str | None = field(default=None, metadata={"env": "SSMFAB_ENDPOINT_URL"})
+    #: A role to assume (with the profile's credentials) for every AWS call and session: one role per account.
+    role_arn: str | None = field(default=None, metadata={"env": "SSMFAB_ROLE_ARN"})
     #: Seconds to wait for a TCP connection to an AWS endpoint (botocore's default, 60, held Ctrl-C for minutes).
     connect_timeout: float = field(default=10.0, metadata={"env": "SSMFAB_AWS_CONNECT_TIMEOUT"})
     #: Seconds to wait for an AWS answer once connected.
@@ -95,6 +97,9 @@ class TunnelSettings:
     attempts: int = field(default=4, metadata={"env": "SSMFAB_TUNNEL_ATTEMPTS"})
     #: First retry delay in seconds; doubled per retry (max 20 s), with jitter.
     retry_delay: float = field(default=1.0, metadata={"env": "SSMFAB_TUNNEL_RETRY_DELAY"})
+    #: Why the sessions are opened: StartSession's Reason (shown in the Session Manager console and CloudTrail)
+    #: and the audit record's. One line, at most 256 characters.
+    reason: str = field(default="", metadata={"env": "SSMFAB_REASON"})
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,8 @@ class AuditSettings:
     secrets: tuple[str, ...] = ()
     #: Also ship records to this CloudWatch Logs group ("" = local file only).
     cloudwatch_log_group: str = field(default="", metadata={"env": "SSMFAB_AUDIT_LOG_GROUP"})
+    #: Refuse to open sessions without a reason (``--reason``, ``tunnel.reason``).
+    require_reason: bool = field(default=False, metadata={"env": "SSMFAB_AUDIT_REQUIRE_REASON"})
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,9 @@ def _validate(settings: Settings, source: str) -> None:
     parse_persist(settings.ssh.persist, f"{source}: ssh.persist")
     if settings.tunnel.attempts < 1 or settings.tunnel.retry_delay < 0:
         raise ConfigError(f"{source}: tunnel.attempts must be at least 1 and tunnel.retry_delay not negative")
+    reason = settings.tunnel.reason
+    if len(reason) > 256 or any(ord(ch) < 32 or ord(ch) == 127 for ch in reason):
+        raise ConfigError(f"{source}: the reason (--reason, tunnel.reason) must be one line of at most 256 characters")
     if settings.deploy.keep_releases < 2:
         raise ConfigError(f"{source}: deploy.keep_releases must be at least 2 (current and previous)")
     if settings.deploy.health_retries < 1:

@@ -88,14 +88,19 @@ def format_tags(tags: dict[str, str] | Any) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(tags.items()) if k != "Name")
 
 
+def spread_over_scopes(targets: list[Any]) -> bool:
+    """Whether the hosts are in more than one account or region (a host known only by its id counts in neither)."""
+    return len({t.account for t in targets if t.account}) > 1 or len({t.region for t in targets if t.region}) > 1
+
+
 def hosts_table(selection: Selection) -> str:
+    everyone = [*selection.targets, *(s.target for s in selection.skipped)]
+    spread = spread_over_scopes(everyone)
     rows: list[list[object]] = []
-    for target in selection.targets:
-        rows.append([target.id, target.name, target.state, target.ping_status, target.private_ip, format_tags(target.tags)])
-    for skipped in selection.skipped:
-        t = skipped.target
-        rows.append([t.id, t.name, t.state or "-", t.ping_status or "-", t.private_ip or "-", format_tags(t.tags)])
-    return table(["ID", "NAME", "STATE", "SSM", "IP", "TAGS"], rows)
+    for t in everyone:
+        row: list[object] = [t.id, t.name, *([t.account or "-", t.region or "-"] if spread else [])]
+        rows.append(row + [t.state or "-", t.ping_status or "-", t.private_ip or "-", format_tags(t.tags)])
+    return table(["ID", "NAME"] + (["ACCOUNT", "REGION"] if spread else []) + ["STATE", "SSM", "IP", "TAGS"], rows)
 
 
 def summary_table(result: FleetResult[Any]) -> str:
@@ -103,13 +108,18 @@ def summary_table(result: FleetResult[Any]) -> str:
     but could not reach (a NOTE column says why they were skipped)."""
     rows = []
     noted = any(r.skipped for r in result.results)
+    # A run over several accounts or regions says where each host is.
+    spread = spread_over_scopes([r.target for r in result.results])
     for r in result.results:
         exit_code = "-" if r.exit_code is None else r.exit_code
-        row: list[object] = [r.target.id, r.target.name, r.status, exit_code, "-" if r.skipped or r.unreachable else f"{r.duration:.2f}s"]
+        row: list[object] = [r.target.id, r.target.name]
+        if spread:
+            row += [r.target.account or "-", r.target.region or "-"]
+        row += [r.status, exit_code, "-" if r.skipped or r.unreachable else f"{r.duration:.2f}s"]
         if noted:
             row.append((r.error or "").removeprefix(f"{r.target.label}: ") if r.skipped else "")
         rows.append(row)
-    headers = ["HOST", "NAME", "STATUS", "EXIT", "TIME"] + (["NOTE"] if noted else [])
+    headers = ["HOST", "NAME"] + (["ACCOUNT", "REGION"] if spread else []) + ["STATUS", "EXIT", "TIME"] + (["NOTE"] if noted else [])
     counts = f"{len(result.succeeded)} ok, {len(result.failed)} failed"
     if result.unreachable:
         counts += f", {len(result.unreachable)} skipped"
@@ -146,6 +156,8 @@ def report_dict(result: FleetResult[Any], describe: Any = None) -> dict[str, Any
         entry: dict[str, Any] = {
             "instance_id": r.target.id,
             "name": r.target.name,
+            "account": r.target.account or None,
+            "region": r.target.region or None,
             "status": r.status,
             "exit_code": r.exit_code,
             "duration": round(r.duration, 3),

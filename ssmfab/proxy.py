@@ -1,7 +1,11 @@
 """``ssmfab-proxy``: the fast ProxyCommand for OpenSSH and everything built on it (ssh, scp, sftp, rsync, Ansible).
 
-    Host i-* mi-*
+    Host i-* mi-* web-* *.eu-west-1 *.eu-west-1.prod
         ProxyCommand ssmfab-proxy %h %p
+
+A host that is not an instance id is looked up: a Name tag (``ssh web-1``), a private IP or DNS name, each
+optionally qualified with region and profile as aws-gate's aliases are (``web-1.eu-west-1.prod``); it must
+name exactly one running instance whose agent is Online, else one line says what matched.
 
 It does what ``aws ssm start-session --document-name AWS-StartSSHSession`` does (StartSession, then the
 session-manager-plugin with the aws CLI's calling convention) and then *becomes* the plugin (exec): no
@@ -25,14 +29,19 @@ import sys
 from .aws import aws_context, aws_errors
 from .config import load_settings
 from .exceptions import SSMFabError
+from .hostnames import parse_host_alias, resolve_host
 from .tunnel import plugin_command, plugin_version, start_ssh_session
 
 USAGE = (
-    "usage: ssmfab-proxy [--region R] [--profile P] [--endpoint-url URL] INSTANCE_ID [PORT]\n"
+    "usage: ssmfab-proxy [--region R] [--profile P] [--role-arn ARN] [--endpoint-url URL] [--reason TEXT] HOST [PORT]\n"
+    "       HOST: an instance id, a Name tag, a private IP or DNS name, or NAME.REGION[.PROFILE]\n"
     "       (as an ssh ProxyCommand: ssmfab-proxy %h %p)"
 )
 #: Options and the setting each overrides.
-OPTIONS = {"--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url"}
+OPTIONS = {
+    "--region": "aws.region", "--profile": "aws.profile", "--endpoint-url": "aws.endpoint_url", "--role-arn": "aws.role_arn",
+    "--reason": "tunnel.reason",
+}  # fmt: skip
 #: The watcher's own call back into ssmfab-proxy, once ssh is done: end this session.
 END_SESSION = "--end-session"
 
@@ -47,31 +56,37 @@ WATCH_SCRIPT = 'pid=$1; shift; tail --pid="$pid" -f /dev/null 2>/dev/null || whi
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, str] = {}
-    given: list[str] = []
     while len(args) >= 2 and args[0] in OPTIONS:
         overrides[OPTIONS[args[0]]] = args[1]
-        given += args[:2]
         del args[:2]
     if len(args) == 2 and args[0] == END_SESSION:
         return end_session(args[1], overrides)
     if len(args) not in (1, 2) or args[0].startswith("-"):
         print(USAGE, file=sys.stderr)
         return 2
-    target = args[0]
     port = args[1] if len(args) == 2 else None
     try:
+        alias = parse_host_alias(args[0])
+        # NAME.REGION[.PROFILE] names its own region and profile, whatever the options say.
+        overrides.update({k: v for k, v in (("aws.region", alias.region), ("aws.profile", alias.profile)) if v})
         settings = load_settings(overrides=overrides)
         version = plugin_version(settings.tunnel.plugin)
         aws = aws_context(settings)
         ssm = aws.ssm()
-        request, response = start_ssh_session(settings, ssm, target, port=port)
+        target = alias.host
+        if not alias.is_instance_id:
+            with aws_errors(f"looking up {alias.host}"):
+                target = resolve_host(alias, aws.ec2(), ssm, region=aws.region, profile=aws.profile).id
+        request, response = start_ssh_session(settings, ssm, target, label=alias.qualified(), port=port)
         command, env = plugin_command(settings, aws, ssm.meta.endpoint_url, version, request, response)
     except SSMFabError as exc:
         print(f"ssmfab-proxy: {exc}", file=sys.stderr)
         return exc.exit_code
     sys.stdout.flush()
     sys.stderr.flush()
-    end_session_after_exit([sys.executable, "-m", "ssmfab.proxy", *given, END_SESSION, response["SessionId"]])
+    # The same region, profile, role and endpoint as this session's (an alias may have named them).
+    options = [word for flag, key in OPTIONS.items() if key in overrides for word in (flag, overrides[key])]
+    end_session_after_exit([sys.executable, "-m", "ssmfab.proxy", *options, END_SESSION, response["SessionId"]])
     os.execve(command[0], command, env)
     return 0  # not reached: execve replaces this process
 

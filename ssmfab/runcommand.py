@@ -1,4 +1,5 @@
-"""``run --via run-command``: fan-out done on AWS's side with SSM Run Command (AWS-RunShellScript).
+"""``run --via run-command``: fan-out done on AWS's side with SSM Run Command: AWS-RunShellScript, and
+AWS-RunPowerShellScript for instances whose platform is Windows (a mixed fleet gets one command per document).
 
 No tunnel, no SSH: SendCommand with MaxConcurrency/MaxErrors from the same flags as the SSH path, polled
 with backoff until every invocation ends or the timeout passes, then reported through the same FleetResult.
@@ -21,9 +22,17 @@ from .fleet import FleetResult, HostResult, parse_count, unreachable_results
 from .targets import Selector, Target
 
 DOCUMENT = "AWS-RunShellScript"
+#: What Windows instances run the command with (PowerShell, not sh).
+POWERSHELL_DOCUMENT = "AWS-RunPowerShellScript"
 MAX_IDS = 50
 INLINE_LIMIT = 24000
-LOG_GROUP = "/aws/ssm/AWS-RunShellScript"
+#: Where each document's plugin writes full output: CloudWatch log group, and the plugin's name in S3 keys
+#: and log stream names (as the agent names them).
+OUTPUT_NAMES = {
+    DOCUMENT: ("/aws/ssm/AWS-RunShellScript", "runShellScript"),
+    POWERSHELL_DOCUMENT: ("/aws/ssm/AWS-RunPowerShellScript", "runPowerShellScript"),
+}
+LOG_GROUP = OUTPUT_NAMES[DOCUMENT][0]
 TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut"}
 
 
@@ -33,6 +42,8 @@ class CommandOutput:
     stderr: str
     exited: int
     status: str
+    #: The document that ran it (AWS-RunShellScript, or AWS-RunPowerShellScript on Windows).
+    document: str = DOCUMENT
 
     @property
     def truncated(self) -> bool:
@@ -49,14 +60,15 @@ class FullOutput:
 
     def read(self, invocation: dict[str, Any], stream: str) -> str:
         command_id, instance_id = invocation["CommandId"], invocation["InstanceId"]
+        log_group, plugin = OUTPUT_NAMES.get(str(invocation.get("DocumentName")), OUTPUT_NAMES[DOCUMENT])
         with aws_errors(f"reading the full {stream} of {instance_id}"):
             if self.bucket:
-                key = f"ssmfab/{command_id}/{instance_id}/awsrunShellScript/0.awsrunShellScript/{stream}"
+                key = f"ssmfab/{command_id}/{instance_id}/aws{plugin}/0.aws{plugin}/{stream}"
                 body = self.client.aws.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
                 return str(body.decode(errors="replace"))
             logs = self.client.aws.client("logs")
-            name = f"{command_id}/{instance_id}/aws-runShellScript/{stream}"
-            events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=name, startFromHead=True)["events"]
+            name = f"{command_id}/{instance_id}/aws-{plugin}/{stream}"
+            events = logs.get_log_events(logGroupName=log_group, logStreamName=name, startFromHead=True)["events"]
             return "".join(str(event["message"]) for event in events)
 
 
@@ -64,11 +76,25 @@ def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def document_for(target: Target) -> str:
+    return POWERSHELL_DOCUMENT if target.platform.lower() == "windows" else DOCUMENT
+
+
 def send_requests(selector: Selector, targets: Sequence[Target]) -> list[dict[str, Any]]:
-    """How to address the targets: by tag when the selection is tags only, else by ids in chunks of 50."""
-    if selector.tags and not selector.ids and not selector.names:
-        return [{"Targets": [{"Key": f"tag:{t.key}", "Values": list(t.values)} for t in selector.tags]}]
-    return [{"InstanceIds": chunk} for chunk in _chunks([t.id for t in targets], MAX_IDS)]
+    """How to address the targets, with the document each runs: by tag when the selection is tags only and of
+    one platform, else by ids in chunks of 50, one command per document."""
+    by_document: dict[str, list[str]] = {}
+    for target in targets:
+        by_document.setdefault(document_for(target), []).append(target.id)
+    tags_only = selector.tags and not (selector.ids or selector.names or selector.asgs or selector.ips or selector.dns_names)
+    if tags_only and len(by_document) == 1:
+        [document] = by_document
+        return [{"DocumentName": document, "Targets": [{"Key": f"tag:{t.key}", "Values": list(t.values)} for t in selector.tags]}]
+    return [
+        {"DocumentName": document, "InstanceIds": chunk}
+        for document, ids in by_document.items()
+        for chunk in _chunks(ids, MAX_IDS)
+    ]
 
 
 def run_via_ssm(
@@ -87,11 +113,11 @@ def run_via_ssm(
     ssm = client.aws.ssm()
     errors = parse_count(max_failures, len(targets), "max-failures", round_up=False)
     common: dict[str, Any] = {
-        "DocumentName": DOCUMENT,
         "Parameters": {"commands": [command]},
         "MaxConcurrency": str(parallel),
         "MaxErrors": "100%" if errors is None else str(errors),
-        "Comment": f"ssmfab run: {command}"[:100],
+        # Run Command has no Reason; its Comment (100 characters, shown in the console) carries it instead.
+        "Comment": (client.settings.tunnel.reason or f"ssmfab run: {command}")[:100],
     }
     if timeout is not None:
         if timeout < 30:
@@ -99,12 +125,13 @@ def run_via_ssm(
         common["TimeoutSeconds"] = int(timeout)
     if output_bucket:
         common.update(OutputS3BucketName=output_bucket, OutputS3KeyPrefix="ssmfab")
-    if cloudwatch_output:
-        common["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": LOG_GROUP}
     started = time.monotonic()
     command_ids = []
     with aws_errors("sending the command with SSM Run Command"):
         for request in send_requests(selector, targets):
+            if cloudwatch_output:
+                log_group = OUTPUT_NAMES[request["DocumentName"]][0]
+                request["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": log_group}
             command_ids.append(ssm.send_command(**common, **request)["Command"]["CommandId"])
     invocations = _poll(ssm, command_ids, deadline=None if timeout is None else started + timeout + 60, sleep=sleep)
     ended = time.monotonic()
@@ -120,6 +147,7 @@ def run_via_ssm(
                 stderr=str(invocation.get("StandardErrorContent", "")),
                 exited=int(invocation.get("ResponseCode", -1)),
                 status=str(invocation.get("Status", "")),
+                document=document_for(target),
             )
             if output.truncated and (output_bucket or cloudwatch_output):
                 full = FullOutput(client, output_bucket, cloudwatch_output)

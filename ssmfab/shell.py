@@ -13,19 +13,30 @@ import sys
 
 from .client import Client
 from .targets import Target
-from .tunnel import CLITunnelFactory, plugin_version
+from .tunnel import CLITunnelFactory, plugin_version, session_reason
 
 
-def proxy_command(client: Client) -> str:
-    """The ProxyCommand AWS documents, completed with region, profile and endpoint (``%h``/``%p`` kept)."""
+#: Words of a ProxyCommand that carry ssh's own tokens (host, port), left for ssh to expand.
+SSH_TOKEN_WORDS = ("%h", "%p", "portNumber=%p")
+
+
+def _ssh_words(argv: list[str]) -> str:
+    """``argv`` as a ProxyCommand line: each word quoted for the shell, ``%`` doubled for ssh (which expands
+    ``%h``-style tokens in ProxyCommand), except the words carrying ssh's own ``%h`` and ``%p``."""
+    return " ".join(part if part in SSH_TOKEN_WORDS else shlex.quote(part).replace("%", "%%") for part in argv)
+
+
+def proxy_command(client: Client, reason: str = "") -> str:
+    """The ProxyCommand AWS documents, completed with region, profile and endpoint (``%h``/``%p`` kept);
+    ``reason``: StartSession's Reason (for one run's ssh, never in a saved ssh config)."""
     argv = CLITunnelFactory(client.settings, client.aws).argv("%h", "%p")
-    return " ".join(part if "%" in part else shlex.quote(part) for part in argv)
+    return _ssh_words(argv + (["--reason", reason] if reason else []))
 
 
-def plugin_proxy_command(client: Client) -> str:
+def plugin_proxy_command(client: Client, reason: str = "") -> str:
     """``ssmfab-proxy`` (this interpreter's) as a ProxyCommand: StartSession, then the plugin alone."""
-    argv = [sys.executable, "-m", "ssmfab.proxy", *client.aws.cli_options()]
-    return " ".join(shlex.quote(part) for part in argv) + " %h %p"
+    argv = [sys.executable, "-m", "ssmfab.proxy", *client.aws.cli_options(proxy=True), *(["--reason", reason] if reason else [])]
+    return _ssh_words([*argv, "%h", "%p"])
 
 
 def ssh_command(client: Client, target: Target, command: str | None = None) -> list[str] | None:
@@ -38,10 +49,10 @@ def ssh_command(client: Client, target: Target, command: str | None = None) -> l
         if shutil.which(client.settings.tunnel.aws_cli) is None:
             return None
         CLITunnelFactory(client.settings, client.aws).check()
-        proxy = proxy_command(client)
+        proxy = proxy_command(client, session_reason(client.settings))
     else:
         plugin_version(client.settings.tunnel.plugin)
-        proxy = plugin_proxy_command(client)
+        proxy = plugin_proxy_command(client, session_reason(client.settings))
     settings = client.settings
     client.known_hosts.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     argv = [

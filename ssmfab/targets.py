@@ -1,7 +1,11 @@
 """Selectors to Target records.
 
-A selector is any mix of instance ids (``i-…``, hybrid ``mi-…``), Name-tag globs and tag filters; all
-criteria given must hold (ids, names and each tag key are ANDed; the values of one tag key are ORed).
+A selector is any mix of instance ids (``i-…``, hybrid ``mi-…``), Name-tag globs, tag filters, Auto Scaling
+group names and private addresses; all criteria given must hold (ids, names, groups, addresses and each tag key
+are ANDed; the values of one kind are ORed). An Auto Scaling group is its ``aws:autoscaling:groupName`` tag,
+which EC2 puts on every instance the group launches: no Auto Scaling API (nor its IAM permission) is needed.
+A private address is an IP (``10.0.1.5``, ``10.0.1.*``) or a private DNS name (``ip-10-0-1-5.ec2.internal``;
+``ip-10-0-1-5`` alone matches it in any region's domain).
 
 EC2 says which instances exist and run; SSM's DescribeInstanceInformation says which of them have an agent
 that can open a session. An instance that matches but cannot be reached (stopped, agent offline, not managed
@@ -12,6 +16,7 @@ exist only in SSM. AWS clients are passed in, so tests and callers choose region
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +37,14 @@ SSM_BATCH = 50
 EC2_PAGE = 100
 #: States worth reporting when a selector matches them; terminated instances are gone for good.
 VISIBLE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+#: The tag EC2 Auto Scaling puts on each instance it launches.
+ASG_TAG = "aws:autoscaling:groupName"
+#: An IPv4 address, or a glob of one (10.0.1.*).
+IP_GLOB = re.compile(r"^[0-9*?]{1,3}(\.[0-9*?]{1,3}){0,3}$")
+#: A DNS name or a glob of one: letters, digits, hyphens and dots.
+DNS_GLOB = re.compile(r"^[A-Za-z0-9*?]([A-Za-z0-9*?.-]{0,252})$")
+#: The host part EC2 gives private DNS names: ip-10-0-1-5 (the domain depends on the region).
+IP_HOSTNAME = re.compile(r"^ip-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}$")
 
 
 @dataclass(frozen=True)
@@ -51,24 +64,44 @@ class Selector:
     ids: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
     tags: tuple[TagFilter, ...] = ()
+    #: Auto Scaling group names (or globs).
+    asgs: tuple[str, ...] = ()
+    #: Private IPs (or globs of them).
+    ips: tuple[str, ...] = ()
+    #: Private DNS names (or globs of them).
+    dns_names: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.ids or self.names or self.tags)
+        return not (self.ids or self.names or self.tags or self.asgs or self.ips or self.dns_names)
 
     def __str__(self) -> str:
         parts = list(self.ids)
         parts += [f"--name {n}" for n in self.names]
         parts += [f"--tag {t}" for t in self.tags]
+        parts += [f"--asg {a}" for a in self.asgs]
+        parts += [f"--ip {a}" for a in (*self.ips, *self.dns_names)]
         return " ".join(parts) or "(all instances)"
 
-    def matches(self, instance_id: str, tags: Mapping[str, str], name: str) -> bool:
+    def matches(self, instance_id: str, tags: Mapping[str, str], name: str, ip: str = "", dns_name: str = "") -> bool:
         """Client-side check, used for hybrid nodes and as a guard on what AWS returned."""
         if self.ids and instance_id not in self.ids:
             return False
         if self.names and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names):
             return False
+        if self.asgs and not (ASG_TAG in tags and any(fnmatch.fnmatchcase(tags[ASG_TAG], p) for p in self.asgs)):
+            return False
+        if not self.matches_address(ip, dns_name):
+            return False
         return all(t.matches(tags) for t in self.tags)
+
+    def matches_address(self, ip: str, dns_name: str) -> bool:
+        """Whether the private IP or DNS name is one of those asked for (any, when none was)."""
+        if not (self.ips or self.dns_names):
+            return True
+        return any(fnmatch.fnmatchcase(ip, p) for p in self.ips) or any(
+            fnmatch.fnmatchcase(dns_name.lower(), p.lower()) for p in self.dns_names
+        )
 
 
 @dataclass(frozen=True)
@@ -81,6 +114,11 @@ class Target:
     private_ip: str = ""
     platform: str = ""
     state: str = "running"
+    private_dns: str = ""
+    #: The AWS account the instance belongs to (its reservation's owner), when known.
+    account: str = ""
+    #: The profile (or assumed role) it was found with, when a run spans several; "" otherwise.
+    scope: str = ""
     ping_status: str = ""
     agent_version: str = ""
     region: str = ""
@@ -110,6 +148,8 @@ def parse_selector(
     names: Iterable[str] = (),
     tags: Iterable[str] = (),
     *,
+    asgs: Iterable[str] = (),
+    ips: Iterable[str] = (),
     default_tag_key: str = "Role",
 ) -> Selector:
     """Validate user input into a Selector; raises SelectorError naming the bad value and the fix."""
@@ -130,10 +170,56 @@ def parse_selector(
         key, value_list = _parse_tag(raw, default_tag_key)
         merged.setdefault(key, [])
         merged[key] += [v for v in value_list if v not in merged[key]]
+    asg_list = [_parse_asg(raw) for raw in asgs]
+    ip_list: list[str] = []
+    dns_list: list[str] = []
+    for raw in ips:
+        if not raw.strip():
+            raise SelectorError("empty --ip: give a private IP (10.0.1.5, 10.0.1.*) or private DNS name")
+        for part in (p.strip() for p in raw.split(",") if p.strip()):
+            kind, value = _parse_address(part)
+            (ip_list if kind == "ip" else dns_list).append(value)
     return Selector(
         ids=tuple(dict.fromkeys(id_list)),
         names=tuple(dict.fromkeys(name_list)),
         tags=tuple(TagFilter(k, tuple(v)) for k, v in merged.items()),
+        asgs=tuple(dict.fromkeys(asg_list)),
+        ips=tuple(dict.fromkeys(ip_list)),
+        dns_names=tuple(dict.fromkeys(dns_list)),
+    )
+
+
+def _parse_asg(raw: str) -> str:
+    name = raw.strip()
+    if not name:
+        raise SelectorError("empty --asg: give an Auto Scaling group name or glob, e.g. --asg 'web-asg-*'")
+    if len(name) > 255 or any(ord(ch) < 32 for ch in name):
+        raise SelectorError(f"bad --asg {raw!r}: an Auto Scaling group name is 1-255 printable characters")
+    return name
+
+
+def _parse_address(text: str) -> tuple[str, str]:
+    """("ip", address or glob) or ("dns", name or glob); SelectorError for anything else."""
+    if set(text) <= set("0123456789.*?"):
+        wild = any(ch in text for ch in "*?")
+        try:
+            if wild and not IP_GLOB.fullmatch(text):
+                raise ValueError
+            if not wild:
+                ipaddress.IPv4Address(text)
+        except ValueError:
+            raise SelectorError(f"bad --ip {text!r}: not an IPv4 address or glob (10.0.1.5, 10.0.1.*)") from None
+        return "ip", text
+    if ":" in text:
+        try:
+            return "ip", str(ipaddress.IPv6Address(text))
+        except ValueError:
+            raise SelectorError(f"bad --ip {text!r}: not an IPv6 address") from None
+    if DNS_GLOB.fullmatch(text) and ".." not in text:
+        # EC2's host part alone (what `hostname` prints on the instance): in whatever domain the region uses.
+        return "dns", f"{text}.*" if IP_HOSTNAME.fullmatch(text) else text
+    raise SelectorError(
+        f"bad --ip {text!r}: expected a private IP (10.0.1.5, 10.0.1.*) or private DNS name (ip-10-0-1-5.ec2.internal)"
     )
 
 
@@ -177,6 +263,15 @@ def _ec2_filters(selector: Selector) -> list[dict[str, Any]]:
         filters.append({"Name": "tag:Name", "Values": list(selector.names)})
     for tag in selector.tags:
         filters.append({"Name": f"tag:{tag.key}", "Values": list(tag.values)})
+    if selector.asgs:
+        filters.append({"Name": f"tag:{ASG_TAG}", "Values": list(selector.asgs)})
+    # EC2 ANDs filters of different names, so IPs and DNS names given together are matched in resolve()
+    # instead, as are globs (moto, which the tests run on, matches these two filters exactly).
+    exact = not any(ch in v for v in (*selector.ips, *selector.dns_names) for ch in "*?")
+    if exact and selector.ips and not selector.dns_names:
+        filters.append({"Name": "private-ip-address", "Values": list(selector.ips)})
+    elif exact and selector.dns_names and not selector.ips:
+        filters.append({"Name": "private-dns-name", "Values": list(selector.dns_names)})
     return filters
 
 
@@ -186,7 +281,8 @@ def _describe_ec2(ec2: EC2Client, selector: Selector) -> list[dict[str, Any]]:
     pages = paginator.paginate(Filters=_ec2_filters(selector), PaginationConfig={"PageSize": EC2_PAGE})  # type: ignore[arg-type]
     for page in pages:
         for reservation in page.get("Reservations", []):
-            instances.extend(reservation.get("Instances", []))  # type: ignore[arg-type]
+            owner = reservation.get("OwnerId", "")
+            instances.extend({**i, "OwnerId": owner} for i in reservation.get("Instances", []))
     return instances
 
 
@@ -214,8 +310,8 @@ def _hybrid_tags(ssm: SSMClient, instance_id: str) -> dict[str, str]:
 def _hybrid_nodes(ssm: SSMClient, selector: Selector, region: str) -> list[Target | Skipped]:
     """Hybrid (``mi-``) nodes matching the selector; they have no EC2 record, only SSM's."""
     hybrid_ids = [i for i in selector.ids if i.startswith("mi-")]
-    if selector.ids and not hybrid_ids:
-        return []
+    if selector.ids and not hybrid_ids or selector.asgs or selector.dns_names and not selector.ips:
+        return []  # hybrid nodes are in no Auto Scaling group and have no EC2 private DNS name
     filters: list[dict[str, Any]] = [{"Key": "ResourceType", "Values": ["ManagedInstance"]}]
     for tag in selector.tags:
         if not any(ch in v for v in tag.values for ch in "*?"):
@@ -233,7 +329,7 @@ def _hybrid_nodes(ssm: SSMClient, selector: Selector, region: str) -> list[Targe
             continue
         tags = _hybrid_tags(ssm, info["InstanceId"])
         name = tags.get("Name") or str(info.get("Name") or info.get("ComputerName") or "")
-        if not selector.matches(info["InstanceId"], tags, name):
+        if not selector.matches(info["InstanceId"], tags, name, str(info.get("IPAddress", ""))):
             continue
         target = Target(
             id=info["InstanceId"],
@@ -264,6 +360,8 @@ def _ec2_target(instance: Mapping[str, Any], info: Mapping[str, Any] | None, reg
         private_ip=str(instance.get("PrivateIpAddress", "")),
         platform=platform.capitalize() if platform.islower() else platform,
         state=str(instance.get("State", {}).get("Name", "")),
+        private_dns=str(instance.get("PrivateDnsName", "")),
+        account=str(instance.get("OwnerId", "")),
         ping_status=str((info or {}).get("PingStatus", "")),
         agent_version=str((info or {}).get("AgentVersion", "")),
         region=region,
@@ -280,6 +378,10 @@ def resolve(selector: Selector, ec2: EC2Client, ssm: SSMClient, *, region: str) 
         hybrid = pool.submit(_hybrid_nodes, ssm, selector, region) if wants_hybrid else None
         known_infos = pool.submit(_ssm_info_for, ssm, explicit) if explicit else None
         instances = [] if selector.ids and not explicit else _describe_ec2(ec2, selector)
+        instances = [
+            i for i in instances
+            if selector.matches_address(str(i.get("PrivateIpAddress", "")), str(i.get("PrivateDnsName", "")))
+        ]  # fmt: skip
         running_ids = [str(i["InstanceId"]) for i in instances if i.get("State", {}).get("Name") == "running"]
         infos = known_infos.result() if known_infos is not None else _ssm_info_for(ssm, running_ids)
         hybrid_items = hybrid.result() if hybrid is not None else []

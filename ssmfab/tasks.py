@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,16 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 
 from . import transfer
+from .ansible import inventory as ansible_inventory_of
 from .audit import read_entries
 from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
 from .deploy import Deployer, check_artifact
 from .doctor import run_checks
-from .exceptions import ConfigError, SandboxError, SelectorError
+from .exceptions import ConfigError, SandboxError, SelectorError, TunnelError
+from .forward import PluginForwarder, SSHForwarder, parse_forward_specs
 from .fleet import run_command
 from .runcommand import print_outputs, run_via_ssm
+from .scopes import MultiClient, client_for
 from .iam import PolicyScope, allow_policy, deny_policy
 from .logs import LogFetcher, parse_duration
 from .output import HostStreams, command_output, hosts_table, table
@@ -43,15 +47,15 @@ def transfer_summary(report: Any) -> dict[str, Any]:
 def hosts(c: Any, flags: Flags) -> None:
     """List the instances the selectors match (all of them when none is given), with SSM status."""
     client = flags.client()
-    selection = client.select(flags.id, flags.name, flags.tag)
+    selection = client.select(flags.id, flags.name, flags.tag, asgs=flags.asg, ips=flags.ip)
     if not selection.targets and not selection.skipped:
         require_targets(selection, client.aws.profile)
     print(hosts_table(selection))
-    print(f"{len(selection.targets)} reachable, {len(selection.skipped)} skipped ({client.aws.region})")
+    print(f"{len(selection.targets)} reachable, {len(selection.skipped)} skipped ({selection.region})")
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={
         "command": "shell command to run on every host",
         "env": "KEY=VALUE for the command's environment (repeatable; redacted in the audit trail)",
@@ -83,6 +87,8 @@ def run(
     if stdin and sys.stdin.isatty():
         raise ConfigError("--stdin forwards a pipe or a file (`< file`); for a terminal use `ssmfab shell TARGET`")
     client = flags.client()
+    if via == "run-command" and isinstance(client, MultiClient):
+        raise ConfigError("--via run-command works in one region and account at a time; over SSH a run spans several")
     selection = flags.selection(client, tunnels=via == "ssh")
     targets = require_targets(selection, client.aws.profile)
     if stdin and len(targets) > 1:
@@ -101,7 +107,7 @@ def run(
             for host in result.results:
                 record_result(audit, host, "run-command", command)
         flags.report(result, describe=lambda r: {"stdout": r.stdout, "stderr": r.stderr, "run_command_status": r.status,
-                                                 "truncated": r.truncated})  # fmt: skip
+                                                 "truncated": r.truncated, "document": r.document})  # fmt: skip
         return
     progress = flags.progress(len(targets))
     streams = HostStreams(targets, sys.stdout, sys.stderr, progress)
@@ -128,7 +134,7 @@ def parse_env(pairs: Any) -> dict[str, str]:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={"local": "local file or directory", "remote": "remote path (an existing directory or a trailing /: put inside it)"},
 )  # fmt: skip
 def put(c: Any, local: str, remote: str, flags: Flags) -> None:
@@ -143,7 +149,7 @@ def put(c: Any, local: str, remote: str, flags: Flags) -> None:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={"remote": "remote file, directory or glob", "dest": "local folder (default .)"},
 )  # fmt: skip
 def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
@@ -162,7 +168,7 @@ def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     help={
         "artifact": "file, directory or .tar.gz to ship (config deploy.artifact)",
         "base_dir": "remote base directory (config deploy.base_dir)",
@@ -188,7 +194,7 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
         print(f"release {deployer.release} is live on {len(targets)} host(s)")
 
 
-@ssmfab_task("select", "fleet", "aws", "ssh", help={"base_dir": "remote base directory (config deploy.base_dir)"})
+@ssmfab_task("select", "fleet", "aws", "ssh", "session", help={"base_dir": "remote base directory (config deploy.base_dir)"})
 def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
     """Switch current back to the newest older release that passed its health check, with hooks and check."""
     client = flags.client()
@@ -200,7 +206,7 @@ def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
 
 
 @ssmfab_task(
-    "select", "fleet", "aws", "ssh",
+    "select", "fleet", "aws", "ssh", "session",
     positional=["target"],
     help={
         "target": "an instance id, a tag (Key=Value) or a Name glob",
@@ -239,7 +245,7 @@ def fetch_logs(
 
 
 @ssmfab_task(
-    "aws", "ssh",
+    "aws", "ssh", "session",
     positional=["target"],
     help={
         "target": "an instance id, a tag (Key=Value) or a Name glob matching one host",
@@ -252,6 +258,7 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
     targets = Flags(**loose_selector(target)).targets(client)  # type: ignore[arg-type]
     if len(targets) > 1:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
+    client = client_for(client, targets[0])
     key = client.ephemeral_key
     argv = ssh_command(client, targets[0], cmd)
 
@@ -261,16 +268,61 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
                 result = conn.run(cmd, pty=True, warn=True) if cmd else conn.shell()
             return int(getattr(result, "exited", 0) or 0)
         if key is None:
-            # ssh runs as a child (not exec'd) so the session is recorded with its exit code once it ends.
-            return subprocess.call(argv)
+            # ssh runs as a child (not exec'd) so the session is recorded with its exit code once it ends; its
+            # environment carries an assumed role's credentials for the ProxyCommand.
+            return subprocess.call(argv, env=client.aws.process_env())
         # An ephemeral key must reach ssh as a file; ssh runs as a child so the file goes when it exits.
         client.push_key(targets[0])
         with key.private_file() as key_file:
-            return subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]])
+            return subprocess.call([argv[0], "-i", str(key_file), "-o", "IdentitiesOnly=yes", *argv[1:]], env=client.aws.process_env())
 
     code = run_audited(client, targets[0], "shell", cmd or "(interactive)", session)
     if code:
         raise Exit(code=code)
+
+
+@ssmfab_task(
+    "aws", "ssh", "session",
+    positional=["target", "spec"],
+    help={
+        "target": "an instance id, a tag (Key=Value), a private address or a Name matching one host",
+        "spec": "[LOCAL_PORT:]HOST:PORT, several separated by commas or spaces; HOST as the instance sees it "
+                "(localhost: the instance itself); no LOCAL_PORT: any free port",
+        "via": "ssh (default: direct-tcpip channels of the SSH connection) or ssm (no SSH key: "
+               "AWS-StartPortForwardingSession[ToRemoteHost] and session-manager-plugin, a session per spec)",
+    },
+)  # fmt: skip
+def forward(c: Any, target: str, spec: str, flags: Flags, via: str = "ssh") -> None:
+    """Forward local ports to a port on one instance, or through it to a host it can reach, until Ctrl-C."""
+    specs = parse_forward_specs(spec)
+    if via not in ("ssh", "ssm"):
+        raise ConfigError(f"--via {via!r}: expected ssh or ssm")
+    client = flags.client()
+    selection = Flags(**loose_selector(target)).selection(client, tunnels=via == "ssh")  # type: ignore[arg-type]
+    targets = require_targets(selection, client.aws.profile)
+    if len(targets) > 1:
+        raise SelectorError(f"{target} matches {len(targets)} hosts; forward needs exactly one (use an instance id)")
+    host = targets[0]
+    client = client_for(client, host)
+    forwarder = (
+        SSHForwarder(client.connect(host), specs, notice) if via == "ssh"
+        else PluginForwarder(client, host, specs, wait=client.settings.ssh.connect_timeout)
+    )  # fmt: skip
+
+    def session() -> int:
+        with forwarder:
+            for forwarding in forwarder.forwardings:
+                print(forwarding.line(host.label), flush=True)
+            notice("forwarding; Ctrl-C to stop")
+            try:
+                while forwarder.alive:
+                    threading.Event().wait(1.0)  # Ctrl-C interrupts the wait
+            except KeyboardInterrupt:
+                notice("forwarding stopped")
+                return 0
+        raise TunnelError(f"{host.label}: the SSM session ended; forwarding stopped")
+
+    run_audited(client, host, "forward", f"{spec} (via {via})", session)
 
 
 @ssmfab_task(help={"since": "only entries this recent: 30m, 2h, 1d", "json": "print the entries as JSON lines"})
@@ -351,12 +403,16 @@ def iam_policy(
         "windows": "the PowerShell ProxyCommand form for Windows' OpenSSH",
         "install": "write the block into the ssh config (between marker lines, with a backup)",
         "file": "ssh config file for --install (default ~/.ssh/config)",
+        "name": "a Name tag or glob plain ssh should reach by name through ssmfab-proxy ('web-*'); repeatable",
     },
 )  # fmt: skip
-def ssh_config(c: Any, flags: Flags, windows: bool = False, install: bool = False, file: str = "~/.ssh/config") -> None:
-    """Print (or --install) the ~/.ssh/config block that makes plain `ssh i-…` and `scp` go through SSM."""
+def ssh_config(
+    c: Any, flags: Flags, windows: bool = False, install: bool = False, file: str = "~/.ssh/config", name: list[str] | None = None
+) -> None:
+    """Print (or --install) the ~/.ssh/config block that makes plain `ssh i-…`, `ssh web-1`, `ssh web-1.REGION`
+    and `scp` go through SSM."""
     client = flags.client()
-    block = config_block(client, windows=windows)
+    block = config_block(client, windows=windows, names=name or ())
     if not install:
         print(block, end="")
         return
@@ -365,13 +421,36 @@ def ssh_config(c: Any, flags: Flags, windows: bool = False, install: bool = Fals
     print(f"ssh config block installed in {path}" + (f" (previous version kept in {backup})" if backup else ""))
 
 
+@ssmfab_task(
+    "select", "aws", "ssh",
+    help={
+        "list": "print the whole inventory (what Ansible asks a dynamic inventory for; the default)",
+        "host": "print one host's variables (Ansible need not ask: _meta holds them all)",
+    },
+)  # fmt: skip
+def ansible_inventory(c: Any, flags: Flags, list: bool = False, host: str | None = None) -> None:  # noqa: A002
+    """An Ansible dynamic inventory of the selected instances (all when no selector is given): groups by tag and
+    region, each host reached by Ansible's ssh connection through ssmfab-proxy."""
+    client = flags.client()
+    if client.settings.ssh.ephemeral_key:
+        raise ConfigError("--ephemeral-key: Ansible's ssh needs a key that outlives this command; give --key")
+    selection = client.select(flags.id, flags.name, flags.tag, asgs=flags.asg, ips=flags.ip)
+    for skipped in selection.skipped:
+        notice(f"left out {skipped.target.label}: {skipped.reason}")
+    found = ansible_inventory_of(client, selection)
+    if host is not None:
+        print(json.dumps(found["_meta"]["hostvars"].get(host, {}), indent=2))
+        return
+    print(json.dumps(found, indent=2))
+
+
 @ssmfab_task("select", "aws", "ssh")
 def doctor(c: Any, flags: Flags) -> None:
     """Check every prerequisite (CLI, plugin, credentials, region, document, each target's agent, IAM)."""
     client = flags.client()
     selection = None
-    if flags.id or flags.name or flags.tag:
-        selection = client.select(flags.id, flags.name, flags.tag)
+    if flags.id or flags.name or flags.tag or flags.asg or flags.ip:
+        selection = client.select(flags.id, flags.name, flags.tag, asgs=flags.asg, ips=flags.ip)
     checks = run_checks(client, selection)
     for check in checks:
         print(check.line())
@@ -480,7 +559,8 @@ def build_collection() -> Collection:
     sandbox.add_task(sandbox_up, "up")
     sandbox.add_task(sandbox_down, "down")
     sandbox.add_task(sandbox_env, "env")
-    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, known_hosts, iam_policy, ssh_config, doctor, audit, persist)
+    ns = Collection(hosts, run, put, get, deploy, rollback, fetch_logs, shell, forward, known_hosts, iam_policy, ssh_config,
+                    ansible_inventory, doctor, audit, persist)
     ns.add_collection(sandbox)
     return ns
 

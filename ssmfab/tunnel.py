@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from .aws import AWSContext, aws_errors, describe_client_error
 from .config import Settings
 from .exceptions import (
-    AccessDeniedError, AWSCLIError, CredentialsError, PluginError, SessionLostError, SSMFabError, TunnelError,
+    AccessDeniedError, AWSCLIError, ConfigError, CredentialsError, PluginError, SessionLostError, SSMFabError, TunnelError,
 )  # fmt: skip
 from .tunnelsocket import TunnelSocket
 
@@ -442,7 +442,10 @@ class CLITunnelFactory:
         self.check()
         # The CLI's own AWS calls get the same bounds as ours (not in argv(): ssh configs keep the plain form).
         bounds = ["--cli-connect-timeout", f"{self.aws.connect_timeout:g}", "--cli-read-timeout", f"{self.aws.read_timeout:g}"]
-        env = dict(os.environ, AWS_MAX_ATTEMPTS=str(self.aws.max_attempts), AWS_RETRY_MODE="standard")
+        reason = session_reason(self.settings)
+        if reason:
+            bounds += ["--reason", reason]
+        env = dict(self.aws.process_env(), AWS_MAX_ATTEMPTS=str(self.aws.max_attempts), AWS_RETRY_MODE="standard")
         # The plugin announces the session's id on the stream; neither it nor the aws CLI ends the session.
         return ProcessTunnel(
             [*self.argv(target_id), *bounds], env, on_close=lambda session_id: self.ender.end(session_id, target_id)
@@ -495,17 +498,30 @@ class PluginTunnelFactory:
             raise
 
 
+def session_reason(settings: Settings) -> str:
+    """The reason sessions are opened for ("" for none); ConfigError when ``audit.require_reason`` wants one."""
+    if settings.audit.require_reason and not settings.tunnel.reason.strip():
+        raise ConfigError(
+            "a reason is required (audit.require_reason): give --reason TEXT, e.g. --reason 'INC-123 restart nginx' "
+            "(it is shown in the Session Manager console and CloudTrail, and kept in the audit trail)"
+        )
+    return settings.tunnel.reason
+
+
 def start_ssh_session(
     settings: Settings, ssm: SSMClient, target_id: str, label: str | None = None, port: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """StartSession with the SSH document: the request (the plugin needs it too) and the response."""
-    request = {
+    request: dict[str, Any] = {
         "Target": target_id,
         "DocumentName": settings.tunnel.document,
         "Parameters": {"portNumber": [port or str(settings.tunnel.remote_port)]},
     }
+    reason = session_reason(settings)
+    if reason:
+        request["Reason"] = reason
     with aws_errors("starting the SSM session", label or target_id):
-        response = ssm.start_session(**request)  # type: ignore[arg-type]
+        response = ssm.start_session(**request)
     return request, dict(response)
 
 
@@ -514,7 +530,7 @@ def plugin_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The plugin's argv and environment exactly as the aws CLI builds them, so any real plugin build works."""
     session = {k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}
-    env = dict(os.environ)
+    env = aws.process_env()
     if version <= LAST_PLUGIN_WITH_INLINE_RESPONSE:
         first_arg = json.dumps(session)
     else:
@@ -525,7 +541,7 @@ def plugin_command(
         first_arg,
         aws.region,
         "StartSession",
-        aws.profile or "",
+        "" if aws.role_arn else aws.profile or "",  # an assumed role's credentials come in the environment
         json.dumps(request),
         endpoint_url,
     ]

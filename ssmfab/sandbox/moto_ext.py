@@ -373,6 +373,23 @@ class OutputTargets:
     bucket: str = ""
     prefix: str = ""
     log_group: str = ""
+    #: The document's plugin, as it appears in S3 keys and log stream names.
+    plugin: str = "runShellScript"
+
+
+#: The plugin each Run Command document runs (a Windows instance's agent runs AWS-RunPowerShellScript's).
+RUN_COMMAND_PLUGINS = {"AWS-RunShellScript": "runShellScript", "AWS-RunPowerShellScript": "runPowerShellScript"}
+
+
+def _interpreter(plugin: str, script: str) -> list[str]:
+    """How the sandbox runs a script: PowerShell's with pwsh when the machine has it; otherwise (the sandbox's
+    hosts are Linux) with sh, so tests of Windows targets use commands both shells read alike (echo)."""
+    import shutil
+
+    pwsh = shutil.which("pwsh")
+    if plugin == "runPowerShellScript" and pwsh:
+        return [pwsh, "-NoProfile", "-NonInteractive", "-Command", script]
+    return ["/bin/sh", "-c", script]
 
 
 def _ship_output(where: OutputTargets, command_id: str, instance_id: str, streams: dict[str, str]) -> None:
@@ -385,11 +402,11 @@ def _ship_output(where: OutputTargets, command_id: str, instance_id: str, stream
     }  # fmt: skip
     for name, text in streams.items():
         if where.bucket:
-            key = "/".join(p for p in (where.prefix.strip("/"), command_id, instance_id, "awsrunShellScript", "0.awsrunShellScript", name) if p)
+            key = "/".join(p for p in (where.prefix.strip("/"), command_id, instance_id, f"aws{where.plugin}", f"0.aws{where.plugin}", name) if p)
             boto3.client("s3", **options).put_object(Bucket=where.bucket, Key=key, Body=text.encode())
         if where.log_group:
             logs = boto3.client("logs", **options)
-            stream = f"{command_id}/{instance_id}/aws-runShellScript/{name}"
+            stream = f"{command_id}/{instance_id}/aws-{where.plugin}/{name}"
             if not any(g["logGroupName"] == where.log_group for g in logs.describe_log_groups(logGroupNamePrefix=where.log_group)["logGroups"]):
                 logs.create_log_group(logGroupName=where.log_group)
             logs.create_log_stream(logGroupName=where.log_group, logStreamName=stream)
@@ -406,7 +423,7 @@ def _execute(invocation: dict[str, Any], script: str, home: str, timeout: int, o
     started = _now()
     try:
         done = subprocess.run(
-            ["/bin/sh", "-c", script], cwd=home, env={**os.environ, "HOME": home},
+            _interpreter(str(invocation["PluginName"]).removeprefix("aws:"), script), cwd=home, env={**os.environ, "HOME": home},
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
         status = "Success" if done.returncode == 0 else "Failed"
@@ -448,12 +465,14 @@ def _send_command(original: Any) -> Any:
         timeout = int(self._get_param("TimeoutSeconds") or 3600)
         command_id = command["CommandId"]
         cloudwatch = self._get_param("CloudWatchOutputConfig") or {}
+        plugin = RUN_COMMAND_PLUGINS.get(str(command.get("DocumentName")), "runShellScript")
         output = OutputTargets(
+            plugin=plugin,
             endpoint=f"http://{self.headers.get('Host')}",
             region=self.region,
             bucket=self._get_param("OutputS3BucketName") or "",
             prefix=self._get_param("OutputS3KeyPrefix") or "",
-            log_group=(cloudwatch.get("CloudWatchLogGroupName") or "/aws/ssm/AWS-RunShellScript")
+            log_group=(cloudwatch.get("CloudWatchLogGroupName") or f"/aws/ssm/{command.get('DocumentName')}")
             if cloudwatch.get("CloudWatchOutputEnabled") else "",
         )  # fmt: skip
         shipping = output if output.bucket or output.log_group else None
@@ -462,7 +481,7 @@ def _send_command(original: Any) -> Any:
             record = state.instances.get(instance_id, {})
             invocation = {
                 "CommandId": command_id, "InstanceId": instance_id, "DocumentName": command.get("DocumentName"),
-                "PluginName": "aws:runShellScript", "Status": "InProgress", "StatusDetails": "InProgress",
+                "PluginName": f"aws:{plugin}", "Status": "InProgress", "StatusDetails": "InProgress",
                 "ResponseCode": -1, "StandardOutputContent": "", "StandardErrorContent": "",
             }  # fmt: skip
             state.invocations[(command_id, instance_id)] = invocation
@@ -498,7 +517,7 @@ def _list_command_invocations(self: Any) -> Any:
     shaped = []
     for invocation in page:
         plugin = {
-            "Name": "aws:runShellScript", "Status": invocation["Status"], "ResponseCode": invocation["ResponseCode"],
+            "Name": invocation["PluginName"], "Status": invocation["Status"], "ResponseCode": invocation["ResponseCode"],
             "Output": (invocation["StandardOutputContent"] + invocation["StandardErrorContent"])[:2500],
         }  # fmt: skip
         shaped.append({**{k: invocation[k] for k in ("CommandId", "InstanceId", "DocumentName", "Status", "StatusDetails")},

@@ -22,6 +22,16 @@ service do together, as session-manager-plugin 1.2.677.0 expects:
   does not model): ResumeSession gives the session a new token, the plugin reconnects to the same URL, and
   both sides carry on with the sequence numbers where they were; unacknowledged output is resent.
 
+**Port forwarding** (``AWS-StartPortForwardingSession``, ``AWS-StartPortForwardingSessionToRemoteHost``): the
+handshake asks for a ``LocalPortForwarding`` Port session (``portNumber``, ``localPortNumber`` and ``host`` as
+the documents pass them), so the plugin listens on a local port itself. With this agent version the plugin
+multiplexes every local connection over the one data channel with smux (protocol 1: an 8-byte header of
+version, command, little-endian length and stream id; SYN opens a stream, PSH carries data, FIN ends it, NOP
+is a keepalive; ``portsession/muxportforwarding.go``). ``MuxAgent`` is the agent's side of that: a SYN dials
+the destination (the instance's own port: loopback here, as every sandbox instance is; or ``host``), data goes
+both ways in PSH frames, either side's end is a FIN. A destination that refuses is recorded (``PortRefused``)
+and its stream ended with a FIN. Events: ``StreamOpened`` (with the destination), ``StreamClosed``.
+
 **Link model** (``LinkModel``: ``inv sandbox.up --link``, ``SSMFAB_SANDBOX_LINK``, ``Sandbox.set_link``): the
 service holds back the handshake for ``setup`` seconds (plus up to ``jitter``), sends output in messages of
 at most ``chunk`` bytes (the agent reads sshd 1024 bytes at a time) and at most ``rate`` bytes per second.
@@ -59,9 +69,11 @@ safety net, pass: then it answers with what it saw).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -421,6 +433,146 @@ async def _abort(ws: Any) -> None:
         transport.abort()
 
 
+#: Documents whose sessions forward local connections (the plugin listens; smux over the data channel).
+PORT_FORWARDING_DOCUMENTS = ("AWS-StartPortForwardingSession", "AWS-StartPortForwardingSessionToRemoteHost")
+#: smux protocol 1 (github.com/xtaci/smux frame.go): header = version, command, length (LE16), stream id (LE32).
+SMUX_HEADER = struct.Struct("<BBHI")
+SMUX_SYN, SMUX_FIN, SMUX_PSH, SMUX_NOP = 0, 1, 2, 3
+#: Largest payload of one frame this side sends (the plugin's own frames are at most 32 KiB).
+SMUX_FRAME = 16384
+
+
+def _parameter(session: dict[str, Any], name: str, default: str = "") -> str:
+    values = (session.get("Parameters") or {}).get(name) or [default]
+    return str(values[0])
+
+
+@dataclass
+class MuxAgent(Agent):
+    """The agent's side of a port forwarding session: smux streams, each dialled to the destination."""
+
+    smux_buffer: bytearray = field(default_factory=bytearray)
+    streams: dict[int, asyncio.StreamWriter] = field(default_factory=dict)
+    #: Data for streams still being dialled, in order.
+    pending: dict[int, list[bytes]] = field(default_factory=dict)
+
+    @property
+    def destination(self) -> tuple[str, int]:
+        host = _parameter(self.session, "host", "127.0.0.1") if self.session.get("DocumentName", "").endswith("RemoteHost") else "127.0.0.1"
+        return host, int(_parameter(self.session, "portNumber", "80"))
+
+    def handshake_properties(self) -> dict[str, str]:
+        properties = {
+            "portNumber": _parameter(self.session, "portNumber", "80"),
+            "type": "LocalPortForwarding",
+            "localPortNumber": _parameter(self.session, "localPortNumber", "0"),
+        }
+        if self.session.get("DocumentName", "").endswith("RemoteHost"):
+            properties["host"] = _parameter(self.session, "host")
+        return properties
+
+    async def _run(self) -> None:
+        try:
+            link = self.service.link
+            delay = link.setup + float(self.fault("SetupDelay") or 0)
+            if delay:
+                await asyncio.sleep(delay)
+            started = time.monotonic_ns()
+            request = {
+                "AgentVersion": AGENT_VERSION,
+                "RequestedClientActions": [{"ActionType": "SessionType", "ActionParameters": {"SessionType": "Port", "Properties": self.handshake_properties()}}],
+            }  # fmt: skip
+            await self._emit(dc.HANDSHAKE_REQUEST, json.dumps(request).encode())
+            try:
+                await asyncio.wait_for(self.handshake_done.wait(), HANDSHAKE_TIMEOUT)
+            except asyncio.TimeoutError:
+                await self.finish("", "Failed")
+                return
+            await self._emit(dc.HANDSHAKE_COMPLETE, dc.handshake_complete_payload(time.monotonic_ns() - started))
+            self.record("HandshakeComplete")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the agent's session ends; the sandbox keeps serving
+            self.record("AgentError", error=repr(exc))
+            await self.finish("", "Failed")
+
+    async def _process(self, message: dc.Message) -> None:
+        if message.payload_type != dc.OUTPUT:
+            await super()._process(message)
+            return
+        self.smux_buffer += message.payload
+        while len(self.smux_buffer) >= SMUX_HEADER.size:
+            _, command, length, sid = SMUX_HEADER.unpack_from(self.smux_buffer)
+            if len(self.smux_buffer) < SMUX_HEADER.size + length:
+                break
+            data = bytes(self.smux_buffer[SMUX_HEADER.size : SMUX_HEADER.size + length])
+            del self.smux_buffer[: SMUX_HEADER.size + length]
+            await self._frame(command, sid, data)
+
+    async def _frame(self, command: int, sid: int, data: bytes) -> None:
+        if command == SMUX_SYN:
+            self.pending[sid] = []
+            self.tasks.append(asyncio.ensure_future(self._stream(sid)))
+        elif command == SMUX_PSH:
+            writer = self.streams.get(sid)
+            if writer is not None:
+                writer.write(data)
+                await writer.drain()
+            elif sid in self.pending:
+                self.pending[sid].append(data)
+        elif command == SMUX_FIN:
+            writer = self.streams.get(sid)
+            if writer is not None and writer.can_write_eof():
+                writer.write_eof()
+            elif sid in self.pending:
+                self.pending[sid].append(b"")  # the end, once dialled
+        # NOP (keepalive) and protocol 2's UPD need no answer
+
+    async def _send_frame(self, command: int, sid: int, data: bytes = b"") -> None:
+        await self._emit(dc.OUTPUT, SMUX_HEADER.pack(1, command, len(data), sid) + data)
+
+    async def _stream(self, sid: int) -> None:
+        host, port = self.destination
+        try:
+            if self.fault("PortClosed"):
+                raise ConnectionRefusedError(111, "connection refused")
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            self.pending.pop(sid, None)
+            self.record("PortRefused", output=f"dial tcp {host}:{port}: {exc.strerror or exc}", stream=sid)
+            await self._send_frame(SMUX_FIN, sid)
+            return
+        self.streams[sid] = writer
+        self.record("StreamOpened", destination=f"{host}:{port}", stream=sid)
+        for data in self.pending.pop(sid, []):
+            if data:
+                writer.write(data)
+            elif writer.can_write_eof():
+                writer.write_eof()
+        try:
+            await writer.drain()
+            while not self.finished:
+                await self.window_open.wait()
+                data = await reader.read(min(self.service.link.chunk, SMUX_FRAME))
+                if not data:
+                    break
+                await self._send_frame(SMUX_PSH, sid, data)
+            if not self.finished:
+                await self._send_frame(SMUX_FIN, sid)
+        except (OSError, ConnectionError):
+            if not self.finished:
+                await self._send_frame(SMUX_FIN, sid)
+        finally:
+            self.streams.pop(sid, None)
+            writer.close()
+            self.record("StreamClosed", stream=sid)
+
+    async def finish(self, output: str, status: str) -> None:
+        for writer in list(self.streams.values()):
+            writer.close()
+        await super().finish(output, status)
+
+
 class SSMMessagesService:
     """The data channel endpoint; ``start()`` runs it on its own thread and event loop."""
 
@@ -602,7 +754,8 @@ class SSMMessagesService:
         agent = self._agents.get(session_id)
         if agent is None:
             host, port = session["SandboxStreamAddress"]
-            agent = self._agents[session_id] = Agent(self, session, (host, int(port)))
+            kind = MuxAgent if session.get("DocumentName") in PORT_FORWARDING_DOCUMENTS else Agent
+            agent = self._agents[session_id] = kind(self, session, (host, int(port)))
         self.record("DataChannelOpened", session["Target"], session_id)
         await agent.attach(ws)
         try:
