@@ -78,7 +78,9 @@ def test_ssmfab_proxy_keeps_no_python_process_alive_beside_the_connection(
         while not (home / "proxy-started").exists():
             assert ssh.poll() is None and time.monotonic() < deadline, "the command never started"
             time.sleep(0.02)
-        watchers = [pid for pid in os.listdir("/proc") if pid.isdigit() and b"--end-session" in _cmdline(pid)]
+        [session] = new_active_sessions(sandbox_env, sessions_before)  # this connection's
+        # Its watcher only: an earlier connection's may be ending its own session right now, as Python.
+        watchers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).endswith(f"\0{session}\0".encode())]
         assert watchers, "no session-end watcher beside the connection"
         for pid in watchers:
             exe = os.path.realpath(f"/proc/{pid}/exe")
