@@ -73,3 +73,13 @@ def stream_command(direction: str, *, python: bool = True) -> str:
 STREAM_PUT = stream_command("put")
 #: Download stream: the file named by the argument to stdout; its SHA-256 on stderr.
 STREAM_GET = stream_command("get")
+
+# Small files (sent over SFTP) are hashed after they landed, all of a transfer's in one command.
+_SUM_SCRIPT = (
+    "if command -v sha256sum >/dev/null 2>&1; then exec xargs -0 sha256sum --; fi; "
+    "if command -v shasum >/dev/null 2>&1; then exec xargs -0 shasum -a 256 --; fi; "
+    "echo 'neither sha256sum nor shasum is installed' >&2; exit 127"
+)
+#: The read-back checksum command: SHA-256 of each NUL-terminated path read from stdin. ``sh -c`` so a
+#: login shell of another family (fish, csh) runs it the same.
+SUM_COMMAND = f"sh -c {shlex.quote(_SUM_SCRIPT)}"

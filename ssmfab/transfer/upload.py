@@ -1,0 +1,303 @@
+"""put: a local file or tree to the host, each file under a temporary name, verified, then renamed."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import socket
+import stat
+import time
+from contextlib import suppress
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..exceptions import TransferError
+from ..fastssh import send_stream
+from ..hoststreams import STREAM_PUT
+from .outcome import FileTransfer, TransferReport, failure, incomplete
+from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
+from .plan import LocalTree, Upload, scan_local
+from .session import STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
+
+
+#: A temporary file of ours untouched for this long belongs to no live transfer (one that stops making progress
+#: fails after ssh.stall_timeout): an upload of the same name removes it (left by a killed or cut-off run).
+STALE_TEMP_SECONDS = 600
+
+
+def put(conn: Any, local: str, remote: str, *, recursive: bool = False, preserve_mode: bool = True) -> TransferReport:
+    """Upload a file, or with ``recursive`` a directory tree (empty folders included), to ``remote``.
+
+    Like scp: into ``remote`` when it is an existing directory or ends with ``/`` (created if missing),
+    else as ``remote``. Each file is written to a temporary name beside its destination, verified with a
+    SHA-256 computed on the host, given its local mode (``preserve_mode``), then renamed into place. On any
+    failure the temporary files are removed when the connection allows it, and no final name ever holds a
+    partial file. Raises TransferError (one line: host, path, what to do)."""
+    started = time.monotonic()
+    host = label_of(conn)
+    source = Path(local).expanduser()
+    tree = scan_local(source, recursive, host)
+    report = TransferReport(host=host, errors=list(tree.errors))
+    doing = f"upload to {show(remote)}"
+    watch = StallWatch(conn)
+    session: Session | None = None
+    temps: dict[str, tuple[Upload, str, str, int, int]] = {}  # temp -> (upload, final, sha256, mode, bytes)
+    created: list[str] = []
+    try:
+        session = Session(conn)
+        with watch:
+            _put(session, tree, source, remote, preserve_mode, report, watch, temps, created)
+    except BaseException as exc:
+        left = session.remove(list(temps)) if session is not None else list(temps)
+        if session is not None:
+            session.rmdirs(created)
+        error = failure(conn, session, exc, doing, watch, left)
+        if error is exc:
+            raise
+        raise error from exc
+    finally:
+        if session is not None:
+            session.close()
+    report.duration = time.monotonic() - started
+    if report.errors:
+        raise incomplete(report)
+    return report
+
+
+def _put(
+    session: Session,
+    tree: LocalTree,
+    source: Path,
+    remote: str,
+    preserve_mode: bool,
+    report: TransferReport,
+    watch: StallWatch,
+    temps: dict[str, tuple[Upload, str, str, int, int]],
+    created: list[str],
+) -> None:
+    host, sftp = session.host, session.sftp
+    dest = session.absolute(remote)
+    into_dir = remote.endswith("/") or remote in ("", ".", "~") or session.is_dir(dest)
+    name = source.name if source.name not in ("", ".", "..") else source.resolve().name
+    top = remote_join(dest, name) if into_dir and name else dest
+    is_tree = source.is_dir()
+    _ensure_dir(session, dest if into_dir else str(PurePosixPath(top).parent), created)
+    if is_tree:
+        top_is_new = _ensure_dir(session, top, created)
+        new_dirs = {top} if top_is_new else set()
+        report.directories.append(top)
+        for rel, _ in tree.dirs:
+            path = remote_join(top, rel)
+            parent = str(PurePosixPath(path).parent)
+            if parent in new_dirs:
+                _mkdir(session, path)  # inside a folder made a moment ago: nothing to look up first
+                created.append(path)
+                new_dirs.add(path)
+            elif _ensure_dir(session, path, created):
+                new_dirs.add(path)
+            report.directories.append(path)
+            watch.progress()
+
+    total = 0
+    for item in tree.files:
+        final = remote_join(top, item.rel) if item.rel else top
+        folder, base = str(PurePosixPath(final).parent), PurePosixPath(final).name
+        temp = remote_join(folder, temp_name(base))
+        temps[temp] = (item, final, "", 0, 0)
+        watch.current = final if len(tree.files) > 1 else ""
+        digest, sent, mode = _send(session, item, temp, final, preserve_mode, watch)
+        temps[temp] = (item, final, digest, mode, sent)
+        total += sent
+
+    with watch.hold():
+        sums, tail = session.sha256([t for t in temps if t not in session.streamed], total)
+    sums.update({temp: digest for temp, digest in session.streamed.items() if digest})
+    for temp, (item, final, digest, mode, sent) in list(temps.items()):
+        if sums.get(temp) != digest:
+            why = f"the host could not read it back ({tail})" if temp not in sums else "checksums differ"
+            report.errors.append(f"{host}: {show(final)} did not verify after upload ({why}); left unchanged, retry")
+            if not session.remove([temp]):
+                del temps[temp]
+            continue
+        try:
+            sftp.posix_rename(temp, final)
+        except OSError as exc:
+            session.check(exc)
+            session.remove([temp])
+            del temps[temp]
+            report.errors.append(_rename_refused(session, final, exc))
+            continue
+        del temps[temp]
+        report.items.append(FileTransfer(str(item.local), final, sent, digest, mode))
+        watch.progress()
+    if preserve_mode and is_tree:
+        # Last, deepest first: a folder without write permission for its owner still receives its files.
+        modes = [(top, stat.S_IMODE(source.stat().st_mode))] + [(remote_join(top, rel), mode) for rel, mode in tree.dirs]
+        for path, mode in reversed(modes):
+            sftp.chmod(path, mode)
+
+
+def _ensure_dir(session: Session, path: str, created: list[str]) -> bool:
+    """mkdir -p; True if ``path`` did not exist. A non-directory in the way is a TransferError."""
+    attrs = session.attrs(path)
+    if attrs is not None:
+        if not stat.S_ISDIR(attrs.st_mode or 0):
+            raise TransferError(
+                f"{session.host}: {show(path)} exists on the host and is not a directory; remove it or choose another destination",
+                session.host,
+            )
+        return False
+    parent = str(PurePosixPath(path).parent)
+    if parent != path:
+        _ensure_dir(session, parent, created)
+    try:
+        _mkdir(session, path)
+    except TransferError:
+        if not session.is_dir(path):  # made by someone else meanwhile: fine
+            raise
+        return False
+    created.append(path)
+    return True
+
+
+def _mkdir(session: Session, path: str) -> None:
+    try:
+        session.sftp.mkdir(path)
+    except OSError as exc:
+        session.check(exc)
+        raise TransferError(
+            f"{session.host}: cannot create directory {show(path)} on the host ({exc.strerror or exc}); "
+            "check the permissions of its parent",
+            session.host,
+        ) from exc
+
+
+def _send(
+    session: Session, item: Upload, temp: str, final: str, preserve_mode: bool, watch: StallWatch
+) -> tuple[str, int, int]:
+    """Stream one local file to a new remote ``temp``: (sha256, bytes sent, mode given)."""
+    sftp = session.sftp
+    digest = hashlib.sha256()
+    sent = 0
+    refused: OSError | None = None
+    with item.local.open("rb") as source:
+        try:
+            # "x": O_EXCL, so the temp name can never be an existing file, nor a symlink someone planted there.
+            target = sftp.open(temp, "wxb")
+        except OSError as exc:
+            session.check(exc)
+            folder = str(PurePosixPath(temp).parent)
+            raise TransferError(
+                f"{session.host}: cannot create files in {show(folder)} on the host ({exc.strerror or exc}); "
+                "check its permissions and free space",
+                session.host,
+            ) from exc
+        with target:
+            default_mode = 0 if preserve_mode else stat.S_IMODE(target.stat().st_mode or 0o644)
+            target.chmod(0o600)  # while partial, readable by its owner only (it may be a secret)
+            if item.size < STREAM_MIN_BYTES:
+                target.set_pipelined(True)
+                try:
+                    sent = copy_hashed(source.read, target.write, digest, watch)
+                    _confirm_writes(target)
+                except OSError as exc:
+                    session.check(exc)
+                    refused = exc
+            else:
+                _remove_stale(session, temp, PurePosixPath(final).name, target.stat().st_mtime or 0)
+        if refused is not None:
+            # SFTP says only "Failure" for a full disk or a quota: the host's own copy program says which (and
+            # if the write goes through now, it is verified like any other).
+            source.seek(0)
+            digest = hashlib.sha256()
+            sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
+        elif item.size >= STREAM_MIN_BYTES:
+            # _put compares it like a read-back checksum ("" when the host gave none).
+            sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
+    mode = item.mode if preserve_mode else default_mode
+    sftp.chmod(temp, mode)
+    return digest.hexdigest(), sent, mode
+
+
+def _confirm_writes(target: Any) -> None:
+    """Wait for the host's answer to every pipelined write still unanswered, raising the first refusal.
+    paramiko checks those answers only past 100 writes in flight and drops the rest when the file closes, so a
+    full disk under a small file showed only as a checksum mismatch."""
+    target.flush()
+    pending = target._reqs  # noqa: SLF001 - paramiko keeps no public way to wait for its pipelined writes
+    while pending:
+        target.sftp._read_response(pending.popleft())  # noqa: SLF001 - raises the host's refusal
+
+
+def _remove_stale(session: Session, temp: str, name: str, now: float) -> None:
+    """Remove the temporary files of earlier uploads of ``name`` into ``temp``'s folder that no live transfer
+    can own (untouched for STALE_TEMP_SECONDS by the host's clock, ``now``): a run killed or cut off mid-way
+    leaves its temporary file, and each retry would add another."""
+    folder = str(PurePosixPath(temp).parent)
+    try:
+        entries = session.sftp.listdir_attr(folder)
+    except OSError as exc:
+        session.check(exc)
+        return
+    for entry in entries:
+        path = remote_join(folder, str(entry.filename))
+        if (
+            path != temp and is_temp_of(str(entry.filename), name) and stat.S_ISREG(entry.st_mode or 0)
+            and (entry.st_mtime or 0) < now - STALE_TEMP_SECONDS
+        ):  # fmt: skip
+            session.remove([path])
+
+
+def _stream_up(session: Session, source: Any, temp: str, final: str, digest: Any, watch: StallWatch) -> tuple[int, str]:
+    """Send the rest of ``source`` into the (already created, private) remote ``temp`` over an exec channel;
+    (bytes sent, the SHA-256 the host computed of what it wrote)."""
+    channel = stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}")
+    sent = 0
+
+    def send(data: bytes) -> None:
+        nonlocal sent
+        send_stream(channel, data)
+        sent += len(data)
+
+    try:
+        copy_hashed(source.read, send, digest, watch, hash_aside=True)
+        channel.shutdown_write()
+    except OSError as exc:
+        refused = _host_quit(session, channel, sent, final)
+        channel.close()
+        raise (refused or exc) from exc
+    except BaseException:
+        channel.close()
+        raise
+    return sent, host_digest(session, channel, sent, watch, channel.recv, "upload", final)
+
+
+def _host_quit(session: Session, channel: Any, sent: int, final: str) -> TransferError | None:
+    """Why the host's end of an upload stream quit early (disk full, file size limit), in its own words;
+    None when it did not (the connection itself failed)."""
+    if not session.alive() or not channel.exit_status_ready():
+        return None
+    status = channel.recv_exit_status()
+    said = b""
+    with suppress(OSError, socket.timeout):
+        channel.settimeout(1.0)
+        while data := channel.recv_stderr(4096):
+            said += data
+    reason = one_line(said.decode(errors="replace")) or f"exit status {status}"
+    return TransferError(
+        f"{session.host}: the host stopped writing {show(final)} after {sent} bytes sent ({reason}); "
+        "nothing left half-written; check its free space and limits, then retry",
+        session.host,
+    )
+
+
+def _rename_refused(session: Session, final: str, exc: OSError) -> str:
+    if session.is_dir(final):
+        return f"{session.host}: {show(final)} is a directory on the host; remove it or choose another destination"
+    if "unsupported" in str(exc).lower():
+        return (
+            f"{session.host}: the host's SFTP server cannot rename atomically (no posix-rename) for {show(final)}; "
+            "use OpenSSH's sftp-server"
+        )
+    return f"{session.host}: could not move the upload into place at {show(final)} ({exc}); check the folder's permissions"
+
