@@ -1,7 +1,7 @@
 """A Fabric Connection whose transport is an SSM tunnel.
 
-Everything Fabric offers (run, sudo, put, get, cd, prefix, forward_local, sftp) works unchanged: only
-``open``/``close`` differ. Opening starts the tunnel, pins the host key per instance id and maps every
+Everything Fabric offers (run, sudo, put, get, cd, prefix, forward_local, sftp) works with Fabric's
+arguments: ``open``/``close`` differ, and ``put``/``get`` are ssmfab's verified, atomic, streamed transfers. Opening starts the tunnel, pins the host key per instance id and maps every
 failure to a one-line ssmfab error naming the host; closing ends the SSH session, the tunnel's process
 group and the SSM session, whatever state they are in. While open, keepalives watch the session (see
 ``keepalive``): a data channel that died ends the host's command with one line instead of a hang.
@@ -26,6 +26,7 @@ from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
 from .targets import Target
+from .transfer.library import Local, TransferResult, connection_get, connection_put
 from .tunnel import Tunnel, TunnelFactory
 
 
@@ -217,6 +218,22 @@ class SSMConnection(Connection):  # type: ignore[misc]
             raise
         self._raise_if_lost()
         return result
+
+    def put(
+        self, local: Local, remote: str | None = None, preserve_mode: bool = True, *, recursive: bool = False
+    ) -> TransferResult:
+        """Fabric's ``put`` (same arguments, same ``Result``, file-like objects too) done the ssmfab way: streamed,
+        verified against the host's SHA-256, renamed into place only when whole, modes kept; ``recursive`` sends
+        a folder. Raises TransferError (one line naming host and path); nothing half-written is left."""
+        return connection_put(self, local, remote, preserve_mode, recursive=recursive)
+
+    def get(
+        self, remote: str, local: Local | None = None, preserve_mode: bool = True, *, recursive: bool = False
+    ) -> TransferResult:
+        """Fabric's ``get`` (same arguments and tokens, same ``Result``, file-like objects too) done the ssmfab
+        way: streamed, verified, atomic, modes kept; ``recursive`` fetches a folder, and a glob fetches its
+        matches into the folder ``local``."""
+        return connection_get(self, remote, local, preserve_mode, recursive=recursive)
 
     def explain(self, exc: BaseException) -> SSMFabError | None:
         """The one-line error a user should see for ``exc`` raised by open or a command, or None to let it through."""

@@ -5,26 +5,70 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
+import tempfile
 import time
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ..exceptions import TransferError
 from ..hoststreams import STREAM_GET
 from .outcome import FileTransfer, TransferReport, failure, incomplete
-from .paths import label_of, local_inside, show, umask
+from .paths import has_glob, label_of, local_inside, one_line, show, umask
 from .plan import Download, DownloadPlan, local_temp, plan_download
-from .session import PREFETCH_REQUESTS, STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
+from .session import CHUNK, PREFETCH_REQUESTS, STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
 
 
-def get(conn: Any, remote: str, local: str, *, recursive: bool = False, preserve_mode: bool = True) -> TransferReport:
+def get(
+    conn: Any,
+    remote: str,
+    local: str | os.PathLike[str] | BinaryIO,
+    *,
+    recursive: bool = False,
+    preserve_mode: bool = True,
+) -> TransferReport:
     """Download a file, a directory tree (``recursive``) or a glob (``logs/*.log``, ``a/*/b?.txt``) to ``local``.
 
     Like scp: into ``local`` when it is an existing folder, ends with a separator, or ``remote`` is a glob;
     else as ``local``. Each file lands in a temporary file beside its destination, is verified against a
     SHA-256 computed on the host, gets the remote mode (``preserve_mode``), then replaces the final name.
     Unsafe remote names and symlinks leading out of the fetched tree are refused one by one; the rest
-    arrives, then a TransferError (carrying the report as ``.report``) sums up the refusals."""
+    arrives, then a TransferError (carrying the report as ``.report``) sums up the refusals.
+
+    ``local`` may also be a binary file-like object open for writing: one remote file is written into it from
+    its current position, and only once verified (it waits in a private temporary file until then)."""
+    if not isinstance(local, (str, os.PathLike)):
+        return _get_into(conn, remote, local)
+    return _get_path(conn, remote, os.fspath(local), recursive, preserve_mode)
+
+
+def _get_into(conn: Any, remote: str, fileobj: BinaryIO) -> TransferReport:
+    host = label_of(conn)
+    if not callable(getattr(fileobj, "write", None)):
+        raise TransferError(f"{host}: cannot download into a {type(fileobj).__name__}: give a path or a binary file-like object", host)
+    if has_glob(remote):
+        raise TransferError(f"{host}: {show(remote)} is a pattern; a file-like object takes one file, give its path", host)
+    with tempfile.TemporaryDirectory(prefix="ssmfab-get-") as folder:
+        report = _get_path(conn, remote, folder + os.sep, False, False)
+        arrived = report.items[0]
+        label = f"<{type(fileobj).__name__}>"
+        try:
+            with open(arrived.destination, "rb") as verified:
+                shutil.copyfileobj(verified, fileobj, CHUNK)
+        except (OSError, TypeError) as exc:
+            raise TransferError(
+                f"{host}: {show(remote)} arrived and verified, but writing it into the file-like object failed "
+                f"({one_line(str(exc))}); open it for binary writing",
+                host,
+            ) from exc
+    report.items[0] = replace(arrived, destination=label)
+    report.destination = label
+    return report
+
+
+def _get_path(conn: Any, remote: str, local: str, recursive: bool, preserve_mode: bool) -> TransferReport:
     started = time.monotonic()
     host = label_of(conn)
     report = TransferReport(host=host)

@@ -31,6 +31,10 @@ class TransferReport:
 
     host: str = ""
     items: list[FileTransfer] = field(default_factory=list)
+    #: What was asked for, as an absolute path (a glob for a get of one) and where it went: the file, or the
+    #: top of the tree or the folder the files went into (absolute on the receiving side).
+    source: str = ""
+    destination: str = ""
     #: Directories of the tree created or filled (empty ones included), on the receiving side.
     directories: list[str] = field(default_factory=list)
     #: One line per refused or failed file, naming host, path and what to do.

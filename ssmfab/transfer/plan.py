@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from ..exceptions import ConfigError, TransferError
 from .outcome import TransferReport
 from .paths import has_glob, glob_matches, remote_inside, remote_join, show, split_glob, temp_name, unsafe_name
-from .session import Session
+from .session import STREAM_MIN_BYTES, Session
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,23 @@ class Upload:
     local: Path
     rel: str  # POSIX path below the transfer's top; "" for a single file
     size: int
-    mode: int
+    mode: int | None  # None: a file-like object, which has no mode to keep
+    #: The open binary file-like object to read instead of ``local`` (read from its start, like Fabric).
+    fileobj: Any = None
+
+    @property
+    def source(self) -> str:
+        """How reports name where the file came from."""
+        return str(self.local) if self.fileobj is None else f"<{type(self.fileobj).__name__} {show(str(self.local))}>"
+
+    @contextmanager
+    def open(self) -> Iterator[Any]:
+        """The bytes to send, readable from their start; a caller's file-like object is left open."""
+        if self.fileobj is None:
+            with self.local.open("rb") as source:
+                yield source
+        else:
+            yield self.fileobj
 
 
 @dataclass
@@ -29,6 +46,23 @@ class LocalTree:
     dirs: list[tuple[str, int]] = field(default_factory=list)  # (rel, mode), parents first
     files: list[Upload] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def scan_fileobj(fileobj: Any, host: str) -> LocalTree:
+    """What an upload of an open binary file-like object sends: its whole content (it is rewound first, as
+    Fabric does; one that cannot seek is read from where it is to its end, and always streamed)."""
+    if isinstance(fileobj.read(0), str):
+        raise TransferError(f"{host}: the file-like object to upload is in text mode; open it in binary mode ('rb')", host)
+    name = getattr(fileobj, "name", None)
+    label = os.path.basename(name) if isinstance(name, str) else ""
+    if label:
+        _refuse_newline(host, Path(label), label)
+    try:
+        size = fileobj.seek(0, os.SEEK_END)
+        fileobj.seek(0)
+    except (OSError, AttributeError, ValueError):
+        size = STREAM_MIN_BYTES  # unknown: the streamed path takes any size
+    return LocalTree(files=[Upload(Path(label), "", size, None, fileobj)])
 
 
 def _refuse_newline(host: str, path: Path, name: str) -> None:
@@ -222,6 +256,8 @@ def plan_download(session: Session, remote: str, local: str, recursive: bool, re
     if into_dir and dest.exists() and not dest.is_dir():
         raise TransferError(f"{host}: local {show(str(dest))} exists and is not a folder; choose a folder to fetch into", host)
     plan = DownloadPlan(folder=dest if into_dir else dest.parent)
+    report.source = session.absolute(remote)
+    report.destination = str(plan.folder.absolute())
     for path, attrs in matches:
         name = PurePosixPath(path).name
         if name in ("", ".", ".."):
@@ -233,6 +269,8 @@ def plan_download(session: Session, remote: str, local: str, recursive: bool, re
             )
             continue
         target = dest / name if into_dir else dest
+        if not has_glob(remote):
+            report.destination = str(target.absolute())
         mode = attrs.st_mode or 0
         if stat.S_ISDIR(mode):
             if not recursive:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import socket
 import stat
 import time
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..exceptions import TransferError
 from ..fastssh import send_stream
 from ..hoststreams import STREAM_PUT
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
-from .plan import LocalTree, Upload, scan_local
+from .plan import LocalTree, Upload, scan_fileobj, scan_local
 from .session import STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
 
 
@@ -25,18 +26,53 @@ from .session import STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_di
 STALE_TEMP_SECONDS = 600
 
 
-def put(conn: Any, local: str, remote: str, *, recursive: bool = False, preserve_mode: bool = True) -> TransferReport:
+def put(
+    conn: Any,
+    local: str | os.PathLike[str] | BinaryIO,
+    remote: str,
+    *,
+    recursive: bool = False,
+    preserve_mode: bool = True,
+) -> TransferReport:
     """Upload a file, or with ``recursive`` a directory tree (empty folders included), to ``remote``.
 
     Like scp: into ``remote`` when it is an existing directory or ends with ``/`` (created if missing),
     else as ``remote``. Each file is written to a temporary name beside its destination, verified with a
     SHA-256 computed on the host, given its local mode (``preserve_mode``), then renamed into place. On any
     failure the temporary files are removed when the connection allows it, and no final name ever holds a
-    partial file. Raises TransferError (one line: host, path, what to do)."""
+    partial file. Raises TransferError (one line: host, path, what to do).
+
+    ``local`` may also be an open binary file-like object: its whole content is sent (it is rewound first and
+    its position restored after, as Fabric does), into a directory only under its ``.name``; the file gets the
+    host's default mode."""
     started = time.monotonic()
     host = label_of(conn)
+    if not isinstance(local, (str, os.PathLike)):
+        return _put_fileobj(conn, local, remote, preserve_mode, started)
     source = Path(local).expanduser()
     tree = scan_local(source, recursive, host)
+    return _put_tree(conn, tree, source, remote, preserve_mode, started)
+
+
+def _put_fileobj(conn: Any, fileobj: BinaryIO, remote: str, preserve_mode: bool, started: float) -> TransferReport:
+    host = label_of(conn)
+    if not callable(getattr(fileobj, "read", None)):
+        raise TransferError(f"{host}: cannot upload a {type(fileobj).__name__}: give a path or a binary file-like object", host)
+    try:
+        position: int | None = fileobj.tell()
+    except (OSError, AttributeError, ValueError):
+        position = None
+    tree = scan_fileobj(fileobj, host)
+    try:
+        return _put_tree(conn, tree, tree.files[0].local, remote, preserve_mode, started)
+    finally:
+        if position is not None:
+            with suppress(OSError, ValueError):
+                fileobj.seek(position)
+
+
+def _put_tree(conn: Any, tree: LocalTree, source: Path, remote: str, preserve_mode: bool, started: float) -> TransferReport:
+    host = label_of(conn)
     report = TransferReport(host=host, errors=list(tree.errors))
     doing = f"upload to {show(remote)}"
     watch = StallWatch(conn)
@@ -78,9 +114,20 @@ def _put(
     host, sftp = session.host, session.sftp
     dest = session.absolute(remote)
     into_dir = remote.endswith("/") or remote in ("", ".", "~") or session.is_dir(dest)
-    name = source.name if source.name not in ("", ".", "..") else source.resolve().name
+    from_object = bool(tree.files) and tree.files[0].fileobj is not None
+    if from_object:
+        name = source.name
+        if into_dir and not name:
+            raise TransferError(
+                f"{host}: {show(remote)} is a directory and the file-like object has no name; give the remote file's path",
+                host,
+            )
+    else:
+        name = source.name if source.name not in ("", ".", "..") else source.resolve().name
     top = remote_join(dest, name) if into_dir and name else dest
-    is_tree = source.is_dir()
+    report.source = tree.files[0].source if from_object else str(source.absolute())
+    report.destination = top
+    is_tree = not from_object and source.is_dir()
     _ensure_dir(session, dest if into_dir else str(PurePosixPath(top).parent), created)
     if is_tree:
         top_is_new = _ensure_dir(session, top, created)
@@ -128,7 +175,7 @@ def _put(
             report.errors.append(_rename_refused(session, final, exc))
             continue
         del temps[temp]
-        report.items.append(FileTransfer(str(item.local), final, sent, digest, mode))
+        report.items.append(FileTransfer(item.source, final, sent, digest, mode))
         watch.progress()
     if preserve_mode and is_tree:
         # Last, deepest first: a folder without write permission for its owner still receives its files.
@@ -180,7 +227,8 @@ def _send(
     digest = hashlib.sha256()
     sent = 0
     refused: OSError | None = None
-    with item.local.open("rb") as source:
+    keep_mode = preserve_mode and item.mode is not None
+    with item.open() as source:
         try:
             # "x": O_EXCL, so the temp name can never be an existing file, nor a symlink someone planted there.
             target = sftp.open(temp, "wxb")
@@ -193,7 +241,7 @@ def _send(
                 session.host,
             ) from exc
         with target:
-            default_mode = 0 if preserve_mode else stat.S_IMODE(target.stat().st_mode or 0o644)
+            default_mode = 0 if keep_mode else stat.S_IMODE(target.stat().st_mode or 0o644)
             target.chmod(0o600)  # while partial, readable by its owner only (it may be a secret)
             if item.size < STREAM_MIN_BYTES:
                 target.set_pipelined(True)
@@ -214,7 +262,7 @@ def _send(
         elif item.size >= STREAM_MIN_BYTES:
             # _put compares it like a read-back checksum ("" when the host gave none).
             sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
-    mode = item.mode if preserve_mode else default_mode
+    mode = item.mode if keep_mode and item.mode is not None else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode
 
