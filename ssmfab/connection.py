@@ -68,6 +68,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
     lost: SSMFabError | None = None
     #: The open session's keepalive watch (None while closed or with keepalives off).
     keepalive: KeepaliveWatch | None = None
+    #: The link's measured rate per direction ("put", "get"), bytes/s: transfers decide compression with it.
+    link_rates: dict[str, float] = cast(dict[str, float], None)
 
     def __init__(
         self,
@@ -123,6 +125,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.keepalive_count_max = keepalive_count_max
         self.lost = None
         self.keepalive = None
+        self.link_rates = {}
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
         self.key_filename = key_filename
@@ -220,20 +223,33 @@ class SSMConnection(Connection):  # type: ignore[misc]
         return result
 
     def put(
-        self, local: Local, remote: str | None = None, preserve_mode: bool = True, *, recursive: bool = False
+        self,
+        local: Local,
+        remote: str | None = None,
+        preserve_mode: bool = True,
+        *,
+        recursive: bool = False,
+        compress: bool | None = None,
     ) -> TransferResult:
         """Fabric's ``put`` (same arguments, same ``Result``, file-like objects too) done the ssmfab way: streamed,
         verified against the host's SHA-256, renamed into place only when whole, modes kept; ``recursive`` sends
-        a folder. Raises TransferError (one line naming host and path); nothing half-written is left."""
-        return connection_put(self, local, remote, preserve_mode, recursive=recursive)
+        a folder; ``compress`` forces gzip on the wire on or off (default: when it pays). Raises TransferError
+        (one line naming host and path); nothing half-written is left."""
+        return connection_put(self, local, remote, preserve_mode, recursive=recursive, compress=compress)
 
     def get(
-        self, remote: str, local: Local | None = None, preserve_mode: bool = True, *, recursive: bool = False
+        self,
+        remote: str,
+        local: Local | None = None,
+        preserve_mode: bool = True,
+        *,
+        recursive: bool = False,
+        compress: bool | None = None,
     ) -> TransferResult:
         """Fabric's ``get`` (same arguments and tokens, same ``Result``, file-like objects too) done the ssmfab
         way: streamed, verified, atomic, modes kept; ``recursive`` fetches a folder, and a glob fetches its
-        matches into the folder ``local``."""
-        return connection_get(self, remote, local, preserve_mode, recursive=recursive)
+        matches into the folder ``local``; ``compress`` as for put."""
+        return connection_get(self, remote, local, preserve_mode, recursive=recursive, compress=compress)
 
     def explain(self, exc: BaseException) -> SSMFabError | None:
         """The one-line error a user should see for ``exc`` raised by open or a command, or None to let it through."""

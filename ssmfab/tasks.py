@@ -35,8 +35,15 @@ from .sshconfig import install as install_block
 from .targets import INSTANCE_ID, parse_selector, require_targets
 
 
+def compression(compress: bool, no_compress: bool) -> bool | None:
+    """--compress / --no-compress as the transfer's ``compress`` (None: decide by measuring)."""
+    if compress and no_compress:
+        raise ConfigError("--compress and --no-compress contradict each other; give one")
+    return True if compress else False if no_compress else None
+
+
 def transfer_summary(report: Any) -> dict[str, Any]:
-    return {"files": report.files, "bytes": report.bytes}
+    return {"files": report.files, "bytes": report.bytes, "wire_bytes": report.wire_bytes}
 
 
 @ssmfab_task("select", "aws")
@@ -129,25 +136,37 @@ def parse_env(pairs: Any) -> dict[str, str]:
 
 @ssmfab_task(
     "select", "fleet", "aws", "ssh",
-    help={"local": "local file or directory", "remote": "remote path (an existing directory or a trailing /: put inside it)"},
+    help={
+        "local": "local file or directory",
+        "remote": "remote path (an existing directory or a trailing /: put inside it)",
+        "compress": "gzip streamed files on the wire (default: when the data shrinks and the link is slower than gzip)",
+        "no_compress": "never compress on the wire",
+    },
 )  # fmt: skip
-def put(c: Any, local: str, remote: str, flags: Flags) -> None:
+def put(c: Any, local: str, remote: str, flags: Flags, compress: bool = False, no_compress: bool = False) -> None:
     """Upload a file or a whole directory to every selected host: verified, atomic, modes kept."""
     source = Path(local).expanduser()
     if not source.exists():
         raise ConfigError(f"{local}: no such local file or directory")
+    squeeze = compression(compress, no_compress)
     client = flags.client()
     targets = flags.targets(client)
-    operation = lambda conn: transfer.put(conn, str(source), remote, recursive=source.is_dir())  # noqa: E731
+    operation = lambda conn: transfer.put(conn, str(source), remote, recursive=source.is_dir(), compress=squeeze)  # noqa: E731
     flags.fan_out(client, targets, operation, action="put", detail=f"{source} -> {remote}", describe=transfer_summary)
 
 
 @ssmfab_task(
     "select", "fleet", "aws", "ssh",
-    help={"remote": "remote file, directory or glob", "dest": "local folder (default .)"},
+    help={
+        "remote": "remote file, directory or glob",
+        "dest": "local folder (default .)",
+        "compress": "gzip streamed files on the wire (default: when the data shrinks and the link is slower than gzip)",
+        "no_compress": "never compress on the wire",
+    },
 )  # fmt: skip
-def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
+def get(c: Any, remote: str, flags: Flags, dest: str = ".", compress: bool = False, no_compress: bool = False) -> None:
     """Download files, directories or globs: into DEST for one host, DEST/<instance-id>/ for several."""
+    squeeze = compression(compress, no_compress)
     root = Path(dest).expanduser()
     transfer.check_local_folder(root)  # before any session opens
     client = flags.client()
@@ -156,7 +175,7 @@ def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
     def operation(conn: Any) -> Any:
         folder = root / conn.target.id if len(targets) > 1 else root
         folder.mkdir(parents=True, exist_ok=True)
-        return transfer.get(conn, remote, str(folder) + os.sep, recursive=True)
+        return transfer.get(conn, remote, str(folder) + os.sep, recursive=True, compress=squeeze)
 
     flags.fan_out(client, targets, operation, action="get", detail=f"{remote} -> {root}", describe=transfer_summary)
 

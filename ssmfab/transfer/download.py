@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from ..exceptions import TransferError
 from ..hoststreams import STREAM_GET
+from .compress import Gunzipping, link_rate
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import has_glob, label_of, local_inside, one_line, show, umask
 from .plan import Download, DownloadPlan, local_temp, plan_download
@@ -28,6 +29,7 @@ def get(
     *,
     recursive: bool = False,
     preserve_mode: bool = True,
+    compress: bool | None = None,
 ) -> TransferReport:
     """Download a file, a directory tree (``recursive``) or a glob (``logs/*.log``, ``a/*/b?.txt``) to ``local``.
 
@@ -38,20 +40,23 @@ def get(
     arrives, then a TransferError (carrying the report as ``.report``) sums up the refusals.
 
     ``local`` may also be a binary file-like object open for writing: one remote file is written into it from
-    its current position, and only once verified (it waits in a private temporary file until then)."""
+    its current position, and only once verified (it waits in a private temporary file until then).
+
+    ``compress``: True or False forces gzip on the wire for streamed files, None (default) compresses when
+    it pays (see ssmfab.transfer.compress)."""
     if not isinstance(local, (str, os.PathLike)):
-        return _get_into(conn, remote, local)
-    return _get_path(conn, remote, os.fspath(local), recursive, preserve_mode)
+        return _get_into(conn, remote, local, compress)
+    return _get_path(conn, remote, os.fspath(local), recursive, preserve_mode, compress)
 
 
-def _get_into(conn: Any, remote: str, fileobj: BinaryIO) -> TransferReport:
+def _get_into(conn: Any, remote: str, fileobj: BinaryIO, compress: bool | None) -> TransferReport:
     host = label_of(conn)
     if not callable(getattr(fileobj, "write", None)):
         raise TransferError(f"{host}: cannot download into a {type(fileobj).__name__}: give a path or a binary file-like object", host)
     if has_glob(remote):
         raise TransferError(f"{host}: {show(remote)} is a pattern; a file-like object takes one file, give its path", host)
     with tempfile.TemporaryDirectory(prefix="ssmfab-get-") as folder:
-        report = _get_path(conn, remote, folder + os.sep, False, False)
+        report = _get_path(conn, remote, folder + os.sep, False, False, compress)
         arrived = report.items[0]
         label = f"<{type(fileobj).__name__}>"
         try:
@@ -68,7 +73,7 @@ def _get_into(conn: Any, remote: str, fileobj: BinaryIO) -> TransferReport:
     return report
 
 
-def _get_path(conn: Any, remote: str, local: str, recursive: bool, preserve_mode: bool) -> TransferReport:
+def _get_path(conn: Any, remote: str, local: str, recursive: bool, preserve_mode: bool, compress: bool | None) -> TransferReport:
     started = time.monotonic()
     host = label_of(conn)
     report = TransferReport(host=host)
@@ -78,6 +83,7 @@ def _get_path(conn: Any, remote: str, local: str, recursive: bool, preserve_mode
     temps: list[Path] = []
     try:
         session = Session(conn)
+        session.compress = compress
         with watch:
             plan = plan_download(session, remote, local, recursive, report)
             _fetch(session, plan, preserve_mode, report, watch, temps)
@@ -93,6 +99,8 @@ def _get_path(conn: Any, remote: str, local: str, recursive: bool, preserve_mode
         if session is not None:
             session.close()
     report.duration = time.monotonic() - started
+    if session is not None:
+        report.wire_bytes = sum(session.wire.get(item.source, item.size) for item in report.items)
     if report.errors:
         raise incomplete(report)
     return report
@@ -196,13 +204,30 @@ def _receive(session: Session, item: Download, fd: int, watch: StallWatch, repor
 def _stream_down(session: Session, remote: str, target: Any, digest: Any, watch: StallWatch) -> int:
     """Receive ``remote`` over an exec channel into ``target``; the host's SHA-256 of what it sent lands in
     ``session.streamed`` (compared by _fetch like a read-back checksum)."""
-    channel = stream_channel(session, f"{STREAM_GET} {shlex.quote(remote)}")
+    codec = _codec(session)
+    channel = stream_channel(session, f"{STREAM_GET} {shlex.quote(remote)}" + (f" {codec}" if codec != "raw" else ""))
     got = 0
     try:
-        got = copy_hashed(channel.recv, target.write, digest, watch)
+        unpacker = Gunzipping(channel.recv) if codec != "raw" and _header(channel) == b"Z" else None  # see hoststreams
+        got = copy_hashed(channel.recv if unpacker is None else unpacker.read, target.write, digest, watch)
+        if unpacker is not None:
+            session.wire[remote] = unpacker.wire
     except BaseException:
         channel.close()
         raise
     session.streamed[remote] = host_digest(session, channel, got, watch, channel.recv_stderr, "download")
     return got
 
+
+
+def _codec(session: Session) -> str:
+    """What the host is asked for: gzip (forced), raw (refused), or auto at the link's measured download rate
+    (the host judges its file's first MiB: see hoststreams.HOST_COPY)."""
+    if session.compress is not None:
+        return "gzip" if session.compress else "raw"
+    return f"auto:{link_rate(session.conn, session.transport, 'get', session.stall):.0f}"
+
+
+def _header(channel: Any) -> bytes:
+    """The one byte a host sends before a stream when asked for auto or gzip: Z (gzip) or R (raw)."""
+    return bytes(channel.recv(1))

@@ -39,11 +39,17 @@ def _is_path(value: object) -> bool:
 
 
 def connection_put(
-    conn: Any, local: Local, remote: str | None = None, preserve_mode: bool = True, *, recursive: bool = False
+    conn: Any,
+    local: Local,
+    remote: str | None = None,
+    preserve_mode: bool = True,
+    *,
+    recursive: bool = False,
+    compress: bool | None = None,
 ) -> TransferResult:
     """Fabric's ``put``: ``remote`` empty means the login folder, an existing folder (or a trailing ``/``) means
     inside it; relative paths start at the login folder."""
-    report = put(conn, local, remote or "", recursive=recursive, preserve_mode=preserve_mode)
+    report = put(conn, local, remote or "", recursive=recursive, preserve_mode=preserve_mode, compress=compress)
     shown_local = os.path.abspath(os.path.expanduser(os.fspath(local))) if isinstance(local, (str, os.PathLike)) else local
     return TransferResult(
         local=shown_local, orig_local=local, remote=report.destination, orig_remote=remote, connection=conn, report=report
@@ -51,7 +57,13 @@ def connection_put(
 
 
 def connection_get(
-    conn: Any, remote: str, local: Local | None = None, preserve_mode: bool = True, *, recursive: bool = False
+    conn: Any,
+    remote: str,
+    local: Local | None = None,
+    preserve_mode: bool = True,
+    *,
+    recursive: bool = False,
+    compress: bool | None = None,
 ) -> TransferResult:
     """Fabric's ``get``: ``local`` empty means the current folder under the remote file's name, a trailing
     separator (or an existing folder) means inside it; a string ``local`` may hold Fabric's ``{host}``,
@@ -59,7 +71,7 @@ def connection_get(
     target: Local = local if local else "." + os.sep
     if isinstance(target, str) and "{" in target:
         target = _interpolate(conn, remote, target)
-    report = get(conn, remote, target, recursive=recursive, preserve_mode=preserve_mode)
+    report = get(conn, remote, target, recursive=recursive, preserve_mode=preserve_mode, compress=compress)
     return TransferResult(
         local=report.destination if _is_path(target) else local,
         orig_local=local,
@@ -87,19 +99,31 @@ def _interpolate(conn: Any, remote: str, local: str) -> str:
         return local
 
 
-def upload(local: str | os.PathLike[str], remote: str, *, recursive: bool = False, preserve_mode: bool = True) -> Callable[[Any], TransferReport]:
+def upload(
+    local: str | os.PathLike[str],
+    remote: str,
+    *,
+    recursive: bool = False,
+    preserve_mode: bool = True,
+    compress: bool | None = None,
+) -> Callable[[Any], TransferReport]:
     """An operation for ``fan_out``: put ``local`` to ``remote`` on each host (a folder goes whole when
     ``recursive``); each host's result is its TransferReport."""
     source = os.fspath(local)
 
     def operation(conn: Any) -> TransferReport:
-        return put(conn, source, remote, recursive=recursive, preserve_mode=preserve_mode)
+        return put(conn, source, remote, recursive=recursive, preserve_mode=preserve_mode, compress=compress)
 
     return operation
 
 
 def download(
-    remote: str, dest: str | os.PathLike[str], *, recursive: bool = False, preserve_mode: bool = True
+    remote: str,
+    dest: str | os.PathLike[str],
+    *,
+    recursive: bool = False,
+    preserve_mode: bool = True,
+    compress: bool | None = None,
 ) -> Callable[[Any], TransferReport]:
     """An operation for ``fan_out``: get ``remote`` (a file, a tree with ``recursive``, or a glob) from each host
     into ``dest/<instance-id>/``, so hosts never overwrite each other's files."""
@@ -108,6 +132,6 @@ def download(
     def operation(conn: Any) -> TransferReport:
         folder = root / conn.target.id
         folder.mkdir(parents=True, exist_ok=True)
-        return get(conn, remote, str(folder) + os.sep, recursive=recursive, preserve_mode=preserve_mode)
+        return get(conn, remote, str(folder) + os.sep, recursive=recursive, preserve_mode=preserve_mode, compress=compress)
 
     return operation

@@ -40,6 +40,8 @@ class TransferReport:
     #: One line per refused or failed file, naming host, path and what to do.
     errors: list[str] = field(default_factory=list)
     duration: float = 0.0
+    #: Bytes of file content that crossed the link (less than ``bytes`` when streams were compressed).
+    wire_bytes: int = 0
 
     @property
     def files(self) -> int:

@@ -121,6 +121,10 @@ class Session:
         self.home = str(self.sftp.normalize("."))
         #: Remote path -> SHA-256 the host computed while the file streamed ("" when it did not match).
         self.streamed: dict[str, str] = {}
+        #: Compress streamed files: True always, False never, None when it pays (see compress).
+        self.compress: bool | None = None
+        #: Remote path -> bytes that crossed the link for a file streamed compressed.
+        self.wire: dict[str, int] = {}
 
     def close(self) -> None:
         with suppress(Exception):

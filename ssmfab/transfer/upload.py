@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from ..exceptions import TransferError
 from ..fastssh import send_stream
 from ..hoststreams import STREAM_PUT
+from .compress import SAMPLE_BYTES, WORTH_RATIO, Gzipping, Prefixed, judge, link_rate, worth_it
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
 from .plan import LocalTree, Upload, scan_fileobj, scan_local
@@ -33,6 +34,7 @@ def put(
     *,
     recursive: bool = False,
     preserve_mode: bool = True,
+    compress: bool | None = None,
 ) -> TransferReport:
     """Upload a file, or with ``recursive`` a directory tree (empty folders included), to ``remote``.
 
@@ -44,17 +46,23 @@ def put(
 
     ``local`` may also be an open binary file-like object: its whole content is sent (it is rewound first and
     its position restored after, as Fabric does), into a directory only under its ``.name``; the file gets the
-    host's default mode."""
+    host's default mode.
+
+    ``compress``: True or False forces gzip on the wire for streamed files (4 MiB and more), None (default)
+    compresses when it pays: the data shrinks and the link is slower than the compressor (see
+    ssmfab.transfer.compress)."""
     started = time.monotonic()
     host = label_of(conn)
     if not isinstance(local, (str, os.PathLike)):
-        return _put_fileobj(conn, local, remote, preserve_mode, started)
+        return _put_fileobj(conn, local, remote, preserve_mode, compress, started)
     source = Path(local).expanduser()
     tree = scan_local(source, recursive, host)
-    return _put_tree(conn, tree, source, remote, preserve_mode, started)
+    return _put_tree(conn, tree, source, remote, preserve_mode, compress, started)
 
 
-def _put_fileobj(conn: Any, fileobj: BinaryIO, remote: str, preserve_mode: bool, started: float) -> TransferReport:
+def _put_fileobj(
+    conn: Any, fileobj: BinaryIO, remote: str, preserve_mode: bool, compress: bool | None, started: float
+) -> TransferReport:
     host = label_of(conn)
     if not callable(getattr(fileobj, "read", None)):
         raise TransferError(f"{host}: cannot upload a {type(fileobj).__name__}: give a path or a binary file-like object", host)
@@ -64,14 +72,16 @@ def _put_fileobj(conn: Any, fileobj: BinaryIO, remote: str, preserve_mode: bool,
         position = None
     tree = scan_fileobj(fileobj, host)
     try:
-        return _put_tree(conn, tree, tree.files[0].local, remote, preserve_mode, started)
+        return _put_tree(conn, tree, tree.files[0].local, remote, preserve_mode, compress, started)
     finally:
         if position is not None:
             with suppress(OSError, ValueError):
                 fileobj.seek(position)
 
 
-def _put_tree(conn: Any, tree: LocalTree, source: Path, remote: str, preserve_mode: bool, started: float) -> TransferReport:
+def _put_tree(
+    conn: Any, tree: LocalTree, source: Path, remote: str, preserve_mode: bool, compress: bool | None, started: float
+) -> TransferReport:
     host = label_of(conn)
     report = TransferReport(host=host, errors=list(tree.errors))
     doing = f"upload to {show(remote)}"
@@ -81,6 +91,7 @@ def _put_tree(conn: Any, tree: LocalTree, source: Path, remote: str, preserve_mo
     created: list[str] = []
     try:
         session = Session(conn)
+        session.compress = compress
         with watch:
             _put(session, tree, source, remote, preserve_mode, report, watch, temps, created)
     except BaseException as exc:
@@ -176,6 +187,7 @@ def _put(
             continue
         del temps[temp]
         report.items.append(FileTransfer(item.source, final, sent, digest, mode))
+        report.wire_bytes += session.wire.get(temp, sent)
         watch.progress()
     if preserve_mode and is_tree:
         # Last, deepest first: a folder without write permission for its owner still receives its files.
@@ -299,16 +311,24 @@ def _remove_stale(session: Session, temp: str, name: str, now: float) -> None:
 def _stream_up(session: Session, source: Any, temp: str, final: str, digest: Any, watch: StallWatch) -> tuple[int, str]:
     """Send the rest of ``source`` into the (already created, private) remote ``temp`` over an exec channel;
     (bytes sent, the SHA-256 the host computed of what it wrote)."""
-    channel = stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}")
+    reader, gzip = _compression(session, source)
+    channel = stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}" + (" gzip" if gzip else ""))
     sent = 0
+    packer = Gzipping(lambda data: send_stream(channel, data)) if gzip else None
 
     def send(data: bytes) -> None:
         nonlocal sent
-        send_stream(channel, data)
+        if packer is not None:
+            packer.write(data)
+        else:
+            send_stream(channel, data)
         sent += len(data)
 
     try:
-        copy_hashed(source.read, send, digest, watch, hash_aside=True)
+        copy_hashed(reader.read, send, digest, watch, hash_aside=True)
+        if packer is not None:
+            packer.close()
+            session.wire[temp] = packer.wire
         channel.shutdown_write()
     except OSError as exc:
         refused = _host_quit(session, channel, sent, final)
@@ -318,6 +338,21 @@ def _stream_up(session: Session, source: Any, temp: str, final: str, digest: Any
         channel.close()
         raise
     return sent, host_digest(session, channel, sent, watch, channel.recv, "upload", final)
+
+
+def _compression(session: Session, source: Any) -> tuple[Any, bool]:
+    """(what to read from, whether to send it gzipped): forced by ``session.compress``, else judged on the
+    first MiB (read here, sent first) and the link's measured upload rate."""
+    if session.compress is False:
+        return source, False
+    sample = source.read(SAMPLE_BYTES)
+    reader = Prefixed(sample, source.read)
+    if session.compress:
+        return reader, True
+    ratio, speed = judge(sample)
+    if ratio > WORTH_RATIO:
+        return reader, False  # no need to time the link for data that does not shrink
+    return reader, worth_it(ratio, speed, link_rate(session.conn, session.transport, "put", session.stall))
 
 
 def _host_quit(session: Session, channel: Any, sent: int, final: str) -> TransferError | None:
