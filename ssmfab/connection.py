@@ -70,6 +70,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
     keepalive: KeepaliveWatch | None = None
     #: The link's measured rate per direction ("put", "get"), bytes/s: transfers decide compression with it.
     link_rates: dict[str, float] = cast(dict[str, float], None)
+    #: The arguments this connection was made with, for sibling() (a striped transfer's extra sessions).
+    made_with: dict[str, Any] = cast(dict[str, Any], None)
 
     def __init__(
         self,
@@ -92,6 +94,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
         keepalive_interval: float = 10.0,
         keepalive_count_max: int = 3,
     ) -> None:
+        arguments = dict(locals())
+        self.made_with = {name: value for name, value in arguments.items() if name not in ("self", "target", "__class__")}
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
             # With a ready socket paramiko's own `timeout` is unused; these bound each handshake phase.
@@ -129,6 +133,13 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
         self.key_filename = key_filename
+
+    def sibling(self) -> SSMConnection:
+        """An unopened connection to the same instance made the same way: its own tunnel and SSM session (a
+        striped transfer moves parts over several at once). It follows this one's cancel event."""
+        other = SSMConnection(self.target, **self.made_with)
+        other.cancel = self.cancel
+        return other
 
     @property
     def label(self) -> str:
@@ -230,12 +241,14 @@ class SSMConnection(Connection):  # type: ignore[misc]
         *,
         recursive: bool = False,
         compress: bool | None = None,
+        streams: int | None = None,
     ) -> TransferResult:
         """Fabric's ``put`` (same arguments, same ``Result``, file-like objects too) done the ssmfab way: streamed,
         verified against the host's SHA-256, renamed into place only when whole, modes kept; ``recursive`` sends
-        a folder; ``compress`` forces gzip on the wire on or off (default: when it pays). Raises TransferError
-        (one line naming host and path); nothing half-written is left."""
-        return connection_put(self, local, remote, preserve_mode, recursive=recursive, compress=compress)
+        a folder; ``compress`` forces gzip on the wire on or off (default: when it pays); ``streams`` sets how
+        many SSM sessions a large file may use at once (default: measured). Raises TransferError (one line naming
+        host and path); nothing half-written is left."""
+        return connection_put(self, local, remote, preserve_mode, recursive=recursive, compress=compress, streams=streams)
 
     def get(
         self,

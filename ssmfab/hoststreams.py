@@ -128,3 +128,50 @@ _SUM_SCRIPT = (
 #: The read-back checksum command: SHA-256 of each NUL-terminated path read from stdin. ``sh -c`` so a
 #: login shell of another family (fish, csh) runs it the same.
 SUM_COMMAND = f"sh -c {shlex.quote(_SUM_SCRIPT)}"
+
+#: python3 -c ``PATH OFFSET [gzip]``: one part of a striped upload. Writes stdin (gunzipped when asked) into the
+#: existing file PATH from byte OFFSET on, leaving the rest of the file as it is, and prints ``wrote N``. The
+#: whole file's SHA-256 is taken once every part has landed (SUM_COMMAND), so a part needs none of its own.
+PART_WRITER = """\
+import sys, zlib
+path, offset = sys.argv[1], int(sys.argv[2])
+unpack = zlib.decompressobj(31) if sys.argv[3:] == ["gzip"] else None
+written = 0
+try:
+    with open(path, "r+b", buffering=0) as f:
+        f.seek(offset)
+        source = sys.stdin.buffer.raw
+        while True:
+            block = source.read(1 << 20)
+            if not block:
+                break
+            while block:
+                data = unpack.decompress(block, 1 << 22) if unpack is not None else block
+                block = unpack.unconsumed_tail if unpack is not None else b""
+                view = memoryview(data)
+                while view:
+                    n = f.write(view)
+                    written += n
+                    view = view[n:]
+        if unpack is not None:
+            tail = unpack.flush()
+            f.write(tail)
+            written += len(tail)
+            if not unpack.eof:
+                raise OSError("the compressed stream ended early")
+except (OSError, zlib.error) as e:
+    sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
+    sys.exit(1)
+sys.stdout.write("wrote %d\\n" % written)
+"""
+
+#: Without python3: dd writes the part in place (parts start on MiB boundaries), through gzip -d when asked.
+_PART_WITH_TOOLS = (
+    'if [ "${3:-raw}" = gzip ]; then gzip -dc; else cat; fi | '
+    'dd of="$1" bs=1048576 seek=$(($2 / 1048576)) conv=notrunc 2>/dev/null'
+)
+#: Striped upload part: ``sh -c ... sh PATH OFFSET [gzip]`` (see PART_WRITER).
+STREAM_PART = "sh -c " + shlex.quote(
+    f'if python3 -I -S -c "" </dev/null >/dev/null 2>&1; then exec python3 -I -S -c {shlex.quote(PART_WRITER)} "$@"; fi; '
+    + _PART_WITH_TOOLS
+) + " sh"

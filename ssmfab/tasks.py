@@ -141,17 +141,25 @@ def parse_env(pairs: Any) -> dict[str, str]:
         "remote": "remote path (an existing directory or a trailing /: put inside it)",
         "compress": "gzip streamed files on the wire (default: when the data shrinks and the link is slower than gzip)",
         "no_compress": "never compress on the wire",
+        "streams": "SSM sessions a file of 16 MiB or more may use at once (default: 8 on a slow link, else 1)",
     },
 )  # fmt: skip
-def put(c: Any, local: str, remote: str, flags: Flags, compress: bool = False, no_compress: bool = False) -> None:
+def put(
+    c: Any, local: str, remote: str, flags: Flags, compress: bool = False, no_compress: bool = False, streams: str = ""
+) -> None:
     """Upload a file or a whole directory to every selected host: verified, atomic, modes kept."""
     source = Path(local).expanduser()
     if not source.exists():
         raise ConfigError(f"{local}: no such local file or directory")
     squeeze = compression(compress, no_compress)
+    sessions = int(streams) if streams.isdigit() and int(streams) > 0 else None
+    if streams and sessions is None:
+        raise ConfigError(f"--streams {streams}: give a number of SSM sessions, 1 or more")
     client = flags.client()
     targets = flags.targets(client)
-    operation = lambda conn: transfer.put(conn, str(source), remote, recursive=source.is_dir(), compress=squeeze)  # noqa: E731
+    operation = lambda conn: transfer.put(  # noqa: E731
+        conn, str(source), remote, recursive=source.is_dir(), compress=squeeze, streams=sessions
+    )
     flags.fan_out(client, targets, operation, action="put", detail=f"{source} -> {remote}", describe=transfer_summary)
 
 

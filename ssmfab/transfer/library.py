@@ -46,10 +46,13 @@ def connection_put(
     *,
     recursive: bool = False,
     compress: bool | None = None,
+    streams: int | None = None,
 ) -> TransferResult:
     """Fabric's ``put``: ``remote`` empty means the login folder, an existing folder (or a trailing ``/``) means
     inside it; relative paths start at the login folder."""
-    report = put(conn, local, remote or "", recursive=recursive, preserve_mode=preserve_mode, compress=compress)
+    report = put(
+        conn, local, remote or "", recursive=recursive, preserve_mode=preserve_mode, compress=compress, streams=streams
+    )
     shown_local = os.path.abspath(os.path.expanduser(os.fspath(local))) if isinstance(local, (str, os.PathLike)) else local
     return TransferResult(
         local=shown_local, orig_local=local, remote=report.destination, orig_remote=remote, connection=conn, report=report
@@ -106,13 +109,14 @@ def upload(
     recursive: bool = False,
     preserve_mode: bool = True,
     compress: bool | None = None,
+    streams: int | None = None,
 ) -> Callable[[Any], TransferReport]:
     """An operation for ``fan_out``: put ``local`` to ``remote`` on each host (a folder goes whole when
     ``recursive``); each host's result is its TransferReport."""
     source = os.fspath(local)
 
     def operation(conn: Any) -> TransferReport:
-        return put(conn, source, remote, recursive=recursive, preserve_mode=preserve_mode, compress=compress)
+        return put(conn, source, remote, recursive=recursive, preserve_mode=preserve_mode, compress=compress, streams=streams)
 
     return operation
 

@@ -42,6 +42,8 @@ class TransferReport:
     duration: float = 0.0
     #: Bytes of file content that crossed the link (less than ``bytes`` when streams were compressed).
     wire_bytes: int = 0
+    #: The most SSM sessions one file went over (striped uploads; see ssmfab.transfer.stripe).
+    streams: int = 1
 
     @property
     def files(self) -> int:

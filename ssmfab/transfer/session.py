@@ -125,6 +125,10 @@ class Session:
         self.compress: bool | None = None
         #: Remote path -> bytes that crossed the link for a file streamed compressed.
         self.wire: dict[str, int] = {}
+        #: SSM sessions a large upload may use at once (None: measured, see stripe).
+        self.streams: int | None = None
+        #: The most SSM sessions one file of this transfer went over.
+        self.most_streams = 1
 
     def close(self) -> None:
         with suppress(Exception):

@@ -19,6 +19,7 @@ from .compress import SAMPLE_BYTES, WORTH_RATIO, Gzipping, Prefixed, judge, link
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
 from .plan import LocalTree, Upload, scan_fileobj, scan_local
+from .stripe import streams_for, striped_up
 from .session import STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
 
 
@@ -35,6 +36,7 @@ def put(
     recursive: bool = False,
     preserve_mode: bool = True,
     compress: bool | None = None,
+    streams: int | None = None,
 ) -> TransferReport:
     """Upload a file, or with ``recursive`` a directory tree (empty folders included), to ``remote``.
 
@@ -50,18 +52,19 @@ def put(
 
     ``compress``: True or False forces gzip on the wire for streamed files (4 MiB and more), None (default)
     compresses when it pays: the data shrinks and the link is slower than the compressor (see
-    ssmfab.transfer.compress)."""
+    ssmfab.transfer.compress). ``streams``: SSM sessions a file of 16 MiB or more may use at once (each its own
+    tunnel; None: 4 when the link is measured slow, else 1; see ssmfab.transfer.stripe)."""
     started = time.monotonic()
     host = label_of(conn)
     if not isinstance(local, (str, os.PathLike)):
-        return _put_fileobj(conn, local, remote, preserve_mode, compress, started)
+        return _put_fileobj(conn, local, remote, preserve_mode, compress, None, started)
     source = Path(local).expanduser()
     tree = scan_local(source, recursive, host)
-    return _put_tree(conn, tree, source, remote, preserve_mode, compress, started)
+    return _put_tree(conn, tree, source, remote, preserve_mode, compress, streams, started)
 
 
 def _put_fileobj(
-    conn: Any, fileobj: BinaryIO, remote: str, preserve_mode: bool, compress: bool | None, started: float
+    conn: Any, fileobj: BinaryIO, remote: str, preserve_mode: bool, compress: bool | None, streams: int | None, started: float
 ) -> TransferReport:
     host = label_of(conn)
     if not callable(getattr(fileobj, "read", None)):
@@ -72,7 +75,7 @@ def _put_fileobj(
         position = None
     tree = scan_fileobj(fileobj, host)
     try:
-        return _put_tree(conn, tree, tree.files[0].local, remote, preserve_mode, compress, started)
+        return _put_tree(conn, tree, tree.files[0].local, remote, preserve_mode, compress, streams, started)
     finally:
         if position is not None:
             with suppress(OSError, ValueError):
@@ -80,7 +83,14 @@ def _put_fileobj(
 
 
 def _put_tree(
-    conn: Any, tree: LocalTree, source: Path, remote: str, preserve_mode: bool, compress: bool | None, started: float
+    conn: Any,
+    tree: LocalTree,
+    source: Path,
+    remote: str,
+    preserve_mode: bool,
+    compress: bool | None,
+    streams: int | None,
+    started: float,
 ) -> TransferReport:
     host = label_of(conn)
     report = TransferReport(host=host, errors=list(tree.errors))
@@ -92,6 +102,7 @@ def _put_tree(
     try:
         session = Session(conn)
         session.compress = compress
+        session.streams = streams
         with watch:
             _put(session, tree, source, remote, preserve_mode, report, watch, temps, created)
     except BaseException as exc:
@@ -188,6 +199,7 @@ def _put(
         del temps[temp]
         report.items.append(FileTransfer(item.source, final, sent, digest, mode))
         report.wire_bytes += session.wire.get(temp, sent)
+        report.streams = session.most_streams
         watch.progress()
     if preserve_mode and is_tree:
         # Last, deepest first: a folder without write permission for its owner still receives its files.
@@ -236,7 +248,7 @@ def _send(
 ) -> tuple[str, int, int]:
     """Stream one local file to a new remote ``temp``: (sha256, bytes sent, mode given)."""
     sftp = session.sftp
-    digest = hashlib.sha256()
+    digest: Any = hashlib.sha256()
     sent = 0
     refused: OSError | None = None
     keep_mode = preserve_mode and item.mode is not None
@@ -271,12 +283,34 @@ def _send(
             source.seek(0)
             digest = hashlib.sha256()
             sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
+        elif item.size >= STREAM_MIN_BYTES and (streams := _streams(session, item)) > 1:
+            _, gzip = _compression(session, source)
+            sent, whole, session.streamed[temp], session.wire[temp] = striped_up(
+                session, str(item.local), item.size, temp, final, watch, streams, gzip
+            )
+            digest = _Known(whole)
+            session.most_streams = max(session.most_streams, streams)
         elif item.size >= STREAM_MIN_BYTES:
             # _put compares it like a read-back checksum ("" when the host gave none).
             sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
     mode = item.mode if keep_mode and item.mode is not None else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode
+
+
+class _Known:
+    """A digest already computed (a striped upload hashes the whole file on its own)."""
+
+    def __init__(self, hexdigest: str) -> None:
+        self._hex = hexdigest
+
+    def hexdigest(self) -> str:
+        return self._hex
+
+
+def _streams(session: Session, item: Upload) -> int:
+    """Sessions for one file: several only for a local file on disk (pieces are read at their offsets)."""
+    return 1 if item.fileobj is not None else streams_for(session, item.size, session.streams)
 
 
 def _confirm_writes(target: Any) -> None:
