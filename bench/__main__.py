@@ -21,6 +21,8 @@ Rows:
              on loopback and over the SSM link model (sessions that take as long to open as real ones)
              and 20 hosts again with a 3072-bit RSA key (what many operators carry; paramiko checks one
              per load) on both sides
+  striped    issue 19's upload targets through AWS's plugin (see bench/striped.py)
+  library    the library's conn.put/get of 512 MB vs sftp (see bench/striped.py)
   connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand, and two floors
              against that ssh: ssmfab's libraries imported and nothing run, and the same plus SSH straight
              to sshd (no SSM, no AWS)
@@ -49,9 +51,10 @@ from ssmfab.sandbox.sshd import find_sshd
 from .cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify
 from .measure import become_subreaper
 from .report import machine, print_table, write_plot
+from .striped import library_rows, striped_rows
 from .workloads import MIB, log_tree, random_file
 
-ROWS = ("transfer", "logs", "fleet", "connect")
+ROWS = ("transfer", "logs", "fleet", "connect", "striped", "library")
 FLEET_SIZES = (1, 20, 50)
 HERE = Path(__file__).resolve().parent
 
@@ -276,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += transfer_rows(bench, [int(s) for s in args.file_mb.split(",") if s])
             if "logs" in rows_wanted:
                 rows.append(logs_row(bench, args.log_mb))
+            if "striped" in rows_wanted:
+                rows += striped_rows(bench)
+            if "library" in rows_wanted:
+                rows += library_rows(bench)
         finally:
             sandbox.down()
     info = machine()

@@ -20,7 +20,7 @@ from invoke.exceptions import Exit
 from . import transfer
 from .audit import read_entries
 from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
-from .deploy import Deployer, check_artifact
+from .deploy import Deployer, artifact_bytes, check_artifact
 from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError
 from .fleet import run_command
@@ -157,10 +157,14 @@ def put(
         raise ConfigError(f"--streams {streams}: give a number of SSM sessions, 1 or more")
     client = flags.client()
     targets = flags.targets(client)
+    progress = flags.progress(len(targets))
+    progress.expected = artifact_bytes(source) * len(targets)
     operation = lambda conn: transfer.put(  # noqa: E731
-        conn, str(source), remote, recursive=source.is_dir(), compress=squeeze, streams=sessions
+        conn, str(source), remote, recursive=source.is_dir(), compress=squeeze, streams=sessions, progress=progress.moving
     )
-    flags.fan_out(client, targets, operation, action="put", detail=f"{source} -> {remote}", describe=transfer_summary)
+    flags.fan_out(
+        client, targets, operation, action="put", detail=f"{source} -> {remote}", describe=transfer_summary, progress=progress
+    )
 
 
 @ssmfab_task(
@@ -200,14 +204,17 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
     """Rolling release deploy: upload, hooks, atomic switch of current, health check, rollback on failure."""
     client = flags.client()
     settings = client.settings.merged({"deploy.artifact": artifact, "deploy.base_dir": base_dir}).deploy
-    deployer = Deployer(settings, check_artifact(settings), notify=notice)
+    artifact_path = check_artifact(settings)
     targets = flags.targets(client)
+    progress = flags.progress(len(targets))
+    progress.expected = artifact_bytes(artifact_path) * len(targets)
+    deployer = Deployer(settings, artifact_path, notify=notice, on_bytes=progress.moving)
     if dry_run:
         for target in targets:
             print("\n".join(deployer.plan(target.label)))
         return
     flags.fan_out(
-        client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures,
+        client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures, progress=progress,
         on_interrupt=deployer.interrupt, action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
         describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes},
     )  # fmt: skip

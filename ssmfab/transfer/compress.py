@@ -26,6 +26,11 @@ WORTH_SPEED = 0.8
 PROBE_BYTES = 256 * 1024
 #: zlib's level: 1 compresses source trees and logs 3-5x at tens of MB/s, far faster than an SSM session.
 LEVEL = 1
+#: zlib's default level: ~20% fewer bytes than level 1 on source text at about half its speed; used when the
+#: link is so slow that even that speed outruns it many times (AWS's plugin uploading, striped or not).
+TIGHT_LEVEL = 6
+#: How many times the link's rate level 1's measured speed must be for TIGHT_LEVEL to be chosen.
+TIGHT_MARGIN = 8
 #: Largest piece a decompressor may hand back at once (a MiB of gzip can stand for a GiB of zeros).
 MAX_OUTPUT = 4 << 20
 
@@ -43,6 +48,12 @@ def worth_it(ratio: float, speed: float, link_rate: float) -> bool:
     """Whether compressing pays: the data shrinks, and the compressor outruns the link (then the stream's time
     is the compressed bytes over the link, instead of all bytes)."""
     return ratio <= WORTH_RATIO and link_rate < WORTH_SPEED * speed
+
+
+def level_for(speed: float, link_rate: float) -> int:
+    """zlib level for a stream: TIGHT_LEVEL when level 1 (measured at ``speed``) outruns the link TIGHT_MARGIN
+    times over, else LEVEL."""
+    return TIGHT_LEVEL if link_rate * TIGHT_MARGIN < speed else LEVEL
 
 
 def link_rate(conn: Any, transport: Any, direction: str, timeout: float) -> float:
@@ -91,9 +102,9 @@ class Gzipping:
     """``send`` wrapped to send gzip: ``write`` takes plain bytes, ``close`` sends the trailer. ``wire`` counts
     what crossed the link."""
 
-    def __init__(self, send: Callable[[bytes], Any]) -> None:
+    def __init__(self, send: Callable[[bytes], Any], level: int = LEVEL) -> None:
         self._send = send
-        self._pack = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)
+        self._pack = zlib.compressobj(level, zlib.DEFLATED, 31)
         self.wire = 0
 
     def write(self, data: bytes) -> None:

@@ -64,14 +64,19 @@ class StallWatch:
         self.current = ""
         #: Set when the run is interrupted (see interrupt): the transfer stops at its next chunk and cleans up.
         self.cancel: threading.Event | None = getattr(conn, "cancel", None)
+        #: Told the bytes of every chunk moved (a progress line's rate and ETA).
+        self.on_bytes: Callable[[int], Any] | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ssmfab-stall-watch", daemon=True)
 
-    def progress(self) -> None:
-        """Called for every chunk moved; raises Interrupted once the run is interrupted."""
+    def progress(self, moved: int = 0) -> None:
+        """Called for every chunk moved (``moved`` bytes of file content); raises Interrupted once the run is
+        interrupted."""
         if self.cancel is not None and self.cancel.is_set():
             raise Interrupted()
         self.last = time.monotonic()
+        if moved and self.on_bytes is not None:
+            self.on_bytes(moved)
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -240,7 +245,7 @@ def copy_hashed(
             hasher.update(chunk)
             write(chunk)
             copied += len(chunk)
-            watch.progress()
+            watch.progress(len(chunk))
     return copied
 
 

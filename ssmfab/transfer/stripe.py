@@ -63,10 +63,11 @@ class _Worker:
 
 
 def striped_up(
-    session: Session, path: str, size: int, temp: str, final: str, watch: StallWatch, streams: int, gzip: bool
+    session: Session, path: str, size: int, temp: str, final: str, watch: StallWatch, streams: int, level: int
 ) -> tuple[int, str, str, int]:
-    """Upload the local file ``path`` into the existing remote ``temp`` over ``streams`` sessions:
-    (bytes, local SHA-256 of the whole, the host's SHA-256 of the whole, bytes on the wire)."""
+    """Upload the local file ``path`` into the existing remote ``temp`` over ``streams`` sessions, each piece
+    gzipped at zlib ``level`` (0: not): (bytes, local SHA-256 of the whole, the host's SHA-256 of the whole,
+    bytes on the wire)."""
     pieces: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
     for offset in range(0, size, PIECE_BYTES):
         pieces.put((offset, min(PIECE_BYTES, size - offset)))
@@ -90,7 +91,7 @@ def striped_up(
                     except queue.Empty:
                         return
                     try:
-                        moved = _send_piece(session, transport, fd, temp, final, piece, gzip, worker, watch, stop)
+                        moved = _send_piece(session, transport, fd, temp, final, piece, level, worker, watch, stop)
                     except BaseException:
                         pieces.put(piece)  # written in place: whoever takes it writes the same bytes again
                         raise
@@ -158,14 +159,14 @@ def _send_piece(
     temp: str,
     final: str,
     piece: tuple[int, int],
-    gzip: bool,
+    level: int,
     worker: _Worker,
     watch: StallWatch,
     stop: threading.Event,
 ) -> int:
     """One piece over one exec channel on ``transport``; the bytes it took on the wire."""
     offset, length = piece
-    command = f"{STREAM_PART} {shlex.quote(temp)} {offset}" + (" gzip" if gzip else "")
+    command = f"{STREAM_PART} {shlex.quote(temp)} {offset}" + (" gzip" if level else "")
     channel = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=STREAM_PACKET, timeout=session.stall)
     try:
         channel.exec_command(command)
@@ -175,7 +176,7 @@ def _send_piece(
             send_stream(channel, data)
             plain[0] += len(data)
 
-        packer = Gzipping(lambda data: send_stream(channel, data)) if gzip else None
+        packer = Gzipping(lambda data: send_stream(channel, data), level) if level else None
         position, end = offset, offset + length
         try:
             while position < end:
@@ -187,7 +188,7 @@ def _send_piece(
                 (packer.write if packer is not None else raw)(data)
                 position += len(data)
                 worker.last = time.monotonic()
-                watch.progress()
+                watch.progress(len(data))
             if packer is not None:
                 packer.close()
             channel.shutdown_write()

@@ -10,12 +10,13 @@ import stat
 import time
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from ..exceptions import TransferError
 from ..fastssh import send_stream
 from ..hoststreams import STREAM_PUT
-from .compress import SAMPLE_BYTES, WORTH_RATIO, Gzipping, Prefixed, judge, link_rate, worth_it
+from .compress import SAMPLE_BYTES, WORTH_RATIO, Gzipping, Prefixed, judge, level_for, link_rate, worth_it
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
 from .plan import LocalTree, Upload, scan_fileobj, scan_local
@@ -37,6 +38,7 @@ def put(
     preserve_mode: bool = True,
     compress: bool | None = None,
     streams: int | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> TransferReport:
     """Upload a file, or with ``recursive`` a directory tree (empty folders included), to ``remote``.
 
@@ -53,18 +55,26 @@ def put(
     ``compress``: True or False forces gzip on the wire for streamed files (4 MiB and more), None (default)
     compresses when it pays: the data shrinks and the link is slower than the compressor (see
     ssmfab.transfer.compress). ``streams``: SSM sessions a file of 16 MiB or more may use at once (each its own
-    tunnel; None: 4 when the link is measured slow, else 1; see ssmfab.transfer.stripe)."""
+    tunnel; None: 8 when the link is measured slow, else 1; see ssmfab.transfer.stripe). ``progress`` is told
+    the bytes of every chunk sent, from the transfer's threads."""
     started = time.monotonic()
     host = label_of(conn)
     if not isinstance(local, (str, os.PathLike)):
-        return _put_fileobj(conn, local, remote, preserve_mode, compress, None, started)
+        return _put_fileobj(conn, local, remote, preserve_mode, compress, None, progress, started)
     source = Path(local).expanduser()
     tree = scan_local(source, recursive, host)
-    return _put_tree(conn, tree, source, remote, preserve_mode, compress, streams, started)
+    return _put_tree(conn, tree, source, remote, preserve_mode, compress, streams, progress, started)
 
 
 def _put_fileobj(
-    conn: Any, fileobj: BinaryIO, remote: str, preserve_mode: bool, compress: bool | None, streams: int | None, started: float
+    conn: Any,
+    fileobj: BinaryIO,
+    remote: str,
+    preserve_mode: bool,
+    compress: bool | None,
+    streams: int | None,
+    progress: Callable[[int], Any] | None,
+    started: float,
 ) -> TransferReport:
     host = label_of(conn)
     if not callable(getattr(fileobj, "read", None)):
@@ -75,7 +85,7 @@ def _put_fileobj(
         position = None
     tree = scan_fileobj(fileobj, host)
     try:
-        return _put_tree(conn, tree, tree.files[0].local, remote, preserve_mode, compress, streams, started)
+        return _put_tree(conn, tree, tree.files[0].local, remote, preserve_mode, compress, streams, progress, started)
     finally:
         if position is not None:
             with suppress(OSError, ValueError):
@@ -90,12 +100,14 @@ def _put_tree(
     preserve_mode: bool,
     compress: bool | None,
     streams: int | None,
+    progress: Callable[[int], Any] | None,
     started: float,
 ) -> TransferReport:
     host = label_of(conn)
     report = TransferReport(host=host, errors=list(tree.errors))
     doing = f"upload to {show(remote)}"
     watch = StallWatch(conn)
+    watch.on_bytes = progress
     session: Session | None = None
     temps: dict[str, tuple[Upload, str, str, int, int]] = {}  # temp -> (upload, final, sha256, mode, bytes)
     created: list[str] = []
@@ -284,9 +296,9 @@ def _send(
             digest = hashlib.sha256()
             sent, session.streamed[temp] = _stream_up(session, source, temp, final, digest, watch)
         elif item.size >= STREAM_MIN_BYTES and (streams := _streams(session, item)) > 1:
-            _, gzip = _compression(session, source)
+            _, level = _compression(session, source, streams)
             sent, whole, session.streamed[temp], session.wire[temp] = striped_up(
-                session, str(item.local), item.size, temp, final, watch, streams, gzip
+                session, str(item.local), item.size, temp, final, watch, streams, level
             )
             digest = _Known(whole)
             session.most_streams = max(session.most_streams, streams)
@@ -345,10 +357,10 @@ def _remove_stale(session: Session, temp: str, name: str, now: float) -> None:
 def _stream_up(session: Session, source: Any, temp: str, final: str, digest: Any, watch: StallWatch) -> tuple[int, str]:
     """Send the rest of ``source`` into the (already created, private) remote ``temp`` over an exec channel;
     (bytes sent, the SHA-256 the host computed of what it wrote)."""
-    reader, gzip = _compression(session, source)
-    channel = stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}" + (" gzip" if gzip else ""))
+    reader, level = _compression(session, source)
+    channel = stream_channel(session, f"{STREAM_PUT} {shlex.quote(temp)}" + (" gzip" if level else ""))
     sent = 0
-    packer = Gzipping(lambda data: send_stream(channel, data)) if gzip else None
+    packer = Gzipping(lambda data: send_stream(channel, data), level) if level else None
 
     def send(data: bytes) -> None:
         nonlocal sent
@@ -374,19 +386,21 @@ def _stream_up(session: Session, source: Any, temp: str, final: str, digest: Any
     return sent, host_digest(session, channel, sent, watch, channel.recv, "upload", final)
 
 
-def _compression(session: Session, source: Any) -> tuple[Any, bool]:
-    """(what to read from, whether to send it gzipped): forced by ``session.compress``, else judged on the
-    first MiB (read here, sent first) and the link's measured upload rate."""
+def _compression(session: Session, source: Any, streams: int = 1) -> tuple[Any, int]:
+    """(what to read from, the zlib level to gzip it at, 0 for none): forced on or off by ``session.compress``,
+    else judged on the first MiB (read here, sent first) against the link's measured upload rate (times the
+    ``streams`` sharing the work)."""
     if session.compress is False:
-        return source, False
+        return source, 0
     sample = source.read(SAMPLE_BYTES)
     reader = Prefixed(sample, source.read)
-    if session.compress:
-        return reader, True
     ratio, speed = judge(sample)
-    if ratio > WORTH_RATIO:
-        return reader, False  # no need to time the link for data that does not shrink
-    return reader, worth_it(ratio, speed, link_rate(session.conn, session.transport, "put", session.stall))
+    if not session.compress and ratio > WORTH_RATIO:
+        return reader, 0  # no need to time the link for data that does not shrink
+    rate = link_rate(session.conn, session.transport, "put", session.stall) * streams
+    if session.compress or worth_it(ratio, speed, rate):
+        return reader, level_for(speed, rate)
+    return reader, 0
 
 
 def _host_quit(session: Session, channel: Any, sent: int, final: str) -> TransferError | None:

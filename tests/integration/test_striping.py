@@ -150,3 +150,20 @@ def test_through_aws_plugin_a_slow_link_stripes_by_default(
     assert report.streams == stripe.DEFAULT_STREAMS
     assert (home / "plugin.bin").read_bytes() == data
     (home / "plugin.bin").unlink()
+
+
+def test_progress_is_told_every_byte_striped_or_not(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+    instance, home = host(sandbox, "db-1")
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    for streams in (1, 3):
+        told: list[int] = []
+        lock = threading.Lock()
+
+        def tell(count: int) -> None:
+            with lock:
+                told.append(count)
+
+        with client.connect(instance) as conn:
+            transfer.put(conn, str(tmp_path / "big.bin"), "counted.bin", streams=streams, progress=tell)
+        assert sum(told) == SIZE and len(told) > 1
+    (home / "counted.bin").unlink()

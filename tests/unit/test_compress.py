@@ -115,3 +115,10 @@ def test_without_python_a_download_says_raw_and_is_not_compressed(tmp_path: Path
     done = run(stream_command("get", python=False), source, "gzip")
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"R" + TEXT
+
+
+def test_a_link_far_slower_than_the_compressor_gets_the_tighter_level() -> None:
+    from ssmfab.transfer.compress import LEVEL, TIGHT_LEVEL, level_for
+
+    assert level_for(speed=100e6, link_rate=650_000 * 8) == TIGHT_LEVEL  # AWS's plugin, striped 8 ways
+    assert level_for(speed=100e6, link_rate=50e6) == LEVEL
