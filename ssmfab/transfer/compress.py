@@ -2,8 +2,8 @@
 
 Both are measured, not assumed. The data: the first MiB of an upload is compressed (zlib level 1) before
 anything is sent, giving its ratio and this machine's compression speed; a download's first MiB is judged the
-same way by the host (see hoststreams.HOST_COPY). The link: a 256 KiB probe through the connection's own
-tunnel, once per connection and direction (through AWS's plugin an upload moves ~0.65 MB/s; the sandbox's
+same way by the host (see hoststreams.HOST_COPY). The link: a probe through the connection's own
+tunnel (64 KiB), once per connection and direction (through AWS's plugin an upload moves ~0.65 MB/s; the sandbox's
 stand-in hundreds). Compression is gzip's format, which every host can undo (python3's zlib, or gzip), and the
 SHA-256 both ends compare is always of the file's own bytes, never of the compressed stream.
 """
@@ -22,8 +22,13 @@ SAMPLE_BYTES = 1 << 20
 WORTH_RATIO = 0.85
 #: ... and only when the link moves bytes slower than this fraction of the compressor's speed.
 WORTH_SPEED = 0.8
-#: Bytes sent or received to time the link.
-PROBE_BYTES = 256 * 1024
+#: Bytes sent or received to time the link (through AWS's plugin an upload probe costs ~0.1 s; 256 KiB cost 0.4).
+PROBE_BYTES = 64 * 1024
+#: The second probe, on a link the first found faster than SLOW_LINK.
+LARGE_PROBE_BYTES = 1024 * 1024
+#: Below this a link is slow: AWS's plugin paces each session's uploads at ~0.65-0.8 MB/s (measured), where the
+#: sandbox's stand-in moves hundreds of MB/s (a 64 KiB probe through it reads 5-9 MB/s: latency).
+SLOW_LINK = 2_000_000
 #: zlib's level: 1 compresses source trees and logs 3-5x at tens of MB/s, far faster than an SSM session.
 LEVEL = 1
 #: zlib's default level: ~20% fewer bytes than level 1 on source text at about half its speed; used when the
@@ -57,20 +62,32 @@ def level_for(speed: float, link_rate: float) -> int:
 
 
 def link_rate(conn: Any, transport: Any, direction: str, timeout: float) -> float:
-    """Bytes/s the connection's link moved ``direction`` ("put" or "get") in a PROBE_BYTES probe over an exec
-    channel (the channel's opening round trip included: a slow session counts as slow). Measured once per
-    connection and direction, remembered on the connection when it has a ``link_rates`` dict."""
+    """Bytes/s the connection's link moves ``direction`` ("put" or "get"): a PROBE_BYTES probe over an exec
+    channel, and when that was faster than SLOW_LINK a LARGE_PROBE_BYTES one (on a fast link a small probe
+    measures mostly latency; on a slow one a large probe costs seconds). Measured once per connection and
+    direction, remembered on the connection when it has a ``link_rates`` dict."""
     rates: dict[str, float] | None = getattr(conn, "link_rates", None)
     if rates is not None and direction in rates:
         return rates[direction]
-    command = "cat > /dev/null" if direction == "put" else f"head -c {PROBE_BYTES} /dev/zero"
-    started = time.perf_counter()
+    rate = _probe(transport, direction, PROBE_BYTES, timeout)
+    if rate >= SLOW_LINK:
+        rate = _probe(transport, direction, LARGE_PROBE_BYTES, timeout)
+    if rates is not None:
+        rates[direction] = rate
+    return rate
+
+
+def _probe(transport: Any, direction: str, size: int, timeout: float) -> float:
+    command = "cat > /dev/null" if direction == "put" else f"head -c {size} /dev/zero"
     channel = transport.open_session(timeout=timeout)
     try:
         channel.settimeout(timeout)
-        channel.exec_command(command)
+        asked = time.perf_counter()
+        channel.exec_command(command)  # waits for the server's answer: one round trip
+        started = time.perf_counter()
+        round_trip = started - asked
         if direction == "put":
-            channel.sendall(os.urandom(PROBE_BYTES))
+            channel.sendall(os.urandom(size))
             channel.shutdown_write()
             channel.recv_exit_status()
         else:
@@ -78,10 +95,8 @@ def link_rate(conn: Any, transport: Any, direction: str, timeout: float) -> floa
                 pass
     finally:
         channel.close()
-    rate = PROBE_BYTES / max(time.perf_counter() - started, 1e-6)
-    if rates is not None:
-        rates[direction] = rate
-    return rate
+    # The end is known one round trip after the last byte arrived: counted out.
+    return size / max(time.perf_counter() - started - round_trip, 1e-4)
 
 
 class Prefixed:

@@ -25,7 +25,7 @@ from ..exceptions import TransferError
 from ..fastssh import WINDOW_SIZE, send_stream
 from ..hoststreams import STREAM_PART
 from ..interrupt import Interrupted
-from .compress import Gzipping, link_rate
+from .compress import SLOW_LINK, Gzipping, link_rate
 from .paths import one_line, show
 from .session import CHUNK, STREAM_PACKET, Session, StallWatch, answer_timeout
 
@@ -37,8 +37,6 @@ PIECE_BYTES = 2 * 1024 * 1024
 #: on the sandbox, 16 MiB of random bytes: 1 session 21.8 s, 4 5.9 s, 8 3.7 s, 16 3.5 s (each plugin costs
 #: CPU, and every session counts against AWS's quotas: see README).
 DEFAULT_STREAMS = 8
-#: A link measured at least this fast gains nothing from more sessions: one is used.
-FAST_LINK = 8_000_000
 
 
 def streams_for(session: Session, size: int, requested: int | None) -> int:
@@ -49,7 +47,7 @@ def streams_for(session: Session, size: int, requested: int | None) -> int:
         return 1
     if requested is not None:
         return max(1, min(requested, pieces))
-    slow = link_rate(session.conn, session.transport, "put", session.stall) < FAST_LINK
+    slow = link_rate(session.conn, session.transport, "put", session.stall) < SLOW_LINK
     return min(DEFAULT_STREAMS, pieces) if slow else 1
 
 
@@ -207,6 +205,8 @@ def _send_piece(
         status = channel.recv_exit_status()
     finally:
         channel.close()
+    if status == -1:  # no exit status: the channel or the connection went, not the host's refusal
+        raise EOFError(f"the connection closed while the part from byte {offset} was sent")
     if status != 0:
         raise _stopped(session, final, offset, bytes(errors), status)
     return packer.wire if packer is not None else plain[0]
