@@ -21,6 +21,8 @@ Rows:
              on loopback and over the SSM link model (sessions that take as long to open as real ones)
              and 20 hosts again with a 3072-bit RSA key (what many operators carry; paramiko checks one
              per load) on both sides
+  striped    issue 19's upload targets through AWS's plugin (see bench/striped.py)
+  library    the library's conn.put/get of 512 MB vs sftp (see bench/striped.py)
   connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand, and two floors
              against that ssh: ssmfab's libraries imported and nothing run, and the same plus SSH straight
              to sshd (no SSM, no AWS)
@@ -44,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ssmfab
@@ -57,9 +59,12 @@ from .cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove,
 from .measure import become_subreaper
 from .real_plugin import NO_PLUGIN, find_plugin, parallel_ssh
 from .report import machine, print_table, write_plot
+from .striped import library_rows, striped_rows
 from .workloads import MIB, log_tree, random_file
 
-ROWS = ("transfer", "logs", "fleet", "connect", "real")
+ROWS = ("transfer", "logs", "fleet", "connect", "library", "real", "striped")
+#: Rows that run through AWS's plugin, on a sandbox of their own.
+REAL_ROWS = ("real", "striped")
 FLEET_SIZES = (1, 20, 50)
 #: The fleet sizes of the rows through AWS's plugin.
 REAL_FLEET_SIZES = (20, 50)
@@ -290,17 +295,23 @@ def real_fleet_rows(bench: Bench) -> list[Row]:
     return rows
 
 
-def real_rows(scratch: Path, plugin: str, repeat: int, link: LinkModel, file_mb: int, log_mb: int) -> list[Row]:
-    """Every row through AWS's plugin, on a sandbox of their own whose plugin it is."""
+def real_rows(
+    scratch: Path, plugin: str, repeat: int, link: LinkModel, file_mb: int, log_mb: int, wanted: Sequence[str] = ("real",)
+) -> list[Row]:
+    """The rows through AWS's plugin (``wanted``: "real", "striped"), on a sandbox of their own whose plugin it is."""
     scratch.mkdir()
     print(f"starting a {max(REAL_FLEET_SIZES)}-host sandbox with AWS's plugin ({plugin}) ...", flush=True)
     sandbox = Sandbox(scratch / "sandbox", plugin=plugin).up(fleet_hosts(max(REAL_FLEET_SIZES)))
     try:
         bench = Bench(sandbox, scratch, repeat, link)
         warm_up(bench)
-        rows = [real_connect_row(bench), *real_fleet_rows(bench)]
-        rows += transfer_rows(bench, [file_mb], tools=("scp",), suffix=REAL)
-        rows.append(logs_row(bench, log_mb, suffix=REAL))
+        rows: list[Row] = []
+        if "real" in wanted:
+            rows += [real_connect_row(bench), *real_fleet_rows(bench)]
+            rows += transfer_rows(bench, [file_mb], tools=("scp",), suffix=REAL)
+            rows.append(logs_row(bench, log_mb, suffix=REAL))
+        if "striped" in wanted:
+            rows += striped_rows(bench)
     finally:
         sandbox.down()
     for row in rows:
@@ -330,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         link = LinkModel.parse(args.link)
         plugin = find_plugin(args.plugin, os.environ)
-        others = [r for r in rows_wanted if r != "real"]
+        others = [r for r in rows_wanted if r not in REAL_ROWS]
         sandbox_plugin = real_plugin_from_env() if others else ""
-        if others or ("real" in rows_wanted and plugin):
+        if others or (plugin and any(r in REAL_ROWS for r in rows_wanted)):
             find_sshd()
     except (ValueError, SSMFabError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -344,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(temp)
         if others:
             rows += sandbox_rows(scratch / "main", sandbox_plugin, args, link, others)
-        if "real" in rows_wanted and plugin:
-            rows += real_rows(scratch / "real", plugin, args.repeat, link, args.real_file_mb, args.real_log_mb)
-        elif "real" in rows_wanted:
+        real_wanted = [r for r in rows_wanted if r in REAL_ROWS]
+        if real_wanted and plugin:
+            rows += real_rows(scratch / "real", plugin, args.repeat, link, args.real_file_mb, args.real_log_mb, real_wanted)
+        elif real_wanted:
             print(f"  rows through AWS's plugin: skipped: {NO_PLUGIN}", flush=True)
             rows.append(Row("rows through AWS's plugin", Side(""), Side(""), skipped=NO_PLUGIN))
     info = machine()
@@ -381,6 +393,8 @@ def sandbox_rows(scratch: Path, plugin: str, args: argparse.Namespace, link: Lin
             rows += transfer_rows(bench, [int(s) for s in args.file_mb.split(",") if s])
         if "logs" in wanted:
             rows.append(logs_row(bench, args.log_mb))
+        if "library" in wanted:
+            rows += library_rows(bench)
     finally:
         sandbox.down()
     return rows

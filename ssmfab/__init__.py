@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .connection import SSMConnection
     from .fleet import FleetResult, HostResult, fan_out, run_command
     from .targets import Selection, Selector, Skipped, Target, parse_selector, resolve
+    from .transfer import FileTransfer, TransferReport, get, put
+    from .transfer.library import TransferResult, download, upload
 
 # The rest of the API is imported on first use: paramiko, Fabric and boto3 cost a few hundred milliseconds,
 # which entry points that need none of them (the ssmfab-proxy ProxyCommand) should not pay.
@@ -59,6 +61,13 @@ _LAZY = {
     "Target": "targets",
     "parse_selector": "targets",
     "resolve": "targets",
+    "FileTransfer": "transfer",
+    "TransferReport": "transfer",
+    "get": "transfer",
+    "put": "transfer",
+    "TransferResult": "transfer.library",
+    "download": "transfer.library",
+    "upload": "transfer.library",
 }
 
 
@@ -83,6 +92,7 @@ __all__ = [
     "DeployError",
     "CredentialsError",
     "FleetError",
+    "FileTransfer",
     "FleetResult",
     "HostKeyError",
     "HostResult",
@@ -102,12 +112,18 @@ __all__ = [
     "TargetNotConnectedError",
     "ThrottlingError",
     "TransferError",
+    "TransferReport",
+    "TransferResult",
     "TunnelError",
     "__version__",
     "connect",
+    "download",
     "fan_out",
+    "get",
     "load_settings",
     "parse_selector",
+    "put",
     "resolve",
     "run_command",
+    "upload",
 ]

@@ -1,7 +1,7 @@
 """A Fabric Connection whose transport is an SSM tunnel.
 
-Everything Fabric offers (run, sudo, put, get, cd, prefix, forward_local, sftp) works unchanged: only
-``open``/``close`` differ. Opening starts the tunnel, pins the host key per instance id and maps every
+Everything Fabric offers (run, sudo, put, get, cd, prefix, forward_local, sftp) works with Fabric's
+arguments: ``open``/``close`` differ, and ``put``/``get`` are ssmfab's verified, atomic, streamed transfers. Opening starts the tunnel, pins the host key per instance id and maps every
 failure to a one-line ssmfab error naming the host; closing ends the SSH session, the tunnel's process
 group and the SSM session, whatever state they are in. While open, keepalives watch the session (see
 ``keepalive``): a data channel that died ends the host's command with one line instead of a hang.
@@ -26,6 +26,7 @@ from .retry import Backoff
 from .runners import DEFAULT_OUTPUT_CAP, CappedRemote
 from .hostkeys import KnownHosts, PinningPolicy, changed_key_error
 from .targets import Target
+from .transfer.library import Local, TransferResult, connection_get, connection_put
 from .tunnel import Tunnel, TunnelFactory
 
 if TYPE_CHECKING:
@@ -84,6 +85,10 @@ class SSMConnection(Connection):  # type: ignore[misc]
     #: Taken warm from the pool and no channel opened on it yet: a failure to open one means the session
     #: died while it waited, and nothing has been sent, so it is replaced once.
     warm_unproven = False
+    #: The link's measured rate per direction ("put", "get"), bytes/s: transfers decide compression with it.
+    link_rates: dict[str, float] = cast(dict[str, float], None)
+    #: The arguments this connection was made with, for sibling() (a striped transfer's extra sessions).
+    made_with: dict[str, Any] = cast(dict[str, Any], None)
 
     def __init__(
         self,
@@ -106,6 +111,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
         keepalive_interval: float = 10.0,
         keepalive_count_max: int = 3,
     ) -> None:
+        arguments = dict(locals())
+        self.made_with = {name: value for name, value in arguments.items() if name not in ("self", "target", "__class__")}
         self.target = target if isinstance(target, Target) else Target(id=target)
         kwargs: dict[str, Any] = {
             # With a ready socket paramiko's own `timeout` is unused; these bound each handshake phase.
@@ -139,9 +146,17 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.keepalive_count_max = keepalive_count_max
         self.lost = None
         self.keepalive = None
+        self.link_rates = {}
         self.tunnel: Tunnel | None = None
         self.gateway: Any = False
         self.key_filename = key_filename
+
+    def sibling(self) -> SSMConnection:
+        """An unopened connection to the same instance made the same way: its own tunnel and SSM session (a
+        striped transfer moves parts over several at once). It follows this one's cancel event."""
+        other = SSMConnection(self.target, **self.made_with)
+        other.cancel = self.cancel
+        return other
 
     @property
     def label(self) -> str:
@@ -289,6 +304,37 @@ class SSMConnection(Connection):  # type: ignore[misc]
             raise
         self._raise_if_lost(result)
         return result
+
+    def put(
+        self,
+        local: Local,
+        remote: str | None = None,
+        preserve_mode: bool = True,
+        *,
+        recursive: bool = False,
+        compress: bool | None = None,
+        streams: int | None = None,
+    ) -> TransferResult:
+        """Fabric's ``put`` (same arguments, same ``Result``, file-like objects too) done the ssmfab way: streamed,
+        verified against the host's SHA-256, renamed into place only when whole, modes kept; ``recursive`` sends
+        a folder; ``compress`` forces gzip on the wire on or off (default: when it pays); ``streams`` sets how
+        many SSM sessions a large file may use at once (default: measured). Raises TransferError (one line naming
+        host and path); nothing half-written is left."""
+        return connection_put(self, local, remote, preserve_mode, recursive=recursive, compress=compress, streams=streams)
+
+    def get(
+        self,
+        remote: str,
+        local: Local | None = None,
+        preserve_mode: bool = True,
+        *,
+        recursive: bool = False,
+        compress: bool | None = None,
+    ) -> TransferResult:
+        """Fabric's ``get`` (same arguments and tokens, same ``Result``, file-like objects too) done the ssmfab
+        way: streamed, verified, atomic, modes kept; ``recursive`` fetches a folder, and a glob fetches its
+        matches into the folder ``local``; ``compress`` as for put."""
+        return connection_get(self, remote, local, preserve_mode, recursive=recursive, compress=compress)
 
     def explain(self, exc: BaseException) -> SSMFabError | None:
         """The one-line error a user should see for ``exc`` raised by open or a command, or None to let it through."""

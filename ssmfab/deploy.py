@@ -110,8 +110,11 @@ class Deployer:
         artifact: Path,
         release: str | None = None,
         notify: Callable[[str], Any] | None = None,
+        on_bytes: Callable[[int], Any] | None = None,
     ) -> None:
         self.notify = notify or (lambda message: None)
+        #: Told the bytes of every chunk of the artifact uploaded (the progress line's rate and ETA).
+        self.on_bytes = on_bytes
         self.settings = settings
         self.artifact = artifact
         self.release = release or release_name()
@@ -338,7 +341,8 @@ class Deployer:
             for source in sources:
                 if self._interrupted.is_set():
                     raise Interrupted(f"{label}: interrupted (Ctrl-C) during the upload")
-                transfer = put(conn, str(source), release_dir + "/", recursive=source.is_dir())
+                # Once per host, over as many SSM sessions and as compressed as the measured link pays for.
+                transfer = put(conn, str(source), release_dir + "/", recursive=source.is_dir(), progress=self.on_bytes)
                 report.files += transfer.files
                 report.bytes += transfer.bytes
             if self.artifact.is_file() and self.artifact.name.endswith(ARCHIVE_SUFFIXES):
@@ -381,3 +385,10 @@ class Deployer:
             with self._lock:
                 self._under_way.pop(label, None)
         return report
+
+
+def artifact_bytes(artifact: Path) -> int:
+    """What one host's upload of ``artifact`` (a file or a folder's files) moves."""
+    if artifact.is_file():
+        return artifact.stat().st_size
+    return sum(path.stat().st_size for path in artifact.rglob("*") if path.is_file())

@@ -16,25 +16,68 @@ from __future__ import annotations
 import re
 import shlex
 
-#: python3 -c: ``put PATH`` copies stdin into PATH and prints the SHA-256 of what it wrote on stdout; ``get PATH``
-#: copies PATH to stdout and prints the SHA-256 of what it sent on stderr. Runs on any Python 3.4+.
+#: python3 -c: ``put PATH [CODEC]`` copies stdin into PATH and prints the SHA-256 of what it wrote on stdout;
+#: ``get PATH [CODEC]`` copies PATH to stdout and prints the SHA-256 of what it sent on stderr. Runs on any
+#: Python 3.4+. CODEC: for put, ``gzip`` means stdin is gzip, written decompressed; for get,
+#: ``gzip`` compresses, ``auto:RATE`` compresses when the first MiB shrinks by 15% and this host compresses
+#: faster than the link's RATE (bytes/s) moves it, and a one-byte header (``Z``: gzip, ``R``: raw) says which.
+#: The SHA-256 is always of the file's own bytes.
 HOST_COPY = """\
-import hashlib, os, sys
+import hashlib, os, sys, time, zlib
 direction, path = sys.argv[1:3]
+codec = sys.argv[3] if len(sys.argv) > 3 else "raw"
 digest = hashlib.sha256()
+def blocks(source):
+    while True:
+        block = source.read(1 << 20)
+        if not block:
+            return
+        yield block
+def write_all(sink, data):
+    view = memoryview(data)
+    while view:
+        view = view[sink.write(view):]
 try:
     with open(path, "wb" if direction == "put" else "rb", buffering=0) as f:
-        source, sink = (sys.stdin.buffer.raw, f) if direction == "put" else (f, sys.stdout.buffer.raw)
-        while True:
-            block = source.read(1 << 20)
-            if not block:
-                break
-            digest.update(block)
-            view = memoryview(block)
-            while view:
-                view = view[sink.write(view):]
-except OSError as e:
-    sys.stderr.write("%s\\n" % (e.strerror or e))
+        if direction == "put":
+            unpack = zlib.decompressobj(31) if codec == "gzip" else None
+            for block in blocks(sys.stdin.buffer.raw):
+                while block:
+                    # Bounded: a MiB of gzip can stand for a GiB of zeros.
+                    data = unpack.decompress(block, 1 << 22) if unpack is not None else block
+                    block = unpack.unconsumed_tail if unpack is not None else b""
+                    digest.update(data)
+                    write_all(f, data)
+            if unpack is not None:
+                tail = unpack.flush()
+                digest.update(tail)
+                write_all(f, tail)
+                if not unpack.eof:
+                    raise OSError("the compressed stream ended early")
+        else:
+            out = sys.stdout.buffer.raw
+            pack = None
+            source = blocks(f)
+            first = next(source, b"")
+            if codec != "raw":
+                if codec.startswith("auto:") and first:
+                    started = time.time()
+                    packed = len(zlib.compress(first, 1))
+                    speed = len(first) / max(time.time() - started, 1e-6)
+                    squeeze = packed <= 0.85 * len(first) and float(codec[5:]) < 0.8 * speed
+                else:
+                    squeeze = codec == "gzip"
+                pack = zlib.compressobj(1, zlib.DEFLATED, 31) if squeeze else None
+                write_all(out, b"Z" if squeeze else b"R")
+            block = first
+            while block:
+                digest.update(block)
+                write_all(out, pack.compress(block) if pack is not None else block)
+                block = next(source, b"")
+            if pack is not None:
+                write_all(out, pack.flush())
+except (OSError, zlib.error) as e:
+    sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
     sys.exit(1)
 answer = sys.stdout if direction == "put" else sys.stderr
 try:
@@ -52,26 +95,28 @@ _STDIN_HASHER = (
     "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; "
     "elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h='shasum -a 256'; fi; "
 )
-#: Upload without Python: the bytes go to the file, then the host hashes what landed there (a read-back from
+#: Upload without Python: the bytes go to the file (through gzip -d when CODEC is gzip), then the host hashes what landed there (a read-back from
 #: its page cache; hashing through tee cost the host as much).
-_PUT_WITH_TOOLS = 'cat > "$1" && exec $h < "$1"'
-#: Download without Python: the file goes to stdout (fd 3) and through the hasher, whose answer goes to stderr.
+_PUT_WITH_TOOLS = 'if [ "${2:-raw}" = gzip ]; then gzip -dc > "$1" || exit 1; else cat > "$1" || exit 1; fi; exec $h < "$1"'
+#: Download without Python: the file goes to stdout (fd 3) and through the hasher, whose answer goes to stderr;
+#: it is never compressed (a CODEC other than raw gets the ``R`` header).
 #: A file that cannot be opened ends the command at once (the shell names the cause, no checksum, non-zero
 #: exit); a read that fails part-way hashes a marker instead of the stream, so it cannot verify either.
-_GET_WITH_TOOLS = 'exec 3>&1; exec 4< "$1" || exit 1; { tee /dev/fd/3 <&4 || echo read-failed; } | $h >&2'
+_GET_WITH_TOOLS = 'exec 3>&1; exec 4< "$1" || exit 1; [ "${2:-raw}" = raw ] || printf R; { tee /dev/fd/3 <&4 || echo read-failed; } | $h >&2'
 
 #: A SHA-256 line as the hashers above print it.
 DIGEST_LINE = re.compile(rb"^([0-9a-f]{64})\s", re.MULTILINE)
 
 
 def stream_command(direction: str, *, python: bool = True) -> str:
-    """The ``sh -c`` command (the path follows as its one argument) streaming a file ``direction`` ("put" or
-    "get"); ``python=False`` gives the POSIX-tools command every host falls back to."""
+    """The ``sh -c`` command (the path follows as its argument, then optionally a CODEC: see HOST_COPY)
+    streaming a file ``direction`` ("put" or "get"); ``python=False`` gives the POSIX-tools command every host
+    falls back to."""
     tools = _STDIN_HASHER + (_PUT_WITH_TOOLS if direction == "put" else _GET_WITH_TOOLS)
     script = tools
     if python:
         # A python3 that cannot start (too old for -I, broken) is probed with no stdin, so the data is untouched.
-        run = f'exec python3 -I -S -c {shlex.quote(HOST_COPY)} {direction} "$1"'
+        run = f'exec python3 -I -S -c {shlex.quote(HOST_COPY)} {direction} "$@"'
         script = f'if python3 -I -S -c "" </dev/null >/dev/null 2>&1; then {run}; fi; {tools}'
     return "sh -c " + shlex.quote(script) + " sh"
 
@@ -80,3 +125,60 @@ def stream_command(direction: str, *, python: bool = True) -> str:
 STREAM_PUT = stream_command("put")
 #: Download stream: the file named by the argument to stdout; its SHA-256 on stderr.
 STREAM_GET = stream_command("get")
+
+# Small files (sent over SFTP) are hashed after they landed, all of a transfer's in one command.
+_SUM_SCRIPT = (
+    "if command -v sha256sum >/dev/null 2>&1; then exec xargs -0 sha256sum --; fi; "
+    "if command -v shasum >/dev/null 2>&1; then exec xargs -0 shasum -a 256 --; fi; "
+    "echo 'neither sha256sum nor shasum is installed' >&2; exit 127"
+)
+#: The read-back checksum command: SHA-256 of each NUL-terminated path read from stdin. ``sh -c`` so a
+#: login shell of another family (fish, csh) runs it the same.
+SUM_COMMAND = f"sh -c {shlex.quote(_SUM_SCRIPT)}"
+
+#: python3 -c ``PATH OFFSET [gzip]``: one part of a striped upload. Writes stdin (gunzipped when asked) into the
+#: existing file PATH from byte OFFSET on, leaving the rest of the file as it is, and prints ``wrote N``. The
+#: whole file's SHA-256 is taken once every part has landed (SUM_COMMAND), so a part needs none of its own.
+PART_WRITER = """\
+import sys, zlib
+path, offset = sys.argv[1], int(sys.argv[2])
+unpack = zlib.decompressobj(31) if sys.argv[3:] == ["gzip"] else None
+written = 0
+try:
+    with open(path, "r+b", buffering=0) as f:
+        f.seek(offset)
+        source = sys.stdin.buffer.raw
+        while True:
+            block = source.read(1 << 20)
+            if not block:
+                break
+            while block:
+                data = unpack.decompress(block, 1 << 22) if unpack is not None else block
+                block = unpack.unconsumed_tail if unpack is not None else b""
+                view = memoryview(data)
+                while view:
+                    n = f.write(view)
+                    written += n
+                    view = view[n:]
+        if unpack is not None:
+            tail = unpack.flush()
+            f.write(tail)
+            written += len(tail)
+            if not unpack.eof:
+                raise OSError("the compressed stream ended early")
+except (OSError, zlib.error) as e:
+    sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
+    sys.exit(1)
+sys.stdout.write("wrote %d\\n" % written)
+"""
+
+#: Without python3: dd writes the part in place (parts start on MiB boundaries), through gzip -d when asked.
+_PART_WITH_TOOLS = (
+    'if [ "${3:-raw}" = gzip ]; then gzip -dc; else cat; fi | '
+    'dd of="$1" bs=1048576 seek=$(($2 / 1048576)) conv=notrunc 2>/dev/null'
+)
+#: Striped upload part: ``sh -c ... sh PATH OFFSET [gzip]`` (see PART_WRITER).
+STREAM_PART = "sh -c " + shlex.quote(
+    f'if python3 -I -S -c "" </dev/null >/dev/null 2>&1; then exec python3 -I -S -c {shlex.quote(PART_WRITER)} "$@"; fi; '
+    + _PART_WITH_TOOLS
+) + " sh"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -188,6 +189,12 @@ class Progress:
         self.failed = 0
         #: Bytes moved by finished hosts (transfers report them; commands do not).
         self.bytes = 0
+        #: Bytes uploads are expected to move in all (0: unknown), the bytes moved so far as they move, and
+        #: when the first moved: the line then shows them with a rate and an ETA.
+        self.expected = 0
+        self.moved = 0
+        self.since = 0.0
+        self._drawn = 0.0
         self.lock = threading.Lock()
 
     def clear_unlocked(self) -> None:
@@ -198,8 +205,21 @@ class Progress:
     def draw_unlocked(self) -> None:
         if self.enabled:
             moved = f", {self.bytes / 1e6:.1f} MB moved" if self.bytes else ""
+            if self.moved:
+                moved = ", " + transfer_meter(self.moved, self.expected, time.monotonic() - self.since)
             self.stream.write(f"\r\x1b[K{self.done}/{self.total} hosts done, {self.failed} failed{moved}")
             self.stream.flush()
+
+    def moving(self, count: int) -> None:
+        """Bytes moved just now by some host's transfer (from its threads); redrawn at most 4 times a second."""
+        with self.lock:
+            now = time.monotonic()
+            if not self.moved:
+                self.since = now
+            self.moved += count
+            if now - self._drawn >= 0.25:
+                self._drawn = now
+                self.draw_unlocked()
 
     def update(self, result: Any) -> None:
         with self.lock:
@@ -212,3 +232,13 @@ class Progress:
     def close(self) -> None:
         with self.lock:
             self.clear_unlocked()
+
+
+def transfer_meter(moved: int, expected: int, seconds: float) -> str:
+    """``12.5/64.0 MB, 4.1 MB/s, ETA 13 s``: bytes so far (of the expected, when known), rate, time left."""
+    rate = moved / seconds if seconds > 0 else 0.0
+    text = f"{moved / 1e6:.1f}/{expected / 1e6:.1f} MB" if expected else f"{moved / 1e6:.1f} MB"
+    text += f", {rate / 1e6:.1f} MB/s"
+    if expected and rate > 0:
+        text += f", ETA {max(0.0, expected - moved) / rate:.0f} s"
+    return text

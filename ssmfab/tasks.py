@@ -22,7 +22,7 @@ from . import transfer
 from .ansible import inventory as ansible_inventory_of
 from .audit import read_entries
 from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
-from .deploy import Deployer, check_artifact
+from .deploy import Deployer, artifact_bytes, check_artifact
 from .doctor import run_checks
 from .exceptions import ConfigError, SandboxError, SelectorError, TunnelError
 from .forward import PluginForwarder, SSHForwarder, parse_forward_specs
@@ -39,8 +39,15 @@ from .sshconfig import install as install_block
 from .targets import INSTANCE_ID, parse_selector, require_targets
 
 
+def compression(compress: bool, no_compress: bool) -> bool | None:
+    """--compress / --no-compress as the transfer's ``compress`` (None: decide by measuring)."""
+    if compress and no_compress:
+        raise ConfigError("--compress and --no-compress contradict each other; give one")
+    return True if compress else False if no_compress else None
+
+
 def transfer_summary(report: Any) -> dict[str, Any]:
-    return {"files": report.files, "bytes": report.bytes}
+    return {"files": report.files, "bytes": report.bytes, "wire_bytes": report.wire_bytes}
 
 
 @ssmfab_task("select", "aws")
@@ -135,25 +142,49 @@ def parse_env(pairs: Any) -> dict[str, str]:
 
 @ssmfab_task(
     "select", "fleet", "aws", "ssh", "session",
-    help={"local": "local file or directory", "remote": "remote path (an existing directory or a trailing /: put inside it)"},
+    help={
+        "local": "local file or directory",
+        "remote": "remote path (an existing directory or a trailing /: put inside it)",
+        "compress": "gzip streamed files on the wire (default: when the data shrinks and the link is slower than gzip)",
+        "no_compress": "never compress on the wire",
+        "streams": "SSM sessions a file of 16 MiB or more may use at once (default: 8 on a slow link, else 1)",
+    },
 )  # fmt: skip
-def put(c: Any, local: str, remote: str, flags: Flags) -> None:
+def put(
+    c: Any, local: str, remote: str, flags: Flags, compress: bool = False, no_compress: bool = False, streams: str = ""
+) -> None:
     """Upload a file or a whole directory to every selected host: verified, atomic, modes kept."""
     source = Path(local).expanduser()
     if not source.exists():
         raise ConfigError(f"{local}: no such local file or directory")
+    squeeze = compression(compress, no_compress)
+    sessions = int(streams) if streams.isdigit() and int(streams) > 0 else None
+    if streams and sessions is None:
+        raise ConfigError(f"--streams {streams}: give a number of SSM sessions, 1 or more")
     client = flags.client()
     targets = flags.targets(client)
-    operation = lambda conn: transfer.put(conn, str(source), remote, recursive=source.is_dir())  # noqa: E731
-    flags.fan_out(client, targets, operation, action="put", detail=f"{source} -> {remote}", describe=transfer_summary)
+    progress = flags.progress(len(targets))
+    progress.expected = artifact_bytes(source) * len(targets)
+    operation = lambda conn: transfer.put(  # noqa: E731
+        conn, str(source), remote, recursive=source.is_dir(), compress=squeeze, streams=sessions, progress=progress.moving
+    )
+    flags.fan_out(
+        client, targets, operation, action="put", detail=f"{source} -> {remote}", describe=transfer_summary, progress=progress
+    )
 
 
 @ssmfab_task(
     "select", "fleet", "aws", "ssh", "session",
-    help={"remote": "remote file, directory or glob", "dest": "local folder (default .)"},
+    help={
+        "remote": "remote file, directory or glob",
+        "dest": "local folder (default .)",
+        "compress": "gzip streamed files on the wire (default: when the data shrinks and the link is slower than gzip)",
+        "no_compress": "never compress on the wire",
+    },
 )  # fmt: skip
-def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
+def get(c: Any, remote: str, flags: Flags, dest: str = ".", compress: bool = False, no_compress: bool = False) -> None:
     """Download files, directories or globs: into DEST for one host, DEST/<instance-id>/ for several."""
+    squeeze = compression(compress, no_compress)
     root = Path(dest).expanduser()
     transfer.check_local_folder(root)  # before any session opens
     client = flags.client()
@@ -162,7 +193,7 @@ def get(c: Any, remote: str, flags: Flags, dest: str = ".") -> None:
     def operation(conn: Any) -> Any:
         folder = root / conn.target.id if len(targets) > 1 else root
         folder.mkdir(parents=True, exist_ok=True)
-        return transfer.get(conn, remote, str(folder) + os.sep, recursive=True)
+        return transfer.get(conn, remote, str(folder) + os.sep, recursive=True, compress=squeeze)
 
     flags.fan_out(client, targets, operation, action="get", detail=f"{remote} -> {root}", describe=transfer_summary)
 
@@ -179,14 +210,17 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
     """Rolling release deploy: upload, hooks, atomic switch of current, health check, rollback on failure."""
     client = flags.client()
     settings = client.settings.merged({"deploy.artifact": artifact, "deploy.base_dir": base_dir}).deploy
-    deployer = Deployer(settings, check_artifact(settings), notify=notice)
+    artifact_path = check_artifact(settings)
     targets = flags.targets(client)
+    progress = flags.progress(len(targets))
+    progress.expected = artifact_bytes(artifact_path) * len(targets)
+    deployer = Deployer(settings, artifact_path, notify=notice, on_bytes=progress.moving)
     if dry_run:
         for target in targets:
             print("\n".join(deployer.plan(target.label)))
         return
     flags.fan_out(
-        client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures,
+        client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures, progress=progress,
         on_interrupt=deployer.interrupt, action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
         describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes},
     )  # fmt: skip

@@ -127,8 +127,8 @@ def test_streamed_files_round_trip_verified(
     client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: bool
 ) -> None:
     instance, home = host(sandbox, "web-3")
-    monkeypatch.setattr(transfer, "STREAM_PUT", stream_command("put", python=python))
-    monkeypatch.setattr(transfer, "STREAM_GET", stream_command("get", python=python))
+    monkeypatch.setattr(transfer.upload, "STREAM_PUT", stream_command("put", python=python))
+    monkeypatch.setattr(transfer.download, "STREAM_GET", stream_command("get", python=python))
     payload = os.urandom(BIG)
     (tmp_path / "big.bin").write_bytes(payload)
     (tmp_path / "big.bin").chmod(0o640)
@@ -204,7 +204,7 @@ def test_a_stream_the_host_got_wrong_is_never_renamed_into_place(
     instance, home = host(sandbox, "web-3")
     (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
     # The host writes something else than it received (as a failing disk would); its checksum says so.
-    monkeypatch.setattr(transfer, "STREAM_PUT", """sh -c 'cat > "$1"; echo extra >> "$1"; sha256sum < "$1"' sh""")
+    monkeypatch.setattr(transfer.upload, "STREAM_PUT", """sh -c 'cat > "$1"; echo extra >> "$1"; sha256sum < "$1"' sh""")
     with client.connect(instance) as conn, pytest.raises(TransferError, match="bad.bin did not verify after upload"):
         transfer.put(conn, str(tmp_path / "big.bin"), "bad.bin")
     assert not [p for p in home.iterdir() if p.name == "bad.bin" or p.name.endswith(".part")]
@@ -216,7 +216,7 @@ def test_a_stream_the_host_could_not_write_is_never_renamed_into_place(
     instance, home = host(sandbox, "web-3")
     (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
     # The real upload command, run where files may not grow past 1 MiB (as on a full disk): cat fails midway.
-    monkeypatch.setattr(transfer, "STREAM_PUT", "ulimit -f 1024; " + transfer.STREAM_PUT)
+    monkeypatch.setattr(transfer.upload, "STREAM_PUT", "ulimit -f 1024; " + transfer.upload.STREAM_PUT)
     stopped = r"the host stopped writing \S*full.bin after \d+ bytes sent \(.+\); nothing left half-written"
     with client.connect(instance) as conn, pytest.raises(TransferError, match=stopped):
         transfer.put(conn, str(tmp_path / "big.bin"), "full.bin")
@@ -228,7 +228,7 @@ def test_a_download_that_does_not_match_the_hosts_checksum_is_dropped(
 ) -> None:
     instance, home = host(sandbox, "web-3")
     (home / "odd.bin").write_bytes(os.urandom(BIG))
-    monkeypatch.setattr(transfer, "STREAM_GET", """sh -c 'cat -- "$1"; echo 0000000000000000000000000000000000000000000000000000000000000000 - >&2' sh""")
+    monkeypatch.setattr(transfer.download, "STREAM_GET", """sh -c 'cat -- "$1"; echo 0000000000000000000000000000000000000000000000000000000000000000 - >&2' sh""")
     dest = tmp_path / "dest"
     with client.connect(instance) as conn, pytest.raises(TransferError, match="odd.bin did not verify after download"):
         transfer.get(conn, "odd.bin", str(dest) + os.sep)

@@ -5,6 +5,7 @@ the local one cannot be made."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def _sum_command_that_changes() -> str:
     """The host's checksum command, after appending a byte to each file it is asked about: a file changed on the
     host between the copy and the check (as a failing disk, or another writer, would do)."""
     script = 'for f; do printf x >> "$f"; done; exec sha256sum -- "$@"'
-    return f"xargs -0 sh -c {transfer.shlex.quote(script)} sh"
+    return f"xargs -0 sh -c {shlex.quote(script)} sh"
 
 
 def test_a_small_upload_the_host_holds_differently_is_never_renamed_into_place(
@@ -114,7 +115,7 @@ def test_a_small_upload_the_host_holds_differently_is_never_renamed_into_place(
 ) -> None:
     home = Path(sandbox.host("web-3").folder) / "home"
     (tmp_path / "small.bin").write_bytes(os.urandom(SMALL))
-    monkeypatch.setattr(transfer, "SUM_COMMAND", _sum_command_that_changes())
+    monkeypatch.setattr(transfer.session, "SUM_COMMAND", _sum_command_that_changes())
     with client.connect(sandbox.host("web-3").instance_id) as conn, pytest.raises(TransferError, match="checksums differ"):
         transfer.put(conn, str(tmp_path / "small.bin"), "verified.bin")
     assert not [p.name for p in home.iterdir() if p.name == "verified.bin" or p.name.startswith(".verified.bin.")]
@@ -125,7 +126,7 @@ def test_a_small_download_that_changed_on_the_host_is_dropped(
 ) -> None:
     home = Path(sandbox.host("web-3").folder) / "home"
     (home / "changing.bin").write_bytes(os.urandom(SMALL))
-    monkeypatch.setattr(transfer, "SUM_COMMAND", _sum_command_that_changes())
+    monkeypatch.setattr(transfer.session, "SUM_COMMAND", _sum_command_that_changes())
     dest = tmp_path / "dest"
     try:
         with client.connect(sandbox.host("web-3").instance_id) as conn, pytest.raises(TransferError, match="did not verify after download"):

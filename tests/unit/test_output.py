@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 
-from ssmfab.output import PrefixedStream, table
+from ssmfab.output import PrefixedStream, Progress, table, transfer_meter
 
 
 def test_lines_are_prefixed_and_partial_lines_held_back() -> None:
@@ -72,3 +72,14 @@ def test_progress_line_on_a_terminal_only() -> None:
     quiet = io.StringIO()
     Progress(3, quiet).update(SimpleNamespace(ok=True))  # StringIO is not a TTY
     assert quiet.getvalue() == ""
+
+
+def test_the_progress_line_shows_bytes_rate_and_eta_of_uploads() -> None:
+    assert transfer_meter(16_000_000, 64_000_000, 4.0) == "16.0/64.0 MB, 4.0 MB/s, ETA 12 s"
+    assert transfer_meter(5_000_000, 0, 2.0) == "5.0 MB, 2.5 MB/s"
+    stream = io.StringIO()
+    progress = Progress(2, stream, enabled=True)
+    progress.expected = 10_000_000
+    progress.moving(1_000_000)  # the first chunk draws at once
+    line = stream.getvalue().rsplit("\r\x1b[K", 1)[-1]
+    assert line.startswith("0/2 hosts done, 0 failed, 1.0/10.0 MB, ") and "MB/s" in line

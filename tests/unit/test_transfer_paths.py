@@ -214,7 +214,7 @@ def test_copy_hashed_copies_and_hashes_every_byte_in_order(hash_aside: bool) -> 
     class Watch:
         progressed = 0
 
-        def progress(self) -> None:
+        def progress(self, moved: int = 0) -> None:
             self.progressed += 1
 
     watch = Watch()

@@ -1,0 +1,233 @@
+"""get: a remote file, tree or glob to a local folder, each file under a temporary name, verified, then renamed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from contextlib import suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..exceptions import TransferError
+from ..hoststreams import STREAM_GET
+from .compress import Gunzipping, link_rate
+from .outcome import FileTransfer, TransferReport, failure, incomplete
+from .paths import has_glob, label_of, local_inside, one_line, show, umask
+from .plan import Download, DownloadPlan, local_temp, plan_download
+from .session import CHUNK, PREFETCH_REQUESTS, STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
+
+
+def get(
+    conn: Any,
+    remote: str,
+    local: str | os.PathLike[str] | BinaryIO,
+    *,
+    recursive: bool = False,
+    preserve_mode: bool = True,
+    compress: bool | None = None,
+) -> TransferReport:
+    """Download a file, a directory tree (``recursive``) or a glob (``logs/*.log``, ``a/*/b?.txt``) to ``local``.
+
+    Like scp: into ``local`` when it is an existing folder, ends with a separator, or ``remote`` is a glob;
+    else as ``local``. Each file lands in a temporary file beside its destination, is verified against a
+    SHA-256 computed on the host, gets the remote mode (``preserve_mode``), then replaces the final name.
+    Unsafe remote names and symlinks leading out of the fetched tree are refused one by one; the rest
+    arrives, then a TransferError (carrying the report as ``.report``) sums up the refusals.
+
+    ``local`` may also be a binary file-like object open for writing: one remote file is written into it from
+    its current position, and only once verified (it waits in a private temporary file until then).
+
+    ``compress``: True or False forces gzip on the wire for streamed files, None (default) compresses when
+    it pays (see ssmfab.transfer.compress)."""
+    if not isinstance(local, (str, os.PathLike)):
+        return _get_into(conn, remote, local, compress)
+    return _get_path(conn, remote, os.fspath(local), recursive, preserve_mode, compress)
+
+
+def _get_into(conn: Any, remote: str, fileobj: BinaryIO, compress: bool | None) -> TransferReport:
+    host = label_of(conn)
+    if not callable(getattr(fileobj, "write", None)):
+        raise TransferError(f"{host}: cannot download into a {type(fileobj).__name__}: give a path or a binary file-like object", host)
+    if has_glob(remote):
+        raise TransferError(f"{host}: {show(remote)} is a pattern; a file-like object takes one file, give its path", host)
+    with tempfile.TemporaryDirectory(prefix="ssmfab-get-") as folder:
+        report = _get_path(conn, remote, folder + os.sep, False, False, compress)
+        arrived = report.items[0]
+        label = f"<{type(fileobj).__name__}>"
+        try:
+            with open(arrived.destination, "rb") as verified:
+                shutil.copyfileobj(verified, fileobj, CHUNK)
+        except (OSError, TypeError) as exc:
+            raise TransferError(
+                f"{host}: {show(remote)} arrived and verified, but writing it into the file-like object failed "
+                f"({one_line(str(exc))}); open it for binary writing",
+                host,
+            ) from exc
+    report.items[0] = replace(arrived, destination=label)
+    report.destination = label
+    return report
+
+
+def _get_path(conn: Any, remote: str, local: str, recursive: bool, preserve_mode: bool, compress: bool | None) -> TransferReport:
+    started = time.monotonic()
+    host = label_of(conn)
+    report = TransferReport(host=host)
+    doing = f"download of {show(remote)}"
+    watch = StallWatch(conn)
+    session: Session | None = None
+    temps: list[Path] = []
+    try:
+        session = Session(conn)
+        session.compress = compress
+        with watch:
+            plan = plan_download(session, remote, local, recursive, report)
+            _fetch(session, plan, preserve_mode, report, watch, temps)
+    except BaseException as exc:
+        error = failure(conn, session, exc, doing, watch, [])
+        if error is exc:
+            raise
+        raise error from exc
+    finally:
+        for temp in temps:  # local: always possible, whatever happened to the connection
+            with suppress(OSError):
+                temp.unlink()
+        if session is not None:
+            session.close()
+    report.duration = time.monotonic() - started
+    if session is not None:
+        report.wire_bytes = sum(session.wire.get(item.source, item.size) for item in report.items)
+    if report.errors:
+        raise incomplete(report)
+    return report
+
+
+def _fetch(
+    session: Session, plan: DownloadPlan, preserve_mode: bool, report: TransferReport, watch: StallWatch, temps: list[Path]
+) -> None:
+    host = session.host
+    root = plan.folder
+    root.mkdir(parents=True, exist_ok=True)
+
+    def refuse_outside(path: Path) -> bool:
+        if local_inside(root, path):
+            return False
+        report.errors.append(f"{host}: refusing to write {show(str(path))}: it resolves outside {show(str(root))}")
+        return True
+
+    made: list[tuple[Path, int]] = []
+    for folder, mode in plan.dirs:
+        if refuse_outside(folder):
+            continue
+        try:
+            folder.mkdir(exist_ok=True)
+        except FileExistsError:
+            report.errors.append(f"{host}: local {show(str(folder))} exists and is not a folder; move it away and retry")
+            continue
+        if refuse_outside(folder):  # a symlink raced into place
+            continue
+        made.append((folder, mode))
+        report.directories.append(str(folder))
+
+    fetched: list[tuple[Download, Path, str, int]] = []
+    seen: set[Path] = set()
+    for item in plan.files:
+        parent = item.local.parent
+        if item.local in seen:
+            report.errors.append(
+                f"{host}: skipping {show(item.remote)}: another remote file also lands on {show(str(item.local))}; fetch it separately"
+            )
+            continue
+        seen.add(item.local)
+        if refuse_outside(parent):
+            continue
+        if item.local.is_dir() and not item.local.is_symlink():
+            report.errors.append(f"{host}: skipping {show(item.remote)}: local {show(str(item.local))} is a folder; move it away")
+            continue
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = local_temp(parent, item.local.name)
+        except (FileExistsError, NotADirectoryError):
+            report.errors.append(f"{host}: skipping {show(item.remote)}: local {show(str(parent))} is not a folder; move it away")
+            continue
+        temps.append(temp)
+        watch.current = item.remote if len(plan.files) > 1 else ""
+        received = _receive(session, item, fd, watch, report)
+        if received is not None:
+            fetched.append((item, temp, *received))
+
+    with watch.hold():
+        hashed_later = [item.remote for item, *_ in fetched if item.remote not in session.streamed]
+        sums, tail = session.sha256(hashed_later, sum(size for *_, size in fetched))
+    sums.update({path: digest for path, digest in session.streamed.items() if digest})
+    default_mode = 0o666 & ~umask()
+    for item, temp, digest, size in fetched:
+        if sums.get(item.remote) != digest:
+            why = f"the host could not read it ({tail})" if item.remote not in sums else "it changed while being copied"
+            report.errors.append(f"{host}: {show(item.remote)} did not verify after download ({why}); retry")
+            continue  # its temp file goes with the others
+        mode = item.mode if preserve_mode else default_mode
+        os.chmod(temp, mode)
+        os.replace(temp, item.local)
+        temps.remove(temp)
+        report.items.append(FileTransfer(item.remote, str(item.local), size, digest, mode))
+    if preserve_mode:
+        for folder, mode in reversed(made):  # deepest first, after their files arrived
+            os.chmod(folder, mode)
+
+
+def _receive(session: Session, item: Download, fd: int, watch: StallWatch, report: TransferReport) -> tuple[str, int] | None:
+    """Stream one remote file into the open temp file ``fd``: (sha256, bytes), or None if the host would
+    not open it (gone since it was listed, unreadable): that is reported, the rest goes on."""
+    digest = hashlib.sha256()
+    got = 0
+    with os.fdopen(fd, "wb") as target:
+        try:
+            source = session.sftp.open(item.remote, "rb")
+        except OSError as exc:
+            session.check(exc)
+            report.errors.append(f"{session.host}: cannot read {show(item.remote)} ({exc}); check it on the host")
+            return None
+        with source:
+            if item.size < STREAM_MIN_BYTES:
+                source.prefetch(item.size, PREFETCH_REQUESTS)
+                got = copy_hashed(source.read, target.write, digest, watch)
+        if item.size >= STREAM_MIN_BYTES:
+            got = _stream_down(session, item.remote, target, digest, watch)
+    return digest.hexdigest(), got
+
+
+def _stream_down(session: Session, remote: str, target: Any, digest: Any, watch: StallWatch) -> int:
+    """Receive ``remote`` over an exec channel into ``target``; the host's SHA-256 of what it sent lands in
+    ``session.streamed`` (compared by _fetch like a read-back checksum)."""
+    codec = _codec(session)
+    channel = stream_channel(session, f"{STREAM_GET} {shlex.quote(remote)}" + (f" {codec}" if codec != "raw" else ""))
+    got = 0
+    try:
+        unpacker = Gunzipping(channel.recv) if codec != "raw" and _header(channel) == b"Z" else None  # see hoststreams
+        got = copy_hashed(channel.recv if unpacker is None else unpacker.read, target.write, digest, watch)
+        if unpacker is not None:
+            session.wire[remote] = unpacker.wire
+    except BaseException:
+        channel.close()
+        raise
+    session.streamed[remote] = host_digest(session, channel, got, watch, channel.recv_stderr, "download")
+    return got
+
+
+
+def _codec(session: Session) -> str:
+    """What the host is asked for: gzip (forced), raw (refused), or auto at the link's measured download rate
+    (the host judges its file's first MiB: see hoststreams.HOST_COPY)."""
+    if session.compress is not None:
+        return "gzip" if session.compress else "raw"
+    return f"auto:{link_rate(session.conn, session.transport, 'get', session.stall):.0f}"
+
+
+def _header(channel: Any) -> bytes:
+    """The one byte a host sends before a stream when asked for auto or gzip: Z (gzip) or R (raw)."""
+    return bytes(channel.recv(1))

@@ -1,0 +1,124 @@
+"""Compression on the wire: the decision (measured ratio and speed against the link's rate), the gzip stream
+helpers both ways, and the host's codecs run here as a host would run them (python3 and POSIX tools)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from ssmfab.hoststreams import DIGEST_LINE, stream_command
+from ssmfab.transfer.compress import Gunzipping, Gzipping, Prefixed, judge, worth_it
+
+SOURCE_TEXT = b"".join(path.read_bytes() for path in sorted(Path(__file__).parents[2].joinpath("ssmfab").rglob("*.py")))
+TEXT = (SOURCE_TEXT * (3 * 1024 * 1024 // len(SOURCE_TEXT) + 1))[: 3 * 1024 * 1024 + 77]
+RANDOM = os.urandom(3 * 1024 * 1024 + 77)
+
+
+def chunks(data: bytes, size: int = 100_000) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_the_decision_weighs_measured_ratio_and_speed_against_the_link() -> None:
+    ratio, speed = judge(TEXT[: 1 << 20])
+    assert ratio < 0.5 and speed > 1e6
+    assert worth_it(ratio, speed, link_rate=650_000)  # AWS's plugin uploading
+    assert not worth_it(ratio, speed, link_rate=speed * 2)  # a link faster than the compressor
+    random_ratio, random_speed = judge(RANDOM[: 1 << 20])
+    assert random_ratio > 0.99
+    assert not worth_it(random_ratio, random_speed, link_rate=1)
+    assert judge(b"") == (1.0, 0.0)
+
+
+def test_gzipping_and_gunzipping_round_trip_and_count_the_wire() -> None:
+    sent: list[bytes] = []
+    packer = Gzipping(sent.append)
+    for piece in chunks(TEXT):
+        packer.write(piece)
+    packer.close()
+    wire = b"".join(sent)
+    assert gzip.decompress(wire) == TEXT and packer.wire == len(wire) < len(TEXT) // 2
+    pieces = iter(chunks(wire, 4096) + [b""])
+    unpacker = Gunzipping(lambda size: next(pieces))
+    out = b"".join(iter(lambda: unpacker.read(65536), b""))
+    assert out == TEXT and unpacker.wire == len(wire)
+
+
+def test_a_cut_gzip_stream_is_an_error_not_a_short_file() -> None:
+    wire = gzip.compress(TEXT)[:-100]
+    pieces = iter([wire, b""])
+    unpacker = Gunzipping(lambda size: next(pieces))
+    with pytest.raises(EOFError, match="ended early"):
+        while unpacker.read(65536):
+            pass
+
+
+def test_a_small_stream_that_stands_for_much_is_handed_out_in_bounded_pieces() -> None:
+    bomb = gzip.compress(bytes(64 << 20), 9)  # ~64 KiB standing for 64 MiB of zeros
+    pieces = iter([bomb, b""])
+    unpacker = Gunzipping(lambda size: next(pieces))
+    sizes = list(iter(lambda: len(unpacker.read(65536)), 0))
+    assert sum(sizes) == 64 << 20 and max(sizes) <= 4 << 20
+
+
+def test_prefixed_gives_the_sample_back_first() -> None:
+    rest = iter([b"tail", b""])
+    reader = Prefixed(b"head-", lambda size: next(rest))
+    assert reader.read(3) + reader.read(100) + reader.read(100) + reader.read(100) == b"head-tail"
+
+
+def run(command: str, path: Path, codec: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(f"{command} '{path}' {codec}", shell=True, input=data, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("python", [True, False], ids=["python3", "posix-tools"])
+def test_the_host_writes_a_gzip_upload_decompressed_and_hashes_the_file_itself(tmp_path: Path, python: bool) -> None:
+    target = tmp_path / "up.txt"
+    done = run(stream_command("put", python=python), target, "gzip", gzip.compress(TEXT, 1))
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == TEXT
+    found = DIGEST_LINE.search(done.stdout)
+    assert found and found.group(1).decode() == hashlib.sha256(TEXT).hexdigest()
+
+
+def test_a_cut_gzip_upload_gives_no_checksum(tmp_path: Path) -> None:
+    done = run(stream_command("put"), tmp_path / "cut.txt", "gzip", gzip.compress(TEXT, 1)[:-50])
+    assert done.returncode != 0 and not DIGEST_LINE.search(done.stdout)
+    assert "ended early" in done.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("data", "codec", "header"),
+    [(TEXT, "gzip", b"Z"), (TEXT, "auto:1000000", b"Z"), (RANDOM, "auto:1000000", b"R"), (TEXT, "auto:1e12", b"R")],
+    ids=["forced", "compressible-slow-link", "random", "link-faster-than-compressor"],
+)
+def test_the_host_compresses_a_download_when_asked_or_when_it_pays(tmp_path: Path, data: bytes, codec: str, header: bytes) -> None:
+    source = tmp_path / "down.bin"
+    source.write_bytes(data)
+    done = run(stream_command("get"), source, codec)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout[:1] == header
+    body = done.stdout[1:]
+    assert (zlib.decompress(body, 31) if header == b"Z" else body) == data
+    found = DIGEST_LINE.search(done.stderr)
+    assert found and found.group(1).decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_without_python_a_download_says_raw_and_is_not_compressed(tmp_path: Path) -> None:
+    source = tmp_path / "down.txt"
+    source.write_bytes(TEXT)
+    done = run(stream_command("get", python=False), source, "gzip")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"R" + TEXT
+
+
+def test_a_link_far_slower_than_the_compressor_gets_the_tighter_level() -> None:
+    from ssmfab.transfer.compress import LEVEL, TIGHT_LEVEL, level_for
+
+    assert level_for(speed=100e6, link_rate=650_000 * 8) == TIGHT_LEVEL  # AWS's plugin, striped 8 ways
+    assert level_for(speed=100e6, link_rate=50e6) == LEVEL
