@@ -24,6 +24,10 @@ Rows:
   connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand, and two floors
              against that ssh: ssmfab's libraries imported and nothing run, and the same plus SSH straight
              to sshd (no SSM, no AWS)
+  warm       warm sessions through AWS's plugin (``--plugin``, default $SSMFAB_SANDBOX_PLUGIN, else
+             ../shared/session-manager-plugin/ beside the checkout), sessions that take 1 s to set up, on a
+             sandbox of its own: a warm ``run true`` vs ssh through a ControlPersist master and vs a cold run,
+             20 hosts vs 1, a 16 MiB get vs scp through the master, the warm command's memory (bench/warm_rows.py)
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ from ssmfab.sandbox.sshd import find_sshd
 from .cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify
 from .measure import become_subreaper
 from .report import machine, print_table, write_plot
+from .warm_rows import find_plugin, warm_rows
 from .workloads import MIB, log_tree, random_file
 
-ROWS = ("transfer", "logs", "fleet", "connect")
+ROWS = ("transfer", "logs", "fleet", "connect", "warm")
 FLEET_SIZES = (1, 20, 50)
 HERE = Path(__file__).resolve().parent
 
@@ -246,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-mb", type=int, default=100, help="text logs for the logs row (default 100)")
     parser.add_argument("--link", default="on", help="SSM link model of the logs row (default 'on': 1 s setup, 1 MB/s, 1024-byte reads)")
     parser.add_argument("--out", default=str(HERE / "results"), help="results folder (default bench/results)")
+    parser.add_argument("--plugin", default=None, help="AWS's session-manager-plugin for the warm rows (default: "
+                        "$SSMFAB_SANDBOX_PLUGIN, else the project's copy beside the checkout; '' for none: skipped)")
     args = parser.parse_args(argv)
     rows_wanted = [r for r in args.rows.split(",") if r]
     unknown = sorted(set(rows_wanted) - set(ROWS))
@@ -253,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown rows {unknown}" if unknown else "--repeat must be at least 1")
     try:
         link = LinkModel.parse(args.link)
+        warm_plugin = find_plugin(args.plugin, os.environ) if "warm" in rows_wanted else ""
         find_sshd()
     except (ValueError, SSMFabError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -262,22 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     hosts = max(FLEET_SIZES) if "fleet" in rows_wanted else 1
     with tempfile.TemporaryDirectory(prefix="ssmfab-bench-") as temp:
         scratch = Path(temp)
-        print(f"starting a {hosts}-host sandbox ...", flush=True)
-        sandbox = Sandbox(scratch / "sandbox", plugin=real_plugin_from_env()).up(fleet_hosts(hosts))
-        try:
-            bench = Bench(sandbox, scratch, args.repeat, link)
-            warm_up(bench)
-            rows: list[Row] = []
-            if "connect" in rows_wanted:
-                rows += connect_rows(bench)
-            if "fleet" in rows_wanted:
-                rows += fleet_rows(bench)
-            if "transfer" in rows_wanted:
-                rows += transfer_rows(bench, [int(s) for s in args.file_mb.split(",") if s])
-            if "logs" in rows_wanted:
-                rows.append(logs_row(bench, args.log_mb))
-        finally:
-            sandbox.down()
+        rows: list[Row] = []
+        if "warm" in rows_wanted:
+            rows += warm_rows(scratch / "warm", warm_plugin, args.repeat, warm_up, guarded)
+        if any(r != "warm" for r in rows_wanted):
+            rows += sandbox_rows(scratch, hosts, args, link, rows_wanted)
     info = machine()
     print()
     print_table(rows, info)
@@ -290,6 +287,27 @@ def main(argv: list[str] | None = None) -> int:
     plot = write_plot(rows, out / "latest.png", info)
     print(f"\nresults: {out / 'latest.json'}" + (f", {plot}" if plot else " (no plot: pip install matplotlib)"))
     return 0
+
+
+def sandbox_rows(scratch: Path, hosts: int, args: argparse.Namespace, link: LinkModel, wanted: list[str]) -> list[Row]:
+    """The rows on the usual sandbox (the stand-in plugin, or the one $SSMFAB_SANDBOX_PLUGIN names)."""
+    print(f"starting a {hosts}-host sandbox ...", flush=True)
+    sandbox = Sandbox(scratch / "sandbox", plugin=real_plugin_from_env()).up(fleet_hosts(hosts))
+    try:
+        bench = Bench(sandbox, scratch, args.repeat, link)
+        warm_up(bench)
+        rows: list[Row] = []
+        if "connect" in wanted:
+            rows += connect_rows(bench)
+        if "fleet" in wanted:
+            rows += fleet_rows(bench)
+        if "transfer" in wanted:
+            rows += transfer_rows(bench, [int(s) for s in args.file_mb.split(",") if s])
+        if "logs" in wanted:
+            rows.append(logs_row(bench, args.log_mb))
+    finally:
+        sandbox.down()
+    return rows
 
 
 def warm_up(bench: Bench) -> None:
