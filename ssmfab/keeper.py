@@ -7,11 +7,14 @@ neither paramiko, Fabric nor boto3, so a command whose hosts are warm costs a Py
 
 Protocol (one request per connection on the unix socket; the keeper reads nothing before it has checked the
 caller's uid with SO_PEERCRED):
-    request   one JSON line: {"op": "run", "argv": [...], "cwd": ..., "umask": N, "tty": [out, err], "columns": N}
+    request   one JSON line: {"op": "run", "argv": [...], "cwd": ..., "umask": N, "persist": seconds or null,
+              "tty": [out, err], "columns": N} (persist null: the caller had neither --persist nor
+              SSMFAB_PERSIST, and the keeper reads ssh.persist from the config files the command would read)
               or {"op": "list"} or {"op": "stop", "ids": [...], "names": [...], "tags": [...]}
     run       the keeper answers frames: one byte of kind, four of length, the payload:
               ``o`` stdout bytes, ``e`` stderr bytes, ``x`` the exit code (ASCII), ``b`` busy (another command
-              is running: the caller runs this one itself). While it runs, the caller may send ``i`` (Ctrl-C) or
+              is running: the caller runs this one itself), ``n`` not warm (its config turns warm sessions
+              off: the caller runs it itself). While it runs, the caller may send ``i`` (Ctrl-C) or
               ``t`` (SIGTERM); its end of the socket closing counts as Ctrl-C.
     list/stop one JSON line back.
 
@@ -38,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client, settings_from
+from .config import load_settings
+from .exceptions import SSMFabError
 from .interrupt import Interrupted
-from .persist import describe_seconds, parse_persist
+from .persist import PERSIST_ENV, describe_seconds, parse_persist
 from .pool import ConnectionPool
 from .targets import parse_selector
 
@@ -90,6 +95,17 @@ def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> 
     """Raise ``exc_type`` in ``thread`` at its next Python instruction (the command's Ctrl-C)."""
     if thread.ident is not None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+
+
+def configured_warm(cwd: str) -> bool:
+    """Whether the config files a command run in ``cwd`` reads keep its connections warm (ssh.persist), for a
+    caller that had neither --persist nor SSMFAB_PERSIST (this keeper's own SSMFAB_PERSIST, its starter's, is
+    not that caller's). A config that cannot be read is "no": the ordinary path then says what is wrong."""
+    env = {k: v for k, v in os.environ.items() if k != PERSIST_ENV}
+    try:
+        return parse_persist(load_settings(env=env, cwd=Path(cwd)).ssh.persist) > 0
+    except SSMFabError:
+        return False
 
 
 class SIGTERMInterrupted(Interrupted):
@@ -203,6 +219,9 @@ class Keeper:
         return rows
 
     def _run(self, conn: socket.socket, reader: Any, request: dict[str, Any]) -> None:
+        if request.get("persist") is None and not configured_warm(request.get("cwd", "/")):
+            send_frame(conn, b"n")  # the command's config files turn warm sessions off: it runs on its own
+            return
         if not self._running.acquire(blocking=False):
             send_frame(conn, b"b")
             return

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from ssmfab.sandbox import Sandbox
+from ssmfab.warm import ask_keepers
 
 from .conftest import processes_matching, tunnel_processes
 
@@ -102,8 +103,38 @@ def test_a_warm_command_loads_no_ssh_or_aws_library(warm: Warm) -> None:
     traced = subprocess.run([sys.executable, "-X", "importtime", "-m", "ssmfab.program", "run", "--name", "web-1", "true"],
                             capture_output=True, text=True, env=warm.env, timeout=120, check=False)  # fmt: skip
     assert traced.returncode == 0, traced.stderr
-    loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    modules = [line.rsplit("|", 1)[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")]
+    loaded = {name.split(".")[0] for name in modules}
     assert not loaded & {"paramiko", "fabric", "botocore", "boto3", "invoke"}, loaded & {"paramiko", "fabric", "botocore", "boto3"}
+    # Nor what only costs a warm command's start: a keeper to start (subprocess), config files the keeper reads
+    # (ssmfab.config, tomllib), annotations (typing), the Python halves of socket, signal and json.
+    after_site = modules[modules.index("site") + 1 :] if "site" in modules else modules
+    costly = {"subprocess", "ssmfab.config", "tomllib", "typing", "socket", "signal", "json", "hashlib", "threading"}
+    assert not costly & set(after_site), costly & set(after_site)
+
+
+def test_without_flag_or_variable_the_config_files_decide_read_by_the_keeper(warm: Warm, tmp_path: Path) -> None:
+    env = {k: v for k, v in warm.env.items() if k != "SSMFAB_PERSIST"}
+    xdg = tmp_path / "xdg"
+    (xdg / "ssmfab").mkdir(parents=True)
+    (xdg / "ssmfab" / "config.toml").write_text('[ssh]\npersist = "5m"\n')
+    env["XDG_CONFIG_HOME"] = str(xdg)
+    run = lambda *args, cwd=None: subprocess.run([*SSMFAB, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)  # noqa: E731
+    first = run("run", "--name", "web-2", "echo one")
+    assert first.returncode == 0 and ANNOUNCEMENT in first.stderr, first.stderr
+    second = run("run", "--name", "web-2", "echo two")
+    assert second.returncode == 0 and "[web-2] two" in second.stdout
+    [kept] = [r for a in ask_keepers({"op": "list"}, env) for r in a["answer"]]
+    assert kept["uses"] == 2
+    # A project whose ssmfab.toml turns warm sessions off: the keeper says so and the command runs on its own.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "ssmfab.toml").write_text('[ssh]\npersist = "0"\n')
+    cold = run("run", "--name", "web-2", "echo three", cwd=str(project))
+    assert cold.returncode == 0 and "[web-2] three" in cold.stdout, cold.stderr
+    [still] = [r for a in ask_keepers({"op": "list"}, env) for r in a["answer"]]
+    assert still["uses"] == 2 and still["session_id"] == kept["session_id"]
+    run("persist", "--stop")
 
 
 def test_idle_connections_close_and_the_keeper_exits_leaving_no_session(warm: Warm, sandbox: Sandbox) -> None:
