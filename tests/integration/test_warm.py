@@ -188,3 +188,42 @@ def test_persist_stop_by_name_ends_only_those(warm: Warm, sandbox: Sandbox) -> N
     assert sorted(str(r["name"]) for r in warm.listing()) == ["web-1", "web-3"]
     listed = warm("persist")
     assert "web-1" in listed.stdout and "web-2" not in listed.stdout
+
+
+@pytest.mark.parametrize("task", ["run", "put", "get"])
+def test_a_warm_session_gone_silent_is_replaced_once_before_anything_is_sent(
+    warm: Warm, sandbox: Sandbox, tmp_path: Path, task: str
+) -> None:
+    """The instance-reboot case: the warm connection's session still looks open but nothing comes through it
+    any more (the service black-holes it). The command's first channel cannot open: the connection is replaced
+    and the command runs once on the new one; transfers open their own channels and are replaced the same way."""
+    warm.env["SSMFAB_CONNECT_TIMEOUT"] = "5"  # how long that first channel may take (and the new session)
+    host = {"run": "web-1", "put": "web-2", "get": "web-3"}[task]
+    home = Path(sandbox.host(host).folder) / "home"
+    counter = f"warm-silent-{os.getpid()}"
+    (home / counter).unlink(missing_ok=True)
+    assert warm("run", "--name", host, f"echo x >> {counter}").returncode == 0
+    [kept] = warm.listing()
+    sandbox.set_faults(session_id=str(kept["session_id"]), BlackHole=True)
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    if task == "run":
+        done = warm("run", "--name", host, f"echo x >> {counter}; wc -l < {counter}")
+        assert done.returncode == 0, done.stderr
+        assert f"[{host}] 2" in done.stdout  # once: the first try never reached the host
+    elif task == "put":
+        local = tmp_path / "up.bin"
+        local.write_bytes(payload)
+        done = warm("put", str(local), f"silent-{os.getpid()}.bin", "--name", host)
+        assert done.returncode == 0, done.stderr
+        assert (home / f"silent-{os.getpid()}.bin").read_bytes() == payload
+        (home / f"silent-{os.getpid()}.bin").unlink()
+    else:
+        (home / f"silent-{os.getpid()}.bin").write_bytes(payload)
+        dest = tmp_path / "down"
+        done = warm("get", f"silent-{os.getpid()}.bin", "--dest", str(dest), "--name", host)
+        assert done.returncode == 0, done.stderr
+        assert [p.read_bytes() for p in dest.rglob("*.bin")] == [payload]
+        (home / f"silent-{os.getpid()}.bin").unlink()
+    [replaced] = warm.listing()
+    assert replaced["session_id"] != kept["session_id"]
+    assert (home / counter).read_text() == ("x\n" * 2 if task == "run" else "x\n")
