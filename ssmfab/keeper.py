@@ -44,6 +44,7 @@ from .client import Client, settings_from
 from .config import load_settings
 from .exceptions import SSMFabError
 from .interrupt import Interrupted
+from .ledger import LEDGER_SUFFIX, SessionLedger, end_orphaned_sessions
 from .persist import PERSIST_ENV, describe_seconds, parse_persist
 from .pool import ConnectionPool
 from .targets import parse_selector
@@ -117,7 +118,9 @@ class Keeper:
     def __init__(self, path: Path, persist: float) -> None:
         self.path = path
         self.persist = persist
-        self.pool = ConnectionPool(on_empty=self._maybe_exit)
+        self.ledger = SessionLedger(str(path).removesuffix(".sock") + LEDGER_SUFFIX)
+        self._ledger_lock = threading.Lock()
+        self.pool = ConnectionPool(on_empty=self._maybe_exit, on_change=self.record_sessions)
         self._clients: dict[str, Client] = {}
         self._running = threading.Lock()
         self._state = threading.Lock()
@@ -174,6 +177,24 @@ class Keeper:
             except FileNotFoundError:
                 pass
             self.pool.close_all()
+            with self._ledger_lock:
+                self.ledger.remove()  # every session it held is ended
+
+    def record_sessions(self) -> None:
+        """Write down the SSM sessions held now, for whoever ends them if this keeper is killed (see ledger)."""
+        sessions = []
+        for entry in self.pool.entries():
+            conn, aws = entry.conn, getattr(entry.conn.tunnels, "aws", None)
+            sessions.append({
+                "session_id": getattr(conn.tunnel, "session_id", None) or "", "instance_id": conn.target.id,
+                "region": getattr(aws, "region", None), "profile": getattr(aws, "profile", None),
+                "endpoint_url": getattr(aws, "endpoint_url", None),
+            })  # fmt: skip
+        with self._ledger_lock:
+            try:
+                self.ledger.record(sessions)
+            except OSError:
+                log.warning("could not write the session ledger %s", self.ledger.path, exc_info=True)
 
     def _maybe_exit(self) -> None:
         with self._state:
@@ -293,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s keeper %(process)d: %(message)s", stream=sys.stderr)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     keeper = Keeper(path, persist)
+    # Sessions of keepers that were killed end now (they would stay open until SSM's idle timeout).
+    threading.Thread(target=end_orphaned_sessions, args=(str(path.parent),), name="ssmfab-keeper-orphans", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: keeper.stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the command's, not the keeper's
     log.warning("started for %s warm after each use", describe_seconds(persist))

@@ -22,7 +22,7 @@ import pytest
 from ssmfab.sandbox import Sandbox
 from ssmfab.warm import ask_keepers
 
-from .conftest import processes_matching, tunnel_processes
+from .conftest import processes_matching, session_status, tunnel_processes
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 ANNOUNCEMENT = "ssmfab: warm sessions on:"
@@ -178,6 +178,36 @@ def test_a_killed_keeper_leaves_no_plugin_and_the_next_command_starts_a_new_one(
     again = warm("run", "--name", "web-1", "echo back")
     assert again.returncode == 0, again.stderr
     assert ANNOUNCEMENT in again.stderr and "[web-1] back" in again.stdout
+    # The killed keeper could not end its SSM session; the new one does, from the ledger it left.
+    endpoint = warm.env["AWS_ENDPOINT_URL"]
+    wait_for(lambda: session_status(endpoint, str(kept["session_id"])) == "Terminated", "the new keeper to end the old session")
+    assert not list(warm.folder.glob("keeper-*.sessions.*.tmp"))
+
+
+def test_persist_stop_ends_the_sessions_a_killed_keeper_left_open(warm: Warm) -> None:
+    assert warm("run", "--name", "db-1", "true").returncode == 0
+    [kept] = warm.listing()
+    [ledger] = warm.folder.glob("keeper-*.sessions")
+    assert str(kept["session_id"]) in ledger.read_text()
+    os.kill(int(str(kept["keeper_pid"])), signal.SIGKILL)
+    wait_for(lambda: not warm.keepers(), "the keeper to die")
+    endpoint = warm.env["AWS_ENDPOINT_URL"]
+    assert session_status(endpoint, str(kept["session_id"])) not in ("Terminated", "absent")  # AWS keeps it open
+    stopped = warm("persist", "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "ended 1 SSM session(s) left open by keepers that were killed" in stopped.stdout
+    assert session_status(endpoint, str(kept["session_id"])) == "Terminated"
+    assert not list(warm.folder.glob("keeper-*.sessions"))
+    again = warm("persist", "--stop")
+    assert "ended" not in again.stdout  # once
+
+
+def test_a_keeper_that_exits_leaves_no_ledger(warm: Warm) -> None:
+    assert warm("run", "--name", "web-2", "true").returncode == 0
+    assert list(warm.folder.glob("keeper-*.sessions"))
+    warm("persist", "--stop")
+    wait_for(lambda: not warm.keepers(), "the keeper to exit")
+    assert not list(warm.folder.glob("keeper-*.sessions"))
 
 
 def test_persist_stop_by_name_ends_only_those(warm: Warm, sandbox: Sandbox) -> None:
