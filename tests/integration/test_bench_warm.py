@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,11 +23,14 @@ from bench.warm_rows import SETUP, keeper, ssh_master, warm_env  # noqa: E402
 
 
 @pytest.fixture
-def bench(sandbox: Sandbox, sandbox_env: dict[str, str]) -> Bench:
+def bench(sandbox: Sandbox, sandbox_env: dict[str, str]) -> Iterator[Bench]:
     scratch = Path(tempfile.mkdtemp(prefix="wb-", dir="/tmp"))  # unix socket paths must stay short
     made = Bench(sandbox, scratch, 1, SETUP)
     made.env["SSMFAB_KNOWN_HOSTS"] = sandbox_env["SSMFAB_KNOWN_HOSTS"]
-    return made
+    try:
+        yield made
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_the_ssh_baseline_rides_its_master_and_the_master_is_gone_after(bench: Bench, sandbox: Sandbox) -> None:
