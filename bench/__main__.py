@@ -33,6 +33,10 @@ Rows:
              with memory per host; a 16 MiB put and get vs scp through ``ssmfab-proxy`` (uploads go at the
              plugin's own pace: it reads 1024 bytes, then sleeps 1 ms); fetch-logs vs scp -r over the link
              model. Skipped, with the reason, when there is no such plugin.
+  warm       warm sessions through AWS's plugin (``--plugin``, default $SSMFAB_SANDBOX_PLUGIN, else
+             ../shared/session-manager-plugin/ beside the checkout), sessions that take 1 s to set up, on a
+             sandbox of its own: a warm ``run true`` vs ssh through a ControlPersist master and vs a cold run,
+             20 hosts vs 1, a 16 MiB get vs scp through the master, the warm command's memory (bench/warm_rows.py)
 """
 
 from __future__ import annotations
@@ -60,9 +64,10 @@ from .measure import become_subreaper
 from .real_plugin import NO_PLUGIN, find_plugin, parallel_ssh
 from .report import machine, print_table, write_plot
 from .striped import library_rows, striped_rows
+from .warm_rows import warm_rows
 from .workloads import MIB, log_tree, random_file
 
-ROWS = ("transfer", "logs", "fleet", "connect", "library", "real", "striped")
+ROWS = ("transfer", "logs", "fleet", "connect", "library", "real", "striped", "warm")
 #: Rows that run through AWS's plugin, on a sandbox of their own.
 REAL_ROWS = ("real", "striped")
 FLEET_SIZES = (1, 20, 50)
@@ -328,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link", default="on", help="SSM link model of the logs row (default 'on': 1 s setup, 1 MB/s, 1024-byte reads)")
     parser.add_argument("--out", default=str(HERE / "results"), help="results folder (default bench/results)")
     parser.add_argument("--plugin", default=None,
-                        help="AWS's session-manager-plugin for the real rows (default: $SSMFAB_SANDBOX_PLUGIN, else "
+                        help="AWS's session-manager-plugin for the real, striped and warm rows (default: $SSMFAB_SANDBOX_PLUGIN, else "
                              "../shared/session-manager-plugin/session-manager-plugin beside the checkout when there; "
-                             "'' for none: the real rows are skipped)")
+                             "'' for none: those rows are skipped)")
     parser.add_argument("--real-file-mb", type=int, default=16, help="file put and got through AWS's plugin (default 16)")
     parser.add_argument("--real-log-mb", type=int, default=20, help="text logs fetched through AWS's plugin (default 20)")
     args = parser.parse_args(argv)
@@ -341,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         link = LinkModel.parse(args.link)
         plugin = find_plugin(args.plugin, os.environ)
-        others = [r for r in rows_wanted if r not in REAL_ROWS]
+        others = [r for r in rows_wanted if r not in REAL_ROWS and r != "warm"]
         sandbox_plugin = real_plugin_from_env() if others else ""
-        if others or (plugin and any(r in REAL_ROWS for r in rows_wanted)):
+        if others or (plugin and any(r in REAL_ROWS or r == "warm" for r in rows_wanted)):
             find_sshd()
     except (ValueError, SSMFabError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -353,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ssmfab-bench-") as temp:
         scratch = Path(temp)
+        if "warm" in rows_wanted:
+            rows += warm_rows(scratch / "warm", plugin, args.repeat, warm_up, guarded)
         if others:
             rows += sandbox_rows(scratch / "main", sandbox_plugin, args, link, others)
         real_wanted = [r for r in rows_wanted if r in REAL_ROWS]

@@ -98,7 +98,9 @@ class Bench:
         self.scratch = scratch
         self.repeat = repeat
         self.link = link
-        self.env = {**sandbox.env(), "SSMFAB_KNOWN_HOSTS": str(scratch / "known_hosts")}
+        # Cold runs unless a row asks for warm sessions (bench/warm_rows.py): a keeper started inside a measured
+        # run would be counted, then ended with it.
+        self.env = {**sandbox.env(), "SSMFAB_KNOWN_HOSTS": str(scratch / "known_hosts"), "SSMFAB_PERSIST": "0"}
         self.bin = Path(sys.executable).parent
         self.ssmfab = str(self.bin / "ssmfab")
 

@@ -28,6 +28,7 @@ from invoke.config import Config
 from invoke.exceptions import Exit
 from invoke.parser.argument import Argument
 from invoke.parser.context import ParserContext
+from invoke.parser.parser import Parser
 from invoke.completion.complete import print_completion_script
 from invoke.program import Program
 
@@ -186,7 +187,13 @@ class SSMFabProgram(Program):
             self.print_task_help(words.task)
             raise Exit
         if words is not None:
-            fill_positionals_after_dashes(self.parser.contexts[words.task], words)
+            context = self.parser.contexts[words.task]
+            fill_positionals_after_dashes(context, words)
+            if not self.args.help.value:
+                # invoke's parser deep-copies every task's context (~20 flags each) for each parse: most of a
+                # warm command's time in the keeper. One task per command is all this program runs, so the
+                # parser gets that task's context only (``--help TASK`` still needs them all).
+                self.parser = Parser(initial=self.initial_context, contexts=[context])
         result = self.parser.parse_argv(self.core.unparsed)
         self.core_via_tasks = result.pop(0)
         self._update_core_context(context=self.core[0], new_args=self.core_via_tasks.args)

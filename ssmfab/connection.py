@@ -9,6 +9,7 @@ group and the SSM session, whatever state they are in. While open, keepalives wa
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -228,31 +229,42 @@ class SSMConnection(Connection):  # type: ignore[misc]
         self.keepalive = KeepaliveWatch(transport, lambda: tunnel.sock.reads, interval, count, on_lost)
         self.keepalive.install()
 
+    def open_channel(self, **kwargs: Any) -> Any:
+        """A new session channel (``transport.open_session(**kwargs)``). On a connection just taken warm from its
+        pool the first channel is also the proof that it still lives: when it cannot be opened within
+        WARM_CHANNEL_TIMEOUT (the instance rebooted, or the session was ended or went silent while it waited),
+        the connection is replaced once, before anything was sent on it, and the channel opened on the new one.
+        Everything that opens a connection's first channel comes here (commands, SFTP, transfers' own
+        channels), so none of them fails on, or waits out, a connection that died while it was warm."""
+        if self.warm_unproven:
+            self.warm_unproven = False
+            limit = min(WARM_CHANNEL_TIMEOUT, self.connect_kwargs.get("channel_timeout") or WARM_CHANNEL_TIMEOUT)
+            try:
+                transport = self.client.get_transport()
+                if transport is None:
+                    raise EOFError("no transport")
+                return transport.open_session(**{**kwargs, "timeout": min(limit, kwargs.get("timeout") or limit)})
+            except (paramiko.SSHException, EOFError, OSError):
+                self.replace()
+        if not self.is_connected:
+            self.open()
+        return self.client.get_transport().open_session(**kwargs)
+
     def create_session(self) -> Any:
         if not self.warm_unproven:
             return super().create_session()
-        self.warm_unproven = False
-        try:
-            transport = self.client.get_transport()
-            if transport is None:
-                raise EOFError("no transport")
-            limit = min(WARM_CHANNEL_TIMEOUT, self.connect_kwargs.get("channel_timeout") or WARM_CHANNEL_TIMEOUT)
-            channel = transport.open_session(timeout=limit)
-        except (paramiko.SSHException, EOFError, OSError):
-            self.replace()
-            return super().create_session()
-        return channel
+        return self.open_channel()
 
     def sftp(self) -> Any:
-        if not self.warm_unproven:
-            return super().sftp()
-        self.warm_unproven = False
-        try:
-            return super().sftp()
-        except (paramiko.SSHException, EOFError, OSError):
-            self._sftp = None
-            self.replace()
-            return super().sftp()
+        if self.warm_unproven:
+            channel = self.open_channel()
+            channel.invoke_subsystem("sftp")
+            stale: Any = getattr(self, "_sftp", None)
+            self._sftp = paramiko.SFTPClient(channel)
+            if stale is not None:
+                with contextlib.suppress(Exception):
+                    stale.close()
+        return super().sftp()
 
     def replace(self) -> None:
         """A warm connection found dead before anything was sent on it: end it and open a new one."""

@@ -7,11 +7,14 @@ neither paramiko, Fabric nor boto3, so a command whose hosts are warm costs a Py
 
 Protocol (one request per connection on the unix socket; the keeper reads nothing before it has checked the
 caller's uid with SO_PEERCRED):
-    request   one JSON line: {"op": "run", "argv": [...], "cwd": ..., "umask": N, "tty": [out, err], "columns": N}
+    request   one JSON line: {"op": "run", "argv": [...], "cwd": ..., "umask": N, "persist": seconds or null,
+              "tty": [out, err], "columns": N} (persist null: the caller had neither --persist nor
+              SSMFAB_PERSIST, and the keeper reads ssh.persist from the config files the command would read)
               or {"op": "list"} or {"op": "stop", "ids": [...], "names": [...], "tags": [...]}
     run       the keeper answers frames: one byte of kind, four of length, the payload:
               ``o`` stdout bytes, ``e`` stderr bytes, ``x`` the exit code (ASCII), ``b`` busy (another command
-              is running: the caller runs this one itself). While it runs, the caller may send ``i`` (Ctrl-C) or
+              is running: the caller runs this one itself), ``n`` not warm (its config turns warm sessions
+              off: the caller runs it itself). While it runs, the caller may send ``i`` (Ctrl-C) or
               ``t`` (SIGTERM); its end of the socket closing counts as Ctrl-C.
     list/stop one JSON line back.
 
@@ -38,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client, settings_from
+from .config import load_settings
+from .exceptions import SSMFabError
 from .interrupt import Interrupted
-from .persist import describe_seconds, parse_persist
+from .ledger import LEDGER_SUFFIX, SessionLedger, end_orphaned_sessions
+from .persist import PERSIST_ENV, describe_seconds, parse_persist
 from .pool import ConnectionPool
 from .targets import parse_selector
 
@@ -92,6 +98,17 @@ def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> 
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
 
 
+def configured_warm(cwd: str) -> bool:
+    """Whether the config files a command run in ``cwd`` reads keep its connections warm (ssh.persist), for a
+    caller that had neither --persist nor SSMFAB_PERSIST (this keeper's own SSMFAB_PERSIST, its starter's, is
+    not that caller's). A config that cannot be read is "no": the ordinary path then says what is wrong."""
+    env = {k: v for k, v in os.environ.items() if k != PERSIST_ENV}
+    try:
+        return parse_persist(load_settings(env=env, cwd=Path(cwd)).ssh.persist) > 0
+    except SSMFabError:
+        return False
+
+
 class SIGTERMInterrupted(Interrupted):
     def __init__(self) -> None:
         super().__init__("SIGTERM")
@@ -101,7 +118,9 @@ class Keeper:
     def __init__(self, path: Path, persist: float) -> None:
         self.path = path
         self.persist = persist
-        self.pool = ConnectionPool(on_empty=self._maybe_exit)
+        self.ledger = SessionLedger(str(path).removesuffix(".sock") + LEDGER_SUFFIX)
+        self._ledger_lock = threading.Lock()
+        self.pool = ConnectionPool(on_empty=self._maybe_exit, on_change=self.record_sessions)
         self._clients: dict[str, Client] = {}
         self._running = threading.Lock()
         self._state = threading.Lock()
@@ -158,6 +177,24 @@ class Keeper:
             except FileNotFoundError:
                 pass
             self.pool.close_all()
+            with self._ledger_lock:
+                self.ledger.remove()  # every session it held is ended
+
+    def record_sessions(self) -> None:
+        """Write down the SSM sessions held now, for whoever ends them if this keeper is killed (see ledger)."""
+        sessions = []
+        for entry in self.pool.entries():
+            conn, aws = entry.conn, getattr(entry.conn.tunnels, "aws", None)
+            sessions.append({
+                "session_id": getattr(conn.tunnel, "session_id", None) or "", "instance_id": conn.target.id,
+                "region": getattr(aws, "region", None), "profile": getattr(aws, "profile", None),
+                "endpoint_url": getattr(aws, "endpoint_url", None),
+            })  # fmt: skip
+        with self._ledger_lock:
+            try:
+                self.ledger.record(sessions)
+            except OSError:
+                log.warning("could not write the session ledger %s", self.ledger.path, exc_info=True)
 
     def _maybe_exit(self) -> None:
         with self._state:
@@ -203,6 +240,9 @@ class Keeper:
         return rows
 
     def _run(self, conn: socket.socket, reader: Any, request: dict[str, Any]) -> None:
+        if request.get("persist") is None and not configured_warm(request.get("cwd", "/")):
+            send_frame(conn, b"n")  # the command's config files turn warm sessions off: it runs on its own
+            return
         if not self._running.acquire(blocking=False):
             send_frame(conn, b"b")
             return
@@ -274,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s keeper %(process)d: %(message)s", stream=sys.stderr)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     keeper = Keeper(path, persist)
+    # Sessions of keepers that were killed end now (they would stay open until SSM's idle timeout).
+    threading.Thread(target=end_orphaned_sessions, args=(str(path.parent),), name="ssmfab-keeper-orphans", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: keeper.stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the command's, not the keeper's
     log.warning("started for %s warm after each use", describe_seconds(persist))

@@ -16,15 +16,25 @@ is made 0600, and the keeper checks every caller's uid (SO_PEERCRED) before it r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import stat
-from collections.abc import Mapping
-from pathlib import Path
 
 from .exceptions import ConfigError
+
+# Typing only at type-check time: loading typing, collections.abc, pathlib, re, json or hashlib costs a warm
+# command's start more than its whole round trip through the keeper (see warm).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from hashlib import sha256
+else:
+    try:
+        from _sha256 import sha256  # the same digest; hashlib loads OpenSSL first
+    except ImportError:  # Python 3.12+ names it _sha2; other interpreters may have neither
+        try:
+            from _sha2 import sha256
+        except ImportError:
+            from hashlib import sha256
 
 #: The command line's idle time when nothing says otherwise (see README, "Warm sessions").
 DEFAULT_PERSIST = "1m"
@@ -37,8 +47,22 @@ NOT_IDENTITY = (PERSIST_ENV, KEEPER_DIR_ENV, "SSMFAB_REFRESH")
 #: Seconds a keeper keeps a selection's answer (instance ids and SSM status); --refresh asks again.
 SELECTION_CACHE_SECONDS = 30.0
 
-DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*")
-UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
+#: Duration units, longest suffix first.
+UNIT_SECONDS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("", 1.0))
+
+
+def _duration_seconds(text: str) -> float | None:
+    """``"90s"``, ``"1.5 m"``, ``"10"`` to seconds; None when it is not a duration (digits with at most one dot,
+    then a unit). Parsed by hand: the re module is one of the costs a warm command's start avoids."""
+    text = text.strip()
+    for unit, scale in UNIT_SECONDS:
+        if text.endswith(unit):
+            number = text[: len(text) - len(unit)].rstrip()
+            whole, dot, fraction = number.partition(".")
+            if whole.isascii() and whole.isdigit() and (not dot or (fraction.isascii() and fraction.isdigit())):
+                return float(number) * scale
+            return None
+    return None
 
 
 def parse_persist(text: str | float | int | bool | None, where: str = "--persist") -> float:
@@ -48,10 +72,10 @@ def parse_persist(text: str | float | int | bool | None, where: str = "--persist
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        match = DURATION.fullmatch(str(text))
-        if not match:
+        parsed = _duration_seconds(str(text))
+        if parsed is None:
             raise ConfigError(f"{where} {text!r}: expected a duration like 90s, 10m or 1h (0 turns warm sessions off)")
-        seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+        seconds = parsed
     if seconds < 0:
         raise ConfigError(f"{where} {text!r}: must not be negative")
     return seconds
@@ -65,20 +89,21 @@ def describe_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def keeper_dir(env: Mapping[str, str] | None = None) -> Path:
+def keeper_dir(env: Mapping[str, str] | None = None) -> str:
     """The user's private folder for keeper sockets, created 0700; ConfigError if it is not private."""
     env = os.environ if env is None else env
     given = env.get(KEEPER_DIR_ENV)
+    runtime = env.get("XDG_RUNTIME_DIR")
     if given:
-        folder = Path(given).expanduser()
-    elif env.get("XDG_RUNTIME_DIR") and Path(env["XDG_RUNTIME_DIR"]).is_dir():
-        folder = Path(env["XDG_RUNTIME_DIR"]) / "ssmfab"
+        folder = os.path.expanduser(given)
+    elif runtime and os.path.isdir(runtime):
+        folder = os.path.join(runtime, "ssmfab")
     else:
-        cache = Path(env.get("XDG_CACHE_HOME") or Path(env.get("HOME", "~")).expanduser() / ".cache")
-        folder = cache / "ssmfab" / "keepers"
+        cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser(env.get("HOME", "~")), ".cache")
+        folder = os.path.join(cache, "ssmfab", "keepers")
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = folder.lstat()
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
     except OSError as exc:
         raise ConfigError(f"cannot make the keeper folder {folder}: {exc.strerror}") from exc
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
@@ -89,12 +114,12 @@ def keeper_dir(env: Mapping[str, str] | None = None) -> Path:
     return folder
 
 
-def _file_state(path: Path) -> list[int] | None:
+def _file_state(path: str) -> tuple[int, int, int] | None:
     try:
-        info = path.stat()
+        info = os.stat(path)
     except OSError:
         return None
-    return [info.st_ino, info.st_size, info.st_mtime_ns]
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def identity(env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None) -> str:
@@ -102,27 +127,30 @@ def identity(env: Mapping[str, str] | None = None, overrides: Mapping[str, str] 
     command line (--region, --profile, --tunnel…). Anything left in doubt makes a different digest: a
     needless second keeper is cheap, a shared one between identities is not acceptable."""
     env = os.environ if env is None else env
-    home = Path(env.get("HOME", "~")).expanduser()
+    home = os.path.expanduser(env.get("HOME", "~"))
     aws_files = [
-        Path(env.get("AWS_CONFIG_FILE") or home / ".aws" / "config").expanduser(),
-        Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials").expanduser(),
+        os.path.expanduser(env.get("AWS_CONFIG_FILE") or os.path.join(home, ".aws", "config")),
+        os.path.expanduser(env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(home, ".aws", "credentials")),
     ]
-    facts = {
-        "uid": os.getuid(),
-        "env": sorted(
+    facts = (
+        ("uid", os.getuid()),
+        ("env", sorted(
             (k, v) for k, v in env.items()
             if (k.startswith(("AWS_", "SSMFAB_")) and k not in NOT_IDENTITY) or k in ("HOME", "PATH", "XDG_CONFIG_HOME")
-        ),
-        "files": [[str(p), _file_state(p)] for p in aws_files],
-        "flags": sorted((overrides or {}).items()),
-    }  # fmt: skip
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+        )),
+        ("files", [(path, _file_state(path)) for path in aws_files]),
+        ("flags", sorted((overrides or {}).items())),
+    )  # fmt: skip
+    # repr of tuples, lists, strings and ints is exact and stable, and needs no json module at start.
+    return sha256(repr(facts).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def socket_path(folder: Path, digest: str) -> Path:
-    return folder / f"keeper-{digest}.sock"
+def socket_path(folder: str, digest: str) -> str:
+    return os.path.join(folder, f"keeper-{digest}.sock")
 
 
-def keeper_sockets(folder: Path) -> list[Path]:
+def keeper_sockets(folder: str) -> list[str]:
     """Every keeper socket in the folder (each identity's keeper)."""
-    return sorted(folder.glob("keeper-*.sock"))
+    return sorted(
+        os.path.join(folder, name) for name in os.listdir(folder) if name.startswith("keeper-") and name.endswith(".sock")
+    )

@@ -42,13 +42,15 @@ class Entry:
 
 class ConnectionPool:
     """Connections by key; a thread closes those idle past their persist time. ``on_empty`` runs (on that
-    thread) each time the pool is left holding nothing."""
+    thread) each time the pool is left holding nothing; ``on_change`` each time a connection comes back or
+    leaves (a keeper writes down the sessions it holds: see ledger)."""
 
-    def __init__(self, on_empty: Callable[[], object] | None = None) -> None:
+    def __init__(self, on_empty: Callable[[], object] | None = None, on_change: Callable[[], object] | None = None) -> None:
         self._entries: dict[int, Entry] = {}
         self._changed = threading.Condition()
         self._closed = False
         self.on_empty = on_empty
+        self.on_change = on_change
         self._reaper: threading.Thread | None = None
 
     # -- leasing ---------------------------------------------------------------------------------------------
@@ -89,13 +91,17 @@ class ConnectionPool:
             if persist is not None:
                 entry.persist = persist
             self._changed.notify_all()
+        if self.on_change is not None:
+            self.on_change()
         return True
 
     def forget(self, conn: SSMConnection) -> None:
         """``conn`` is being closed by its user: no longer the pool's."""
         with self._changed:
-            self._entries.pop(id(conn), None)
+            known = self._entries.pop(id(conn), None) is not None
             self._changed.notify_all()
+        if known and self.on_change is not None:
+            self.on_change()
 
     # -- looking and stopping --------------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -153,6 +159,8 @@ class ConnectionPool:
             self._after_change()
 
     def _after_change(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
         with self._changed:
             empty = not self._entries
         if empty and self.on_empty is not None:

@@ -7,7 +7,10 @@ import importlib
 import os
 import sys
 import types
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not loaded: a warm command's start loads nothing it does not use
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _MockOnFirstUse:

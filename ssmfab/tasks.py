@@ -576,6 +576,13 @@ def persist(c: Any, stop: bool = False, id: list[str] | None = None, name: list[
         answers = ask_keepers({"op": "stop", "ids": id or [], "names": name or [], "tags": tag or []})
         closed = sum(int(a["answer"].get("closed", 0)) for a in answers)
         print(f"closed {closed} warm connection(s)")
+        if not (id or name or tag):
+            from .ledger import end_orphaned_sessions
+            from .persist import keeper_dir
+
+            ended = end_orphaned_sessions(keeper_dir())
+            if ended:
+                print(f"ended {len(ended)} SSM session(s) left open by keepers that were killed")
         return
     if id or name or tag:
         raise ConfigError("--id, --name and --tag choose what --stop ends")

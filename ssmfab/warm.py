@@ -11,22 +11,26 @@ starting at once start one keeper.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import time
-from collections.abc import Mapping
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from .exceptions import SSMFabError
 from .persist import PERSIST_ENV, describe_seconds, identity, keeper_dir, parse_persist, socket_path
+
+# A warm command's own time is mostly its start, so this module loads only what streaming needs, and the C
+# halves of the modules it uses: ``socket`` and ``signal`` build enum classes when imported, ``json`` loads re
+# (~10 ms together on a warm command of ~50 ms). Type checkers see the full modules.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+    import socket as _socket
+    from collections.abc import Mapping
+    from types import FrameType
+    from typing import Any
+else:
+    import _signal
+    import _socket
 
 #: Tasks the keeper runs: their input is the command line and files, their output stdout, stderr and files.
 #: (shell and --stdin need this terminal's input; --via run-command opens no connection, and rides along.)
@@ -37,10 +41,16 @@ IDENTITY_FLAGS = ("--region", "--profile")
 FRAME = struct.Struct("!cI")
 #: Seconds a starting keeper may take to answer (it loads paramiko, Fabric and boto3 first).
 KEEPER_START_WAIT = 60.0
+#: The keeper's answers that mean "run it yourself": ``b`` busy with another command, ``n`` warm sessions are
+#: off for this command (its config files say so). Nothing ran.
+NOT_RUN = (b"b", b"n")
+SIGNAL_NAMES: dict[int, str] = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM"}
 
 
-def warm_plan(argv: list[str], env: Mapping[str, str]) -> tuple[float, dict[str, str]] | None:
-    """(idle seconds, identity flags) when ``argv`` is a command for the keeper, else None."""
+def warm_plan(argv: list[str], env: Mapping[str, str]) -> tuple[float | None, dict[str, str]] | None:
+    """(idle seconds, identity flags) when ``argv`` is a command for the keeper, else None. The seconds are None
+    when neither --persist nor SSMFAB_PERSIST says: the config files decide (read by the keeper when there is
+    one, which has loaded the config reader already; here otherwise)."""
     if not argv or argv[0] not in RIDING:
         return None
     words = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
@@ -56,17 +66,25 @@ def warm_plan(argv: list[str], env: Mapping[str, str]) -> tuple[float, dict[str,
                 persist = value
             else:
                 overrides[name] = value
+    if persist is None:
+        persist = env.get(PERSIST_ENV)
+    if persist is None:
+        return None, overrides
     try:
-        if persist is None:
-            persist = env.get(PERSIST_ENV)
-        if persist is None:
-            from .config import load_settings
-
-            persist = load_settings(env=env).ssh.persist
         seconds = parse_persist(persist)
     except SSMFabError:
         return None  # the ordinary path says what is wrong, in its own words
     return (seconds, overrides) if seconds > 0 else None
+
+
+def configured_persist(env: Mapping[str, str]) -> float:
+    """ssh.persist from the config files (0 when they cannot be read: the ordinary path then says why)."""
+    from .config import load_settings
+
+    try:
+        return parse_persist(load_settings(env=env).ssh.persist)
+    except SSMFabError:
+        return 0.0
 
 
 def run_warm(argv: list[str]) -> int | None:
@@ -83,16 +101,46 @@ def run_warm(argv: list[str]) -> int | None:
         return None
     digest = identity(env, overrides)
     path = socket_path(folder, digest)
-    sock = connect(path) or start_keeper(folder, digest, path, seconds)
+    sock = connect(path)
     if sock is None:
-        return None
-    with sock:
+        if seconds is None:
+            seconds = configured_persist(env)
+            if not seconds:
+                return None
+        sock = start_keeper(folder, digest, path, seconds)
+        if sock is None:
+            return None
+    try:
         request = {
-            "op": "run", "argv": argv, "cwd": os.getcwd(), "umask": current_umask(),
+            "op": "run", "argv": argv, "cwd": os.getcwd(), "umask": current_umask(), "persist": seconds,
             "tty": [sys.stdout.isatty(), sys.stderr.isatty()], "columns": terminal_columns(),
         }  # fmt: skip
-        sock.sendall(json.dumps(request).encode() + b"\n")
+        sock.sendall(to_json(request).encode() + b"\n")
         return stream(sock)
+    finally:
+        sock.close()
+
+
+def to_json(value: object) -> str:
+    """JSON text of a request (strings, numbers, booleans, None, lists, string-keyed dicts), as json.dumps
+    writes it, without loading the json package (its decoder loads re: ~4 ms of every start)."""
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:  # an interpreter without the C accelerator
+        import json
+
+        return json.dumps(value)
+    if isinstance(value, str):
+        return str(quote(value))
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(to_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{quote(str(key))}: {to_json(item)}" for key, item in value.items()) + "}"
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def current_umask() -> int:
@@ -108,29 +156,37 @@ def terminal_columns() -> int | None:
         return None
 
 
-def connect(path: Path) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def connect(path: str) -> _socket.socket | None:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        sock.connect(path)
     except OSError:
         sock.close()
         return None
     return sock
 
 
-def start_keeper(folder: Path, digest: str, path: Path, seconds: float) -> socket.socket | None:
+def start_keeper(folder: str, digest: str, path: str, seconds: float) -> _socket.socket | None:
     """Start this identity's keeper (unless another command just did) and connect to it."""
-    lock_path = folder / f"keeper-{digest}.lock"
+    import fcntl
+    import subprocess
+    import time
+
+    lock_path = os.path.join(folder, f"keeper-{digest}.lock")
     with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = connect(path)
         if sock is not None:
             return sock
-        path.unlink(missing_ok=True)  # a keeper that was killed leaves its socket file behind
-        log = os.open(folder / f"keeper-{digest}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.unlink(path)  # a keeper that was killed leaves its socket file behind
+        except FileNotFoundError:
+            pass
+        log_path = os.path.join(folder, f"keeper-{digest}.log")
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ssmfab.keeper", str(path), str(seconds)],
+                [sys.executable, "-m", "ssmfab.keeper", path, str(seconds)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
                 start_new_session=True, close_fds=True,
             )  # fmt: skip
@@ -151,17 +207,38 @@ def start_keeper(folder: Path, digest: str, path: Path, seconds: float) -> socke
             if process.poll() is not None:
                 break
             time.sleep(0.02)
-        sys.stderr.write(f"warning: the warm-session keeper did not start (see {folder}/keeper-{digest}.log); running without it\n")
+        sys.stderr.write(f"warning: the warm-session keeper did not start (see {log_path}); running without it\n")
         return None
 
 
-def stream(sock: socket.socket) -> int | None:
+class FrameReader:
+    """The keeper's frames off a raw socket (``_socket`` has no makefile)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def read(self, size: int) -> bytes:
+        """``size`` bytes, or fewer if the keeper hung up first."""
+        while len(self.buffer) < size:
+            try:
+                chunk = self.sock.recv(max(65536, size - len(self.buffer)))
+            except InterruptedError:
+                continue
+            if not chunk:
+                break
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+def stream(sock: _socket.socket) -> int | None:
     """Copy the keeper's frames to stdout and stderr; Ctrl-C and SIGTERM go to the keeper (a second one ends
-    this at once). The command's exit code; None if the keeper was busy (nothing ran)."""
+    this at once). The command's exit code; None if the keeper did not run it (busy, or not warm)."""
     received: list[str] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+        name = SIGNAL_NAMES[signum]
         if received:
             os._exit(143 if received[0] == "SIGTERM" else 130)
         received.append(name)
@@ -170,8 +247,8 @@ def stream(sock: socket.socket) -> int | None:
         except OSError:
             pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    reader = sock.makefile("rb")
+    previous = {sig: _signal.signal(sig, forward) for sig in SIGNAL_NAMES}
+    reader = FrameReader(sock)
     try:
         while True:
             head = reader.read(FRAME.size)
@@ -183,7 +260,7 @@ def stream(sock: socket.socket) -> int | None:
                 return 1
             kind, size = FRAME.unpack(head)
             payload = reader.read(size) if size else b""
-            if kind == b"b":
+            if kind in NOT_RUN:
                 return None
             if kind == b"x":
                 return int(payload or b"0")
@@ -192,23 +269,35 @@ def stream(sock: socket.socket) -> int | None:
             target.flush()
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            _signal.signal(sig, old)
 
 
 def ask_keepers(request: dict[str, object], env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Send ``request`` (list or stop) to every keeper of this user; their answers (a dead keeper's socket is
     removed on the way)."""
+    import json
+
     from .persist import keeper_sockets
 
     answers: list[dict[str, Any]] = []
     for path in keeper_sockets(keeper_dir(os.environ if env is None else env)):
         sock = connect(path)
         if sock is None:
-            path.unlink(missing_ok=True)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             continue
-        with sock:
+        try:
             sock.sendall(json.dumps(request).encode() + b"\n")
-            line = sock.makefile("rb").readline()
-        if line:
-            answers.append({"socket": str(path), "answer": json.loads(line)})
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        finally:
+            sock.close()
+        if reply.strip():
+            answers.append({"socket": path, "answer": json.loads(reply)})
     return answers

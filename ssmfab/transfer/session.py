@@ -118,11 +118,20 @@ class Session:
         self.stall = float(getattr(conn, "stall_timeout", DEFAULT_STALL_TIMEOUT))
         if not conn.is_connected:
             conn.open()
+        # An ssmfab connection opens the first channel itself: one taken warm is replaced there if it died
+        # while it waited (before anything is sent); paramiko's from_transport would wait up to an hour on it.
+        open_channel = getattr(conn, "open_channel", None)
+        if open_channel is not None:
+            channel = open_channel(window_size=WINDOW_SIZE)
+        else:
+            channel = conn.client.get_transport().open_session(window_size=WINDOW_SIZE)
         self.transport: Any = conn.client.get_transport()
-        sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=WINDOW_SIZE)
-        if sftp is None:
-            raise TransferError(f"{self.host}: the SSH server refused an SFTP channel; check its sftp Subsystem", self.host)
-        self.sftp: Any = sftp
+        try:
+            channel.invoke_subsystem("sftp")
+        except paramiko.SSHException as exc:
+            channel.close()
+            raise TransferError(f"{self.host}: the SSH server refused an SFTP channel; check its sftp Subsystem", self.host) from exc
+        self.sftp: Any = paramiko.SFTPClient(channel)
         self.home = str(self.sftp.normalize("."))
         #: Remote path -> SHA-256 the host computed while the file streamed ("" when it did not match).
         self.streamed: dict[str, str] = {}

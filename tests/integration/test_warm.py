@@ -20,8 +20,9 @@ import boto3
 import pytest
 
 from ssmfab.sandbox import Sandbox
+from ssmfab.warm import ask_keepers
 
-from .conftest import processes_matching, tunnel_processes
+from .conftest import processes_matching, session_status, tunnel_processes
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 ANNOUNCEMENT = "ssmfab: warm sessions on:"
@@ -102,8 +103,38 @@ def test_a_warm_command_loads_no_ssh_or_aws_library(warm: Warm) -> None:
     traced = subprocess.run([sys.executable, "-X", "importtime", "-m", "ssmfab.program", "run", "--name", "web-1", "true"],
                             capture_output=True, text=True, env=warm.env, timeout=120, check=False)  # fmt: skip
     assert traced.returncode == 0, traced.stderr
-    loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    modules = [line.rsplit("|", 1)[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")]
+    loaded = {name.split(".")[0] for name in modules}
     assert not loaded & {"paramiko", "fabric", "botocore", "boto3", "invoke"}, loaded & {"paramiko", "fabric", "botocore", "boto3"}
+    # Nor what only costs a warm command's start: a keeper to start (subprocess), config files the keeper reads
+    # (ssmfab.config, tomllib), annotations (typing), the Python halves of socket, signal and json.
+    after_site = modules[modules.index("site") + 1 :] if "site" in modules else modules
+    costly = {"subprocess", "ssmfab.config", "tomllib", "typing", "socket", "signal", "json", "hashlib", "threading"}
+    assert not costly & set(after_site), costly & set(after_site)
+
+
+def test_without_flag_or_variable_the_config_files_decide_read_by_the_keeper(warm: Warm, tmp_path: Path) -> None:
+    env = {k: v for k, v in warm.env.items() if k != "SSMFAB_PERSIST"}
+    xdg = tmp_path / "xdg"
+    (xdg / "ssmfab").mkdir(parents=True)
+    (xdg / "ssmfab" / "config.toml").write_text('[ssh]\npersist = "5m"\n')
+    env["XDG_CONFIG_HOME"] = str(xdg)
+    run = lambda *args, cwd=None: subprocess.run([*SSMFAB, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)  # noqa: E731
+    first = run("run", "--name", "web-2", "echo one")
+    assert first.returncode == 0 and ANNOUNCEMENT in first.stderr, first.stderr
+    second = run("run", "--name", "web-2", "echo two")
+    assert second.returncode == 0 and "[web-2] two" in second.stdout
+    [kept] = [r for a in ask_keepers({"op": "list"}, env) for r in a["answer"]]
+    assert kept["uses"] == 2
+    # A project whose ssmfab.toml turns warm sessions off: the keeper says so and the command runs on its own.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "ssmfab.toml").write_text('[ssh]\npersist = "0"\n')
+    cold = run("run", "--name", "web-2", "echo three", cwd=str(project))
+    assert cold.returncode == 0 and "[web-2] three" in cold.stdout, cold.stderr
+    [still] = [r for a in ask_keepers({"op": "list"}, env) for r in a["answer"]]
+    assert still["uses"] == 2 and still["session_id"] == kept["session_id"]
+    run("persist", "--stop")
 
 
 def test_idle_connections_close_and_the_keeper_exits_leaving_no_session(warm: Warm, sandbox: Sandbox) -> None:
@@ -147,6 +178,36 @@ def test_a_killed_keeper_leaves_no_plugin_and_the_next_command_starts_a_new_one(
     again = warm("run", "--name", "web-1", "echo back")
     assert again.returncode == 0, again.stderr
     assert ANNOUNCEMENT in again.stderr and "[web-1] back" in again.stdout
+    # The killed keeper could not end its SSM session; the new one does, from the ledger it left.
+    endpoint = warm.env["AWS_ENDPOINT_URL"]
+    wait_for(lambda: session_status(endpoint, str(kept["session_id"])) == "Terminated", "the new keeper to end the old session")
+    assert not list(warm.folder.glob("keeper-*.sessions.*.tmp"))
+
+
+def test_persist_stop_ends_the_sessions_a_killed_keeper_left_open(warm: Warm) -> None:
+    assert warm("run", "--name", "db-1", "true").returncode == 0
+    [kept] = warm.listing()
+    [ledger] = warm.folder.glob("keeper-*.sessions")
+    assert str(kept["session_id"]) in ledger.read_text()
+    os.kill(int(str(kept["keeper_pid"])), signal.SIGKILL)
+    wait_for(lambda: not warm.keepers(), "the keeper to die")
+    endpoint = warm.env["AWS_ENDPOINT_URL"]
+    assert session_status(endpoint, str(kept["session_id"])) not in ("Terminated", "absent")  # AWS keeps it open
+    stopped = warm("persist", "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "ended 1 SSM session(s) left open by keepers that were killed" in stopped.stdout
+    assert session_status(endpoint, str(kept["session_id"])) == "Terminated"
+    assert not list(warm.folder.glob("keeper-*.sessions"))
+    again = warm("persist", "--stop")
+    assert "ended" not in again.stdout  # once
+
+
+def test_a_keeper_that_exits_leaves_no_ledger(warm: Warm) -> None:
+    assert warm("run", "--name", "web-2", "true").returncode == 0
+    assert list(warm.folder.glob("keeper-*.sessions"))
+    warm("persist", "--stop")
+    wait_for(lambda: not warm.keepers(), "the keeper to exit")
+    assert not list(warm.folder.glob("keeper-*.sessions"))
 
 
 def test_persist_stop_by_name_ends_only_those(warm: Warm, sandbox: Sandbox) -> None:
@@ -157,3 +218,42 @@ def test_persist_stop_by_name_ends_only_those(warm: Warm, sandbox: Sandbox) -> N
     assert sorted(str(r["name"]) for r in warm.listing()) == ["web-1", "web-3"]
     listed = warm("persist")
     assert "web-1" in listed.stdout and "web-2" not in listed.stdout
+
+
+@pytest.mark.parametrize("task", ["run", "put", "get"])
+def test_a_warm_session_gone_silent_is_replaced_once_before_anything_is_sent(
+    warm: Warm, sandbox: Sandbox, tmp_path: Path, task: str
+) -> None:
+    """The instance-reboot case: the warm connection's session still looks open but nothing comes through it
+    any more (the service black-holes it). The command's first channel cannot open: the connection is replaced
+    and the command runs once on the new one; transfers open their own channels and are replaced the same way."""
+    warm.env["SSMFAB_CONNECT_TIMEOUT"] = "5"  # how long that first channel may take (and the new session)
+    host = {"run": "web-1", "put": "web-2", "get": "web-3"}[task]
+    home = Path(sandbox.host(host).folder) / "home"
+    counter = f"warm-silent-{os.getpid()}"
+    (home / counter).unlink(missing_ok=True)
+    assert warm("run", "--name", host, f"echo x >> {counter}").returncode == 0
+    [kept] = warm.listing()
+    sandbox.set_faults(session_id=str(kept["session_id"]), BlackHole=True)
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    if task == "run":
+        done = warm("run", "--name", host, f"echo x >> {counter}; wc -l < {counter}")
+        assert done.returncode == 0, done.stderr
+        assert f"[{host}] 2" in done.stdout  # once: the first try never reached the host
+    elif task == "put":
+        local = tmp_path / "up.bin"
+        local.write_bytes(payload)
+        done = warm("put", str(local), f"silent-{os.getpid()}.bin", "--name", host)
+        assert done.returncode == 0, done.stderr
+        assert (home / f"silent-{os.getpid()}.bin").read_bytes() == payload
+        (home / f"silent-{os.getpid()}.bin").unlink()
+    else:
+        (home / f"silent-{os.getpid()}.bin").write_bytes(payload)
+        dest = tmp_path / "down"
+        done = warm("get", f"silent-{os.getpid()}.bin", "--dest", str(dest), "--name", host)
+        assert done.returncode == 0, done.stderr
+        assert [p.read_bytes() for p in dest.rglob("*.bin")] == [payload]
+        (home / f"silent-{os.getpid()}.bin").unlink()
+    [replaced] = warm.listing()
+    assert replaced["session_id"] != kept["session_id"]
+    assert (home / counter).read_text() == ("x\n" * 2 if task == "run" else "x\n")

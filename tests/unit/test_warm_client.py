@@ -1,0 +1,65 @@
+"""The warm path's own small parts: the request's JSON written without the json package, durations read
+without re, and which commands go to a keeper."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ssmfab.exceptions import ConfigError
+from ssmfab.persist import identity, parse_persist
+from ssmfab.warm import to_json, warm_plan
+
+HOSTILE = [
+    "plain", "", "a b", "quote\"s", "back\\slash", "new\nline\r\t", "$(rm -rf ~)", "`id`", "; echo x",
+    "ünïcødé ☃ 𝄞", "\x00\x1f\x7f", "\udcff\udc80 (bytes that were not UTF-8)", "--persist=10m",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [
+    {"op": "run", "argv": HOSTILE, "cwd": "/tmp/a b", "umask": 0o022, "persist": None, "tty": [True, False], "columns": None},
+    {"persist": 90.0, "n": -3, "big": 2**70, "f": 0.1, "nested": [[], {}, [None, True]]},
+    HOSTILE,
+])  # fmt: skip
+def test_the_request_is_exactly_what_json_dumps_writes(value: object) -> None:
+    assert to_json(value) == json.dumps(value)
+    assert json.loads(to_json(value)) == (value if not isinstance(value, tuple) else list(value))
+
+
+def test_anything_else_is_refused_not_written_wrongly() -> None:
+    with pytest.raises(TypeError):
+        to_json({"path": object()})
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("10m", 600), ("90s", 90), (" 1.5 m ", 90), ("0", 0), ("1h", 3600), ("250ms", 0.25), ("5", 5), (90, 90), ("2.5h", 9000),
+])  # fmt: skip
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_persist(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5", "1e3", "1.", ".5", "ms", "10 minutes", "5d", "１０m", "1.2.3s"])
+def test_what_is_not_a_duration_is_refused_naming_where(text: str) -> None:
+    with pytest.raises(ConfigError, match="--persist"):
+        parse_persist(text)
+
+
+def test_which_commands_go_to_a_keeper_and_who_decides_the_idle_time() -> None:
+    assert warm_plan(["run", "--id", "i-1", "true"], {"SSMFAB_PERSIST": "2m"}) == (120, {})
+    assert warm_plan(["run", "--persist", "30s", "--region", "eu-west-1", "x"], {}) == (30, {"--region": "eu-west-1"})
+    # Neither the flag nor the variable: the config files decide (the keeper reads them when there is one).
+    assert warm_plan(["get", "a", "--id", "i-1"], {}) == (None, {})
+    for off in (["run", "--no-persist", "x"], ["run", "--stdin", "x"], ["shell", "--id", "i-1"], ["run", "-h"]):
+        assert warm_plan(off, {"SSMFAB_PERSIST": "2m"}) is None
+    assert warm_plan(["run", "x"], {"SSMFAB_PERSIST": "0"}) is None
+    assert warm_plan(["run", "x"], {"SSMFAB_PERSIST": "soon"}) is None  # the ordinary path says what is wrong
+    assert warm_plan(["run", "--", "--no-persist"], {"SSMFAB_PERSIST": "2m"}) == (120, {})  # a remote command's word
+
+
+def test_identity_follows_who_you_are_not_how_long_you_keep_connections() -> None:
+    base = {"HOME": "/nowhere", "AWS_PROFILE": "a", "SSMFAB_PERSIST": "1m"}
+    assert identity(base) == identity({**base, "SSMFAB_PERSIST": "9m", "SSMFAB_KEEPER_DIR": "/x", "TERM": "dumb"})
+    assert identity(base) != identity({**base, "AWS_PROFILE": "b"})
+    assert identity(base) != identity(base, {"--region": "eu-west-1"})
+    assert identity(base) != identity({**base, "SSMFAB_USER": "root"})
