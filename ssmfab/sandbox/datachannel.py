@@ -263,13 +263,15 @@ def flag_of(message: Message) -> int:
     return int.from_bytes(message.payload, "big")
 
 
-def handshake_request_payload(agent_version: str, port_number: str) -> bytes:
-    """What the agent asks of a client opening an SSH (Port) session."""
+def handshake_request_payload(agent_version: str, port_number: str, **properties: str) -> bytes:
+    """What the agent asks of a client opening a Port session: SSH's by default; ``properties`` add what a port
+    forwarding session needs (``type="LocalPortForwarding"``, ``localPortNumber``, ``host``)."""
+    wanted = {"portNumber": port_number, **properties}
     return dumps(
         {
             "AgentVersion": agent_version,
             "RequestedClientActions": [
-                {"ActionType": "SessionType", "ActionParameters": {"SessionType": "Port", "Properties": {"portNumber": port_number}}}
+                {"ActionType": "SessionType", "ActionParameters": {"SessionType": "Port", "Properties": wanted}}
             ],
         }
     ).encode()

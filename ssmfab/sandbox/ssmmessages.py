@@ -69,7 +69,6 @@ safety net, pass: then it answers with what it saw).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import secrets
 import socket
@@ -333,23 +332,35 @@ class Agent:
                     await self._send(item)
 
     # -- the session -------------------------------------------------------------------------------
+    def handshake_properties(self) -> dict[str, str]:
+        """The Port session's properties the handshake asks the client to take (SSH's: the port only)."""
+        return {"portNumber": str((self.session.get("Parameters") or {}).get("portNumber", ["22"])[0])}
+
+    async def _handshake(self, jitter: bool = True) -> bool:
+        """The session's setup delay, then the handshake the agent starts; False when the client never answered
+        (the session is then Failed and finished)."""
+        link = self.service.link
+        delay = link.setup + float(self.fault("SetupDelay") or 0) + (random.uniform(0, link.jitter) if jitter and link.jitter else 0)
+        if delay:
+            await asyncio.sleep(delay)
+        started = time.monotonic_ns()
+        properties = dict(self.handshake_properties())
+        port = properties.pop("portNumber")
+        await self._emit(dc.HANDSHAKE_REQUEST, dc.handshake_request_payload(AGENT_VERSION, port, **properties))
+        try:
+            await asyncio.wait_for(self.handshake_done.wait(), HANDSHAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self.finish("", "Failed")
+            return False
+        await self._emit(dc.HANDSHAKE_COMPLETE, dc.handshake_complete_payload(time.monotonic_ns() - started))
+        self.record("HandshakeComplete")
+        return True
+
     async def _run(self) -> None:
         try:
-            link = self.service.link
-            delay = link.setup + float(self.fault("SetupDelay") or 0) + (random.uniform(0, link.jitter) if link.jitter else 0)
-            if delay:
-                await asyncio.sleep(delay)
-            started = time.monotonic_ns()
-            port = str((self.session.get("Parameters") or {}).get("portNumber", ["22"])[0])
-            await self._emit(dc.HANDSHAKE_REQUEST, dc.handshake_request_payload(AGENT_VERSION, port))
-            try:
-                await asyncio.wait_for(self.handshake_done.wait(), HANDSHAKE_TIMEOUT)
-            except asyncio.TimeoutError:
-                await self.finish("", "Failed")
+            if not await self._handshake():
                 return
-            await self._emit(dc.HANDSHAKE_COMPLETE, dc.handshake_complete_payload(time.monotonic_ns() - started))
-            self.record("HandshakeComplete")
-            reader = await self._connect_port(port)
+            reader = await self._connect_port(self.handshake_properties()["portNumber"])
             if reader is None:
                 return
             await self._forward_port(reader)
@@ -473,23 +484,7 @@ class MuxAgent(Agent):
 
     async def _run(self) -> None:
         try:
-            link = self.service.link
-            delay = link.setup + float(self.fault("SetupDelay") or 0)
-            if delay:
-                await asyncio.sleep(delay)
-            started = time.monotonic_ns()
-            request = {
-                "AgentVersion": AGENT_VERSION,
-                "RequestedClientActions": [{"ActionType": "SessionType", "ActionParameters": {"SessionType": "Port", "Properties": self.handshake_properties()}}],
-            }  # fmt: skip
-            await self._emit(dc.HANDSHAKE_REQUEST, json.dumps(request).encode())
-            try:
-                await asyncio.wait_for(self.handshake_done.wait(), HANDSHAKE_TIMEOUT)
-            except asyncio.TimeoutError:
-                await self.finish("", "Failed")
-                return
-            await self._emit(dc.HANDSHAKE_COMPLETE, dc.handshake_complete_payload(time.monotonic_ns() - started))
-            self.record("HandshakeComplete")
+            await self._handshake(jitter=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the agent's session ends; the sandbox keeps serving

@@ -61,6 +61,16 @@ def plugin_path(pytestconfig: pytest.Config) -> str:
     return chosen_plugin(pytestconfig)
 
 
+@pytest.fixture(params=["stand-in", "aws"])
+def program(request: pytest.FixtureRequest, sandbox: Sandbox, plugin_path: str) -> str:
+    """Each plugin in turn: the sandbox's stand-in, then AWS's own (skipped, saying why, when none is named)."""
+    if request.param == "stand-in":
+        return str(sandbox.stand_in_plugin)
+    if not plugin_path:
+        pytest.skip("AWS's session-manager-plugin not named (pytest --plugin PATH or SSMFAB_SANDBOX_PLUGIN)")
+    return plugin_path
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory, plugin_path: str) -> Iterator[Sandbox]:
     if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():

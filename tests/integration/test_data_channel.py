@@ -34,15 +34,6 @@ REAL_PLUGIN_NAME = "session-manager-plugin"
 PATIENCE = 120
 
 
-@pytest.fixture(params=["stand-in", "aws"])
-def program(request: pytest.FixtureRequest, sandbox: Sandbox, plugin_path: str) -> str:
-    if request.param == "stand-in":
-        return str(sandbox.stand_in_plugin)
-    if not plugin_path:
-        pytest.skip("AWS's session-manager-plugin not named (pytest --plugin PATH or SSMFAB_SANDBOX_PLUGIN)")
-    return plugin_path
-
-
 @pytest.fixture
 def ssm(sandbox_env: dict[str, str]) -> object:
     return boto3.client("ssm", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], region_name="us-east-1")

@@ -42,15 +42,6 @@ TRANSFER_BYTES = 6 << 20
 DROP_AFTER = 1 << 20
 
 
-@pytest.fixture(params=["stand-in", "aws"])
-def program(request: pytest.FixtureRequest, sandbox: Sandbox, plugin_path: str) -> str:
-    if request.param == "stand-in":
-        return str(sandbox.stand_in_plugin)
-    if not plugin_path:
-        pytest.skip("AWS's session-manager-plugin not named (pytest --plugin PATH or SSMFAB_SANDBOX_PLUGIN)")
-    return plugin_path
-
-
 @pytest.fixture
 def env(program: str, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """This process and the ``ssmfab`` it starts use ``program``: directly (plugin mode) and as the
