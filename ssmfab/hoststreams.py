@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 import shlex
 
-#: python3 -c: ``put PATH [CODEC]`` copies stdin into PATH and prints the SHA-256 of what it wrote on stdout;
+#: python3 -c: ``put PATH [CODEC [SIZE]]`` copies stdin into PATH and prints the SHA-256 of what it wrote on
+#: stdout; with SIZE, a stream that ends short of SIZE bytes (the connection was cut: the end of input looks
+#: the same) is an error, and the file is removed, as on any failed upload: it only ever has a temporary name;
 #: ``get PATH [CODEC]`` copies PATH to stdout and prints the SHA-256 of what it sent on stderr. Runs on any
 #: Python 3.4+. CODEC: for put, ``gzip`` means stdin is gzip, written decompressed; for get,
 #: ``gzip`` compresses, ``auto:RATE`` compresses when the first MiB shrinks by 15% and this host compresses
@@ -26,6 +28,8 @@ HOST_COPY = """\
 import hashlib, os, sys, time, zlib
 direction, path = sys.argv[1:3]
 codec = sys.argv[3] if len(sys.argv) > 3 else "raw"
+expected = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+written = 0
 digest = hashlib.sha256()
 def blocks(source):
     while True:
@@ -48,12 +52,16 @@ try:
                     block = unpack.unconsumed_tail if unpack is not None else b""
                     digest.update(data)
                     write_all(f, data)
+                    written += len(data)
             if unpack is not None:
                 tail = unpack.flush()
                 digest.update(tail)
                 write_all(f, tail)
+                written += len(tail)
                 if not unpack.eof:
                     raise OSError("the compressed stream ended early")
+            if expected >= 0 and written != expected:
+                raise OSError("the stream ended after %d of %d bytes" % (written, expected))
         else:
             out = sys.stdout.buffer.raw
             pack = None
@@ -77,7 +85,16 @@ try:
             if pack is not None:
                 write_all(out, pack.flush())
 except (OSError, zlib.error) as e:
-    sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
+    if direction == "put":
+        try:
+            os.unlink(path)  # a temporary name: what it holds is incomplete (a cut stream, a full disk)
+        except OSError:
+            pass
+    try:
+        sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
+        sys.stderr.flush()
+    except OSError:
+        pass  # the connection is gone: nobody to tell
     sys.exit(1)
 answer = sys.stdout if direction == "put" else sys.stderr
 try:
@@ -97,7 +114,11 @@ _STDIN_HASHER = (
 )
 #: Upload without Python: the bytes go to the file (through gzip -d when CODEC is gzip), then the host hashes what landed there (a read-back from
 #: its page cache; hashing through tee cost the host as much).
-_PUT_WITH_TOOLS = 'if [ "${2:-raw}" = gzip ]; then gzip -dc > "$1" || exit 1; else cat > "$1" || exit 1; fi; exec $h < "$1"'
+_PUT_WITH_TOOLS = (
+    'if [ "${2:-raw}" = gzip ]; then gzip -dc > "$1" || { rm -f "$1"; exit 1; }; else cat > "$1" || { rm -f "$1"; exit 1; }; fi; '
+    'if [ -n "$3" ] && [ "$(($(wc -c < "$1")))" != "$3" ]; then echo "the stream ended short of $3 bytes" >&2; rm -f "$1"; exit 1; fi; '
+    'exec $h < "$1"'
+)
 #: Download without Python: the file goes to stdout (fd 3) and through the hasher, whose answer goes to stderr;
 #: it is never compressed (a CODEC other than raw gets the ``R`` header).
 #: A file that cannot be opened ends the command at once (the shell names the cause, no checksum, non-zero
@@ -167,7 +188,16 @@ try:
             if not unpack.eof:
                 raise OSError("the compressed stream ended early")
 except (OSError, zlib.error) as e:
-    sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
+    if direction == "put":
+        try:
+            os.unlink(path)  # a temporary name: what it holds is incomplete (a cut stream, a full disk)
+        except OSError:
+            pass
+    try:
+        sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
+        sys.stderr.flush()
+    except OSError:
+        pass  # the connection is gone: nobody to tell
     sys.exit(1)
 sys.stdout.write("wrote %d\\n" % written)
 """

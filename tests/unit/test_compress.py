@@ -92,6 +92,20 @@ def test_a_cut_gzip_upload_gives_no_checksum(tmp_path: Path) -> None:
     assert "ended early" in done.stderr.decode()
 
 
+@pytest.mark.parametrize("python", [True, False], ids=["python3", "posix-tools"])
+@pytest.mark.parametrize("codec", ["raw", "gzip"])
+def test_an_upload_cut_short_of_its_size_leaves_no_file_and_no_checksum(tmp_path: Path, python: bool, codec: str) -> None:
+    # A cut connection ends the host's input just as a finished upload does: only the size tells them apart.
+    target = tmp_path / ".up.txt.part"
+    data = gzip.compress(TEXT, 1) if codec == "gzip" else TEXT
+    whole = run(stream_command("put", python=python), target, f"{codec} {len(TEXT)}", data)
+    assert whole.returncode == 0 and target.read_bytes() == TEXT and DIGEST_LINE.search(whole.stdout)
+    cut = TEXT[: len(TEXT) // 2]
+    short = run(stream_command("put", python=python), target, f"{codec} {len(TEXT)}", gzip.compress(cut, 1) if codec == "gzip" else cut)
+    assert short.returncode != 0 and not DIGEST_LINE.search(short.stdout)
+    assert not target.exists(), "the host kept the temporary file of a cut upload"
+
+
 @pytest.mark.parametrize(
     ("data", "codec", "header"),
     [(TEXT, "gzip", b"Z"), (TEXT, "auto:1000000", b"Z"), (RANDOM, "auto:1000000", b"R"), (TEXT, "auto:1e12", b"R")],
