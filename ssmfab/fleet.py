@@ -144,9 +144,11 @@ class FanOut(Generic[T]):
         self.policy = policy
         self.on_result = on_result
         total = len(self.targets)
-        self.batch_size = parse_count(policy.batch, total, "batch", round_up=True) or max(total, 1)
-        if self.batch_size < 1:
-            raise ConfigError("--batch must be at least 1 host")
+        batch = parse_count(policy.batch, total, "batch", round_up=True)
+        if batch == 0:
+            # Not "no batching" (that is leaving --batch out): a batch of no hosts is a mistake to name.
+            raise ConfigError(f"--batch must be at least 1 host, got {batch}")
+        self.batch_size = batch or max(total, 1)
         self.max_failures = parse_count(policy.max_failures, total, "max-failures", round_up=False)
         self._lock = threading.Lock()
         self._live: dict[str, tuple[SSMConnection, float]] = {}

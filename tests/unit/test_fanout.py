@@ -240,3 +240,14 @@ def test_bad_counts_name_their_flag(field: str, flag: str) -> None:
 
     with pytest.raises(ConfigError, match=f"^{flag} 'x': expected a whole number"):
         FanOut(targets(2), Harness().connect, failing, Policy(**{field: "x"}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("given", ["0", 0, " 0 "])
+def test_a_batch_of_zero_hosts_is_refused_naming_the_flag(given: str | int) -> None:
+    # 0 is not "no batching" (leave --batch out for that): a batch of no hosts would never finish a host.
+    from ssmfab.exceptions import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        FanOut(targets(3), Harness().connect, failing, Policy(batch=given)).run()
+    assert str(caught.value) == "--batch must be at least 1 host, got 0"
+    assert "\n" not in str(caught.value)
