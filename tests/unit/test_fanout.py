@@ -328,7 +328,9 @@ def test_a_host_within_its_timeout_is_left_alone_while_others_finish() -> None:
             assert third_started.wait(30), "host-3 never started"
         return "ok"
 
-    result = FanOut(hosts, connect, operation, Policy(parallel=2, timeout=10_000)).run()
+    # As long as this machine has been up, plus a minute: no host comes near it (it is also shorter than
+    # the sum of two clock readings, so adding instead of subtracting them would show).
+    result = FanOut(hosts, connect, operation, Policy(parallel=2, timeout=time.monotonic() + 60)).run()
     assert [r.status for r in result.results] == ["ok", "ok", "ok"], [r.error for r in result.results]
     assert harness.log.count(f"close {hosts[0].id}") == 1
 
@@ -387,3 +389,38 @@ def test_run_command_says_the_connection_was_lost_when_there_is_no_exit_status()
         run_command("sleep 60")(conn)  # type: ignore[arg-type]
     assert str(caught.value) == "web-1 (i-00000001): SSH connection lost mid-command (no exit status from `sleep 60`)"
     assert caught.value.host == "web-1 (i-00000001)"
+
+
+def test_ctrl_c_after_a_host_finished_closes_only_what_is_still_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One at a time: host-1 finishes, host-2 is running when the user presses Ctrl-C. host-2 is closed by
+    # the interrupt; host-1 was closed once, when it finished, and is not touched again (a finished host
+    # must leave the engine's list of open connections).
+    import ssmfab.fleet as fleet_module
+
+    harness = Harness()
+    hosts = targets(2)
+    second_running = threading.Event()
+    real_wait: Callable[..., Any] = fleet_module.wait
+    calls = 0
+
+    def operation(conn: Any) -> str:
+        if conn.target.id == hosts[1].id:
+            second_running.set()
+            assert conn.closed.wait(60)
+            raise SSHError(f"{conn.label}: connection lost", conn.label)
+        return "ok"
+
+    def wait_then_interrupt(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return real_wait(*args, **kwargs)
+        assert second_running.wait(30)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fleet_module, "wait", wait_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        FanOut(hosts, harness.connect, operation, Policy(parallel=1)).run()
+    monkeypatch.setattr(fleet_module, "wait", real_wait)
+    assert harness.log.count(f"close {hosts[0].id}") == 1
+    assert harness.connections[hosts[1].id].closed.is_set()  # then closed again by its own worker: harmless
