@@ -161,6 +161,12 @@ def test_hybrid_nodes_come_from_ssm(fleet: Fleet) -> None:
     [hybrid] = fleet.resolve(ids=["mi-0123456789abcdef0"]).targets
     assert (hybrid.name, hybrid.private_ip, hybrid.tags["Role"]) == ("onprem-1", "10.9.8.7", "web")
     assert names_of(fleet.resolve(names=["onprem-*"])) == ["onprem-1"]
+    # A pattern is matched here; only exact values go to SSM as a tag filter (it compares them literally).
+    log = CallLog(fleet)
+    assert names_of(fleet.resolve(tags=["Role=w?b", "Name=onprem-1"])) == ["onprem-1"]
+    sent = [f for called, params in log.calls if called == "DescribeInstanceInformation" for f in params.get("Filters", [])]
+    assert {"Key": "tag:Name", "Values": ["onprem-1"]} in sent
+    assert not any(f["Key"] == "tag:Role" for f in sent)
 
 
 class CallLog:
