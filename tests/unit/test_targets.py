@@ -243,3 +243,29 @@ def test_more_than_fifty_explicit_hybrid_ids_are_all_found(fleet: Fleet) -> None
     assert sorted(i for values in log.id_filters() for i in values) == hybrid
     assert log.count("DescribeInstanceInformation") == 3
     assert log.count("DescribeInstances") == 0  # no i- id asked for: EC2 has nothing to say
+
+
+def test_a_hybrid_node_is_named_by_its_name_tag_then_its_ssm_name_then_its_computer_name(fleet: Fleet) -> None:
+    # Listed out of name order, the first one matching nothing: every node after it must still be looked at.
+    def node(n: int, **fields: Any) -> dict[str, Any]:
+        return {"InstanceId": f"mi-{n:017x}", "PingStatus": "Online", "ResourceType": "ManagedInstance",
+                "AgentVersion": f"3.3.{n}", "PlatformType": "Windows", **fields}  # fmt: skip
+
+    fleet.launch(Name="ec2-web", Role="site")  # an EC2 instance SSM also knows: not a hybrid node
+    fleet.register([
+        node(1, Name="other", Tags=[{"Key": "Role", "Value": "db"}]),
+        node(2, Name="ssm-name", ComputerName="box-2.corp", Tags=[{"Key": "Name", "Value": "tagged"}, {"Key": "Role", "Value": "site"}]),
+        node(3, Name="ssm-name-3", ComputerName="box-3.corp", Tags=[{"Key": "Role", "Value": "site"}]),
+        node(4, ComputerName="box-4.corp", Tags=[{"Key": "Role", "Value": "site"}]),
+        node(5, Tags=[{"Key": "Role", "Value": "site"}]),
+    ])  # fmt: skip
+    selection = fleet.resolve(tags=["Role=si*"])
+    by_id = {t.id: t for t in selection.targets}
+    assert [by_id[f"mi-{n:017x}"].name for n in (2, 3, 4, 5)] == ["tagged", "ssm-name-3", "box-4.corp", ""]
+    assert sorted(t.name for t in selection.targets) == ["", "box-4.corp", "ec2-web", "ssm-name-3", "tagged"]
+    tagged = by_id[f"mi-{2:017x}"]
+    assert (tagged.platform, tagged.state, tagged.ping_status, tagged.agent_version, tagged.region) == (
+        "Windows", "running", "Online", "3.3.2", REGION
+    )
+    assert by_id[f"mi-{5:017x}"].label == f"mi-{5:017x}"
+    assert names_of(fleet.resolve(names=["box-*"])) == ["box-4.corp"]
