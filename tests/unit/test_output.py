@@ -135,7 +135,7 @@ def sample_result() -> Any:
     from ssmfab.fleet import FleetResult, HostResult
     from ssmfab.targets import Target
 
-    ok = HostResult(Target(id="i-1", name="web-1"), value="v1", exit_code=0, started=10.0, ended=11.25)
+    ok = HostResult(Target(id="i-1", name="web-1"), value="v1", exit_code=0, started=10.0, ended=11.23456)
     failed = HostResult(Target(id="i-2", name="web-2"), error="web-2 (i-2): `x` exited 3", exit_code=3, started=10.0, ended=10.5)
     lost = HostResult(Target(id="i-3"), error="i-3: connection lost", started=10.0, ended=12.0)
     skipped = HostResult(Target(id="i-4", name="web-4"), error="not started", skipped=True)
@@ -148,7 +148,7 @@ def test_summary_table_shows_each_host_status_exit_and_time() -> None:
     assert summary_table(sample_result()).splitlines() == [
         "HOST  NAME   STATUS   EXIT  TIME",
         "----  -----  -------  ----  -----",
-        "i-1   web-1  ok       0     1.25s",
+        "i-1   web-1  ok       0     1.23s",
         "i-2   web-2  failed   3     0.50s",
         "i-3          failed   -     2.00s",
         "i-4   web-4  skipped  -     0.00s",
@@ -162,7 +162,7 @@ def test_report_dict_has_one_entry_per_host_and_what_describe_adds() -> None:
     report = report_dict(sample_result(), describe=lambda value: {"stdout": f"{value} out"})
     assert (report["ok"], report["failed"], report["not_started"]) == (1, 2, 1)
     assert report["hosts"][0] == {
-        "instance_id": "i-1", "name": "web-1", "status": "ok", "exit_code": 0, "duration": 1.25, "error": None,
+        "instance_id": "i-1", "name": "web-1", "status": "ok", "exit_code": 0, "duration": 1.235, "error": None,  # milliseconds
         "stdout": "v1 out",
     }  # fmt: skip
     assert report["hosts"][1] == {
