@@ -112,3 +112,61 @@ def test_shown_output_is_prefixed_and_the_last_unended_line_printed(conn: Capped
 def test_the_exit_status_comes_back(conn: CappedConnection) -> None:
     result = conn.run("exit 7", warn=True, hide=True, timeout=60)
     assert result.exited == 7 and result.failed
+
+
+def test_a_connection_that_sets_no_cap_gets_the_default_one(server: tuple[SSHServer, Path]) -> None:
+    sshd, key = server
+    with Connection(
+        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
+        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
+    ) as plain:  # fmt: skip
+        result = plain.run("head -c 5000 /dev/zero | tr '\\0' y", hide=True, timeout=60)
+    assert result.stdout == "y" * 5000  # far under the default cap: all of it
+
+
+def test_text_in_memory_as_input_is_forwarded(conn: CappedConnection) -> None:
+    # A StringIO has no file descriptor: invoke's own forwarding handles it.
+    result = conn.run("cat", in_stream=io.StringIO("from memory\n"), hide=True, timeout=60)
+    assert result.stdout == "from memory\n"
+
+
+def test_input_that_arrives_late_is_still_forwarded(conn: CappedConnection) -> None:
+    # The input is written only once the command has said it is waiting for it: the forwarder must keep
+    # waiting for input, not give up when none is there yet. (The test passes however late the input
+    # comes; the short delay only makes sure the forwarder has looked at an empty pipe before.)
+    read_end, write_end = os.pipe()
+    writer = os.fdopen(write_end, "w")
+
+    def send() -> None:
+        writer.write("late data\n")
+        writer.close()
+
+    late = threading.Timer(0.2, send)
+
+    class Watch(io.StringIO):
+        def write(self, text: str) -> int:
+            if "waiting" in text:
+                late.start()
+            return super().write(text)
+
+    with os.fdopen(read_end, "r") as source:
+        result = conn.run("echo waiting; cat", in_stream=source, out_stream=Watch(), timeout=60)
+    late.join()
+    assert result.stdout == "waiting\nlate data\n"
+
+
+def test_a_command_that_ignores_its_input_ends_though_the_input_stays_open(conn: CappedConnection) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(read_end, "r") as source:
+            result = conn.run("echo done", in_stream=source, hide=True, timeout=60)
+        assert result.stdout == "done\n"
+    finally:
+        os.close(write_end)
+
+
+def test_hidden_output_is_not_shown(conn: CappedConnection, capsys: pytest.CaptureFixture[str]) -> None:
+    result = conn.run("echo secret", hide=True, timeout=60)
+    assert result.stdout == "secret\n" and capsys.readouterr().out == ""
+    conn.run("echo shown", timeout=60)
+    assert capsys.readouterr().out == "shown\n"
