@@ -25,6 +25,14 @@ def amazon_image(ec2: Any, endpoint: str) -> str:
     return _IMAGES[endpoint]
 
 
+def linux_image(ec2: Any, endpoint: str) -> str:
+    """An AMI whose instances EC2 does not call Windows (moto's first stock AMI is a Windows one)."""
+    key = f"linux {endpoint}"
+    if key not in _IMAGES:
+        _IMAGES[key] = next(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"] if not i.get("Platform"))
+    return _IMAGES[key]
+
+
 class Fleet:
     """Builds EC2 instances and SSM registrations in moto, the way a real account would have them."""
 
@@ -269,3 +277,24 @@ def test_a_hybrid_node_is_named_by_its_name_tag_then_its_ssm_name_then_its_compu
     )
     assert by_id[f"mi-{5:017x}"].label == f"mi-{5:017x}"
     assert names_of(fleet.resolve(names=["box-*"])) == ["box-4.corp"]
+
+
+def test_what_an_instance_record_lacks_is_filled_in_plainly(fleet: Fleet) -> None:
+    # No Name tag: no name (the id labels it). SSM not saying the platform: EC2's own word (moto's stock AMI
+    # is a Windows one), else Linux. A hybrid node with no address: an empty one, not "None".
+    [unnamed] = fleet.launch(Role="bare")
+    fleet.register([{"InstanceId": unnamed, "PingStatus": "Online", "ResourceType": "EC2Instance", "PlatformType": ""}])
+    linux = fleet.ec2.run_instances(ImageId=linux_image(fleet.ec2, str(fleet.aws.endpoint_url)), MinCount=1, MaxCount=1,
+                                    TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Role", "Value": "bare"}]}])
+    linux_id = linux["Instances"][0]["InstanceId"]
+    fleet.register([{"InstanceId": linux_id, "PingStatus": "Online", "ResourceType": "EC2Instance", "PlatformType": ""}])
+    sandbox_put_instance_information(str(fleet.aws.endpoint_url), REGION, [
+        {"InstanceId": "mi-0000000000000abcd", "PingStatus": "Online", "ResourceType": "ManagedInstance"},
+    ])  # fmt: skip
+    by_id = {t.id: t for t in fleet.resolve(tags=["Role=bare"]).targets}
+    described = fleet.ec2.describe_instances(InstanceIds=[unnamed])["Reservations"][0]["Instances"][0]
+    assert (by_id[unnamed].name, by_id[unnamed].label) == ("", unnamed)
+    assert by_id[unnamed].private_ip == described["PrivateIpAddress"]
+    assert (by_id[unnamed].platform, by_id[linux_id].platform) == ("Windows", "Linux")
+    [hybrid] = fleet.resolve(ids=["mi-0000000000000abcd"]).targets
+    assert (hybrid.private_ip, hybrid.ping_status) == ("", "Online")  # SSM always reports platform and agent
