@@ -298,3 +298,15 @@ def test_what_an_instance_record_lacks_is_filled_in_plainly(fleet: Fleet) -> Non
     assert (by_id[unnamed].platform, by_id[linux_id].platform) == ("Windows", "Linux")
     [hybrid] = fleet.resolve(ids=["mi-0000000000000abcd"]).targets
     assert (hybrid.private_ip, hybrid.ping_status) == ("", "Online")  # SSM always reports platform and agent
+
+
+def test_an_unmanaged_instance_shows_no_agent_and_platform_names_keep_their_case(fleet: Fleet) -> None:
+    [unmanaged] = fleet.launch(Name="no-agent", Role="odd", agent=None)
+    [mac] = fleet.launch(Name="mac-1", Role="odd", agent=None)
+    fleet.register([{"InstanceId": mac, "PingStatus": "Online", "ResourceType": "EC2Instance", "PlatformType": "MacOS"}])
+    selection = fleet.resolve(tags=["Role=odd"])
+    [skipped] = selection.skipped
+    assert skipped.target.id == unmanaged
+    assert (skipped.target.ping_status, skipped.target.agent_version, skipped.target.state) == ("", "", "running")
+    [target] = selection.targets
+    assert (target.id, target.platform) == (mac, "MacOS")  # AWS's own spelling, not "Macos"
