@@ -52,10 +52,12 @@ bench: venv
 
 # Mutation testing (not part of CI: about an hour on 2 cores): mutmut mutates the modules listed in
 # pyproject.toml [tool.mutmut], runs the tests that reach each mutant, and lists the mutants no test killed.
-# MUTATE_ARGS narrows the run to mutant names, e.g. MUTATE_ARGS='ssmfab.hostkeys*'. See docs/mutation.md.
+# MUTATE_ARGS narrows the run to mutant names, e.g. MUTATE_ARGS='ssmfab.hostkeys*'; MUTATE_CHILDREN bounds the
+# mutants tested at once (one process each). See docs/mutation.md.
+MUTATE_CHILDREN ?= 2
 mutate: venv
 	$(BIN)/pip install --quiet -e '.[test,mutate]'
-	$(BIN)/mutmut run $(MUTATE_ARGS) || true
+	$(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTATE_ARGS) || true
 	@echo; echo "Surviving mutants (mutmut show NAME for the diff):"
 	@$(BIN)/mutmut results
 

@@ -180,7 +180,7 @@ class FanOut(Generic[T]):
         total = len(self.targets)
         if policy.batch not in (None, "") and parse_count(policy.batch, 100, "batch", round_up=False) == 0:
             # 0 is no batch size at all (not "everything at once": leave --batch out for that).
-            raise ConfigError(f"--batch {policy.batch}: a batch needs at least 1 host (leave --batch out to run all at once)")
+            raise ConfigError(f"--batch {str(policy.batch).strip()}: a batch needs at least 1 host (leave --batch out to run all at once)")
         self.batch_size = parse_count(policy.batch, total, "batch", round_up=True) or max(total, 1)
         self.max_failures = parse_count(policy.max_failures, total, "max-failures", round_up=False)
         self._lock = threading.Lock()

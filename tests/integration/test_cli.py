@@ -193,6 +193,7 @@ def test_batches_and_failure_budget_stop_where_they_should(sandbox_env: dict[str
         (["deploy", "--tag", "web", "--artifact", "/nonexistent/app.tgz"], 2, "artifact /nonexistent/app.tgz does not exist"),
         (["deploy", "--tag", "web"], 2, "no artifact to deploy"),
         (["run", "--tag", "web", "--batch", "half", "true"], 2, "--batch 'half'"),
+        (["run", "--tag", "web", "--batch", "0", "true"], 2, "--batch 0: a batch needs at least 1 host (leave --batch out to run all at once)"),
         (["fetch-logs", "web-1", "--since", "yesterday"], 2, "--since 'yesterday'"),
         (["put", "/nonexistent/file", "x", "--tag", "web"], 2, "/nonexistent/file: no such local file"),
     ],

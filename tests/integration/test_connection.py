@@ -26,7 +26,7 @@ def host_id(sandbox: Sandbox, name: str) -> str:
 
 def connect_soon(port: int) -> socket.socket:
     """Fabric's forward_local binds its listener in a thread after the context is entered; wait for it."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a backstop: it normally listens within milliseconds
     while True:
         try:
             return socket.create_connection(("127.0.0.1", port), timeout=10)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ssmfab.client import Client
 from ssmfab.fleet import fan_out, run_command
+from ssmfab.remoteshell import quote
 from ssmfab.sandbox import Sandbox
 
 
@@ -39,9 +41,20 @@ def test_a_host_whose_sshd_is_down_fails_alone(client: Client, sandbox: Sandbox)
     assert "web-3" in str(failed.error) and "\n" not in str(failed.error)
 
 
-def test_parallel_bound_is_respected(client: Client, sandbox: Sandbox) -> None:
+def test_parallel_bound_is_respected(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+    # A rendezvous in pairs (the sandbox hosts share this machine's files): each host signs in, then waits
+    # until its pair is complete, so two hosts are surely in flight at once however the machine schedules
+    # them; the events then show that no third one ever was. A bound of 1 would leave the first host
+    # waiting, and it gives up (exit 9) after a minute.
+    arrivals = tmp_path / "arrivals"
+    arrivals.mkdir()
+    here = quote(str(arrivals))
+    rendezvous = (
+        f'mktemp {here}/arrived.XXXXXXXX >/dev/null; n=$(ls {here} | wc -l); pair=$(( (n + 1) / 2 * 2 )); i=0; '
+        f'while [ "$(ls {here} | wc -l)" -lt "$pair" ]; do i=$((i + 1)); [ $i -gt 1200 ] && exit 9; sleep 0.05; done'
+    )
     targets = client.targets(names=["*"])
-    result = fan_out(targets, client.connect, run_command("sleep 0.2", hide=True), parallel=2)
+    result = fan_out(targets, client.connect, run_command(rendezvous, hide=True), parallel=2)
     in_flight, peak = 0, 0
     for _, kind, _ in result.events:
         in_flight += 1 if kind == "start" else -1

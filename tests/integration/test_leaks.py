@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import boto3
 import pytest
@@ -48,19 +47,22 @@ def test_connect_run_close_cycles_leak_nothing(mode: str, cycles: int, sandbox: 
     target = sandbox.host("web-3").instance_id
     with client.connect(target) as warm:  # first use pins the key and builds clients; not a leak
         warm.run("true", hide=True)
-    time.sleep(0.2)
-    fds, threads, kids = open_fds(), threading.active_count(), children()
+        transport = warm.client.get_transport()
+    transport.join(30)  # its thread ends just after close() returns; wait for that, not for a while
+    assert not transport.is_alive()
+    fds, threads, kids = open_fds(), set(threading.enumerate()), children()
     history = len(sessions(sandbox, "History"))
     active_before = {s["SessionId"] for s in sessions(sandbox, "Active")}
     for _ in range(cycles):
         conn = client.connect(target)
         assert conn.run("echo ok", hide=True).stdout == "ok\n"
         conn.close()
-    deadline = time.monotonic() + 5  # paramiko's transport threads end just after close() returns
-    while threading.active_count() > threads and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # paramiko's transport threads end just after close() returns: every thread the cycles started must
+    # end (joined: no guess at how long that takes); one that is still alive after 30 s has leaked.
+    for thread in set(threading.enumerate()) - threads:
+        thread.join(30)
+    assert [t.name for t in set(threading.enumerate()) - threads] == []
     assert open_fds() <= fds, "file descriptors leaked"
-    assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
     assert children() == kids and tunnel_processes(sandbox) == []
     # Sessions an earlier test left on purpose (a SIGKILLed tunnel) are not this test's to count.
     assert {s["SessionId"] for s in sessions(sandbox, "Active")} <= active_before

@@ -19,6 +19,7 @@ import pytest
 from ssmfab.client import Client
 from ssmfab.exceptions import TransferError
 from ssmfab.sandbox import Sandbox
+from ssmfab import transfer
 from ssmfab.transfer import TransferReport, get, put
 
 # paramiko's prefetch thread reports the dead transport on its own; the transfer reports it properly.
@@ -64,20 +65,33 @@ def home_of(sandbox: Sandbox, name: str) -> Path:
     return Path(sandbox.host(name).folder) / "home"
 
 
-def cut_tunnel_when(conn: Any, ready: Callable[[], bool]) -> threading.Thread:
-    """A thread that kills the connection's tunnel process group (the tunnel dies, as when the SSM session
-    drops) once ``ready()`` says bytes are moving."""
+def kill_tunnel(conn: Any) -> Callable[[], None]:
+    """Kills the connection's tunnel process group: the tunnel dies, as when the SSM session drops."""
 
-    def cut() -> None:
-        deadline = time.monotonic() + 30
-        while not ready() and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def kill() -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(conn.tunnel.process.pid, signal.SIGKILL)
 
-    thread = threading.Thread(target=cut, name="cut-tunnel")
-    thread.start()
-    return thread
+    return kill
+
+
+def mid_transfer(monkeypatch: pytest.MonkeyPatch, ready: Callable[[], bool], fault: Callable[[], None]) -> threading.Event:
+    """Runs ``fault`` once, from inside the transfer, the first time ``ready()`` holds after a chunk moved.
+
+    The transfer reports progress after every chunk (its stall watch listens); hooking that report puts the
+    fault at a known point of the transfer however fast or slow the machine is, where a thread watching
+    the files would race the transfer. The returned event says the fault happened."""
+    fired = threading.Event()
+    real_progress = transfer.StallWatch.progress
+
+    def progress(watch: transfer.StallWatch) -> None:
+        real_progress(watch)
+        if not fired.is_set() and ready():
+            fired.set()
+            fault()
+
+    monkeypatch.setattr(transfer.StallWatch, "progress", progress)
+    return fired
 
 
 def grown(folder: Path, pattern: str, size: int = 1_000_000) -> Callable[[], bool]:
@@ -206,17 +220,19 @@ def test_nothing_is_written_outside_the_destination(client: Client, tmp_path: Pa
     assert list(elsewhere.iterdir()) == []
 
 
-def test_download_cut_midway_leaves_nothing(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+def test_download_cut_midway_leaves_nothing(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     [target] = client.targets(names=["db-1"])
     dest = tmp_path / "dest"
     dest.mkdir()
     conn = client.connect(target)
     try:
         conn.run(f"head -c {BIG} /dev/zero > big.bin", hide=True)
-        cutter = cut_tunnel_when(conn, grown(dest, ".big.bin.ssmfab-*.part"))
+        cut = mid_transfer(monkeypatch, grown(dest, ".big.bin.ssmfab-*.part"), kill_tunnel(conn))
         with pytest.raises(TransferError, match=r"^db-1 \(i-\w+\): download of big.bin failed, nothing left half-written") as err:
             get(conn, "big.bin", str(dest) + os.sep)
-        cutter.join()
+        assert cut.is_set()
     finally:
         conn.close()
     assert "\n" not in str(err.value)
@@ -224,7 +240,9 @@ def test_download_cut_midway_leaves_nothing(client: Client, sandbox: Sandbox, tm
     (home_of(sandbox, "db-1") / "big.bin").unlink()
 
 
-def test_upload_cut_midway_leaves_no_final_file(client: Client, sandbox: Sandbox, tmp_path: Path) -> None:
+def test_upload_cut_midway_leaves_no_final_file(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     [target] = client.targets(names=["db-1"])
     big = tmp_path / "big.bin"
     with big.open("wb") as handle:
@@ -233,10 +251,10 @@ def test_upload_cut_midway_leaves_no_final_file(client: Client, sandbox: Sandbox
     conn = client.connect(target)
     try:
         conn.run("rm -f up.bin .up.bin.ssmfab-*", hide=True)
-        cutter = cut_tunnel_when(conn, grown(home, ".up.bin.ssmfab-*.part"))
+        cut = mid_transfer(monkeypatch, grown(home, ".up.bin.ssmfab-*.part"), kill_tunnel(conn))
         with pytest.raises(TransferError, match=r"upload to up.bin failed, nothing left half-written; temporary file .*\.up\.bin\.ssmfab-\w+\.part may remain") as err:
             put(conn, str(big), "up.bin")
-        cutter.join()
+        assert cut.is_set()
     finally:
         conn.close()
     assert "\n" not in str(err.value)
@@ -268,7 +286,9 @@ def test_bad_input_is_one_line_naming_host_path_and_fix(client: Client, tmp_path
         assert conn.run("test -e x", warn=True, hide=True).failed
 
 
-def test_a_frozen_tunnel_fails_the_transfer_after_the_stall_timeout(sandbox_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_frozen_tunnel_fails_the_transfer_after_the_stall_timeout(
+    sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = Client(tunnel="plugin", stall_timeout=2, notify=lambda message: None)
     [target] = client.targets(names=["web-2"])
     conn = client.connect(target)
@@ -277,25 +297,19 @@ def test_a_frozen_tunnel_fails_the_transfer_after_the_stall_timeout(sandbox_env:
     dest.mkdir()
     assert conn.tunnel is not None
     plugin = conn.tunnel.process.pid  # type: ignore[attr-defined]
-
-    def freeze() -> None:
-        deadline = time.monotonic() + 30
-        while not grown(dest, ".frozen.bin.*")() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(plugin, signal.SIGSTOP)  # the tunnel stops moving bytes but stays open
-
-    freezer = threading.Thread(target=freeze)
-    freezer.start()
+    # The tunnel stops moving bytes but stays open, once the download is under way.
+    frozen = mid_transfer(monkeypatch, grown(dest, ".frozen.bin.*"), lambda: os.kill(plugin, signal.SIGSTOP))
     began = time.monotonic()
     try:
         with pytest.raises(TransferError, match="download of frozen.bin stalled: no progress for 2s"):
             get(conn, "frozen.bin", str(dest) + os.sep)
     finally:
-        freezer.join()
         with contextlib.suppress(ProcessLookupError):  # the stall watch has normally ended it already
             os.kill(plugin, signal.SIGCONT)
         conn.close()
-    assert time.monotonic() - began < 20
+    assert frozen.is_set()
+    # The stall watch ended it, not something else much later (a wide margin: the machine may be busy).
+    assert time.monotonic() - began < 60
     assert list(dest.iterdir()) == []
     with client.connect(target) as cleanup:
         cleanup.run("rm -f frozen.bin")

@@ -53,3 +53,55 @@ def test_selector_client_side_matching() -> None:
     assert not selector.matches("mi-0123456789abcdef0", {"Env": "dev"}, "web-1")
     assert not selector.matches("mi-0123456789abcdef0", {"Env": "prod"}, "db-1")
     assert str(selector) == "--name web-* --tag Env=prod,stag*"
+
+
+def test_a_selector_reads_back_as_the_flags_that_made_it() -> None:
+    selector = parse_selector(["i-0123456789abcdef0"], ["web-*"], ["Env=prod", "db"])
+    assert str(selector) == "i-0123456789abcdef0 --name web-* --tag Env=prod --tag Role=db"
+    assert str(Selector()) == "(all instances)"
+    assert not Selector(ids=("i-0123456789abcdef0",)).matches("i-0123456789abcdef1", {}, "")
+    assert Selector(ids=("i-0123456789abcdef0",)).matches("i-0123456789abcdef0", {}, "")
+
+
+def test_a_tag_value_may_hold_an_equals_sign() -> None:
+    [tag] = parse_selector(tags=["Query=a=b"]).tags
+    assert (tag.key, tag.values) == ("Query", ("a=b",))
+
+
+@pytest.mark.parametrize("raw", ["=web", " =web", "Bad!Key=x", "K" * 129 + "=x"])
+def test_a_tag_key_aws_would_refuse_is_refused_here(raw: str) -> None:
+    with pytest.raises(SelectorError, match=r"^bad --tag .*: expected Key=Value, Key=a,b or a bare value of Role$"):
+        parse_selector(tags=[raw])
+
+
+def test_no_targets_names_the_filter_region_and_profile() -> None:
+    from ssmfab.exceptions import NoTargetsError
+    from ssmfab.targets import Selection, Skipped, Target, require_targets
+
+    empty = Selection([], [], parse_selector(names=["web-*"]), "eu-west-1")
+    with pytest.raises(NoTargetsError) as caught:
+        require_targets(empty, "staging")
+    assert str(caught.value) == (
+        "no instance matches --name web-* in region eu-west-1, profile staging: check the filter with "
+        "`ssmfab hosts`, or give region=/profile= (--region/--profile on the command line)"
+    )
+    with pytest.raises(NoTargetsError, match=r"^no instance matches --name web-\* in region eu-west-1: check"):
+        require_targets(empty, None)
+    skipped = [Skipped(Target(id=f"i-{n:017x}", name=f"web-{n}"), f"reason {n}") for n in range(1, 6)]
+    with pytest.raises(NoTargetsError) as caught:
+        require_targets(Selection([], skipped, parse_selector(names=["web-*"]), "eu-west-1"), None)
+    assert str(caught.value) == (
+        "no reachable instance for --name web-* in region eu-west-1 (web-1 (i-00000000000000001): reason 1; "
+        "web-2 (i-00000000000000002): reason 2; web-3 (i-00000000000000003): reason 3)"
+    )
+    usable = [Target(id="i-00000000000000009")]
+    assert require_targets(Selection(usable, skipped, Selector(), "eu-west-1"), None) == usable
+
+
+def test_an_agent_that_reports_no_status_is_called_so() -> None:
+    from ssmfab.targets import Target, _offline
+
+    assert _offline(Target(id="mi-00000000000000001")).reason == "SSM agent is not reporting; sessions cannot start"
+    assert _offline(Target(id="mi-00000000000000001", ping_status="Inactive")).reason == (
+        "SSM agent is Inactive; sessions cannot start"
+    )

@@ -14,6 +14,25 @@ from ssmfab.targets import parse_selector, require_targets, resolve
 from tests.conftest import REGION
 
 
+_IMAGES: dict[str, str] = {}
+
+
+def amazon_image(ec2: Any, endpoint: str) -> str:
+    """An AMI to launch from. moto reloads its stock AMIs (always the same ids) on every reset, which makes
+    the first DescribeImages after it slow (~1 s); asked once per moto server, these tests run much faster."""
+    if endpoint not in _IMAGES:
+        _IMAGES[endpoint] = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return _IMAGES[endpoint]
+
+
+def linux_image(ec2: Any, endpoint: str) -> str:
+    """An AMI whose instances EC2 does not call Windows (moto's first stock AMI is a Windows one)."""
+    key = f"linux {endpoint}"
+    if key not in _IMAGES:
+        _IMAGES[key] = next(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"] if not i.get("Platform"))
+    return _IMAGES[key]
+
+
 class Fleet:
     """Builds EC2 instances and SSM registrations in moto, the way a real account would have them."""
 
@@ -21,7 +40,7 @@ class Fleet:
         self.aws = aws
         self.ec2 = aws.ec2()
         self.ssm = aws.ssm()
-        self.image = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        self.image = amazon_image(self.ec2, str(aws.endpoint_url))
 
     def launch(self, count: int = 1, *, agent: str | None = "Online", **tags: str) -> list[str]:
         ids = []
@@ -150,6 +169,12 @@ def test_hybrid_nodes_come_from_ssm(fleet: Fleet) -> None:
     [hybrid] = fleet.resolve(ids=["mi-0123456789abcdef0"]).targets
     assert (hybrid.name, hybrid.private_ip, hybrid.tags["Role"]) == ("onprem-1", "10.9.8.7", "web")
     assert names_of(fleet.resolve(names=["onprem-*"])) == ["onprem-1"]
+    # A pattern is matched here; only exact values go to SSM as a tag filter (it compares them literally).
+    log = CallLog(fleet)
+    assert names_of(fleet.resolve(tags=["Role=w?b", "Name=onprem-1"])) == ["onprem-1"]
+    sent = [f for called, params in log.calls if called == "DescribeInstanceInformation" for f in params.get("Filters", [])]
+    assert {"Key": "tag:Name", "Values": ["onprem-1"]} in sent
+    assert not any(f["Key"] == "tag:Role" for f in sent)
 
 
 class CallLog:
@@ -226,3 +251,62 @@ def test_more_than_fifty_explicit_hybrid_ids_are_all_found(fleet: Fleet) -> None
     assert sorted(i for values in log.id_filters() for i in values) == hybrid
     assert log.count("DescribeInstanceInformation") == 3
     assert log.count("DescribeInstances") == 0  # no i- id asked for: EC2 has nothing to say
+
+
+def test_a_hybrid_node_is_named_by_its_name_tag_then_its_ssm_name_then_its_computer_name(fleet: Fleet) -> None:
+    # Listed out of name order, the first one matching nothing: every node after it must still be looked at.
+    def node(n: int, **fields: Any) -> dict[str, Any]:
+        return {"InstanceId": f"mi-{n:017x}", "PingStatus": "Online", "ResourceType": "ManagedInstance",
+                "AgentVersion": f"3.3.{n}", "PlatformType": "Windows", **fields}  # fmt: skip
+
+    fleet.launch(Name="ec2-web", Role="site")  # an EC2 instance SSM also knows: not a hybrid node
+    fleet.register([
+        node(1, Name="other", Tags=[{"Key": "Role", "Value": "db"}]),
+        node(2, Name="ssm-name", ComputerName="box-2.corp", Tags=[{"Key": "Name", "Value": "tagged"}, {"Key": "Role", "Value": "site"}]),
+        node(3, Name="ssm-name-3", ComputerName="box-3.corp", Tags=[{"Key": "Role", "Value": "site"}]),
+        node(4, ComputerName="box-4.corp", Tags=[{"Key": "Role", "Value": "site"}]),
+        node(5, Tags=[{"Key": "Role", "Value": "site"}]),
+    ])  # fmt: skip
+    selection = fleet.resolve(tags=["Role=si*"])
+    by_id = {t.id: t for t in selection.targets}
+    assert [by_id[f"mi-{n:017x}"].name for n in (2, 3, 4, 5)] == ["tagged", "ssm-name-3", "box-4.corp", ""]
+    assert sorted(t.name for t in selection.targets) == ["", "box-4.corp", "ec2-web", "ssm-name-3", "tagged"]
+    tagged = by_id[f"mi-{2:017x}"]
+    assert (tagged.platform, tagged.state, tagged.ping_status, tagged.agent_version, tagged.region) == (
+        "Windows", "running", "Online", "3.3.2", REGION
+    )
+    assert by_id[f"mi-{5:017x}"].label == f"mi-{5:017x}"
+    assert names_of(fleet.resolve(names=["box-*"])) == ["box-4.corp"]
+
+
+def test_what_an_instance_record_lacks_is_filled_in_plainly(fleet: Fleet) -> None:
+    # No Name tag: no name (the id labels it). SSM not saying the platform: EC2's own word (moto's stock AMI
+    # is a Windows one), else Linux. A hybrid node with no address: an empty one, not "None".
+    [unnamed] = fleet.launch(Role="bare")
+    fleet.register([{"InstanceId": unnamed, "PingStatus": "Online", "ResourceType": "EC2Instance", "PlatformType": ""}])
+    linux = fleet.ec2.run_instances(ImageId=linux_image(fleet.ec2, str(fleet.aws.endpoint_url)), MinCount=1, MaxCount=1,
+                                    TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Role", "Value": "bare"}]}])
+    linux_id = linux["Instances"][0]["InstanceId"]
+    fleet.register([{"InstanceId": linux_id, "PingStatus": "Online", "ResourceType": "EC2Instance", "PlatformType": ""}])
+    sandbox_put_instance_information(str(fleet.aws.endpoint_url), REGION, [
+        {"InstanceId": "mi-0000000000000abcd", "PingStatus": "Online", "ResourceType": "ManagedInstance"},
+    ])  # fmt: skip
+    by_id = {t.id: t for t in fleet.resolve(tags=["Role=bare"]).targets}
+    described = fleet.ec2.describe_instances(InstanceIds=[unnamed])["Reservations"][0]["Instances"][0]
+    assert (by_id[unnamed].name, by_id[unnamed].label) == ("", unnamed)
+    assert by_id[unnamed].private_ip == described["PrivateIpAddress"]
+    assert (by_id[unnamed].platform, by_id[linux_id].platform) == ("Windows", "Linux")
+    [hybrid] = fleet.resolve(ids=["mi-0000000000000abcd"]).targets
+    assert (hybrid.private_ip, hybrid.ping_status) == ("", "Online")  # SSM always reports platform and agent
+
+
+def test_an_unmanaged_instance_shows_no_agent_and_platform_names_keep_their_case(fleet: Fleet) -> None:
+    [unmanaged] = fleet.launch(Name="no-agent", Role="odd", agent=None)
+    [mac] = fleet.launch(Name="mac-1", Role="odd", agent=None)
+    fleet.register([{"InstanceId": mac, "PingStatus": "Online", "ResourceType": "EC2Instance", "PlatformType": "MacOS"}])
+    selection = fleet.resolve(tags=["Role=odd"])
+    [skipped] = selection.skipped
+    assert skipped.target.id == unmanaged
+    assert (skipped.target.ping_status, skipped.target.agent_version, skipped.target.state) == ("", "", "running")
+    [target] = selection.targets
+    assert (target.id, target.platform) == (mac, "MacOS")  # AWS's own spelling, not "Macos"

@@ -1,0 +1,187 @@
+"""The remote runner over a real SSH channel: one OpenSSH sshd on loopback, reached directly (no SSM, which
+the runner never sees). Commands get quoted environments, end-of-file on stdin unless given input, piped
+input in full, whole characters, a capped Result with a note of what was dropped, and a last line without
+a newline printed at the end."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fabric import Connection
+
+from ssmfab.connection import default_config
+from ssmfab.output import PrefixedStream
+from ssmfab.sandbox.sshd import SSHServer, find_sshd, free_ports, generate_key
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that started it dies (Linux prctl)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+class CappedConnection(Connection):  # type: ignore[misc]
+    output_cap = 1000  # a plain attribute (as on SSMConnection), read by the runner
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SSHServer, Path]]:
+    root = tmp_path_factory.mktemp("sshd")
+    key = root / "client_key"
+    generate_key(key, "runner test")
+    sshd = SSHServer(root / "host", free_ports(1)[0], root / "authorized_keys")
+    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+    sshd.prepare()
+    # Started here rather than with sshd.start(): it must go with this process even when that is killed
+    # outright (mutation testing stops a hung mutant with SIGKILL, and no fixture teardown runs then).
+    sshd.process = subprocess.Popen(
+        [find_sshd(), "-D", "-e", "-f", str(sshd.config)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )  # fmt: skip
+    sshd.wait_ready(30)
+    try:
+        yield sshd, key
+    finally:
+        sshd.stop()
+
+
+@pytest.fixture
+def conn(server: tuple[SSHServer, Path]) -> Iterator[CappedConnection]:
+    sshd, key = server
+    connection = CappedConnection(
+        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
+        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
+    )  # fmt: skip
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def test_environment_values_reach_the_command_as_themselves(conn: CappedConnection, server: tuple[SSHServer, Path]) -> None:
+    hostile = {"A": "two words", "B": "$(touch PWNED); `touch PWNED`", "C": "it's\nnew"}
+    result = conn.run('printf "%s|" "$A" "$B" "$C"', env=hostile, hide=True, timeout=60)
+    assert result.stdout == "two words|$(touch PWNED); `touch PWNED`|it's\nnew|"
+    assert not (server[0].home / "PWNED").exists()
+
+
+def test_without_input_a_command_reads_end_of_file_at_once(conn: CappedConnection) -> None:
+    result = conn.run("cat; echo after-cat $?", hide=True, timeout=60)  # would wait for ever on an open stdin
+    assert result.stdout == "after-cat 0\n" and result.exited == 0
+
+
+def test_piped_input_arrives_whole_then_ends(conn: CappedConnection) -> None:
+    data = os.urandom(300_000)
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with os.fdopen(read_end, "r") as source:
+        result = conn.run("sha256sum | cut -c1-64", in_stream=source, hide=True, timeout=60)
+    feeder.join()
+    assert result.stdout.strip() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_as_input_is_forwarded_too(conn: CappedConnection, tmp_path: Path) -> None:
+    given = tmp_path / "input.txt"
+    given.write_text("line one\nline two\n")
+    with given.open() as source:
+        result = conn.run("wc -l", in_stream=source, hide=True, timeout=60)
+    assert result.stdout.strip() == "2"
+
+
+def test_the_result_keeps_only_the_tail_and_says_how_much_was_dropped(conn: CappedConnection) -> None:
+    result = conn.run("head -c 5000 /dev/zero | tr '\\0' x; printf 'END' >&2", hide=True, timeout=60)
+    note = "[ssmfab: 4000 earlier characters dropped; output kept up to 1000]\n"
+    assert result.stdout == note + "x" * 1000
+    assert result.stderr == "END"  # under the cap: untouched, no note
+
+
+def test_characters_stay_whole_across_reads(conn: CappedConnection) -> None:
+    # invoke reads 1000 bytes at a time; 2-byte characters from an odd offset straddle every read.
+    result = conn.run("printf 'a'; i=0; while [ $i -lt 900 ]; do printf 'é'; i=$((i+1)); done", hide=True, timeout=60)
+    assert result.stdout == "a" + "é" * 900  # 901 characters, under the cap
+
+
+def test_shown_output_is_prefixed_and_the_last_unended_line_printed(conn: CappedConnection) -> None:
+    sink = io.StringIO()
+    stream = PrefixedStream(sink, "[h] ", threading.Lock())
+    result = conn.run("printf 'one\\ntwo'", out_stream=stream, timeout=60)
+    assert sink.getvalue() == "[h] one\n[h] two\n"
+    assert result.stdout == "one\ntwo"
+
+
+def test_the_exit_status_comes_back(conn: CappedConnection) -> None:
+    result = conn.run("exit 7", warn=True, hide=True, timeout=60)
+    assert result.exited == 7 and result.failed
+
+
+def test_a_connection_that_sets_no_cap_gets_the_default_one(server: tuple[SSHServer, Path]) -> None:
+    sshd, key = server
+    with Connection(
+        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
+        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
+    ) as plain:  # fmt: skip
+        result = plain.run("head -c 5000 /dev/zero | tr '\\0' y", hide=True, timeout=60)
+    assert result.stdout == "y" * 5000  # far under the default cap: all of it
+
+
+def test_text_in_memory_as_input_is_forwarded(conn: CappedConnection) -> None:
+    # A StringIO has no file descriptor: invoke's own forwarding handles it.
+    result = conn.run("cat", in_stream=io.StringIO("from memory\n"), hide=True, timeout=60)
+    assert result.stdout == "from memory\n"
+
+
+def test_input_that_arrives_late_is_still_forwarded(conn: CappedConnection) -> None:
+    # The input is written only once the command has said it is waiting for it: the forwarder must keep
+    # waiting for input, not give up when none is there yet. (The test passes however late the input
+    # comes; the short delay only makes sure the forwarder has looked at an empty pipe before.)
+    read_end, write_end = os.pipe()
+    writer = os.fdopen(write_end, "w")
+
+    def send() -> None:
+        writer.write("late data\n")
+        writer.close()
+
+    late = threading.Timer(0.2, send)
+
+    class Watch(io.StringIO):
+        def write(self, text: str) -> int:
+            if "waiting" in text:
+                late.start()
+            return super().write(text)
+
+    with os.fdopen(read_end, "r") as source:
+        result = conn.run("echo waiting; cat", in_stream=source, out_stream=Watch(), timeout=60)
+    late.join()
+    assert result.stdout == "waiting\nlate data\n"
+
+
+def test_a_command_that_ignores_its_input_ends_though_the_input_stays_open(conn: CappedConnection) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(read_end, "r") as source:
+            result = conn.run("echo done", in_stream=source, hide=True, timeout=60)
+        assert result.stdout == "done\n"
+    finally:
+        os.close(write_end)
+
+
+def test_hidden_output_is_not_shown(conn: CappedConnection, capsys: pytest.CaptureFixture[str]) -> None:
+    result = conn.run("echo secret", hide=True, timeout=60)
+    assert result.stdout == "secret\n" and capsys.readouterr().out == ""
+    conn.run("echo shown", timeout=60)
+    assert capsys.readouterr().out == "shown\n"
