@@ -84,8 +84,8 @@ def mid_transfer(monkeypatch: pytest.MonkeyPatch, ready: Callable[[], bool], fau
     fired = threading.Event()
     real_progress = transfer.StallWatch.progress
 
-    def progress(watch: transfer.StallWatch) -> None:
-        real_progress(watch)
+    def progress(watch: transfer.StallWatch, moved: int = 0) -> None:
+        real_progress(watch, moved)
         if not fired.is_set() and ready():
             fired.set()
             fault()
