@@ -21,6 +21,9 @@ import shlex
 #: Python 3.4+. CODEC: for put, ``gzip`` means stdin is gzip, written decompressed; for get,
 #: ``gzip`` compresses, ``auto:RATE`` compresses when the first MiB shrinks by 15% and this host compresses
 #: faster than the link's RATE (bytes/s) moves it, and a one-byte header (``Z``: gzip, ``R``: raw) says which.
+#: ``ask`` is auto for a client that has not timed the link yet: when the first MiB shrinks, the host sends
+#: ``?SPEED`` and a newline (its compression speed, bytes/s) and waits for one byte on stdin, ``Z`` or ``R``,
+#: before the header; data that does not shrink goes raw at once (there is no link to time for it).
 #: The SHA-256 is always of the file's own bytes.
 HOST_COPY = """\
 import hashlib, os, sys, time, zlib
@@ -60,11 +63,16 @@ try:
             source = blocks(f)
             first = next(source, b"")
             if codec != "raw":
-                if codec.startswith("auto:") and first:
+                if codec.startswith(("auto:", "ask")) and first:
                     started = time.time()
                     packed = len(zlib.compress(first, 1))
                     speed = len(first) / max(time.time() - started, 1e-6)
-                    squeeze = packed <= 0.85 * len(first) and float(codec[5:]) < 0.8 * speed
+                    squeeze = packed <= 0.85 * len(first)
+                    if squeeze and codec == "ask":
+                        write_all(out, ("?%.0f\\n" % speed).encode())
+                        squeeze = sys.stdin.buffer.read(1) == b"Z"
+                    elif squeeze:
+                        squeeze = float(codec[5:]) < 0.8 * speed
                 else:
                     squeeze = codec == "gzip"
                 pack = zlib.compressobj(1, zlib.DEFLATED, 31) if squeeze else None
