@@ -3,8 +3,10 @@
 With python3 on the host (Amazon Linux 2023, Ubuntu, Debian, RHEL 8 and later), a short script copies in
 1 MiB blocks and hashes each block as it passes. A download then reaches sshd in large writes, which it sends
 in larger packets (~38 KiB against ~21 KiB through coreutils' tee, which moves 8 KiB at a time: 512 MB through
-the sandbox in 1.75 s instead of 2.33, client CPU 1.45 s instead of 1.8); an upload is hashed as it is written
-instead of read back afterwards. Without a python3 that starts, POSIX tools do the same job: OpenSSL's
+the sandbox in 1.75 s instead of 2.33, client CPU 1.45 s instead of 1.8); the pipe to sshd is widened to 1 MiB,
+so sshd never waits while the next block is read and hashed (64 MB through AWS's plugin: 0.56 s against 0.64
+with the default 64 KiB pipe, and `cat`'s 0.54; medians of 5); an upload is hashed as it is written instead of
+read back afterwards. Without a python3 that starts, POSIX tools do the same job: OpenSSL's
 SHA-256 (or sha256sum, or perl's shasum) beside cat and tee.
 
 Either way a failed write or read yields no checksum, so the transfer cannot verify and nothing is renamed into
@@ -59,6 +61,11 @@ try:
                     raise OSError("the compressed stream ended early")
         else:
             out = sys.stdout.buffer.raw
+            try:  # a 1 MiB pipe to sshd: a block goes in whole while the next is read and hashed (Linux)
+                import fcntl
+                fcntl.fcntl(1, 1031, 1 << 20)  # F_SETPIPE_SZ
+            except Exception:
+                pass
             pack = None
             source = blocks(f)
             first = next(source, b"")
