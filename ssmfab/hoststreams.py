@@ -93,6 +93,13 @@ try:
                 write_all(out, pack.flush())
 except (OSError, zlib.error) as e:
     sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
+    if direction == "put":
+        # A cut stream (a gzip one ends "early"), a full disk: the file can never verify, and a client cut off
+        # cannot remove it.
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
     sys.exit(1)
 answer = sys.stdout if direction == "put" else sys.stderr
 try:
