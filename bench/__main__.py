@@ -23,6 +23,8 @@ Rows:
              per load) on both sides
   striped    issue 19's upload targets through AWS's plugin (see bench/striped.py)
   library    the library's conn.put/get of 512 MB vs sftp (see bench/striped.py)
+  deploy     deploy of a 64 MB tarball to 5 hosts through AWS's plugin: ssmfab vs ssmfab held to one plain
+             session per host (--streams 1 --no-compress, what deploy did before striping)
   connect    connect + ``true`` on one host: ssmfab run vs ssh with the aws CLI ProxyCommand, and two floors
              against that ssh: ssmfab's libraries imported and nothing run, and the same plus SSH straight
              to sshd (no SSM, no AWS)
@@ -63,13 +65,13 @@ from .cases import AWS_PROXY, PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove,
 from .measure import become_subreaper
 from .real_plugin import NO_PLUGIN, find_plugin, parallel_ssh
 from .report import machine, print_table, write_plot
-from .striped import library_rows, striped_rows
+from .striped import deploy_row, library_rows, striped_rows
 from .warm_rows import warm_rows
 from .workloads import MIB, log_tree, random_file
 
-ROWS = ("transfer", "logs", "fleet", "connect", "library", "real", "striped", "warm")
+ROWS = ("transfer", "logs", "fleet", "connect", "library", "real", "striped", "deploy", "warm")
 #: Rows that run through AWS's plugin, on a sandbox of their own.
-REAL_ROWS = ("real", "striped")
+REAL_ROWS = ("real", "striped", "deploy")
 FLEET_SIZES = (1, 20, 50)
 #: The fleet sizes of the rows through AWS's plugin.
 REAL_FLEET_SIZES = (20, 50)
@@ -303,7 +305,8 @@ def real_fleet_rows(bench: Bench) -> list[Row]:
 def real_rows(
     scratch: Path, plugin: str, repeat: int, link: LinkModel, file_mb: int, log_mb: int, wanted: Sequence[str] = ("real",)
 ) -> list[Row]:
-    """The rows through AWS's plugin (``wanted``: "real", "striped"), on a sandbox of their own whose plugin it is."""
+    """The rows through AWS's plugin (``wanted``: "real", "striped", "deploy"), on a sandbox of their own whose plugin
+    it is."""
     scratch.mkdir()
     print(f"starting a {max(REAL_FLEET_SIZES)}-host sandbox with AWS's plugin ({plugin}) ...", flush=True)
     sandbox = Sandbox(scratch / "sandbox", plugin=plugin).up(fleet_hosts(max(REAL_FLEET_SIZES)))
@@ -317,6 +320,8 @@ def real_rows(
             rows.append(logs_row(bench, log_mb, suffix=REAL))
         if "striped" in wanted:
             rows += striped_rows(bench)
+        if "deploy" in wanted:
+            rows.append(deploy_row(bench))
     finally:
         sandbox.down()
     for row in rows:

@@ -4,6 +4,8 @@ plugin, and the library's conn.put/get against OpenSSH sftp through the stand-in
   striped   64 MB of a release-like tarball (source text): ssmfab put vs scp -C; 64 MB random: put vs scp and
             get vs scp. Meant for AWS's plugin (SSMFAB_SANDBOX_PLUGIN): it paces each session's uploads.
   library   512 MB random: a script calling conn.put / conn.get vs sftp, through the tunnel the sandbox runs.
+  deploy    the 64 MB tarball deployed to 5 hosts through AWS's plugin: ssmfab vs ssmfab held to one session per
+            host and no compression (--streams 1 --no-compress: what deploy did before striping).
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ def source_tarball(path: Path, size: int) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def one_shot(bench: Bench) -> dict[str, str]:
+    """The environment for ``ssmfab`` in these rows: no warm sessions, so each run opens its own connection as the
+    baseline's does. (A keeper left behind would be ended with the run as a leftover of the measured command,
+    and the next run would pay for starting another: ``get`` measured 0.60x of scp that way, 1.13x without.)"""
+    return {**bench.env, "SSMFAB_PERSIST": "0"}
+
+
 def striped_rows(bench: Bench, size_mb: int = 64) -> list[Row]:
     from .__main__ import guarded  # the shared row guard (a failed run is reported, not timed)
 
@@ -56,7 +65,8 @@ def striped_rows(bench: Bench, size_mb: int = 64) -> list[Row]:
         ours = ("ssmfab put", lambda: [bench.ssmfab, "put", str(local), local.name, "--id", host.instance_id])
         theirs = (" ".join(["scp", *scp_flags, "(ssmfab-proxy)"]),
                   lambda: ["scp", "-q", *scp_flags, *ssh_opts, str(local), f"{user_at}:{local.name}"])  # fmt: skip
-        sides = bench.pair(name, ours, theirs, before=lambda: remove(landed), check=lambda: verify(landed, digests[local]))
+        sides = bench.pair(name, ours, theirs, env=one_shot(bench), before=lambda: remove(landed),
+                           check=lambda: verify(landed, digests[local]))  # fmt: skip
         return Row(name, *sides, ratio, target, extra=extra)
 
     rows = [
@@ -67,7 +77,7 @@ def striped_rows(bench: Bench, size_mb: int = 64) -> list[Row]:
     ours_get = ("ssmfab get", lambda: [bench.ssmfab, "get", noise.name, "--dest", str(pulled), "--id", host.instance_id])
     their_get = ("scp (ssmfab-proxy)", lambda: ["scp", "-q", *ssh_opts, f"{user_at}:{noise.name}", str(pulled / noise.name)])
     rows.append(guarded(names[2], lambda: Row(names[2], *bench.pair(
-        names[2], ours_get, their_get,
+        names[2], ours_get, their_get, env=one_shot(bench),
         before=lambda: remove(pulled / noise.name), check=lambda: verify(pulled / noise.name, digests[noise]),
     ), 1.0, ">= 1.0x scp's speed", extra=extra)))  # fmt: skip
     for path in (tarball, noise, home / tarball.name, landed):
@@ -118,3 +128,35 @@ def library_rows(bench: Bench, size_mb: int = 512) -> list[Row]:
     for path in (local, landed, pulled):
         remove(path)
     return rows
+
+
+def deploy_row(bench: Bench, size_mb: int = 64, hosts: int = 5) -> Row:
+    """``ssmfab deploy`` of the release-like tarball to ``hosts`` hosts at once, against the same command held to
+    what deploy did before striping and compression (``--streams 1 --no-compress``: one paced session per host,
+    every byte sent as it is). Each run starts from an empty base folder on every host."""
+    from .__main__ import guarded
+
+    name = f"deploy {size_mb} MB tarball to {hosts} hosts vs one plain session"
+    chosen = bench.sandbox.hosts[:hosts]
+    base = "bench-deploy"
+    artifact = bench.scratch / "deploy-release.tar"
+    digest = source_tarball(artifact, size_mb * MIB)
+    ids = ",".join(h.instance_id for h in chosen)
+    command = [bench.ssmfab, "deploy", "--id", ids, "--artifact", str(artifact), "--base-dir", base]
+    folders = [bench.host_home(h.name) / base for h in chosen]
+
+    def check() -> None:
+        for folder in folders:
+            verify(folder / "current" / artifact.name, digest)
+
+    def reset() -> None:
+        for folder in folders:
+            remove(folder)
+
+    ours = ("ssmfab deploy", lambda: command)
+    theirs = ("ssmfab deploy --streams 1 --no-compress", lambda: [*command, "--streams", "1", "--no-compress"])
+    row = guarded(name, lambda: Row(name, *bench.pair(name, ours, theirs, env=one_shot(bench), before=reset, check=check),
+                                    0.25, ">= 4x faster", extra={"bytes": size_mb * MIB, "hosts": hosts}))  # fmt: skip
+    reset()
+    remove(artifact)
+    return row

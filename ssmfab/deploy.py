@@ -55,6 +55,10 @@ class DeployReport:
     previous: str | None
     files: int = 0
     bytes: int = 0
+    #: Bytes of the artifact that crossed the link (fewer than ``bytes`` when it went compressed).
+    wire_bytes: int = 0
+    #: The most SSM sessions one of its files went over.
+    streams: int = 1
     health_attempts: int = 0
     pruned: list[str] = field(default_factory=list)
     exited: int = 0
@@ -111,10 +115,15 @@ class Deployer:
         release: str | None = None,
         notify: Callable[[str], Any] | None = None,
         on_bytes: Callable[[int], Any] | None = None,
+        compress: bool | None = None,
+        streams: int | None = None,
     ) -> None:
         self.notify = notify or (lambda message: None)
         #: Told the bytes of every chunk of the artifact uploaded (the progress line's rate and ETA).
         self.on_bytes = on_bytes
+        #: The upload's ``compress`` and ``streams`` (None: as the measured link pays for; see transfer.put).
+        self.compress = compress
+        self.streams = streams
         self.settings = settings
         self.artifact = artifact
         self.release = release or release_name()
@@ -342,9 +351,14 @@ class Deployer:
                 if self._interrupted.is_set():
                     raise Interrupted(f"{label}: interrupted (Ctrl-C) during the upload")
                 # Once per host, over as many SSM sessions and as compressed as the measured link pays for.
-                transfer = put(conn, str(source), release_dir + "/", recursive=source.is_dir(), progress=self.on_bytes)
+                transfer = put(
+                    conn, str(source), release_dir + "/", recursive=source.is_dir(), compress=self.compress,
+                    streams=self.streams, progress=self.on_bytes,
+                )  # fmt: skip
                 report.files += transfer.files
                 report.bytes += transfer.bytes
+                report.wire_bytes += transfer.wire_bytes
+                report.streams = max(report.streams, transfer.streams)
             if self.artifact.is_file() and self.artifact.name.endswith(ARCHIVE_SUFFIXES):
                 archive = f"{release_dir}/{self.artifact.name}"
                 self._sh(conn, f"tar -xzf {_quote(archive)} -C {_quote(release_dir)} && rm -f {_quote(archive)}")

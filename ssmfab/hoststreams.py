@@ -3,8 +3,10 @@
 With python3 on the host (Amazon Linux 2023, Ubuntu, Debian, RHEL 8 and later), a short script copies in
 1 MiB blocks and hashes each block as it passes. A download then reaches sshd in large writes, which it sends
 in larger packets (~38 KiB against ~21 KiB through coreutils' tee, which moves 8 KiB at a time: 512 MB through
-the sandbox in 1.75 s instead of 2.33, client CPU 1.45 s instead of 1.8); an upload is hashed as it is written
-instead of read back afterwards. Without a python3 that starts, POSIX tools do the same job: OpenSSL's
+the sandbox in 1.75 s instead of 2.33, client CPU 1.45 s instead of 1.8); the pipe to sshd is widened to 1 MiB,
+so sshd never waits while the next block is read and hashed (64 MB through AWS's plugin: 0.56 s against 0.64
+with the default 64 KiB pipe, and `cat`'s 0.54; medians of 5); an upload is hashed as it is written instead of
+read back afterwards. Without a python3 that starts, POSIX tools do the same job: OpenSSL's
 SHA-256 (or sha256sum, or perl's shasum) beside cat and tee.
 
 Either way a failed write or read yields no checksum, so the transfer cannot verify and nothing is renamed into
@@ -23,6 +25,9 @@ import shlex
 #: Python 3.4+. CODEC: for put, ``gzip`` means stdin is gzip, written decompressed; for get,
 #: ``gzip`` compresses, ``auto:RATE`` compresses when the first MiB shrinks by 15% and this host compresses
 #: faster than the link's RATE (bytes/s) moves it, and a one-byte header (``Z``: gzip, ``R``: raw) says which.
+#: ``ask`` is auto for a client that has not timed the link yet: when the first MiB shrinks, the host sends
+#: ``?SPEED`` and a newline (its compression speed, bytes/s) and waits for one byte on stdin, ``Z`` or ``R``,
+#: before the header; data that does not shrink goes raw at once (there is no link to time for it).
 #: The SHA-256 is always of the file's own bytes.
 HOST_COPY = """\
 import hashlib, os, sys, time, zlib
@@ -64,15 +69,25 @@ try:
                 raise OSError("the stream ended after %d of %d bytes" % (written, expected))
         else:
             out = sys.stdout.buffer.raw
+            try:  # a 1 MiB pipe to sshd: a block goes in whole while the next is read and hashed (Linux)
+                import fcntl
+                fcntl.fcntl(1, 1031, 1 << 20)  # F_SETPIPE_SZ
+            except Exception:
+                pass
             pack = None
             source = blocks(f)
             first = next(source, b"")
             if codec != "raw":
-                if codec.startswith("auto:") and first:
+                if codec.startswith(("auto:", "ask")) and first:
                     started = time.time()
                     packed = len(zlib.compress(first, 1))
                     speed = len(first) / max(time.time() - started, 1e-6)
-                    squeeze = packed <= 0.85 * len(first) and float(codec[5:]) < 0.8 * speed
+                    squeeze = packed <= 0.85 * len(first)
+                    if squeeze and codec == "ask":
+                        write_all(out, ("?%.0f\\n" % speed).encode())
+                        squeeze = sys.stdin.buffer.read(1) == b"Z"
+                    elif squeeze:
+                        squeeze = float(codec[5:]) < 0.8 * speed
                 else:
                     squeeze = codec == "gzip"
                 pack = zlib.compressobj(1, zlib.DEFLATED, 31) if squeeze else None

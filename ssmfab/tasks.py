@@ -39,6 +39,14 @@ from .sshconfig import install as install_block
 from .targets import INSTANCE_ID, parse_selector, require_targets
 
 
+def stream_count(streams: str) -> int | None:
+    """--streams N as the transfer's ``streams`` (None: decide by measuring)."""
+    sessions = int(streams) if streams.isdigit() and int(streams) > 0 else None
+    if streams and sessions is None:
+        raise ConfigError(f"--streams {streams}: give a number of SSM sessions, 1 or more")
+    return sessions
+
+
 def compression(compress: bool, no_compress: bool) -> bool | None:
     """--compress / --no-compress as the transfer's ``compress`` (None: decide by measuring)."""
     if compress and no_compress:
@@ -158,9 +166,7 @@ def put(
     if not source.exists():
         raise ConfigError(f"{local}: no such local file or directory")
     squeeze = compression(compress, no_compress)
-    sessions = int(streams) if streams.isdigit() and int(streams) > 0 else None
-    if streams and sessions is None:
-        raise ConfigError(f"--streams {streams}: give a number of SSM sessions, 1 or more")
+    sessions = stream_count(streams)
     client = flags.client()
     targets = flags.targets(client)
     progress = flags.progress(len(targets))
@@ -204,17 +210,24 @@ def get(c: Any, remote: str, flags: Flags, dest: str = ".", compress: bool = Fal
         "artifact": "file, directory or .tar.gz to ship (config deploy.artifact)",
         "base_dir": "remote base directory (config deploy.base_dir)",
         "dry_run": "print the plan per host and touch nothing",
+        "compress": "gzip the artifact on the wire (default: when it shrinks and the link is slower than gzip)",
+        "no_compress": "never compress on the wire",
+        "streams": "SSM sessions an artifact file of 16 MiB or more may use at once (default: 8 on a slow link, else 1)",
     },
 )  # fmt: skip
-def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | None = None, dry_run: bool = False) -> None:
+def deploy(
+    c: Any, flags: Flags, artifact: str | None = None, base_dir: str | None = None, dry_run: bool = False,
+    compress: bool = False, no_compress: bool = False, streams: str = "",
+) -> None:  # fmt: skip
     """Rolling release deploy: upload, hooks, atomic switch of current, health check, rollback on failure."""
+    squeeze, sessions = compression(compress, no_compress), stream_count(streams)
     client = flags.client()
     settings = client.settings.merged({"deploy.artifact": artifact, "deploy.base_dir": base_dir}).deploy
     artifact_path = check_artifact(settings)
     targets = flags.targets(client)
     progress = flags.progress(len(targets))
     progress.expected = artifact_bytes(artifact_path) * len(targets)
-    deployer = Deployer(settings, artifact_path, notify=notice, on_bytes=progress.moving)
+    deployer = Deployer(settings, artifact_path, notify=notice, on_bytes=progress.moving, compress=squeeze, streams=sessions)
     if dry_run:
         for target in targets:
             print("\n".join(deployer.plan(target.label)))
@@ -222,7 +235,8 @@ def deploy(c: Any, flags: Flags, artifact: str | None = None, base_dir: str | No
     flags.fan_out(
         client, targets, deployer.deploy, batch=settings.batch, max_failures=settings.max_failures, progress=progress,
         on_interrupt=deployer.interrupt, action="deploy", detail=f"{deployer.artifact} -> {deployer.base}/releases/{deployer.release}",
-        describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes},
+        describe=lambda r: {"release": r.release, "previous": r.previous, "files": r.files, "bytes": r.bytes,
+                            "wire_bytes": r.wire_bytes, "streams": r.streams},
     )  # fmt: skip
     if not flags.json:
         print(f"release {deployer.release} is live on {len(targets)} host(s)")

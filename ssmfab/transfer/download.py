@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from ..exceptions import TransferError
 from ..hoststreams import STREAM_GET
-from .compress import Gunzipping, link_rate
+from .compress import WORTH_SPEED, Gunzipping, link_rate
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import has_glob, label_of, local_inside, one_line, show, umask
 from .plan import Download, DownloadPlan, local_temp, plan_download
@@ -208,7 +208,7 @@ def _stream_down(session: Session, remote: str, target: Any, digest: Any, watch:
     channel = stream_channel(session, f"{STREAM_GET} {shlex.quote(remote)}" + (f" {codec}" if codec != "raw" else ""))
     got = 0
     try:
-        unpacker = Gunzipping(channel.recv) if codec != "raw" and _header(channel) == b"Z" else None  # see hoststreams
+        unpacker = Gunzipping(channel.recv) if codec != "raw" and _header(session, channel) == b"Z" else None
         got = copy_hashed(channel.recv if unpacker is None else unpacker.read, target.write, digest, watch)
         if unpacker is not None:
             session.wire[remote] = unpacker.wire
@@ -221,13 +221,28 @@ def _stream_down(session: Session, remote: str, target: Any, digest: Any, watch:
 
 
 def _codec(session: Session) -> str:
-    """What the host is asked for: gzip (forced), raw (refused), or auto at the link's measured download rate
-    (the host judges its file's first MiB: see hoststreams.HOST_COPY)."""
+    """What the host is asked for: gzip (forced), raw (refused), auto at the link's download rate when it is
+    known, else ask (the host judges its file's first MiB and asks for the link's verdict only when it shrinks:
+    see hoststreams.HOST_COPY). A file that does not shrink is never preceded by timing the link."""
     if session.compress is not None:
         return "gzip" if session.compress else "raw"
-    return f"auto:{link_rate(session.conn, session.transport, 'get', session.stall):.0f}"
+    known: dict[str, float] | None = getattr(session.conn, "link_rates", None)
+    return f"auto:{known['get']:.0f}" if known and "get" in known else "ask"
 
 
-def _header(channel: Any) -> bytes:
-    """The one byte a host sends before a stream when asked for auto or gzip: Z (gzip) or R (raw)."""
+def _header(session: Session, channel: Any) -> bytes:
+    """The one byte a host sends before a stream when asked for auto, ask or gzip: Z (gzip) or R (raw). Asked,
+    a host whose data shrinks first sends ``?SPEED``: the link is timed then, and the verdict sent back."""
+    first = bytes(channel.recv(1))
+    if first != b"?":
+        return first
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        piece = channel.recv(1)
+        if not piece:
+            raise EOFError("the host's stream ended before it said whether it compresses")
+        line += piece
+    speed = float(line.decode("ascii").strip())
+    rate = link_rate(session.conn, session.transport, "get", session.stall)
+    channel.sendall(b"Z" if rate < WORTH_SPEED * speed else b"R")
     return bytes(channel.recv(1))

@@ -108,3 +108,22 @@ def test_the_command_line_compresses_on_request_and_refuses_both_flags(sandbox_e
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert both.returncode != 0 and both.stderr.strip() == "error: --compress and --no-compress contradict each other; give one"
+
+
+def test_a_download_that_does_not_shrink_never_times_the_link_and_text_still_asks_for_it(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    noise = os.urandom(SIZE)
+    (home / "first.bin").write_bytes(noise)
+    (home / "then.log").write_bytes(TEXT)
+    client = Client(tunnel="plugin", notify=lambda message: None)
+    with sandbox.linked(LinkModel.parse("rate=4m")), client.connect(instance) as conn:
+        first = transfer.get(conn, "first.bin", str(tmp_path / "first.bin"))
+        assert "get" not in conn.link_rates  # random bytes: the host sent them raw without asking
+        then = transfer.get(conn, "then.log", str(tmp_path / "then.log"))
+        assert 0 < conn.link_rates["get"] < 8_000_000  # text: the host asked, the link was timed, gzip paid
+    assert first.wire_bytes == SIZE and (tmp_path / "first.bin").read_bytes() == noise
+    assert then.wire_bytes < SIZE // 2 and (tmp_path / "then.log").read_bytes() == TEXT
+    (home / "first.bin").unlink()
+    (home / "then.log").unlink()

@@ -345,3 +345,32 @@ def test_ctrl_c_in_a_script_deploying_one_host_switches_it_back(plugin_client: C
         assert current(conn, base) == f"releases/{good}"
         assert served(conn, base) == [good, bad, good]
         assert verdict(conn, base, bad) == "failed"
+
+
+@pytest.mark.parametrize(
+    ("flags", "streams", "compressed"),
+    [(["--streams", "3", "--compress"], 3, True), (["--streams", "1", "--no-compress"], 1, False)],
+    ids=["striped-compressed", "one-session-plain"],
+)
+def test_deploy_streams_and_compress_flags_reach_the_upload(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, flags: list[str], streams: int, compressed: bool
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    # 17 MiB of source text: above the striping threshold, and shrinks several times under gzip.
+    text = b"".join(path.read_bytes() for path in sorted(Path(__file__).parents[2].joinpath("ssmfab").rglob("*.py")))
+    size = 17 * 1024 * 1024
+    build = tmp_path / "release.tar"
+    build.write_bytes((text * (size // len(text) + 1))[:size])
+    base = f"flags-{streams}"
+    env = deploy_config(tmp_path, build, base_dir=base)
+    done = subprocess.run([sys.executable, "-m", "ssmfab.program", "deploy", "--name", "web-3", "--json", *flags],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [host] = json.loads(done.stdout)["hosts"]
+    assert (host["bytes"], host["streams"]) == (size, streams)
+    assert (host["wire_bytes"] < size // 2) if compressed else (host["wire_bytes"] == size)
+    landed = home_of(sandbox, "web-3") / base / "current" / "release.tar"
+    assert landed.read_bytes() == build.read_bytes()

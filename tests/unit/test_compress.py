@@ -90,6 +90,7 @@ def test_a_cut_gzip_upload_gives_no_checksum(tmp_path: Path) -> None:
     done = run(stream_command("put"), tmp_path / "cut.txt", "gzip", gzip.compress(TEXT, 1)[:-50])
     assert done.returncode != 0 and not DIGEST_LINE.search(done.stdout)
     assert "ended early" in done.stderr.decode()
+    assert not (tmp_path / "cut.txt").exists()  # the host removes what can never verify (its client may be gone)
 
 
 @pytest.mark.parametrize("python", [True, False], ids=["python3", "posix-tools"])
@@ -121,6 +122,31 @@ def test_the_host_compresses_a_download_when_asked_or_when_it_pays(tmp_path: Pat
     assert (zlib.decompress(body, 31) if header == b"Z" else body) == data
     found = DIGEST_LINE.search(done.stderr)
     assert found and found.group(1).decode() == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(("answer", "header"), [(b"Z", b"Z"), (b"R", b"R"), (b"", b"R")], ids=["yes", "no", "no-answer"])
+def test_asked_the_host_asks_for_the_links_verdict_only_when_its_data_shrinks(
+    tmp_path: Path, answer: bytes, header: bytes
+) -> None:
+    source = tmp_path / "down.txt"
+    source.write_bytes(TEXT)
+    done = run(stream_command("get"), source, "ask", answer)
+    assert done.returncode == 0, done.stderr
+    question, _, rest = done.stdout.partition(b"\n")
+    assert question[:1] == b"?" and float(question[1:]) > 0  # its compression speed, bytes/s
+    assert rest[:1] == header
+    assert (zlib.decompress(rest[1:], 31) if header == b"Z" else rest[1:]) == TEXT
+    found = DIGEST_LINE.search(done.stderr)
+    assert found and found.group(1).decode() == hashlib.sha256(TEXT).hexdigest()
+
+
+@pytest.mark.parametrize("python", [True, False], ids=["python3", "posix-tools"])
+def test_asked_about_data_that_does_not_shrink_the_host_sends_it_raw_at_once(tmp_path: Path, python: bool) -> None:
+    source = tmp_path / "down.bin"
+    source.write_bytes(RANDOM)
+    done = run(stream_command("get", python=python), source, "ask", b"Z")  # an answer it must not read as one
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"R" + RANDOM
 
 
 def test_without_python_a_download_says_raw_and_is_not_compressed(tmp_path: Path) -> None:
