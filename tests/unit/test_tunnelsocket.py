@@ -132,3 +132,87 @@ def test_what_paramiko_has_not_read_yet_is_read_on_close_without_waiting(pair: t
         blocking.close()
     assert sock.session_id == "ops-0a1b2c3d4e5f"
     assert sock.preamble[-1] == "half a li"
+
+
+def test_every_read_before_the_banner_is_counted_once(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    assert sock.reads == 0
+    plugin.sendall(GREETING)
+    read_until_data_or_timeout_once(sock)
+    assert sock.reads == 1
+    plugin.sendall(b"a line\n")
+    read_until_data_or_timeout_once(sock)
+    assert sock.reads == 2
+
+
+def read_until_data_or_timeout_once(sock: TunnelSocket) -> None:
+    """One recv that finds bytes but no banner: paramiko is told "nothing yet"."""
+    with pytest.raises(socket.timeout):
+        sock.recv(128)
+
+
+def test_a_preamble_of_exactly_the_cap_is_kept_whole(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    lines = [b"x" * 99] * 10 + [b"y" * 23]  # 10 * 100 + 24 = 1024 bytes with their newlines: the cap
+    plugin.sendall(b"\n".join(lines) + b"\n" + BANNER)
+    assert read_until_data(sock) == BANNER
+    assert sock.preamble == [line.decode() for line in lines]
+    assert not sock.overflowed
+
+
+def test_a_line_past_the_cap_is_not_kept(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    lines = [b"x" * 99] * 10 + [b"y" * 24]  # one byte past the cap
+    plugin.sendall(b"\n".join(lines) + b"\n" + BANNER)
+    assert read_until_data(sock) == BANNER
+    assert sock.preamble == [line.decode() for line in lines[:10]]
+
+
+def test_preamble_lines_keep_their_text_and_lose_only_a_carriage_return(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    plugin.sendall(b"agent says X\r\n  padded  \r\nbad byte \xff\xfe X\n" + BANNER)
+    assert read_until_data(sock) == BANNER
+    assert sock.preamble == ["agent says X", "  padded  ", "bad byte \ufffd\ufffd X"]
+
+
+def test_reads_after_the_end_keep_the_last_words_once(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    plugin.sendall(b"last words")
+    plugin.close()
+    assert read_until_data(sock) == b""
+    assert sock.recv(128) == b""  # paramiko may ask again after the end
+    assert sock.preamble == ["last words"]
+    sock.read_available_preamble()  # and the tunnel's close reads what is left
+    assert sock.preamble == ["last words"]
+
+
+def test_a_tunnel_that_ended_before_paramiko_read_has_its_words_read_on_close(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    plugin.sendall(GREETING + b"An error occurred (TargetNotConnected)\n")
+    plugin.close()
+    sock.read_available_preamble()
+    assert sock.session_id == "ops-0a1b2c3d4e5f"
+    assert sock.reason == "An error occurred (TargetNotConnected)"
+
+
+def test_a_line_begun_before_close_is_joined_to_its_end(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    plugin.sendall(GREETING + b"Connection to destina")
+    with pytest.raises(socket.timeout):
+        sock.recv(128)
+    plugin.sendall(b"tion port failed\n")
+    plugin.close()
+    sock.read_available_preamble()
+    assert sock.reason == "Connection to destination port failed"
+
+
+def test_the_socket_methods_paramiko_uses_are_the_real_sockets(pair: tuple[TunnelSocket, socket.socket]) -> None:
+    sock, plugin = pair
+    assert sock.gettimeout() == 0.01
+    assert sock.family == socket.AF_UNIX  # anything else goes to the real socket too
+    assert sock.getsockname() == plugin.getpeername()
+    assert sock.send(b"ping") == 4
+    sock.sendall(b"pong")
+    assert plugin.recv(8, socket.MSG_WAITALL) == b"pingpong"
+    sock.shutdown(socket.SHUT_WR)
+    assert plugin.recv(8) == b""
