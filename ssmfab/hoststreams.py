@@ -203,11 +203,7 @@ try:
             if not unpack.eof:
                 raise OSError("the compressed stream ended early")
 except (OSError, zlib.error) as e:
-    if direction == "put":
-        try:
-            os.unlink(path)  # a temporary name: what it holds is incomplete (a cut stream, a full disk)
-        except OSError:
-            pass
+    # The file is every part's: the client, which knows whether the others landed, removes it.
     try:
         sys.stderr.write("%s\\n" % (getattr(e, "strerror", None) or e))
         sys.stderr.flush()

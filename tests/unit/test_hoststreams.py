@@ -80,3 +80,18 @@ def test_a_host_whose_python3_cannot_start_falls_back_to_posix_tools(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert target.read_bytes() == PAYLOAD
     assert DIGEST_LINE.search(done.stdout)
+
+
+def test_a_part_that_cannot_be_written_says_why_in_one_line_and_leaves_the_shared_file(tmp_path: Path) -> None:
+    import sys
+
+    from ssmfab.hoststreams import PART_WRITER
+
+    shared = tmp_path / "whole.part"
+    shared.write_bytes(b"x" * 10)
+    shared.chmod(0o400)  # the part cannot open it for writing (root can: then a folder that does not exist)
+    path = str(shared) if os.geteuid() != 0 else str(tmp_path / "missing" / "whole.part")
+    done = subprocess.run([sys.executable, "-c", PART_WRITER, path, "0"], input=b"abc", capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
+    assert shared.exists()  # every part's file: the client decides
