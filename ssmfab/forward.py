@@ -106,7 +106,28 @@ class Forwarding:
         return f"{self.local} -> {self.spec.host}:{self.spec.port} via {via}"
 
 
-class SSHForwarder:
+class _Forwarder:
+    """A context manager that opens every forward or, when one fails, closes what it had opened."""
+
+    def _open_all(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            self._open_all()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SSHForwarder(_Forwarder):
     """Local listeners whose connections become ``direct-tcpip`` channels of one SSH connection."""
 
     def __init__(self, conn: Any, specs: list[ForwardSpec], notify: Callable[[str], Any]) -> None:
@@ -120,21 +141,13 @@ class SSHForwarder:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def __enter__(self) -> SSHForwarder:
-        try:
-            for spec in self.specs:  # every port is bound before the session opens: a taken one fails at once
-                listener = bind_local(spec)
-                self._listeners[listener] = spec
-                self.forwardings.append(Forwarding(spec, f"{BIND_ADDRESS}:{listener.getsockname()[1]}"))
-            self.conn.open()
-            self._start(self._accept_loop, "ssmfab-forward-accept")
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _open_all(self) -> None:
+        for spec in self.specs:  # every port is bound before the session opens: a taken one fails at once
+            listener = bind_local(spec)
+            self._listeners[listener] = spec
+            self.forwardings.append(Forwarding(spec, f"{BIND_ADDRESS}:{listener.getsockname()[1]}"))
+        self.conn.open()
+        self._start(self._accept_loop, "ssmfab-forward-accept")
 
     @property
     def alive(self) -> bool:
@@ -241,7 +254,7 @@ def _drain_socket(client: socket.socket, channel: Any, wake: socket.socket, stop
         channel.sendall(data)
 
 
-class PluginForwarder:
+class PluginForwarder(_Forwarder):
     """One SSM port forwarding session per spec, session-manager-plugin listening for each."""
 
     def __init__(self, client: Any, target: Target, specs: list[ForwardSpec], *, wait: float) -> None:
@@ -252,17 +265,9 @@ class PluginForwarder:
         self.forwardings: list[Forwarding] = []
         self._plugins: list[tuple[subprocess.Popen[bytes], str]] = []
 
-    def __enter__(self) -> PluginForwarder:
-        try:
-            for spec in self.specs:
-                self.forwardings.append(self._open(spec))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _open_all(self) -> None:
+        for spec in self.specs:
+            self.forwardings.append(self._open(spec))
 
     @property
     def alive(self) -> bool:
