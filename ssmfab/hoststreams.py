@@ -223,3 +223,11 @@ STREAM_PART = "sh -c " + shlex.quote(
     f'if python3 -I -S -c "" </dev/null >/dev/null 2>&1; then exec python3 -I -S -c {shlex.quote(PART_WRITER)} "$@"; fi; '
     + _PART_WITH_TOOLS
 ) + " sh"
+
+#: The host's side of an upload's temporary-file guard (ssmfab.transfer.guard): reads the shell-quoted paths of
+#: the upload's temporary files, each followed by a space (eval must see one command), until its input ends,
+#: then removes those still there. A finished upload has renamed or removed them all by then; one cut off (the
+#: SSM session dropped, the client killed) cannot, and sshd ends this input when the connection goes. printf
+#: is a builtin: no argument-list limit on big trees.
+_TEMP_GUARD = 'paths=$(cat); eval "set -- $paths"; [ $# -eq 0 ] || printf \'%s\\0\' "$@" | xargs -0 rm -f --'
+TEMP_GUARD = "sh -c " + shlex.quote(_TEMP_GUARD)

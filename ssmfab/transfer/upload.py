@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from ..exceptions import TransferError
 from ..fastssh import send_stream
 from ..hoststreams import STREAM_PUT
+from .guard import TempGuard
 from .compress import SAMPLE_BYTES, WORTH_RATIO, Gzipping, Prefixed, judge, level_for, link_rate, worth_it
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
@@ -109,14 +110,16 @@ def _put_tree(
     watch = StallWatch(conn)
     watch.on_bytes = progress
     session: Session | None = None
+    guard: TempGuard | None = None
     temps: dict[str, tuple[Upload, str, str, int, int]] = {}  # temp -> (upload, final, sha256, mode, bytes)
     created: list[str] = []
     try:
         session = Session(conn)
         session.compress = compress
         session.streams = streams
+        guard = TempGuard(session.transport, session.stall)
         with watch:
-            _put(session, tree, source, remote, preserve_mode, report, watch, temps, created)
+            _put(session, tree, source, remote, preserve_mode, report, watch, temps, created, guard)
     except BaseException as exc:
         left = session.remove(list(temps)) if session is not None else list(temps)
         if session is not None:
@@ -126,6 +129,8 @@ def _put_tree(
             raise
         raise error from exc
     finally:
+        if guard is not None:
+            guard.close()
         if session is not None:
             session.close()
     report.duration = time.monotonic() - started
@@ -144,6 +149,7 @@ def _put(
     watch: StallWatch,
     temps: dict[str, tuple[Upload, str, str, int, int]],
     created: list[str],
+    guard: TempGuard,
 ) -> None:
     host, sftp = session.host, session.sftp
     dest = session.absolute(remote)
@@ -184,6 +190,7 @@ def _put(
         final = remote_join(top, item.rel) if item.rel else top
         folder, base = str(PurePosixPath(final).parent), PurePosixPath(final).name
         temp = remote_join(folder, temp_name(base))
+        guard.announce(temp)  # before it exists: a cut from here on leaves the host to remove it
         temps[temp] = (item, final, "", 0, 0)
         watch.current = final if len(tree.files) > 1 else ""
         digest, sent, mode = _send(session, item, temp, final, preserve_mode, watch)
