@@ -22,7 +22,7 @@ from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
 from .plan import LocalTree, Upload, scan_fileobj, scan_local
 from .stripe import streams_for, striped_up
-from .session import STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
+from .session import STREAM_MIN_BYTES, Session, StallWatch, configured, copy_hashed, host_digest, stream_channel
 
 
 #: A temporary file of ours untouched for this long belongs to no live transfer (one that stops making progress
@@ -56,10 +56,12 @@ def put(
     ``compress``: True or False forces gzip on the wire for streamed files (4 MiB and more), None (default)
     compresses when it pays: the data shrinks and the link is slower than the compressor (see
     ssmfab.transfer.compress). ``streams``: SSM sessions a file of 16 MiB or more may use at once (each its own
-    tunnel; None: 8 when the link is measured slow, else 1; see ssmfab.transfer.stripe). ``progress`` is told
+    tunnel; None: 8 when the link is measured slow, else 1; see ssmfab.transfer.stripe). On an ssmfab
+    connection, None for either means its transfer.compress or transfer.streams setting. ``progress`` is told
     the bytes of every chunk sent, from the transfer's threads."""
     started = time.monotonic()
     host = label_of(conn)
+    compress, streams = configured(conn, compress, streams)
     if not isinstance(local, (str, os.PathLike)):
         return _put_fileobj(conn, local, remote, preserve_mode, compress, None, progress, started)
     source = Path(local).expanduser()
