@@ -6,8 +6,8 @@ in larger packets (~38 KiB against ~21 KiB through coreutils' tee, which moves 8
 the sandbox in 1.75 s instead of 2.33, client CPU 1.45 s instead of 1.8); the pipe to sshd is widened to 1 MiB,
 so sshd never waits while the next block is read and hashed (64 MB through AWS's plugin: 0.56 s against 0.64
 with the default 64 KiB pipe, and `cat`'s 0.54; medians of 5); an upload is hashed as it is written instead of
-read back afterwards. Without a python3 that starts, POSIX tools do the same job: OpenSSL's
-SHA-256 (or sha256sum, or perl's shasum) beside cat and tee.
+read back afterwards. Where python3 is missing or cannot run the script (older than 3.4), POSIX tools do the
+same job: OpenSSL's SHA-256 (or sha256sum, or perl's shasum) beside cat and tee.
 
 Either way a failed write or read yields no checksum, so the transfer cannot verify and nothing is renamed into
 place; the reason goes to stderr on a line of its own.
