@@ -56,6 +56,8 @@ OVERRIDE_KEYS = {
     "retry_delay": "tunnel.retry_delay",
     "reason": "tunnel.reason",
     "parallel": "run.parallel",
+    "compress": "transfer.compress",
+    "streams": "transfer.streams",
 }
 
 
@@ -215,17 +217,24 @@ class Client:
             # Read once for all of the client's connections (see keys); None leaves the file to paramiko.
             options["pkey"] = self._keys.get(options["key_filename"])
         if not poolable or self.pool is None:
-            return SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
+            return self._transfer_defaults(SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options))
         pool_key = self._pool_key(target, options)
         warm = self.pool.take(pool_key)
         if warm is not None:
             warm.target = target  # the selection's current view (name, tags) for labels
             warm.persist = self.persist
             warm.warm_unproven = True
-            return warm
+            return self._transfer_defaults(warm)
         conn = SSMConnection(target, tunnels=self.tunnels, known_hosts=self.known_hosts, **options)
         conn.pool, conn.persist = self.pool, self.persist
         self.pool.add(conn, pool_key, self.persist)
+        return self._transfer_defaults(conn)
+
+    def _transfer_defaults(self, conn: SSMConnection) -> SSMConnection:
+        """This client's transfer.compress and transfer.streams, for the connection's put/get (a warm one may
+        have been made under other settings)."""
+        conn.transfer_compress = self.settings.transfer.compress_flag
+        conn.transfer_streams = self.settings.transfer.streams_flag
         return conn
 
     def _pool_key(self, target: Target, options: dict[str, Any]) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 from .exceptions import ConfigError
 
 TUNNEL_MODES = ("cli", "plugin")
+#: transfer.compress: "auto" compresses when it pays, "always" is --compress, "never" is --no-compress.
+COMPRESS_CHOICES = ("auto", "always", "never")
 
 
 #: Hosts worked on at once. An SSM session spends most of its life waiting (1-3 s to set up, then a slow
@@ -111,6 +113,27 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class TransferSettings:
+    """Defaults of put, get and deploy (command line and library); their flags and arguments win."""
+
+    #: gzip streamed files on the wire: "auto" (when the data shrinks and the link is slower than gzip),
+    #: "always" or "never".
+    compress: str = field(default="auto", metadata={"env": "SSMFAB_TRANSFER_COMPRESS"})
+    #: SSM sessions an upload of 16 MiB or more may use at once; 0: measured (8 on a slow link, else 1).
+    streams: int = field(default=0, metadata={"env": "SSMFAB_TRANSFER_STREAMS"})
+
+    @property
+    def compress_flag(self) -> bool | None:
+        """``compress`` as put/get take it: True, False, or None (when it pays)."""
+        return {"always": True, "never": False}.get(self.compress)
+
+    @property
+    def streams_flag(self) -> int | None:
+        """``streams`` as put takes it (None: measured)."""
+        return self.streams or None
+
+
+@dataclass(frozen=True)
 class DeploySettings:
     #: A local file or directory; a .tar.gz/.tgz file is unpacked into the release directory.
     artifact: str = field(default="", metadata={"env": "SSMFAB_DEPLOY_ARTIFACT"})
@@ -164,6 +187,7 @@ class Settings:
     ssh: SSHSettings = field(default_factory=SSHSettings)
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     logs: LogSettings = field(default_factory=LogSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
@@ -273,6 +297,12 @@ def _validate(settings: Settings, source: str) -> None:
     reason = settings.tunnel.reason
     if len(reason) > 256 or any(ord(ch) < 32 or ord(ch) == 127 for ch in reason):
         raise ConfigError(f"{source}: the reason (--reason, tunnel.reason) must be one line of at most 256 characters")
+    if settings.transfer.compress not in COMPRESS_CHOICES:
+        raise ConfigError(
+            f"{source}: transfer.compress {settings.transfer.compress!r} is not one of {', '.join(COMPRESS_CHOICES)}"
+        )
+    if settings.transfer.streams < 0:
+        raise ConfigError(f"{source}: transfer.streams must be 0 (measured) or a number of SSM sessions, got {settings.transfer.streams}")
     if settings.deploy.keep_releases < 2:
         raise ConfigError(f"{source}: deploy.keep_releases must be at least 2 (current and previous)")
     if settings.deploy.health_retries < 1:

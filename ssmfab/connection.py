@@ -88,6 +88,9 @@ class SSMConnection(Connection):  # type: ignore[misc]
     warm_unproven = False
     #: The link's measured rate per direction ("put", "get"), bytes/s: transfers decide compression with it.
     link_rates: dict[str, float] = cast(dict[str, float], None)
+    #: put/get's ``compress`` and ``streams`` when a call gives none (transfer.compress, transfer.streams).
+    transfer_compress: bool | None = None
+    transfer_streams: int | None = None
     #: The arguments this connection was made with, for sibling() (a striped transfer's extra sessions).
     made_with: dict[str, Any] = cast(dict[str, Any], None)
 

@@ -15,9 +15,9 @@ destination folder (checked on resolved paths).
 Remote relative paths (and ``~``) start at the login directory, where sftp starts.
 
 The work is split by job: ``plan`` decides what moves (local scan, remote listing and globs, refusals),
-``upload`` and ``download`` move it, ``session`` holds what both share on the connection (the SFTP channel,
-the stall watch, hashed copying, streamed channels), ``outcome`` the reports and errors, ``paths`` the pure
-name and path helpers; the programs the host runs are in ``ssmfab.hoststreams``.
+``upload`` and ``download`` move it (``guard`` has the host remove a cut upload's temporary files), ``session``
+holds what both share on the connection (the SFTP channel, the stall watch, hashed copying, streamed channels),
+``outcome`` the reports and errors, ``paths`` the pure name and path helpers; the programs the host runs are in ``ssmfab.hoststreams``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from .compress import WORTH_SPEED, Gunzipping, link_rate
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import has_glob, label_of, local_inside, one_line, show, umask
 from .plan import Download, DownloadPlan, local_temp, plan_download
-from .session import CHUNK, PREFETCH_REQUESTS, STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
+from .session import (
+    CHUNK, PREFETCH_REQUESTS, STREAM_MIN_BYTES, Session, StallWatch, configured, copy_hashed, host_digest, stream_channel,
+)
 
 
 def get(
@@ -43,7 +45,8 @@ def get(
     its current position, and only once verified (it waits in a private temporary file until then).
 
     ``compress``: True or False forces gzip on the wire for streamed files, None (default) compresses when
-    it pays (see ssmfab.transfer.compress)."""
+    it pays (see ssmfab.transfer.compress); an ssmfab connection's default is its transfer.compress setting."""
+    compress, _ = configured(conn, compress)
     if not isinstance(local, (str, os.PathLike)):
         return _get_into(conn, remote, local, compress)
     return _get_path(conn, remote, os.fspath(local), recursive, preserve_mode, compress)

@@ -42,6 +42,16 @@ STREAM_PACKET = 128 * 1024
 STREAM_MIN_BYTES = 4 * 1024 * 1024
 
 
+def configured(conn: Any, compress: bool | None, streams: int | None = None) -> tuple[bool | None, int | None]:
+    """A call's ``compress`` and ``streams``, or where it gives none the connection's defaults (an ssmfab
+    connection's transfer.compress and transfer.streams settings; None: measured)."""
+    if compress is None:
+        compress = getattr(conn, "transfer_compress", None)
+    if streams is None:
+        streams = getattr(conn, "transfer_streams", None)
+    return compress, streams
+
+
 def open_sftp(conn: Any) -> Any:
     """The connection's shared SFTP client (for callers that list or stat remote files themselves)."""
     return conn.sftp()

@@ -16,12 +16,13 @@ from typing import Any, BinaryIO
 from ..exceptions import TransferError
 from ..fastssh import send_stream
 from ..hoststreams import STREAM_PUT
+from .guard import TempGuard
 from .compress import SAMPLE_BYTES, WORTH_RATIO, Gzipping, Prefixed, judge, level_for, link_rate, worth_it
 from .outcome import FileTransfer, TransferReport, failure, incomplete
 from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
 from .plan import LocalTree, Upload, scan_fileobj, scan_local
 from .stripe import streams_for, striped_up
-from .session import STREAM_MIN_BYTES, Session, StallWatch, copy_hashed, host_digest, stream_channel
+from .session import STREAM_MIN_BYTES, Session, StallWatch, configured, copy_hashed, host_digest, stream_channel
 
 
 #: A temporary file of ours untouched for this long belongs to no live transfer (one that stops making progress
@@ -55,10 +56,12 @@ def put(
     ``compress``: True or False forces gzip on the wire for streamed files (4 MiB and more), None (default)
     compresses when it pays: the data shrinks and the link is slower than the compressor (see
     ssmfab.transfer.compress). ``streams``: SSM sessions a file of 16 MiB or more may use at once (each its own
-    tunnel; None: 8 when the link is measured slow, else 1; see ssmfab.transfer.stripe). ``progress`` is told
+    tunnel; None: 8 when the link is measured slow, else 1; see ssmfab.transfer.stripe). On an ssmfab
+    connection, None for either means its transfer.compress or transfer.streams setting. ``progress`` is told
     the bytes of every chunk sent, from the transfer's threads."""
     started = time.monotonic()
     host = label_of(conn)
+    compress, streams = configured(conn, compress, streams)
     if not isinstance(local, (str, os.PathLike)):
         return _put_fileobj(conn, local, remote, preserve_mode, compress, None, progress, started)
     source = Path(local).expanduser()
@@ -109,14 +112,16 @@ def _put_tree(
     watch = StallWatch(conn)
     watch.on_bytes = progress
     session: Session | None = None
+    guard: TempGuard | None = None
     temps: dict[str, tuple[Upload, str, str, int, int]] = {}  # temp -> (upload, final, sha256, mode, bytes)
     created: list[str] = []
     try:
         session = Session(conn)
         session.compress = compress
         session.streams = streams
+        guard = TempGuard(session.transport, session.stall)
         with watch:
-            _put(session, tree, source, remote, preserve_mode, report, watch, temps, created)
+            _put(session, tree, source, remote, preserve_mode, report, watch, temps, created, guard)
     except BaseException as exc:
         left = session.remove(list(temps)) if session is not None else list(temps)
         if session is not None:
@@ -126,6 +131,8 @@ def _put_tree(
             raise
         raise error from exc
     finally:
+        if guard is not None:
+            guard.close()
         if session is not None:
             session.close()
     report.duration = time.monotonic() - started
@@ -144,6 +151,7 @@ def _put(
     watch: StallWatch,
     temps: dict[str, tuple[Upload, str, str, int, int]],
     created: list[str],
+    guard: TempGuard,
 ) -> None:
     host, sftp = session.host, session.sftp
     dest = session.absolute(remote)
@@ -184,6 +192,7 @@ def _put(
         final = remote_join(top, item.rel) if item.rel else top
         folder, base = str(PurePosixPath(final).parent), PurePosixPath(final).name
         temp = remote_join(folder, temp_name(base))
+        guard.announce(temp)  # before it exists: a cut from here on leaves the host to remove it
         temps[temp] = (item, final, "", 0, 0)
         watch.current = final if len(tree.files) > 1 else ""
         digest, sent, mode = _send(session, item, temp, final, preserve_mode, watch)

@@ -95,3 +95,40 @@ def test_a_part_that_cannot_be_written_says_why_in_one_line_and_leaves_the_share
     assert done.returncode == 1
     assert done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
     assert shared.exists()  # every part's file: the client decides
+
+
+@pytest.mark.parametrize("exit_status", [2, 126, 127])
+def test_a_python3_that_cannot_run_the_program_leaves_a_download_and_a_part_to_posix_tools(
+    tmp_path: Path, exit_status: int
+) -> None:
+    """2: an interpreter too old for -I; 126, 127: not runnable. Neither read stdin, so the tools get it all."""
+    from ssmfab.hoststreams import STREAM_PART
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(f"#!/bin/sh\necho 'python3: cannot' >&2\nexit {exit_status}\n")
+    (fake / "python3").chmod(0o755)
+    prefix = f"PATH={fake}:$PATH; "
+    source = tmp_path / "down.bin"
+    source.write_bytes(PAYLOAD)
+    done = run(stream_command("get"), source, prefix=prefix)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == PAYLOAD
+    found = DIGEST_LINE.search(done.stderr)
+    assert found and found.group(1).decode() == hashlib.sha256(PAYLOAD).hexdigest()
+
+    whole = tmp_path / "whole.part"
+    whole.write_bytes(b"\0" * (2 << 20))
+    part = subprocess.run(
+        f"{prefix}{STREAM_PART} '{whole}' 1048576", shell=True, input=PAYLOAD[: 1 << 20], capture_output=True, timeout=60
+    )
+    assert part.returncode == 0, part.stderr
+    assert whole.read_bytes() == b"\0" * (1 << 20) + PAYLOAD[: 1 << 20]
+
+
+def test_the_copy_program_failing_is_not_retried_with_the_tools(tmp_path: Path) -> None:
+    """A download the program could not finish ends there (exit 1): the tools would send the file again."""
+    done = run(stream_command("get"), tmp_path)  # a directory: python opens it, then cannot read it
+    assert done.returncode == 1
+    assert done.stdout == b"" and DIGEST_LINE.search(done.stderr) is None
+    assert done.stderr.decode().count("\n") == 1
