@@ -10,12 +10,16 @@ caller's uid with SO_PEERCRED):
     request   one JSON line: {"op": "run", "argv": [...], "cwd": ..., "umask": N, "persist": seconds or null,
               "tty": [out, err], "columns": N} (persist null: the caller had neither --persist nor
               SSMFAB_PERSIST, and the keeper reads ssh.persist from the config files the command would read)
+              (with "input": true the caller forwards its input; with "term" and "size": [columns, rows] it is a
+              terminal, for a shell's pty)
               or {"op": "list"} or {"op": "stop", "ids": [...], "names": [...], "tags": [...]}
     run       the keeper answers frames: one byte of kind, four of length, the payload:
-              ``o`` stdout bytes, ``e`` stderr bytes, ``x`` the exit code (ASCII), ``b`` busy (another command
+              ``o`` stdout bytes, ``e`` stderr bytes, ``r`` put the terminal back (a shell ended), ``x`` the exit code (ASCII), ``b`` busy (another command
               is running: the caller runs this one itself), ``n`` not warm (its config turns warm sessions
-              off: the caller runs it itself). While it runs, the caller may send ``i`` (Ctrl-C) or
-              ``t`` (SIGTERM); its end of the socket closing counts as Ctrl-C.
+              off: the caller runs it itself). While it runs, the caller sends frames of the same shape:
+              ``i`` (Ctrl-C), ``t`` (SIGTERM), ``d`` input bytes, ``z`` end of input, ``w`` the terminal's
+              new size ("COLUMNS ROWS"); its end of the socket closing counts as Ctrl-C. Input goes to the
+              command through a pipe that is its stdin.
     list/stop one JSON line back.
 
 Commands run one at a time (the process's stdout, stderr and working folder are the running command's). The
@@ -48,6 +52,7 @@ from .ledger import LEDGER_SUFFIX, SessionLedger, end_orphaned_sessions
 from .persist import PERSIST_ENV, describe_seconds, parse_persist
 from .pool import ConnectionPool
 from .targets import parse_selector
+from .warmshell import ForwardedTerminal
 
 FRAME = struct.Struct("!cI")
 #: Seconds a new keeper waits for its first command before it gives up (its starter died before asking).
@@ -85,6 +90,24 @@ class FrameStream(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
+
+    @property
+    def buffer(self) -> FrameBytes:
+        """Bytes as they are (a shell's pty output), as ``sys.stdout.buffer`` takes them."""
+        return FrameBytes(self)
+
+
+class FrameBytes:
+    def __init__(self, stream: FrameStream) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> int:
+        # surrogateescape gives back exactly these bytes, whether or not they are UTF-8, chunk by chunk.
+        self.stream.write(data.decode("utf-8", "surrogateescape"))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -266,19 +289,64 @@ class Keeper:
         worker = threading.current_thread()
         finished = threading.Event()
 
+        input_read, input_write = os.pipe() if request.get("input") else (-1, -1)
+        size = request.get("size")
+        terminal = None
+        if size:
+
+            def restore_terminal() -> None:
+                try:
+                    with lock:
+                        send_frame(conn, b"r")
+                except OSError:
+                    pass  # the caller left
+
+            terminal = ForwardedTerminal(str(request.get("term") or "vt100"), int(size[0]), int(size[1]), restore_terminal)
+
+        input_lock = threading.Lock()
+
+        def end_input() -> None:
+            nonlocal input_write
+            with input_lock:
+                if input_write >= 0:
+                    os.close(input_write)
+                    input_write = -1
+
         def watch_caller() -> None:
-            # The caller's Ctrl-C (or its leaving) is this command's Ctrl-C.
-            data = b""
+            # The caller's Ctrl-C (or its leaving) is this command's Ctrl-C; its input goes to the command's stdin.
+            kind = b""
             try:
-                data = reader.read(1)
-            except OSError:
-                pass
+                while True:
+                    head = reader.read(FRAME.size)
+                    if len(head) < FRAME.size:
+                        kind = b""
+                        break
+                    kind, length = FRAME.unpack(head)
+                    payload = reader.read(length) if length else b""
+                    if kind == b"d" and input_write >= 0:
+                        try:
+                            view = memoryview(payload)
+                            while view:
+                                view = view[os.write(input_write, view) :]
+                        except OSError:  # the command is done with its input
+                            end_input()
+                    elif kind == b"z":
+                        end_input()
+                    elif kind == b"w" and terminal is not None:
+                        columns, rows = payload.split()
+                        terminal.resize(int(columns), int(rows))
+                    elif kind in (b"i", b"t"):
+                        break
+            except (OSError, ValueError):
+                kind = b""
             if not finished.is_set():
-                raise_in_thread(worker, SIGTERMInterrupted if data == b"t" else Interrupted)
+                raise_in_thread(worker, SIGTERMInterrupted if kind == b"t" else Interrupted)
 
         watcher = threading.Thread(target=watch_caller, name="ssmfab-keeper-caller", daemon=True)
-        config_class = type("KeeperConfig", (ProgramConfig,), {"client_source": staticmethod(self.client_source)})
-        saved = (sys.stdout, sys.stderr, os.getcwd(), os.environ.get("COLUMNS"))
+        config_class = type(
+            "KeeperConfig", (ProgramConfig,), {"client_source": staticmethod(self.client_source), "terminal": terminal}
+        )
+        saved = (sys.stdout, sys.stderr, os.getcwd(), os.environ.get("COLUMNS"), sys.stdin)
         old_umask = os.umask(int(request.get("umask", 0o022)))
         code = 0
         try:
@@ -286,6 +354,8 @@ class Keeper:
             if request.get("columns"):
                 os.environ["COLUMNS"] = str(request["columns"])
             sys.stdout, sys.stderr = out, err
+            if input_read >= 0:
+                sys.stdin = open(input_read, encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
             watcher.start()
             program = SSMFabProgram(namespace=ns, version=__version__, name="ssmfab", binary="ssmfab", config_class=config_class)
             try:
@@ -298,7 +368,10 @@ class Keeper:
             finished.set()
             for stream in (out, err):
                 stream.flush()
-            sys.stdout, sys.stderr = saved[0], saved[1]
+            sys.stdout, sys.stderr, sys.stdin = saved[0], saved[1], saved[4]
+            if input_read >= 0:
+                os.close(input_read)  # a watcher still writing input sees the pipe broken and stops
+            end_input()
             os.umask(old_umask)
             os.chdir(saved[2])
             if saved[3] is None:

@@ -37,6 +37,7 @@ from .shell import ssh_command
 from .sshconfig import config_block
 from .sshconfig import install as install_block
 from .targets import INSTANCE_ID, parse_selector, require_targets
+from .warmshell import pty_session
 
 
 def stream_count(streams: str) -> int | None:
@@ -308,9 +309,15 @@ def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
     client = client_for(client, targets[0])
     key = client.ephemeral_key
-    argv = ssh_command(client, targets[0], cmd)
+    # A keeper runs this command (warm sessions): the caller's terminal is forwarded to a pty channel of the
+    # warm connection instead of handed to ssh.
+    terminal = getattr(type(getattr(c, "config", None)), "terminal", None)
+    argv = None if terminal is not None else ssh_command(client, targets[0], cmd)
 
     def session() -> int:
+        if terminal is not None:
+            with client.connect(targets[0]) as conn:
+                return pty_session(conn, cmd, terminal, sys.stdin.fileno(), sys.stdout.buffer, sys.stderr)
         if argv is None:
             with client.connect(targets[0]) as conn:
                 result = conn.run(cmd, pty=True, warn=True) if cmd else conn.shell()

@@ -9,6 +9,7 @@ import pytest
 
 from ssmfab.exceptions import ConfigError
 from ssmfab.persist import identity, parse_persist
+from ssmfab import warm
 from ssmfab.warm import to_json, warm_plan
 
 HOSTILE = [
@@ -50,8 +51,11 @@ def test_which_commands_go_to_a_keeper_and_who_decides_the_idle_time() -> None:
     assert warm_plan(["run", "--persist", "30s", "--region", "eu-west-1", "x"], {}) == (30, {"--region": "eu-west-1"})
     # Neither the flag nor the variable: the config files decide (the keeper reads them when there is one).
     assert warm_plan(["get", "a", "--id", "i-1"], {}) == (None, {})
-    for off in (["run", "--no-persist", "x"], ["run", "--stdin", "x"], ["shell", "--id", "i-1"], ["run", "-h"]):
+    for off in (["run", "--no-persist", "x"], ["run", "-h"], ["shell", "i-1", "--ephemeral-key"], ["hosts", "--id", "i-1"]):
         assert warm_plan(off, {"SSMFAB_PERSIST": "2m"}) is None
+    # Commands that read this process's input ride too: it is forwarded (see forwarded_input).
+    assert warm_plan(["run", "--stdin", "x"], {"SSMFAB_PERSIST": "2m"}) == (120, {})
+    assert warm_plan(["shell", "i-1", "--cmd", "top"], {"SSMFAB_PERSIST": "2m"}) == (120, {})
     assert warm_plan(["run", "x"], {"SSMFAB_PERSIST": "0"}) is None
     assert warm_plan(["run", "x"], {"SSMFAB_PERSIST": "soon"}) is None  # the ordinary path says what is wrong
     assert warm_plan(["run", "--", "--no-persist"], {"SSMFAB_PERSIST": "2m"}) == (120, {})  # a remote command's word
@@ -63,3 +67,19 @@ def test_identity_follows_who_you_are_not_how_long_you_keep_connections() -> Non
     assert identity(base) != identity({**base, "AWS_PROFILE": "b"})
     assert identity(base) != identity(base, {"--region": "eu-west-1"})
     assert identity(base) != identity({**base, "SSMFAB_USER": "root"})
+
+
+@pytest.mark.parametrize(("argv", "stdin_tty", "expected"), [
+    (["run", "--id", "i-1", "x"], False, (False, False)),
+    (["run", "--id", "i-1", "x"], True, (False, False)),
+    (["run", "--stdin", "--id", "i-1", "x"], False, (True, False)),
+    (["run", "--stdin", "--id", "i-1", "x"], True, None),  # the task refuses a terminal, in its own words
+    (["run", "--id", "i-1", "--", "--stdin"], False, (False, False)),  # a remote command's word
+    (["shell", "i-1"], True, (True, True)),  # raw mode
+    (["shell", "i-1", "--cmd", "x"], False, None),  # ssh says it allocates no terminal, in its own words
+])  # fmt: skip
+def test_which_commands_forward_their_input(
+    argv: list[str], stdin_tty: bool, expected: tuple[bool, bool] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(warm, "isatty", lambda fd: stdin_tty)
+    assert warm.forwarded_input(argv) == expected
