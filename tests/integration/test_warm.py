@@ -257,3 +257,24 @@ def test_a_warm_session_gone_silent_is_replaced_once_before_anything_is_sent(
     [replaced] = warm.listing()
     assert replaced["session_id"] != kept["session_id"]
     assert (home / counter).read_text() == ("x\n" * 2 if task == "run" else "x\n")
+
+
+def test_inv_refuses_persist_in_one_line_and_runs_nothing(warm: Warm, sandbox: Sandbox) -> None:
+    """Warm sessions ride the ssmfab command only: under inv, --persist would do nothing, so it is refused."""
+    checkout = Path(__file__).resolve().parents[2]
+    inv = [sys.executable, "-c", "import invoke.main, sys; sys.argv[0] = 'inv'; invoke.main.program.run()"]
+    home = Path(sandbox.host("web-1").folder) / "home"
+    marker = f"inv-persist-{os.getpid()}"
+    run = lambda *words: subprocess.run([*inv, *words], capture_output=True, text=True, env=warm.env, cwd=checkout,  # noqa: E731
+                                        timeout=120, check=False)  # fmt: skip
+    refused = run("run", "--name", "web-1", "--persist", "10m", f"touch {marker}")
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("error: --persist: warm sessions ride the `ssmfab` command, not inv"), line
+    assert "`ssmfab run …`" in line
+    assert not (home / marker).exists() and not warm.keepers()
+    assert run("run", "--name", "web-1", "--persist", "soon", "true").stderr.startswith("error: --persist 'soon': expected a duration")
+    off = run("run", "--name", "web-1", "--persist", "0", f"touch {marker}")  # off is what inv does anyway
+    assert off.returncode == 0, off.stderr
+    assert (home / marker).exists() and not warm.keepers()
+    (home / marker).unlink()
