@@ -278,3 +278,36 @@ def test_inv_refuses_persist_in_one_line_and_runs_nothing(warm: Warm, sandbox: S
     assert off.returncode == 0, off.stderr
     assert (home / marker).exists() and not warm.keepers()
     (home / marker).unlink()
+
+
+def test_a_session_opened_by_the_command_its_keeper_is_killed_in_is_ended_by_persist_stop(warm: Warm, sandbox: Sandbox) -> None:
+    """The keeper writes a session down as soon as it is open, not when its command hands the connection back."""
+    home = Path(sandbox.host("web-3").folder) / "home"
+    fifo = home / f"warm-held-{os.getpid()}"
+    os.mkfifo(fifo)
+    try:
+        command = subprocess.Popen([*SSMFAB, "run", "--name", "web-3", f"echo started; cat {fifo.name}"], env=warm.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert command.stdout is not None
+            assert "[web-3] started" in command.stdout.readline()  # the session is open and the command runs in it
+            [held] = warm.listing()
+            assert held["in_use"]
+            os.kill(int(str(held["keeper_pid"])), signal.SIGKILL)
+            assert command.wait(timeout=120) == 1
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+        wait_for(lambda: not warm.keepers(), "the keeper to die")
+        endpoint = warm.env["AWS_ENDPOINT_URL"]
+        assert session_status(endpoint, str(held["session_id"])) not in ("Terminated", "absent")  # AWS keeps it open
+        stopped = warm("persist", "--stop")
+        assert "ended 1 SSM session(s) left open by keepers that were killed" in stopped.stdout, stopped.stdout
+        assert session_status(endpoint, str(held["session_id"])) == "Terminated"
+    finally:
+        try:  # the remote `cat` outlived its connection: the end of its input ends it
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        fifo.unlink()
