@@ -12,9 +12,12 @@ caller's uid with SO_PEERCRED):
               SSMFAB_PERSIST, and the keeper reads ssh.persist from the config files the command would read)
               (with "input": true the caller forwards its input; with "term" and "size": [columns, rows] it is a
               terminal, for a shell's pty)
+              (a caller forwarding input adds "run_id": its own random id)
+              or {"op": "signal", "run_id": ..., "signal": "i" or "t"} (that command's Ctrl-C or SIGTERM)
               or {"op": "list"} or {"op": "stop", "ids": [...], "names": [...], "tags": [...]}
     run       the keeper answers frames: one byte of kind, four of length, the payload:
-              ``o`` stdout bytes, ``e`` stderr bytes, ``r`` put the terminal back (a shell ended), ``x`` the exit code (ASCII), ``b`` busy (another command
+              ``o`` stdout bytes, ``e`` stderr bytes, ``r`` put the terminal back (a shell ended), ``s`` started (to a caller with input: send it now),
+              ``x`` the exit code (ASCII), ``b`` busy (another command
               is running: the caller runs this one itself), ``n`` not warm (its config turns warm sessions
               off: the caller runs it itself). While it runs, the caller sends frames of the same shape:
               ``i`` (Ctrl-C), ``t`` (SIGTERM), ``d`` input bytes, ``z`` end of input, ``w`` the terminal's
@@ -42,6 +45,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .client import Client, settings_from
@@ -146,6 +150,9 @@ class Keeper:
         self.pool = ConnectionPool(on_empty=self._maybe_exit, on_change=self.record_sessions)
         self._clients: dict[str, Client] = {}
         self._running = threading.Lock()
+        #: The running command's id (its caller's) and how to interrupt it: for a caller whose input fills the
+        #: socket, its Ctrl-C comes on a connection of its own ({"op": "signal"}) instead of behind that input.
+        self._interrupt: tuple[str, Callable[[bytes], None]] | None = None
         self._state = threading.Lock()
         self._active = 0
         self._served = 0
@@ -237,6 +244,11 @@ class Keeper:
                 self._run(conn, reader, request)
             elif op == "list":
                 conn.sendall(json.dumps(self.listing()).encode() + b"\n")
+            elif op == "signal":
+                with self._state:
+                    running = self._interrupt
+                if running is not None and running[0] == request.get("run_id"):
+                    running[1](b"t" if request.get("signal") == "t" else b"i")
             elif op == "stop":
                 selector = parse_selector(request.get("ids", ()), request.get("names", ()), request.get("tags", ()))
                 closed = self.pool.close_matching(selector)
@@ -289,6 +301,20 @@ class Keeper:
         worker = threading.current_thread()
         finished = threading.Event()
 
+        def interrupt(kind: bytes) -> None:
+            if not finished.is_set():
+                raise_in_thread(worker, SIGTERMInterrupted if kind == b"t" else Interrupted)
+
+        if request.get("run_id"):
+            with self._state:
+                self._interrupt = (str(request["run_id"]), interrupt)
+        if request.get("input"):
+            try:
+                with lock:
+                    send_frame(conn, b"s")  # runs here: its input may come (not before: it may run it itself)
+            except OSError:
+                pass  # the caller left: its watcher interrupts the command at once
+
         input_read, input_write = os.pipe() if request.get("input") else (-1, -1)
         size = request.get("size")
         terminal = None
@@ -339,8 +365,7 @@ class Keeper:
                         break
             except (OSError, ValueError):
                 kind = b""
-            if not finished.is_set():
-                raise_in_thread(worker, SIGTERMInterrupted if kind == b"t" else Interrupted)
+            interrupt(kind)
 
         watcher = threading.Thread(target=watch_caller, name="ssmfab-keeper-caller", daemon=True)
         config_class = type(
@@ -366,6 +391,8 @@ class Keeper:
                 code = Interrupted.from_exception(exc).exit_code
         finally:
             finished.set()
+            with self._state:
+                self._interrupt = None
             for stream in (out, err):
                 stream.flush()
             sys.stdout, sys.stderr, sys.stdin = saved[0], saved[1], saved[4]

@@ -150,14 +150,19 @@ def run_warm(argv: list[str]) -> int | None:
         }  # fmt: skip
         if reads_input:
             request["input"] = True
+            request["run_id"] = os.urandom(8).hex()
         if raw:
             request["term"] = env.get("TERM", "vt100")
             request["size"] = terminal_size(0)
         sock.sendall(to_json(request).encode() + b"\n")
         if not reads_input:
             return stream(sock)
+        run_id = str(request["run_id"])
         with raw_terminal(0 if raw else None) as restore:
-            return stream(sock, input_fd=0, resize_fd=0 if raw else None, restore=restore)
+            return stream(
+                sock, input_fd=0, resize_fd=0 if raw else None, restore=restore,
+                signal_aside=lambda kind: signal_keeper(path, run_id, kind),
+            )  # fmt: skip
     finally:
         sock.close()
 
@@ -296,17 +301,32 @@ def start_keeper(folder: str, digest: str, path: str, seconds: float) -> _socket
         return None
 
 
+def signal_keeper(path: str, run_id: str, kind: bytes) -> None:
+    """Send the command ``run_id``'s Ctrl-C or SIGTERM on a connection of its own: on the command's, it would
+    wait behind the input already sent, which a command that reads none never takes."""
+    sock = connect(path)
+    if sock is None:
+        return
+    try:
+        sock.sendall(to_json({"op": "signal", "run_id": run_id, "signal": kind.decode()}).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def frame(kind: bytes, payload: bytes = b"") -> bytes:
     return FRAME.pack(kind, len(payload)) + payload
 
 
 def stream(
-    sock: _socket.socket, input_fd: int | None = None, resize_fd: int | None = None, restore: Callable[[], None] | None = None
-) -> int | None:
+    sock: _socket.socket, input_fd: int | None = None, resize_fd: int | None = None,
+    restore: Callable[[], None] | None = None, signal_aside: Callable[[bytes], None] | None = None,
+) -> int | None:  # fmt: skip
     """Copy the keeper's frames to stdout and stderr, and (``input_fd``) this process's input to the keeper until
     it ends, with the size of the terminal on ``resize_fd`` each time it changes (SIGWINCH). Ctrl-C and SIGTERM
-    go to the keeper (a second one ends this at once, after ``restore``). The command's exit code; None if the
-    keeper did not run it (busy, or not warm)."""
+    go to the keeper, on this socket or through ``signal_aside`` (a second one ends this at once, after
+    ``restore``). The command's exit code; None if the keeper did not run it (busy, or not warm)."""
     import select
 
     received: list[str] = []
@@ -335,12 +355,13 @@ def stream(
     outgoing = bytearray()
     incoming = bytearray()
     sent_signals = 0
+    started = False  # input is read only once the keeper runs the command: if it does not, this process does
     poller = select.poll()
     try:
         while True:
             poller.register(wake_read, select.POLLIN)
             poller.register(sock.fileno(), select.POLLIN | (select.POLLOUT if outgoing else 0))
-            if input_fd is not None and len(outgoing) < INPUT_AHEAD:
+            if input_fd is not None and started and len(outgoing) < INPUT_AHEAD:
                 poller.register(input_fd, select.POLLIN)
             elif input_fd is not None:
                 try:
@@ -354,7 +375,11 @@ def stream(
                     except BlockingIOError:
                         pass
                     for name in received[sent_signals:]:
-                        outgoing += frame(TERMINATE if name == "SIGTERM" else INTERRUPT)
+                        kind = TERMINATE if name == "SIGTERM" else INTERRUPT
+                        if signal_aside is not None and started:  # before that, no input is in its way
+                            signal_aside(kind)
+                        else:
+                            outgoing += frame(kind)
                     sent_signals = len(received)
                     if resized[0] and resize_fd is not None:
                         resized[0] = False
@@ -401,6 +426,9 @@ def stream(
                             return None
                         if kind == b"x":
                             return int(payload or b"0")
+                        if kind == b"s":
+                            started = True
+                            continue
                         if kind == b"r":
                             if restore is not None:
                                 restore()

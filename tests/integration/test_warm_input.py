@@ -215,3 +215,85 @@ def test_warm_commands_that_read_input_load_no_ssh_or_aws_library(warm: Warm) ->
     assert "in-shell" in seen and "import time:" in seen, seen
     assert not loaded_libraries(seen)
     assert uses(warm) == [3]
+
+
+class HeldCommand:
+    """A warm ``run`` whose remote command prints "started", then waits on a FIFO in the host's home (that
+    the test releases: the remote command must not outlive the test), fed ``feed`` as its input."""
+
+    def __init__(self, warm: Warm, sandbox: Sandbox, host: str, feed: Path | None, tag: str) -> None:
+        self.fifo = Path(sandbox.host(host).folder) / "home" / f"warm-{tag}-{os.getpid()}"
+        os.mkfifo(self.fifo)
+        args = ["run", "--name", host, *(["--stdin"] if feed else []), f"echo started; cat {self.fifo.name}"]
+        self.input = feed.open("rb") if feed else None
+        self.process = subprocess.Popen([*SSMFAB, *args], env=warm.env, stdin=self.input or subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        assert self.process.stdout is not None
+        assert b"started" in self.process.stdout.readline(), self.process.stderr
+
+    def release(self) -> None:
+        try:  # the end of its FIFO's input ends the remote `cat`
+            os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.release()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+        if self.input:
+            self.input.close()
+        self.fifo.unlink()
+
+
+def writing_to_a_full_pipe(pid: int) -> bool:
+    """Whether a thread of ``pid`` waits to write to a full pipe (the kernel's wait channel says so)."""
+    for wchan in Path(f"/proc/{pid}/task").glob("*/wchan"):
+        try:
+            if wchan.read_text().endswith("pipe_write"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_ctrl_c_reaches_a_warm_command_that_reads_none_of_the_input_it_was_given(
+    warm: Warm, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Input the remote command never reads fills every buffer on the way; Ctrl-C must not wait behind it."""
+    assert warm("run", "--name", "web-1", "true").returncode == 0
+    feed = tmp_path / "big.bin"
+    feed.write_bytes(os.urandom(16 * 1024 * 1024))
+    held = HeldCommand(warm, sandbox, "web-1", feed, "ctrl-c")
+    try:
+        [keeper] = warm.keepers()
+        wait_for(lambda: writing_to_a_full_pipe(int(keeper.split(":")[0])), "the keeper's input pipe to the command to fill")
+        held.process.send_signal(signal.SIGINT)
+        _, err = held.process.communicate(timeout=60)
+        assert held.process.returncode == 130, err
+        assert b"interrupted (Ctrl-C): ssmfab run stopped on 1 host(s)" in err, err
+        assert b"Traceback" not in err
+    finally:
+        held.close()
+
+
+def test_input_waits_until_the_keeper_runs_the_command_and_a_busy_keeper_leaves_it_whole(
+    warm: Warm, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A keeper busy with another command answers "run it yourself": the input is this process's to send, all
+    of it (had the command started sending it to the keeper, some would be gone)."""
+    assert warm("run", "--name", "web-1", "true").returncode == 0
+    payload = os.urandom(300 * 1024)
+    feed = tmp_path / "in.bin"
+    feed.write_bytes(payload)
+    held = HeldCommand(warm, sandbox, "web-1", None, "busy")
+    try:
+        with feed.open("rb") as source:
+            done = subprocess.run([*SSMFAB, "run", "--name", "web-2", "--stdin", "wc -c"], stdin=source, capture_output=True,
+                                  text=True, env=warm.env, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"[web-2] {len(payload)}" in done.stdout, done.stdout
+        assert [row["name"] for row in warm.listing()] == ["web-1"]  # it ran on its own, not on the keeper
+    finally:
+        held.close()

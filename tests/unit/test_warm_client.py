@@ -4,6 +4,7 @@ without re, and which commands go to a keeper."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -83,3 +84,40 @@ def test_which_commands_forward_their_input(
 ) -> None:
     monkeypatch.setattr(warm, "isatty", lambda fd: stdin_tty)
     assert warm.forwarded_input(argv) == expected
+
+
+def test_input_is_not_read_before_the_keeper_says_it_runs_the_command() -> None:
+    """A keeper that answers "busy" leaves the command to this process: every byte of its input must still be
+    there. The stand-in keeper waits for the input to be taken (as it would be by a client that forwarded it
+    at once), and answers "busy" when it is, or when it has waited long enough that it will not be."""
+    import fcntl
+    import socket
+    import struct
+    import termios
+    import threading
+    import time
+
+    ours, keepers = socket.socketpair()
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"input" * 1000)
+
+    def unread() -> int:
+        return int(struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0])
+
+    def stand_in_keeper() -> None:
+        deadline = time.monotonic() + 2.0  # only the correct client waits it out
+        while unread() == 5000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        keepers.sendall(warm.FRAME.pack(b"b", 0))
+
+    thread = threading.Thread(target=stand_in_keeper)
+    thread.start()
+    try:
+        assert warm.stream(ours, input_fd=read_end) is None  # busy: run it yourself
+    finally:
+        thread.join()
+        ours.close()
+        keepers.close()
+    assert unread() == 5000
+    os.close(write_end)
+    os.close(read_end)
