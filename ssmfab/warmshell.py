@@ -90,9 +90,12 @@ def pty_session(
         output.flush()
         status = int(channel.recv_exit_status())
         terminal.restore()
+        if status < 0:  # the connection ended under the shell: why, in one line, if it is known
+            conn._raise_if_lost()
+            return NO_EXIT_STATUS
         errors.write(f"Connection to {conn.target.id} closed.\r\n")
         errors.flush()
-        return NO_EXIT_STATUS if status < 0 else status
+        return status
     finally:
         terminal.listen(None)
         channel.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import pty
 import signal
@@ -114,11 +115,18 @@ def test_a_warm_shell_prints_and_exits_as_a_cold_one(warm: Warm) -> None:
             term.close()
 
     shell("0")  # pins the host key (ssh says so, ssmfab in its own words): later runs say nothing of it
+    audit = Path(warm.env["SSMFAB_AUDIT_PATH"])
+    before = len(audit.read_text().splitlines())
     cold, first, warmed = shell("0"), shell("5m"), shell("5m")
     assert cold[0] == first[0] == warmed[0] == 3, (cold, first, warmed)
     assert "from-shell\r\nhas-tty\r\nerr\r\n" in cold[1], cold
     assert ANNOUNCEMENT in first[1]
     assert first[1].split("\n", 1)[1] == warmed[1] == cold[1], (cold, first, warmed)
+    # The same audit records, but for when and how long.
+    records = [json.loads(line) for line in audit.read_text().splitlines()[before:]]
+    assert len(records) == 3 and records[0]["action"] == "shell" and records[0]["exit_code"] == 3, records
+    steady_records = [{k: v for k, v in r.items() if k not in ("time", "duration")} for r in records]
+    assert steady_records[0] == steady_records[1] == steady_records[2], steady_records
     [kept] = warm.listing()
     assert kept["uses"] == 2
 
