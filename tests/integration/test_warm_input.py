@@ -305,3 +305,22 @@ def test_input_waits_until_the_keeper_runs_the_command_and_a_busy_keeper_leaves_
         assert [row["name"] for row in warm.listing()] == ["web-1"]  # it ran on its own, not on the keeper
     finally:
         held.close()
+
+
+def test_a_warm_shell_on_a_session_gone_silent_is_replaced_once_before_anything_is_sent(warm: Warm, sandbox: Sandbox) -> None:
+    """As for run, put and get (test_warm): the pty channel is the connection's first, and the proof it lives."""
+    warm.env["SSMFAB_CONNECT_TIMEOUT"] = "5"
+    home = Path(sandbox.host("db-1").folder) / "home"
+    counter = f"warm-shell-silent-{os.getpid()}"
+    assert warm("run", "--name", "db-1", f"echo x >> {counter}").returncode == 0
+    [kept] = warm.listing()
+    sandbox.set_faults(session_id=str(kept["session_id"]), BlackHole=True)
+    term = Terminal(["shell", "db-1", "--cmd", f"echo x >> {counter}; echo lines=$(wc -l < {counter})"], warm.env)
+    try:
+        assert term.finish() == 0, bytes(term.seen)
+    finally:
+        term.close()
+    assert b"lines=2" in term.seen  # once: the first try never reached the host
+    [replaced] = warm.listing()
+    assert replaced["session_id"] != kept["session_id"]
+    (home / counter).unlink()
