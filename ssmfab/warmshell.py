@@ -98,4 +98,5 @@ def pty_session(
         return status
     finally:
         terminal.listen(None)
+        terminal.restore()  # interrupted too: what is said next is read on a terminal in its own mode
         channel.close()
