@@ -434,8 +434,16 @@ def stream(
                                 restore()
                             continue
                         target = sys.stdout if kind == b"o" else sys.stderr
-                        target.buffer.write(payload)
-                        target.flush()
+                        try:
+                            target.buffer.write(payload)
+                            target.flush()
+                        except BrokenPipeError:
+                            # `ssmfab run … | head`: the reader left; end quietly, as a cold run does (leaving
+                            # ends the keeper's command as Ctrl-C would).
+                            os.dup2(os.open(os.devnull, os.O_WRONLY), target.fileno())
+                            if restore is not None:
+                                restore()
+                            return 141
     finally:
         for sig, old in previous.items():
             _signal.signal(sig, old)

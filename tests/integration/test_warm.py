@@ -311,3 +311,15 @@ def test_a_session_opened_by_the_command_its_keeper_is_killed_in_is_ended_by_per
         except OSError:
             pass
         fifo.unlink()
+
+
+def test_a_reader_that_leaves_ends_a_warm_command_quietly_as_a_cold_one(warm: Warm) -> None:
+    assert warm("run", "--name", "web-1", "true").returncode == 0
+    runs = {}
+    for persist in ("0", "5m"):
+        runs[persist] = subprocess.run(
+            ["bash", "-c", f'"$@" | head -1; echo "status ${{PIPESTATUS[0]}}"', "-", *SSMFAB, "run", "--name", "web-1", "seq 500000"],
+            env={**warm.env, "SSMFAB_PERSIST": persist}, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert runs["5m"].stdout == runs["0"].stdout == "[web-1] 1\nstatus 141\n", runs
+    assert runs["5m"].stderr == runs["0"].stderr == "", runs
