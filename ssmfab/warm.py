@@ -301,6 +301,34 @@ def start_keeper(folder: str, digest: str, path: str, seconds: float) -> _socket
         return None
 
 
+class EscapeReader:
+    """ssh's escape for an interactive session: ``~.`` at the start of a line ends it from this end (a session that
+    hangs would otherwise hold the terminal until keepalives give up); ``~~`` sends one ``~``; a ``~`` before
+    anything else is sent as typed."""
+
+    def __init__(self) -> None:
+        self.line_start = True
+        self.tilde = False
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The bytes to send, and whether ``~.`` was typed (nothing after it is sent)."""
+        out = bytearray()
+        for byte in data:
+            char = bytes((byte,))
+            if self.tilde:
+                self.tilde = False
+                if char == b".":
+                    return bytes(out), True
+                out += b"~" if char == b"~" else b"~" + char
+                self.line_start = char in (b"\r", b"\n")
+            elif self.line_start and char == b"~":
+                self.tilde = True
+            else:
+                out += char
+                self.line_start = char in (b"\r", b"\n")
+        return bytes(out), False
+
+
 def signal_keeper(path: str, run_id: str, kind: bytes) -> None:
     """Send the command ``run_id``'s Ctrl-C or SIGTERM on a connection of its own: on the command's, it would
     wait behind the input already sent, which a command that reads none never takes."""
@@ -356,6 +384,7 @@ def stream(
     incoming = bytearray()
     sent_signals = 0
     started = False  # input is read only once the keeper runs the command: if it does not, this process does
+    escapes = EscapeReader() if resize_fd is not None else None  # a terminal's keys: ssh's ~. works
     poller = select.poll()
     try:
         while True:
@@ -389,6 +418,15 @@ def stream(
                         data = os.read(fd, 65536)
                     except OSError:  # a terminal gone (EIO): the same as its end
                         data = b""
+                    if data and escapes is not None:
+                        data, closing = escapes.feed(data)
+                        if closing:  # leaving ends the keeper's command as Ctrl-C would
+                            if restore is not None:
+                                restore()
+                            sys.stderr.write("Connection closed (~.).\n")
+                            return 255
+                        if not data:
+                            continue
                     outgoing += frame(INPUT, data) if data else frame(INPUT_END)
                     if not data:
                         poller.unregister(fd)

@@ -324,3 +324,18 @@ def test_a_warm_shell_on_a_session_gone_silent_is_replaced_once_before_anything_
     [replaced] = warm.listing()
     assert replaced["session_id"] != kept["session_id"]
     (home / counter).unlink()
+
+
+def test_tilde_dot_leaves_a_warm_shell_that_no_longer_answers(warm: Warm, sandbox: Sandbox) -> None:
+    """ssh's escape: a session that hangs is left at once, the terminal back in its mode."""
+    assert warm("run", "--name", "web-2", "true").returncode == 0
+    term = Terminal(["shell", "web-2", "--cmd", "echo started; sleep 300"], warm.env)
+    try:
+        term.expect(b"started")
+        term.type(b"\r~.")
+        assert term.finish() == 255, bytes(term.seen)
+        assert termios.tcgetattr(term.follower) == term.modes
+    finally:
+        term.close()
+    assert b"Connection closed (~.)." in term.seen
+    wait_for(lambda: not warm.listing(), "the keeper to end the shell's connection")  # interrupted: not kept warm

@@ -121,3 +121,23 @@ def test_input_is_not_read_before_the_keeper_says_it_runs_the_command() -> None:
     assert unread() == 5000
     os.close(write_end)
     os.close(read_end)
+
+
+@pytest.mark.parametrize(("chunks", "sent", "closed"), [
+    ([b"ls\r"], b"ls\r", False),
+    ([b"~."], b"", True),  # at the very start
+    ([b"echo a\r~.", b"never"], b"echo a\r", True),
+    ([b"echo a\r~", b".never"], b"echo a\r", True),  # split between reads
+    ([b"a~.b\r"], b"a~.b\r", False),  # not at the start of a line
+    ([b"~~.\r"], b"~.\r", False),  # ~~ is one ~
+    ([b"~x\n~."], b"~x\n", True),
+])  # fmt: skip
+def test_the_escape_of_an_interactive_session(chunks: list[bytes], sent: bytes, closed: bool) -> None:
+    reader = warm.EscapeReader()
+    out, done = b"", False
+    for chunk in chunks:
+        data, done = reader.feed(chunk)
+        out += data
+        if done:
+            break
+    assert (out, done) == (sent, closed)
