@@ -16,10 +16,10 @@ caller's uid with SO_PEERCRED):
               or {"op": "signal", "run_id": ..., "signal": "i" or "t"} (that command's Ctrl-C or SIGTERM)
               or {"op": "list"} or {"op": "stop", "ids": [...], "names": [...], "tags": [...]}
     run       the keeper answers frames: one byte of kind, four of length, the payload:
-              ``o`` stdout bytes, ``e`` stderr bytes, ``r`` put the terminal back (a shell ended), ``s`` started (to a caller with input: send it now),
-              ``x`` the exit code (ASCII), ``b`` busy (another command
+              ``o`` stdout bytes, ``e`` stderr bytes, ``x`` the exit code (ASCII), ``b`` busy (another command
               is running: the caller runs this one itself), ``n`` not warm (its config turns warm sessions
-              off: the caller runs it itself). While it runs, the caller sends frames of the same shape:
+              off: the caller runs it itself); to a caller with input ``s`` started (send it now) and ``r``
+              put the terminal back (a shell ended). While it runs, the caller sends frames of the same shape:
               ``i`` (Ctrl-C), ``t`` (SIGTERM), ``d`` input bytes, ``z`` end of input, ``w`` the terminal's
               new size ("COLUMNS ROWS"); its end of the socket closing counts as Ctrl-C. Input goes to the
               command through a pipe that is its stdin.
@@ -44,8 +44,8 @@ import struct
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .client import Client, settings_from
@@ -340,6 +340,7 @@ class Keeper:
 
         def watch_caller() -> None:
             # The caller's Ctrl-C (or its leaving) is this command's Ctrl-C; its input goes to the command's stdin.
+            nonlocal input_write
             kind = b""
             try:
                 while True:
@@ -349,13 +350,17 @@ class Keeper:
                         break
                     kind, length = FRAME.unpack(head)
                     payload = reader.read(length) if length else b""
-                    if kind == b"d" and input_write >= 0:
-                        try:
-                            view = memoryview(payload)
-                            while view:
-                                view = view[os.write(input_write, view) :]
-                        except OSError:  # the command is done with its input
-                            end_input()
+                    if kind == b"d":
+                        # Under the lock: the pipe's end is not closed (and its number reused) mid-write. A write
+                        # blocked on a full pipe fails once the command's end is closed, when the command ends.
+                        with input_lock:
+                            try:
+                                view = memoryview(payload)
+                                while view and input_write >= 0:
+                                    view = view[os.write(input_write, view) :]
+                            except OSError:  # the command is done with its input
+                                os.close(input_write)
+                                input_write = -1
                     elif kind == b"z":
                         end_input()
                     elif kind == b"w" and terminal is not None:
