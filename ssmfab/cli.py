@@ -44,6 +44,8 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json", "persist", "no_persist", "refresh"),
     "session": ("reason",),
+    #: A single-host task that rides warm sessions (shell): the fleet group's warm-session flags alone.
+    "warm": ("persist", "no_persist", "refresh"),
 }
 FLAG_HELP = {
     "id": "instance id (i-… or mi-…); repeatable, or comma-separated",

@@ -294,7 +294,7 @@ def fetch_logs(
 
 
 @ssmfab_task(
-    "aws", "ssh", "session",
+    "aws", "ssh", "session", "warm",
     positional=["target"],
     help={
         "target": "an instance id, a tag (Key=Value) or a Name glob matching one host",
@@ -304,7 +304,7 @@ def fetch_logs(
 def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
     """An interactive shell (or --cmd with a tty) through the tunnel, handing the terminal to ssh."""
     client = flags.client()
-    targets = Flags(**loose_selector(target)).targets(client)  # type: ignore[arg-type]
+    targets = Flags(**loose_selector(target), refresh=flags.refresh).targets(client)  # type: ignore[arg-type]
     if len(targets) > 1:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
     client = client_for(client, targets[0])

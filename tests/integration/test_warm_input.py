@@ -339,3 +339,19 @@ def test_tilde_dot_leaves_a_warm_shell_that_no_longer_answers(warm: Warm, sandbo
         term.close()
     assert b"Connection closed (~.)." in term.seen
     wait_for(lambda: not warm.listing(), "the keeper to end the shell's connection")  # interrupted: not kept warm
+
+
+def test_shell_takes_the_warm_session_flags(warm: Warm) -> None:
+    def shell(*flags: str) -> str:
+        term = Terminal(["shell", "web-1", *flags, "--cmd", "echo hi"], warm.env)
+        try:
+            assert term.finish() == 0, bytes(term.seen)
+        finally:
+            term.close()
+        return bytes(term.seen).decode(errors="replace")
+
+    assert "hi" in shell("--no-persist") and not warm.keepers()
+    assert ANNOUNCEMENT + " connections stay open 10m" in shell("--persist", "10m")
+    assert "hi" in shell("--refresh")
+    [kept] = warm.listing()
+    assert kept["uses"] == 2 and kept["persist"] == 300  # SSMFAB_PERSIST (5m) when the flag is not given
