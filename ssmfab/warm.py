@@ -156,12 +156,12 @@ def run_warm(argv: list[str]) -> int | None:
             request["size"] = terminal_size(0)
         sock.sendall(to_json(request).encode() + b"\n")
         if not reads_input:
-            return stream(sock)
+            return stream(sock, task=argv[0])
         run_id = str(request["run_id"])
         with raw_terminal(0 if raw else None) as restore:
             return stream(
                 sock, input_fd=0, resize_fd=0 if raw else None, restore=restore,
-                signal_aside=lambda kind: signal_keeper(path, run_id, kind),
+                signal_aside=lambda kind: signal_keeper(path, run_id, kind), task=argv[0],
             )  # fmt: skip
     finally:
         sock.close()
@@ -349,7 +349,7 @@ def frame(kind: bytes, payload: bytes = b"") -> bytes:
 
 def stream(
     sock: _socket.socket, input_fd: int | None = None, resize_fd: int | None = None,
-    restore: Callable[[], None] | None = None, signal_aside: Callable[[bytes], None] | None = None,
+    restore: Callable[[], None] | None = None, signal_aside: Callable[[bytes], None] | None = None, task: str = "",
 ) -> int | None:  # fmt: skip
     """Copy the keeper's frames to stdout and stderr, and (``input_fd``) this process's input to the keeper until
     it ends, with the size of the terminal on ``resize_fd`` each time it changes (SIGWINCH). Ctrl-C and SIGTERM
@@ -461,6 +461,10 @@ def stream(
                         payload = bytes(incoming[FRAME.size : FRAME.size + size])
                         del incoming[: FRAME.size + size]
                         if kind in NOT_RUN:
+                            if received:  # Ctrl-C came first: nothing is run, here or there
+                                how = "Ctrl-C" if received[0] == "SIGINT" else received[0]
+                                sys.stderr.write(f"interrupted ({how}): ssmfab {task} stopped before any host started work\n")
+                                return 143 if received[0] == "SIGTERM" else 130
                             return None
                         if kind == b"x":
                             return int(payload or b"0")

@@ -141,3 +141,36 @@ def test_the_escape_of_an_interactive_session(chunks: list[bytes], sent: bytes, 
         if done:
             break
     assert (out, done) == (sent, closed)
+
+
+def test_ctrl_c_before_a_busy_keeper_answers_runs_nothing_anywhere(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C, then "busy, run it yourself": the command must not then run here as if nothing was pressed."""
+    import signal
+    import socket
+    import threading
+    import time
+
+    ours, keepers = socket.socketpair()
+    before = signal.getsignal(signal.SIGINT)
+
+    given_up = threading.Event()
+
+    def stand_in_keeper() -> None:
+        while signal.getsignal(signal.SIGINT) is before:  # until the command forwards Ctrl-C
+            if given_up.is_set():
+                return
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, while the keeper has not answered yet
+        assert keepers.recv(warm.FRAME.size) == warm.FRAME.pack(b"i", 0)  # it reached the keeper
+        keepers.sendall(warm.FRAME.pack(b"b", 0))
+
+    thread = threading.Thread(target=stand_in_keeper)
+    thread.start()
+    try:
+        assert warm.stream(ours, task="run") == 130
+    finally:
+        given_up.set()
+        thread.join()
+        ours.close()
+        keepers.close()
+    assert capsys.readouterr().err == "interrupted (Ctrl-C): ssmfab run stopped before any host started work\n"
