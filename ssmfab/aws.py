@@ -226,6 +226,12 @@ def aws_errors(doing: str, target: str | None = None) -> Iterator[None]:
         ) from exc
     except (bx.SSOTokenLoadError, bx.UnauthorizedSSOTokenError, bx.TokenRetrievalError) as exc:
         raise CredentialsError(f"AWS SSO session expired while {doing}: run `aws sso login`") from exc
+    except bx.CredentialRetrievalError as exc:
+        # Short-lived keys that could not be renewed (a credential_process, a container or instance role).
+        raise CredentialsError(
+            f"AWS credentials could not be renewed while {doing}: {str(exc).splitlines()[0]}: refresh them "
+            "(e.g. `aws sso login`)"
+        ) from exc
     except bx.NoRegionError as exc:
         raise ConfigError("no AWS region: give region= (--region on the command line), set AWS_REGION, or set one in your profile") from exc
     except bx.EndpointConnectionError as exc:

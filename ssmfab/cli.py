@@ -31,6 +31,7 @@ from .audit import AuditLog
 from .doctor import caller_arn
 from .interrupt import Interrupted, exit_now, signals_interrupt
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
+from .persist import parse_persist
 from .output import Progress, failure_lines, report_dict, summary_table
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets
 from .scopes import scoped_clients, single_scope
@@ -43,6 +44,8 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "ssh": ("user", "key", "tunnel", "ephemeral_key", "strict_host_keys"),
     "fleet": ("parallel", "batch", "max_failures", "timeout", "json", "persist", "no_persist", "refresh"),
     "session": ("reason",),
+    #: A single-host task that rides warm sessions (shell): the fleet group's warm-session flags alone.
+    "warm": ("persist", "no_persist", "refresh"),
 }
 FLAG_HELP = {
     "id": "instance id (i-… or mi-…); repeatable, or comma-separated",
@@ -360,6 +363,18 @@ def refuse_what_invoke_would_ignore(c: Any, task_name: str, given: dict[str, Any
         raise Exit("error: invoke's --command-timeout (-T) is not honoured by ssmfab tasks (use --timeout): nothing was run", code=2)
     if getattr(type(config), "ssmfab_program", False):
         return
+    if given.get("persist") not in (None, "", False):
+        # Warm sessions ride the ssmfab command only (see README, "Warm sessions"): inv's warm flag would do nothing.
+        try:
+            warm = parse_persist(given["persist"]) > 0
+        except ConfigError as exc:
+            raise Exit(f"error: {exc}", code=2) from None
+        if warm:
+            raise Exit(
+                f"error: --persist: warm sessions ride the `ssmfab` command, not inv (each inv run closes its connections "
+                f"when it ends): nothing was run; use `ssmfab {task_name.replace('_', '-')} …`, or leave --persist out",
+                code=2,
+            )
     for name in positional:
         if given.get(name) in ("--help", "-h"):
             raise Exit(f"error: {given[name]} was read as {name.upper()}: for help run `inv --help {task_name.replace('_', '-')}`", code=2)

@@ -211,6 +211,8 @@ class SSMConnection(Connection):  # type: ignore[misc]
             # Interrupted while the tunnel opened: whoever closed this connection may have come too early.
             self._close_transport_and_tunnel()
             raise Interrupted()
+        if self.pool is not None:
+            self.pool.session_opened(self)  # a keeper writes it down now: killed mid-command, it leaves none unknown
         return self.tunnel.sock
 
     def _watch_session(self) -> None:

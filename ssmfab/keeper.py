@@ -10,12 +10,19 @@ caller's uid with SO_PEERCRED):
     request   one JSON line: {"op": "run", "argv": [...], "cwd": ..., "umask": N, "persist": seconds or null,
               "tty": [out, err], "columns": N} (persist null: the caller had neither --persist nor
               SSMFAB_PERSIST, and the keeper reads ssh.persist from the config files the command would read)
+              (with "input": true the caller forwards its input; with "term" and "size": [columns, rows] it is a
+              terminal, for a shell's pty)
+              (a caller forwarding input adds "run_id": its own random id)
+              or {"op": "signal", "run_id": ..., "signal": "i" or "t"} (that command's Ctrl-C or SIGTERM)
               or {"op": "list"} or {"op": "stop", "ids": [...], "names": [...], "tags": [...]}
     run       the keeper answers frames: one byte of kind, four of length, the payload:
               ``o`` stdout bytes, ``e`` stderr bytes, ``x`` the exit code (ASCII), ``b`` busy (another command
               is running: the caller runs this one itself), ``n`` not warm (its config turns warm sessions
-              off: the caller runs it itself). While it runs, the caller may send ``i`` (Ctrl-C) or
-              ``t`` (SIGTERM); its end of the socket closing counts as Ctrl-C.
+              off: the caller runs it itself); to a caller with input ``s`` started (send it now) and ``r``
+              put the terminal back (a shell ended). While it runs, the caller sends frames of the same shape:
+              ``i`` (Ctrl-C), ``t`` (SIGTERM), ``d`` input bytes, ``z`` end of input, ``w`` the terminal's
+              new size ("COLUMNS ROWS"); its end of the socket closing counts as Ctrl-C. Input goes to the
+              command through a pipe that is its stdin.
     list/stop one JSON line back.
 
 Commands run one at a time (the process's stdout, stderr and working folder are the running command's). The
@@ -37,6 +44,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,7 @@ from .ledger import LEDGER_SUFFIX, SessionLedger, end_orphaned_sessions
 from .persist import PERSIST_ENV, describe_seconds, parse_persist
 from .pool import ConnectionPool
 from .targets import parse_selector
+from .warmshell import ForwardedTerminal
 
 FRAME = struct.Struct("!cI")
 #: Seconds a new keeper waits for its first command before it gives up (its starter died before asking).
@@ -86,6 +95,24 @@ class FrameStream(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
 
+    @property
+    def buffer(self) -> FrameBytes:
+        """Bytes as they are (a shell's pty output), as ``sys.stdout.buffer`` takes them."""
+        return FrameBytes(self)
+
+
+class FrameBytes:
+    def __init__(self, stream: FrameStream) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> int:
+        # surrogateescape gives back exactly these bytes, whether or not they are UTF-8, chunk by chunk.
+        self.stream.write(data.decode("utf-8", "surrogateescape"))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
 
 def peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -123,6 +150,9 @@ class Keeper:
         self.pool = ConnectionPool(on_empty=self._maybe_exit, on_change=self.record_sessions)
         self._clients: dict[str, Client] = {}
         self._running = threading.Lock()
+        #: The running command's id (its caller's) and how to interrupt it: for a caller whose input fills the
+        #: socket, its Ctrl-C comes on a connection of its own ({"op": "signal"}) instead of behind that input.
+        self._interrupt: tuple[str, Callable[[bytes], None]] | None = None
         self._state = threading.Lock()
         self._active = 0
         self._served = 0
@@ -214,6 +244,11 @@ class Keeper:
                 self._run(conn, reader, request)
             elif op == "list":
                 conn.sendall(json.dumps(self.listing()).encode() + b"\n")
+            elif op == "signal":
+                with self._state:
+                    running = self._interrupt
+                if running is not None and running[0] == request.get("run_id"):
+                    running[1](b"t" if request.get("signal") == "t" else b"i")
             elif op == "stop":
                 selector = parse_selector(request.get("ids", ()), request.get("names", ()), request.get("tags", ()))
                 closed = self.pool.close_matching(selector)
@@ -266,19 +301,82 @@ class Keeper:
         worker = threading.current_thread()
         finished = threading.Event()
 
-        def watch_caller() -> None:
-            # The caller's Ctrl-C (or its leaving) is this command's Ctrl-C.
-            data = b""
-            try:
-                data = reader.read(1)
-            except OSError:
-                pass
+        def interrupt(kind: bytes) -> None:
             if not finished.is_set():
-                raise_in_thread(worker, SIGTERMInterrupted if data == b"t" else Interrupted)
+                raise_in_thread(worker, SIGTERMInterrupted if kind == b"t" else Interrupted)
+
+        if request.get("run_id"):
+            with self._state:
+                self._interrupt = (str(request["run_id"]), interrupt)
+        if request.get("input"):
+            try:
+                with lock:
+                    send_frame(conn, b"s")  # runs here: its input may come (not before: it may run it itself)
+            except OSError:
+                pass  # the caller left: its watcher interrupts the command at once
+
+        input_read, input_write = os.pipe() if request.get("input") else (-1, -1)
+        size = request.get("size")
+        terminal = None
+        if size:
+
+            def restore_terminal() -> None:
+                try:
+                    with lock:
+                        send_frame(conn, b"r")
+                except OSError:
+                    pass  # the caller left
+
+            terminal = ForwardedTerminal(str(request.get("term") or "vt100"), int(size[0]), int(size[1]), restore_terminal)
+
+        input_lock = threading.Lock()
+
+        def end_input() -> None:
+            nonlocal input_write
+            with input_lock:
+                if input_write >= 0:
+                    os.close(input_write)
+                    input_write = -1
+
+        def watch_caller() -> None:
+            # The caller's Ctrl-C (or its leaving) is this command's Ctrl-C; its input goes to the command's stdin.
+            nonlocal input_write
+            kind = b""
+            try:
+                while True:
+                    head = reader.read(FRAME.size)
+                    if len(head) < FRAME.size:
+                        kind = b""
+                        break
+                    kind, length = FRAME.unpack(head)
+                    payload = reader.read(length) if length else b""
+                    if kind == b"d":
+                        # Under the lock: the pipe's end is not closed (and its number reused) mid-write. A write
+                        # blocked on a full pipe fails once the command's end is closed, when the command ends.
+                        with input_lock:
+                            try:
+                                view = memoryview(payload)
+                                while view and input_write >= 0:
+                                    view = view[os.write(input_write, view) :]
+                            except OSError:  # the command is done with its input
+                                os.close(input_write)
+                                input_write = -1
+                    elif kind == b"z":
+                        end_input()
+                    elif kind == b"w" and terminal is not None:
+                        columns, rows = payload.split()
+                        terminal.resize(int(columns), int(rows))
+                    elif kind in (b"i", b"t"):
+                        break
+            except (OSError, ValueError):
+                kind = b""
+            interrupt(kind)
 
         watcher = threading.Thread(target=watch_caller, name="ssmfab-keeper-caller", daemon=True)
-        config_class = type("KeeperConfig", (ProgramConfig,), {"client_source": staticmethod(self.client_source)})
-        saved = (sys.stdout, sys.stderr, os.getcwd(), os.environ.get("COLUMNS"))
+        config_class = type(
+            "KeeperConfig", (ProgramConfig,), {"client_source": staticmethod(self.client_source), "terminal": terminal}
+        )
+        saved = (sys.stdout, sys.stderr, os.getcwd(), os.environ.get("COLUMNS"), sys.stdin)
         old_umask = os.umask(int(request.get("umask", 0o022)))
         code = 0
         try:
@@ -286,6 +384,8 @@ class Keeper:
             if request.get("columns"):
                 os.environ["COLUMNS"] = str(request["columns"])
             sys.stdout, sys.stderr = out, err
+            if input_read >= 0:
+                sys.stdin = open(input_read, encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
             watcher.start()
             program = SSMFabProgram(namespace=ns, version=__version__, name="ssmfab", binary="ssmfab", config_class=config_class)
             try:
@@ -296,9 +396,14 @@ class Keeper:
                 code = Interrupted.from_exception(exc).exit_code
         finally:
             finished.set()
+            with self._state:
+                self._interrupt = None
             for stream in (out, err):
                 stream.flush()
-            sys.stdout, sys.stderr = saved[0], saved[1]
+            sys.stdout, sys.stderr, sys.stdin = saved[0], saved[1], saved[4]
+            if input_read >= 0:
+                os.close(input_read)  # a watcher still writing input sees the pipe broken and stops
+            end_input()
             os.umask(old_umask)
             os.chdir(saved[2])
             if saved[3] is None:

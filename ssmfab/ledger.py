@@ -8,8 +8,9 @@ sessions of a ledger whose keeper is gone: the next keeper of any identity when 
 ``ssmfab persist --stop``. Each session is ended with the region, profile and endpoint it was opened with.
 
 A ledger's keeper is gone when no live process has the pid and start time it recorded (a reused pid is not
-taken for the keeper). A session the keeper opened during the command it was killed in, before the command
-handed the connection back, is not yet in the ledger: that one still ends only at SSM's idle timeout.
+taken for the keeper). A session is written down as soon as it is open, so one opened by the command the keeper
+was killed in is there too. (The extra sessions a striped transfer opens for one file are not: they end with
+the transfer, or at SSM's idle timeout if the keeper is killed during it.)
 """
 
 from __future__ import annotations

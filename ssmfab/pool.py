@@ -42,8 +42,8 @@ class Entry:
 
 class ConnectionPool:
     """Connections by key; a thread closes those idle past their persist time. ``on_empty`` runs (on that
-    thread) each time the pool is left holding nothing; ``on_change`` each time a connection comes back or
-    leaves (a keeper writes down the sessions it holds: see ledger)."""
+    thread) each time the pool is left holding nothing; ``on_change`` each time a connection opens its session,
+    comes back or leaves (a keeper writes down the sessions it holds: see ledger)."""
 
     def __init__(self, on_empty: Callable[[], object] | None = None, on_change: Callable[[], object] | None = None) -> None:
         self._entries: dict[int, Entry] = {}
@@ -94,6 +94,14 @@ class ConnectionPool:
         if self.on_change is not None:
             self.on_change()
         return True
+
+    def session_opened(self, conn: SSMConnection) -> None:
+        """``conn`` (this pool's, in use) has just opened its SSM session: whoever keeps a record of the
+        sessions held (``on_change``) learns of it before the command that opened it ends."""
+        with self._changed:
+            known = id(conn) in self._entries
+        if known and self.on_change is not None:
+            self.on_change()
 
     def forget(self, conn: SSMConnection) -> None:
         """``conn`` is being closed by its user: no longer the pool's."""

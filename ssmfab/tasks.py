@@ -37,6 +37,7 @@ from .shell import ssh_command
 from .sshconfig import config_block
 from .sshconfig import install as install_block
 from .targets import INSTANCE_ID, parse_selector, require_targets
+from .warmshell import pty_session
 
 
 def stream_count(streams: str) -> int | None:
@@ -293,7 +294,7 @@ def fetch_logs(
 
 
 @ssmfab_task(
-    "aws", "ssh", "session",
+    "aws", "ssh", "session", "warm",
     positional=["target"],
     help={
         "target": "an instance id, a tag (Key=Value) or a Name glob matching one host",
@@ -303,14 +304,20 @@ def fetch_logs(
 def shell(c: Any, target: str, flags: Flags, cmd: str | None = None) -> None:
     """An interactive shell (or --cmd with a tty) through the tunnel, handing the terminal to ssh."""
     client = flags.client()
-    targets = Flags(**loose_selector(target)).targets(client)  # type: ignore[arg-type]
+    targets = Flags(**loose_selector(target), refresh=flags.refresh).targets(client)  # type: ignore[arg-type]
     if len(targets) > 1:
         raise SelectorError(f"{target} matches {len(targets)} hosts; shell needs exactly one (use an instance id)")
     client = client_for(client, targets[0])
     key = client.ephemeral_key
-    argv = ssh_command(client, targets[0], cmd)
+    # A keeper runs this command (warm sessions): the caller's terminal is forwarded to a pty channel of the
+    # warm connection instead of handed to ssh.
+    terminal = getattr(type(getattr(c, "config", None)), "terminal", None)
+    argv = None if terminal is not None else ssh_command(client, targets[0], cmd)
 
     def session() -> int:
+        if terminal is not None:
+            with client.connect(targets[0]) as conn:
+                return pty_session(conn, cmd, terminal, sys.stdin.fileno(), sys.stdout.buffer, sys.stderr)
         if argv is None:
             with client.connect(targets[0]) as conn:
                 result = conn.run(cmd, pty=True, warn=True) if cmd else conn.shell()

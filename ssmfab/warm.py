@@ -4,7 +4,10 @@ Standard library only (with ``persist`` and ``config``): a command whose hosts a
 Fabric, botocore or boto3, and makes no AWS call the keeper can answer from what it holds.
 
 ``run_warm`` returns None when the command is not for the keeper (persistence off, a task that does not ride
-warm sessions, input to forward, help); the program then runs it itself, exactly as before. The first
+warm sessions, help); the program then runs it itself, exactly as before. A command that reads this
+process's input (``shell``, ``run --stdin``) has it forwarded to the keeper as it comes, with the terminal's
+size and its changes; an interactive shell puts the terminal in raw mode (as ssh does) and restores it on
+every way out. The first
 command of an identity starts its keeper (announced once, on stderr) under a lock file, so two commands
 starting at once start one keeper.
 """
@@ -25,18 +28,21 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
     import socket as _socket
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import FrameType
     from typing import Any
 else:
     import _signal
     import _socket
 
-#: Tasks the keeper runs: their input is the command line and files, their output stdout, stderr and files.
-#: (shell and --stdin need this terminal's input; --via run-command opens no connection, and rides along.)
-RIDING = ("run", "put", "get", "fetch-logs", "deploy", "rollback")
+#: Tasks the keeper runs (--via run-command opens no connection, and rides along).
+RIDING = ("run", "put", "get", "fetch-logs", "deploy", "rollback", "shell")
+#: Tasks whose command reads this process's input: it is forwarded to the keeper.
+READS_INPUT = ("shell",)
 #: Words that send a command down the ordinary path.
-NOT_WARM = ("--no-persist", "--stdin", "--help", "-h", "--ephemeral-key")
+NOT_WARM = ("--no-persist", "--help", "-h", "--ephemeral-key")
+#: Bytes of input read ahead of what the keeper has taken (the keeper's own pipe holds more).
+INPUT_AHEAD = 1 << 18
 IDENTITY_FLAGS = ("--region", "--profile")
 FRAME = struct.Struct("!cI")
 #: Seconds a starting keeper may take to answer (it loads paramiko, Fabric and boto3 first).
@@ -45,6 +51,9 @@ KEEPER_START_WAIT = 60.0
 #: off for this command (its config files say so). Nothing ran.
 NOT_RUN = (b"b", b"n")
 SIGNAL_NAMES: dict[int, str] = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM"}
+#: Frames this process sends while the command runs: Ctrl-C, SIGTERM, input bytes, the end of input, and the
+#: terminal's new size ("COLUMNS ROWS").
+INTERRUPT, TERMINATE, INPUT, INPUT_END, RESIZE = b"i", b"t", b"d", b"z", b"w"
 
 
 def warm_plan(argv: list[str], env: Mapping[str, str]) -> tuple[float | None, dict[str, str]] | None:
@@ -87,11 +96,34 @@ def configured_persist(env: Mapping[str, str]) -> float:
         return 0.0
 
 
+def forwarded_input(argv: list[str]) -> tuple[bool, bool] | None:
+    """(forward this process's input, as a terminal in raw mode) for a command the keeper runs; None when the
+    ordinary path must run it: a shell whose input is not a terminal (ssh then says it allocates none, in its
+    own words), ``--stdin`` from a terminal (the task refuses it, in its own words)."""
+    words = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    stdin_tty = isatty(0)
+    if argv[0] in READS_INPUT:
+        return (True, True) if stdin_tty else None
+    if "--stdin" in words:
+        return None if stdin_tty else (True, False)
+    return (False, False)
+
+
+def isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
 def run_warm(argv: list[str]) -> int | None:
     """Run the command through its keeper; its exit code, or None to run it the ordinary way."""
     env = os.environ
     plan = warm_plan(argv, env)
     if plan is None:
+        return None
+    forward = forwarded_input(argv)
+    if forward is None:
         return None
     seconds, overrides = plan
     try:
@@ -110,13 +142,27 @@ def run_warm(argv: list[str]) -> int | None:
         sock = start_keeper(folder, digest, path, seconds)
         if sock is None:
             return None
+    reads_input, raw = forward
     try:
-        request = {
+        request: dict[str, object] = {
             "op": "run", "argv": argv, "cwd": os.getcwd(), "umask": current_umask(), "persist": seconds,
             "tty": [sys.stdout.isatty(), sys.stderr.isatty()], "columns": terminal_columns(),
         }  # fmt: skip
+        if reads_input:
+            request["input"] = True
+            request["run_id"] = os.urandom(8).hex()
+        if raw:
+            request["term"] = env.get("TERM", "vt100")
+            request["size"] = terminal_size(0)
         sock.sendall(to_json(request).encode() + b"\n")
-        return stream(sock)
+        if not reads_input:
+            return stream(sock, task=argv[0])
+        run_id = str(request["run_id"])
+        with raw_terminal(0 if raw else None) as restore:
+            return stream(
+                sock, input_fd=0, resize_fd=0 if raw else None, restore=restore,
+                signal_aside=lambda kind: signal_keeper(path, run_id, kind), task=argv[0],
+            )  # fmt: skip
     finally:
         sock.close()
 
@@ -154,6 +200,50 @@ def terminal_columns() -> int | None:
         return os.get_terminal_size(sys.stderr.fileno()).columns
     except (OSError, ValueError):
         return None
+
+
+def terminal_size(fd: int) -> list[int]:
+    """[columns, rows] of the terminal on ``fd`` (80x24 when it says nothing, as ssh assumes)."""
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return [80, 24]
+    return [size.columns or 80, size.lines or 24]
+
+
+class raw_terminal:
+    """The terminal on ``fd`` in raw mode (keys go to the remote shell as typed, Ctrl-C included, as with ssh -t)
+    for the ``with`` block; its mode is put back on the way out, whatever the way. ``restore`` (the value of
+    the ``with``) puts it back at once, for a way out that skips ``finally`` (os._exit)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if self.fd is not None:
+            import termios
+            import tty
+
+            try:
+                self.saved = termios.tcgetattr(self.fd)
+                tty.setraw(self.fd, termios.TCSADRAIN)
+            except termios.error:
+                self.saved = None
+        return self.restore
+
+    def restore(self) -> None:
+        if self.saved is not None and self.fd is not None:
+            import termios
+
+            try:
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            except termios.error:
+                pass
+            self.saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
 
 def connect(path: str) -> _socket.socket | None:
@@ -211,65 +301,196 @@ def start_keeper(folder: str, digest: str, path: str, seconds: float) -> _socket
         return None
 
 
-class FrameReader:
-    """The keeper's frames off a raw socket (``_socket`` has no makefile)."""
+class EscapeReader:
+    """ssh's escape for an interactive session: ``~.`` at the start of a line ends it from this end (a session that
+    hangs would otherwise hold the terminal until keepalives give up); ``~~`` sends one ``~``; a ``~`` before
+    anything else is sent as typed."""
 
-    def __init__(self, sock: _socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
+    def __init__(self) -> None:
+        self.line_start = True
+        self.tilde = False
 
-    def read(self, size: int) -> bytes:
-        """``size`` bytes, or fewer if the keeper hung up first."""
-        while len(self.buffer) < size:
-            try:
-                chunk = self.sock.recv(max(65536, size - len(self.buffer)))
-            except InterruptedError:
-                continue
-            if not chunk:
-                break
-            self.buffer += chunk
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The bytes to send, and whether ``~.`` was typed (nothing after it is sent)."""
+        out = bytearray()
+        for byte in data:
+            char = bytes((byte,))
+            if self.tilde:
+                self.tilde = False
+                if char == b".":
+                    return bytes(out), True
+                out += b"~" if char == b"~" else b"~" + char
+                self.line_start = char in (b"\r", b"\n")
+            elif self.line_start and char == b"~":
+                self.tilde = True
+            else:
+                out += char
+                self.line_start = char in (b"\r", b"\n")
+        return bytes(out), False
 
 
-def stream(sock: _socket.socket) -> int | None:
-    """Copy the keeper's frames to stdout and stderr; Ctrl-C and SIGTERM go to the keeper (a second one ends
-    this at once). The command's exit code; None if the keeper did not run it (busy, or not warm)."""
+def signal_keeper(path: str, run_id: str, kind: bytes) -> None:
+    """Send the command ``run_id``'s Ctrl-C or SIGTERM on a connection of its own: on the command's, it would
+    wait behind the input already sent, which a command that reads none never takes."""
+    sock = connect(path)
+    if sock is None:
+        return
+    try:
+        sock.sendall(to_json({"op": "signal", "run_id": run_id, "signal": kind.decode()}).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return FRAME.pack(kind, len(payload)) + payload
+
+
+def stream(
+    sock: _socket.socket, input_fd: int | None = None, resize_fd: int | None = None,
+    restore: Callable[[], None] | None = None, signal_aside: Callable[[bytes], None] | None = None, task: str = "",
+) -> int | None:  # fmt: skip
+    """Copy the keeper's frames to stdout and stderr, and (``input_fd``) this process's input to the keeper until
+    it ends, with the size of the terminal on ``resize_fd`` each time it changes (SIGWINCH). Ctrl-C and SIGTERM
+    go to the keeper, on this socket or through ``signal_aside`` (a second one ends this at once, after
+    ``restore``). The command's exit code; None if the keeper did not run it (busy, or not warm)."""
+    import select
+
     received: list[str] = []
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    resized = [False]
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        name = SIGNAL_NAMES[signum]
-        if received:
-            os._exit(143 if received[0] == "SIGTERM" else 130)
-        received.append(name)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signum in SIGNAL_NAMES:
+            if received:
+                if restore is not None:
+                    restore()
+                os._exit(143 if received[0] == "SIGTERM" else 130)
+            received.append(SIGNAL_NAMES[signum])
+        else:
+            resized[0] = True
         try:
-            sock.sendall(b"t" if name == "SIGTERM" else b"i")
+            os.write(wake_write, b"s")  # the loop below sends the frame: a handler's send could split another
         except OSError:
             pass
 
-    previous = {sig: _signal.signal(sig, forward) for sig in SIGNAL_NAMES}
-    reader = FrameReader(sock)
+    watched = [*SIGNAL_NAMES, *((_signal.SIGWINCH,) if resize_fd is not None else ())]
+    previous = {sig: _signal.signal(sig, on_signal) for sig in watched}
+    sock.setblocking(False)
+    outgoing = bytearray()
+    incoming = bytearray()
+    sent_signals = 0
+    started = False  # input is read only once the keeper runs the command: if it does not, this process does
+    escapes = EscapeReader() if resize_fd is not None else None  # a terminal's keys: ssh's ~. works
+    poller = select.poll()
     try:
         while True:
-            head = reader.read(FRAME.size)
-            if len(head) < FRAME.size:
-                sys.stderr.write(
-                    "error: the warm-session keeper ended before the command did; remote commands already started "
-                    "may still be running (the next command starts a new keeper)\n"
-                )
-                return 1
-            kind, size = FRAME.unpack(head)
-            payload = reader.read(size) if size else b""
-            if kind in NOT_RUN:
-                return None
-            if kind == b"x":
-                return int(payload or b"0")
-            target = sys.stdout if kind == b"o" else sys.stderr
-            target.buffer.write(payload)
-            target.flush()
+            poller.register(wake_read, select.POLLIN)
+            poller.register(sock.fileno(), select.POLLIN | (select.POLLOUT if outgoing else 0))
+            if input_fd is not None and started and len(outgoing) < INPUT_AHEAD:
+                poller.register(input_fd, select.POLLIN)
+            elif input_fd is not None:
+                try:
+                    poller.unregister(input_fd)
+                except KeyError:
+                    pass
+            for fd, events in poller.poll():
+                if fd == wake_read:
+                    try:
+                        os.read(wake_read, 512)
+                    except BlockingIOError:
+                        pass
+                    for name in received[sent_signals:]:
+                        kind = TERMINATE if name == "SIGTERM" else INTERRUPT
+                        if signal_aside is not None and started:  # before that, no input is in its way
+                            signal_aside(kind)
+                        else:
+                            outgoing += frame(kind)
+                    sent_signals = len(received)
+                    if resized[0] and resize_fd is not None:
+                        resized[0] = False
+                        outgoing += frame(RESIZE, "{} {}".format(*terminal_size(resize_fd)).encode())
+                elif fd == input_fd:
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:  # a terminal gone (EIO): the same as its end
+                        data = b""
+                    if data and escapes is not None:
+                        data, closing = escapes.feed(data)
+                        if closing:  # leaving ends the keeper's command as Ctrl-C would
+                            if restore is not None:
+                                restore()
+                            sys.stderr.write("Connection closed (~.).\n")
+                            return 255
+                        if not data:
+                            continue
+                    outgoing += frame(INPUT, data) if data else frame(INPUT_END)
+                    if not data:
+                        poller.unregister(fd)
+                        input_fd = None
+                elif events & select.POLLOUT and outgoing:
+                    try:
+                        del outgoing[: sock.send(outgoing)]
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError:
+                        outgoing.clear()  # the keeper hung up: what it says last is read below
+                if fd == sock.fileno() and events & ~select.POLLOUT:
+                    try:
+                        chunk = sock.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        if restore is not None:
+                            restore()
+                        sys.stderr.write(
+                            "error: the warm-session keeper ended before the command did; remote commands already "
+                            "started may still be running (the next command starts a new keeper)\n"
+                        )
+                        return 1
+                    incoming += chunk
+                    while len(incoming) >= FRAME.size:
+                        kind, size = FRAME.unpack_from(incoming)
+                        if len(incoming) < FRAME.size + size:
+                            break
+                        payload = bytes(incoming[FRAME.size : FRAME.size + size])
+                        del incoming[: FRAME.size + size]
+                        if kind in NOT_RUN:
+                            if received:  # Ctrl-C came first: nothing is run, here or there
+                                how = "Ctrl-C" if received[0] == "SIGINT" else received[0]
+                                sys.stderr.write(f"interrupted ({how}): ssmfab {task} stopped before any host started work\n")
+                                return 143 if received[0] == "SIGTERM" else 130
+                            return None
+                        if kind == b"x":
+                            return int(payload or b"0")
+                        if kind == b"s":
+                            started = True
+                            continue
+                        if kind == b"r":
+                            if restore is not None:
+                                restore()
+                            continue
+                        target = sys.stdout if kind == b"o" else sys.stderr
+                        try:
+                            target.buffer.write(payload)
+                            target.flush()
+                        except BrokenPipeError:
+                            # `ssmfab run … | head`: the reader left; end quietly, as a cold run does (leaving
+                            # ends the keeper's command as Ctrl-C would).
+                            os.dup2(os.open(os.devnull, os.O_WRONLY), target.fileno())
+                            if restore is not None:
+                                restore()
+                            return 141
     finally:
         for sig, old in previous.items():
             _signal.signal(sig, old)
+        os.close(wake_read)
+        os.close(wake_write)
 
 
 def ask_keepers(request: dict[str, object], env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

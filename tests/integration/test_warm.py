@@ -257,3 +257,69 @@ def test_a_warm_session_gone_silent_is_replaced_once_before_anything_is_sent(
     [replaced] = warm.listing()
     assert replaced["session_id"] != kept["session_id"]
     assert (home / counter).read_text() == ("x\n" * 2 if task == "run" else "x\n")
+
+
+def test_inv_refuses_persist_in_one_line_and_runs_nothing(warm: Warm, sandbox: Sandbox) -> None:
+    """Warm sessions ride the ssmfab command only: under inv, --persist would do nothing, so it is refused."""
+    checkout = Path(__file__).resolve().parents[2]
+    inv = [sys.executable, "-c", "import invoke.main, sys; sys.argv[0] = 'inv'; invoke.main.program.run()"]
+    home = Path(sandbox.host("web-1").folder) / "home"
+    marker = f"inv-persist-{os.getpid()}"
+    run = lambda *words: subprocess.run([*inv, *words], capture_output=True, text=True, env=warm.env, cwd=checkout,  # noqa: E731
+                                        timeout=120, check=False)  # fmt: skip
+    refused = run("run", "--name", "web-1", "--persist", "10m", f"touch {marker}")
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("error: --persist: warm sessions ride the `ssmfab` command, not inv"), line
+    assert "`ssmfab run …`" in line
+    assert not (home / marker).exists() and not warm.keepers()
+    assert run("run", "--name", "web-1", "--persist", "soon", "true").stderr.startswith("error: --persist 'soon': expected a duration")
+    off = run("run", "--name", "web-1", "--persist", "0", f"touch {marker}")  # off is what inv does anyway
+    assert off.returncode == 0, off.stderr
+    assert (home / marker).exists() and not warm.keepers()
+    (home / marker).unlink()
+
+
+def test_a_session_opened_by_the_command_its_keeper_is_killed_in_is_ended_by_persist_stop(warm: Warm, sandbox: Sandbox) -> None:
+    """The keeper writes a session down as soon as it is open, not when its command hands the connection back."""
+    home = Path(sandbox.host("web-3").folder) / "home"
+    fifo = home / f"warm-held-{os.getpid()}"
+    os.mkfifo(fifo)
+    try:
+        command = subprocess.Popen([*SSMFAB, "run", "--name", "web-3", f"echo started; cat {fifo.name}"], env=warm.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert command.stdout is not None
+            assert "[web-3] started" in command.stdout.readline()  # the session is open and the command runs in it
+            [held] = warm.listing()
+            assert held["in_use"]
+            os.kill(int(str(held["keeper_pid"])), signal.SIGKILL)
+            assert command.wait(timeout=120) == 1
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+        wait_for(lambda: not warm.keepers(), "the keeper to die")
+        endpoint = warm.env["AWS_ENDPOINT_URL"]
+        assert session_status(endpoint, str(held["session_id"])) not in ("Terminated", "absent")  # AWS keeps it open
+        stopped = warm("persist", "--stop")
+        assert "ended 1 SSM session(s) left open by keepers that were killed" in stopped.stdout, stopped.stdout
+        assert session_status(endpoint, str(held["session_id"])) == "Terminated"
+    finally:
+        try:  # the remote `cat` outlived its connection: the end of its input ends it
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        fifo.unlink()
+
+
+def test_a_reader_that_leaves_ends_a_warm_command_quietly_as_a_cold_one(warm: Warm) -> None:
+    assert warm("run", "--name", "web-1", "true").returncode == 0
+    runs = {}
+    for persist in ("0", "5m"):
+        runs[persist] = subprocess.run(
+            ["bash", "-c", f'"$@" | head -1; echo "status ${{PIPESTATUS[0]}}"', "-", *SSMFAB, "run", "--name", "web-1", "seq 500000"],
+            env={**warm.env, "SSMFAB_PERSIST": persist}, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert runs["5m"].stdout == runs["0"].stdout == "[web-1] 1\nstatus 141\n", runs
+    assert runs["5m"].stderr == runs["0"].stderr == "", runs
