@@ -122,6 +122,11 @@ def _file_state(path: str) -> tuple[int, int, int] | None:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
+#: The version of the messages between a command and its keeper. Part of the identity, so a keeper still running
+#: from an older ssmfab (it lives up to its idle time after an upgrade) is never asked in words it misreads.
+KEEPER_PROTOCOL = 2
+
+
 def identity(env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None) -> str:
     """A digest of who this command is to AWS and to the hosts; ``overrides``: identity flags given on the
     command line (--region, --profile, --tunnel…). Anything left in doubt makes a different digest: a
@@ -133,6 +138,7 @@ def identity(env: Mapping[str, str] | None = None, overrides: Mapping[str, str] 
         os.path.expanduser(env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(home, ".aws", "credentials")),
     ]
     facts = (
+        ("protocol", KEEPER_PROTOCOL),
         ("uid", os.getuid()),
         ("env", sorted(
             (k, v) for k, v in env.items()
