@@ -237,8 +237,12 @@ def _header(session: Session, channel: Any) -> bytes:
     """The one byte a host sends before a stream when asked for auto, ask or gzip: Z (gzip) or R (raw). Asked,
     a host whose data shrinks first sends ``?SPEED``: the link is timed then, and the verdict sent back."""
     first = bytes(channel.recv(1))
-    if first != b"?":
+    if first in (b"Z", b"R"):
         return first
+    if not first:
+        raise EOFError("the host's stream ended before its codec byte")
+    if first != b"?":  # not ssmfab's host program speaking: never guess what the bytes are
+        raise ValueError(f"the host's stream began with {first!r}, not the codec byte it was asked for")
     line = bytearray()
     while not line.endswith(b"\n"):
         piece = channel.recv(1)

@@ -228,12 +228,28 @@ def test_a_download_that_does_not_match_the_hosts_checksum_is_dropped(
 ) -> None:
     instance, home = host(sandbox, "web-3")
     (home / "odd.bin").write_bytes(os.urandom(BIG))
-    monkeypatch.setattr(transfer.download, "STREAM_GET", """sh -c 'cat -- "$1"; echo 0000000000000000000000000000000000000000000000000000000000000000 - >&2' sh""")
+    monkeypatch.setattr(transfer.download, "STREAM_GET", """sh -c '[ -z "$2" ] || printf R; cat -- "$1"; echo 0000000000000000000000000000000000000000000000000000000000000000 - >&2' sh""")
     dest = tmp_path / "dest"
     with client.connect(instance) as conn, pytest.raises(TransferError, match="odd.bin did not verify after download"):
         transfer.get(conn, "odd.bin", str(dest) + os.sep)
     assert list(dest.iterdir()) == []
     (home / "odd.bin").unlink()
+
+
+def test_a_host_stream_without_its_codec_byte_is_refused_not_guessed(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance, home = host(sandbox, "web-3")
+    # A host program that does not answer the codec question: its first byte is not taken as an answer (the
+    # download would then fail its checksum, one byte short, under a misleading cause).
+    (home / "plain.txt").write_bytes(b"x" * BIG)
+    monkeypatch.setattr(transfer.download, "STREAM_GET", """sh -c 'cat -- "$1"; sha256sum < "$1" >&2' sh""")
+    monkeypatch.setattr(transfer.download, "_codec", lambda session: "ask")
+    dest = tmp_path / "dest"
+    with client.connect(instance) as conn, pytest.raises(TransferError, match=r"plain.txt .*began with b'x', not the codec byte"):
+        transfer.get(conn, "plain.txt", str(dest) + os.sep)
+    assert list(dest.iterdir()) == []
+    (home / "plain.txt").unlink()
 
 
 def test_a_download_the_local_disk_refuses_midway_leaves_nothing(

@@ -22,8 +22,9 @@ BIG = transfer.STREAM_MIN_BYTES + 54_321
 #: An upload command whose host writes something else than it received (as a failing disk would): the
 #: checksum it reports is of what landed, so the transfer must refuse it.
 CORRUPT_PUT = """sh -c 'cat > "$1"; echo extra >> "$1"; sha256sum < "$1"' sh"""
-#: A download command whose host reports a checksum that cannot match what it sent.
-CORRUPT_GET = """sh -c 'cat -- "$1"; echo 0000000000000000000000000000000000000000000000000000000000000000 - >&2' sh"""
+#: A download command whose host reports a checksum that cannot match what it sent (it answers a codec question,
+#: when asked one, with R: raw bytes follow).
+CORRUPT_GET = """sh -c '[ -z "$2" ] || printf R; cat -- "$1"; echo 0000000000000000000000000000000000000000000000000000000000000000 - >&2' sh"""
 
 
 def host(sandbox: Sandbox, name: str) -> tuple[str, Path]:
