@@ -1,0 +1,368 @@
+"""put over a real SSH connection (ssmfab's own connection to a loopback sshd, in this process): files arrive
+byte for byte with their mode, verified, renamed into place only then; failures are one line naming the host
+and the path, and leave no temporary file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shlex
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ssmfab import transfer
+from ssmfab.connection import SSMConnection
+from ssmfab.exceptions import TransferError
+from ssmfab.interrupt import Interrupted
+from ssmfab.transfer import session as transfer_session
+
+from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
+
+SMALL = 300_000  # under STREAM_MIN_BYTES: pipelined SFTP writes, then one checksum command
+BIG = 5 * 1024 * 1024  # at least STREAM_MIN_BYTES: one exec channel, hashed by the host as it writes
+LABEL = "i-0123456789abcdef0"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("size", [0, SMALL, BIG])
+def test_a_file_arrives_byte_for_byte_with_its_mode(conn: SSMConnection, host: HostFolder, tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    local = tmp_path / "data.bin"
+    local.write_bytes(data)
+    local.chmod(0o640)
+    report = transfer.put(conn, str(local), f"{host.remote}/copy.bin")
+    arrived = host.path / "copy.bin"
+    assert arrived.read_bytes() == data and mode_of(arrived) == 0o640
+    assert temporaries(host.path) == []
+    assert report.host == LABEL and report.files == 1 and report.bytes == size and report.errors == []
+    (item,) = report.items
+    assert item == transfer.FileTransfer(str(local), str(arrived), size, sha(data), 0o640)
+    assert report.source == str(local) and report.destination == str(arrived) and report.paths == [str(arrived)]
+    assert report.wire_bytes == size and report.streams == 1
+
+
+@pytest.mark.parametrize("remote", ["{dir}/", "{dir}"])
+def test_into_an_existing_folder_or_one_named_with_a_slash_keeps_the_name(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, remote: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    report = transfer.put(conn, str(tmp_path / "notes.txt"), remote.format(dir=host.remote))
+    assert (host.path / "notes.txt").read_text() == "hello\n"
+    assert report.destination == str(host.path / "notes.txt")
+
+
+def test_a_trailing_slash_creates_the_missing_folders(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    transfer.put(conn, str(tmp_path / "notes.txt"), f"{host.remote}/a/b/")
+    assert (host.path / "a" / "b" / "notes.txt").read_text() == "hello\n"
+
+
+def test_a_missing_parent_is_created_for_a_file_name(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    transfer.put(conn, str(tmp_path / "notes.txt"), f"{host.remote}/a/b/renamed.txt")
+    assert (host.path / "a" / "b" / "renamed.txt").read_text() == "hello\n"
+    assert not (host.path / "a" / "b" / "renamed.txt").is_dir()
+
+
+def test_an_absolute_and_a_home_relative_destination(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("1")
+    transfer.put(conn, str(tmp_path / "one.txt"), str(host.path / "abs.txt"))
+    transfer.put(conn, str(tmp_path / "one.txt"), f"~/{host.remote}/tilde.txt")
+    assert (host.path / "abs.txt").read_text() == "1" and (host.path / "tilde.txt").read_text() == "1"
+
+
+def test_an_existing_file_is_replaced_whole(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "f.txt").write_text("old content that is longer\n")
+    (tmp_path / "f.txt").write_text("new\n")
+    transfer.put(conn, str(tmp_path / "f.txt"), f"{host.remote}/f.txt")
+    assert (host.path / "f.txt").read_text() == "new\n"
+
+
+def test_without_preserve_mode_the_file_gets_the_hosts_default_mode(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    local = tmp_path / "script.sh"
+    local.write_text("#!/bin/sh\n")
+    local.chmod(0o700)
+    report = transfer.put(conn, str(local), f"{host.remote}/script.sh", preserve_mode=False)
+    with conn.sftp().open(f"{host.remote}/probe", "w"):  # what the host gives a new file (sftp-server's umask)
+        pass
+    expected = mode_of(host.path / "probe")
+    assert expected != 0o700
+    assert mode_of(host.path / "script.sh") == expected and report.items[0].mode == expected
+
+
+def test_a_tree_arrives_with_empty_folders_and_every_mode(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    top = tmp_path / "site"
+    (top / "static" / "css").mkdir(parents=True)
+    (top / "empty").mkdir()
+    (top / "locked").mkdir()
+    (top / "index.html").write_bytes(b"<html>")
+    (top / "static" / "css" / "a.css").write_bytes(os.urandom(1000))
+    (top / "locked" / "secret").write_bytes(b"s")
+    (top / "static" / "run.sh").write_bytes(b"#!/bin/sh\n")
+    (top / "static" / "run.sh").chmod(0o750)
+    (top / "locked" / "secret").chmod(0o400)
+    (top / "empty").chmod(0o700)
+    (top / "static").chmod(0o751)
+    (top / "locked").chmod(0o555)  # no write for its owner: it still receives its file (modes are set last)
+    top.chmod(0o711)
+    report = transfer.put(conn, str(top), host.remote + "/", recursive=True)
+    landed = host.path / "site"
+    files = {p.relative_to(top): p for p in top.rglob("*")}
+    for rel, path in files.items():
+        there = landed / rel
+        assert mode_of(there) == mode_of(path), rel
+        assert path.is_dir() == there.is_dir(), rel
+        if path.is_file():
+            assert there.read_bytes() == path.read_bytes(), rel
+    assert mode_of(landed) == 0o711
+    assert sorted(p.relative_to(landed) for p in landed.rglob("*")) == sorted(files)
+    assert report.destination == str(landed) and report.source == str(top)
+    assert report.directories == [str(landed)] + [str(landed / rel) for rel in ("empty", "locked", "static", "static/css")]
+    assert sorted(report.paths) == sorted(str(landed / rel) for rel, p in files.items() if p.is_file())
+    assert report.files == 4 and report.bytes == 6 + 1000 + 1 + 10
+
+
+def test_a_tree_into_an_existing_tree_fills_it(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    top = tmp_path / "site"
+    (top / "sub" / "deeper").mkdir(parents=True)
+    (top / "sub" / "deeper" / "f").write_text("f")
+    (host.path / "site" / "sub").mkdir(parents=True)
+    (host.path / "site" / "sub" / "kept").write_text("kept")
+    report = transfer.put(conn, str(top), host.remote, recursive=True)
+    assert (host.path / "site" / "sub" / "deeper" / "f").read_text() == "f"
+    assert (host.path / "site" / "sub" / "kept").read_text() == "kept"
+    assert report.files == 1
+
+
+def test_a_folder_without_recursive_is_refused_before_anything_moves(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "d"), host.remote)
+    assert str(failed.value) == f"{LABEL}: {tmp_path / 'd'} is a directory; pass recursive=True to upload the whole tree"
+    assert list(host.path.iterdir()) == []
+
+
+def test_a_missing_local_file_is_named(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "nope"), host.remote)
+    assert str(failed.value) == f"{LABEL}: {tmp_path / 'nope'}: no such local file or directory; check the path"
+
+
+def test_a_file_in_the_way_of_a_folder_is_named(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "plain").write_text("x")
+    (tmp_path / "f").write_text("f")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/plain/sub/f")
+    assert str(failed.value) == (
+        f"{LABEL}: {host.path / 'plain'} exists on the host and is not a directory; remove it or choose another destination"
+    )
+    assert (host.path / "plain").read_text() == "x" and temporaries(host.path) == []
+
+
+def test_a_folder_where_a_file_of_the_tree_goes_is_reported_and_the_rest_arrives(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path
+) -> None:
+    top = tmp_path / "t"
+    top.mkdir()
+    (top / "a").write_text("a")
+    (top / "b").write_text("b")
+    (host.path / "t" / "a").mkdir(parents=True)
+    (host.path / "t" / "a" / "inside").write_text("kept")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(top), host.remote, recursive=True)
+    target = host.path / "t" / "a"
+    assert str(failed.value) == f"{LABEL}: {target} is a directory on the host; remove it or choose another destination"
+    assert (target / "inside").read_text() == "kept" and (host.path / "t" / "b").read_text() == "b"
+    assert failed.value.report.paths == [str(host.path / "t" / "b")]  # type: ignore[attr-defined]
+    assert temporaries(host.path) == []
+
+
+def test_a_file_like_object_arrives_whole_and_keeps_its_position(conn: SSMConnection, host: HostFolder) -> None:
+    data = os.urandom(SMALL)
+    source = io.BytesIO(data)
+    source.seek(1234)
+    report = transfer.put(conn, source, f"{host.remote}/obj.bin")
+    assert (host.path / "obj.bin").read_bytes() == data and source.tell() == 1234
+    assert mode_of(host.path / "obj.bin") == 0o644  # no mode to keep: the host's default
+    assert report.items[0].source == "<BytesIO .>" and report.items[0].sha256 == sha(data)
+
+
+def test_a_named_file_object_goes_into_a_folder_under_its_name(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "named.txt").write_bytes(b"named")
+    with (tmp_path / "named.txt").open("rb") as source:
+        report = transfer.put(conn, source, host.remote + "/")
+    assert (host.path / "named.txt").read_bytes() == b"named"
+    assert report.items[0].source == f"<BufferedReader {tmp_path / 'named.txt'}>".replace(str(tmp_path) + "/", "")
+
+
+def test_a_nameless_file_object_into_a_folder_is_refused(conn: SSMConnection, host: HostFolder) -> None:
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, io.BytesIO(b"x"), host.remote)
+    assert str(failed.value) == (
+        f"{LABEL}: {host.remote} is a directory and the file-like object has no name; give the remote file's path"
+    )
+    assert list(host.path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (io.StringIO("text"), "the file-like object to upload is in text mode; open it in binary mode ('rb')"),
+        (12345, "cannot upload a int: give a path or a binary file-like object"),
+    ],
+)
+def test_an_unusable_source_is_refused_in_one_line(conn: SSMConnection, host: HostFolder, given: object, message: str) -> None:
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, given, f"{host.remote}/x")  # type: ignore[arg-type]
+    assert str(failed.value) == f"{LABEL}: {message}"
+
+
+def _sum_command_that_changes() -> str:
+    """The host's checksum command, after appending a byte to each file it is asked about: a file that changed
+    on the host between the copy and the check (a failing disk, another writer)."""
+    script = 'for f; do printf x >> "$f"; done; exec sha256sum -- "$@"'
+    return f"xargs -0 sh -c {shlex.quote(script)} sh"
+
+
+def test_a_file_the_host_holds_differently_is_never_renamed_into_place(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(SMALL))
+    (host.path / "f.bin").write_bytes(b"previous")
+    monkeypatch.setattr(transfer_session, "SUM_COMMAND", _sum_command_that_changes())
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/f.bin")
+    assert str(failed.value) == f"{LABEL}: {host.path / 'f.bin'} did not verify after upload (checksums differ); left unchanged, retry"
+    assert (host.path / "f.bin").read_bytes() == b"previous" and temporaries(host.path) == []
+    assert failed.value.report.files == 0  # type: ignore[attr-defined]
+
+
+def test_a_file_the_host_cannot_read_back_is_never_renamed_into_place(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(b"data " + name.encode())
+    monkeypatch.setattr(transfer_session, "SUM_COMMAND", "xargs -0 rm -f; echo gone missing >&2")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path), host.remote, recursive=True)
+    top = host.path / tmp_path.name
+    assert str(failed.value) == (
+        f"{LABEL}: {top / 'a'} did not verify after upload (the host could not read it back (gone missing)); "
+        "left unchanged, retry (1 more problem; 0 files arrived)"
+    )
+    assert failed.value.report.errors[1].startswith(f"{LABEL}: {top / 'b'} did not verify")  # type: ignore[attr-defined]
+    assert sorted(p.name for p in top.iterdir()) == []
+
+
+def test_a_host_without_a_checksum_tool_is_told_to_install_one(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(b"f")
+    monkeypatch.setattr(transfer_session, "SUM_COMMAND", "echo 'neither sha256sum nor shasum found' >&2; exit 127")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
+    assert str(failed.value) == (
+        f"{LABEL}: cannot verify the transfer: neither sha256sum nor shasum is installed on the host; "
+        "install coreutils (or perl's shasum)"
+    )
+    assert list(host.path.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+def test_a_full_disk_says_so_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path, size: int) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(size))
+    with tmpfs(host.path / "full", "size=64k") as folder:
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/full/f.bin", compress=False)
+        assert list(folder.iterdir()) == []
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: ") and "No space left on device" in message and "\n" not in message, message
+    assert "checksums differ" not in message
+
+
+def test_a_read_only_folder_says_files_cannot_be_created_there(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"f")
+    with tmpfs(host.path / "ro", "ro,size=64k") as folder:
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/ro/f")
+        with pytest.raises(TransferError) as no_dir:
+            transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/ro/sub/f")
+    assert str(failed.value) == (
+        f"{LABEL}: cannot create files in {folder} on the host (Failure); check its permissions and free space"
+    )
+    assert str(no_dir.value) == (
+        f"{LABEL}: cannot create directory {folder / 'sub'} on the host (Failure); check the permissions of its parent"
+    )
+
+
+def test_stale_temporary_files_of_earlier_runs_are_removed_and_live_ones_kept(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path
+) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    old = time.time() - transfer.STALE_TEMP_SECONDS - 60
+    stale, live, other, folder_like = (
+        host.path / ".big.bin.ssmfab-0123abcd.part", host.path / ".big.bin.ssmfab-89abcdef.part",
+        host.path / ".other.bin.ssmfab-0123abcd.part", host.path / ".big.bin.ssmfab-00000000.part",
+    )  # fmt: skip
+    for path in (stale, live, other):
+        path.write_bytes(b"left by a killed run")
+    folder_like.mkdir()
+    for path in (stale, other, folder_like):
+        os.utime(path, (old, old))
+    transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin")
+    assert sorted(p.name for p in host.path.iterdir()) == sorted(["big.bin", live.name, other.name, folder_like.name])
+
+
+class CutAfter:
+    """A progress hook that acts once ``limit`` bytes have moved (from the transfer's own thread)."""
+
+    def __init__(self, limit: int, act: object) -> None:
+        self.limit, self.act, self.moved, self.fired = limit, act, 0, threading.Event()
+
+    def __call__(self, moved: int) -> None:
+        self.moved += moved
+        if self.moved >= self.limit and not self.fired.is_set():
+            self.fired.set()
+            self.act()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [SMALL * 4, BIG])
+def test_an_interrupted_upload_removes_its_temporary_file(conn: SSMConnection, host: HostFolder, tmp_path: Path, size: int) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(size))
+    (host.path / "f.bin").write_bytes(b"previous")
+    conn.cancel = threading.Event()
+    hook = CutAfter(1, conn.cancel.set)
+    with pytest.raises(Interrupted):
+        transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/f.bin", progress=hook, compress=False)
+    assert hook.fired.is_set() and temporaries(host.path) == [] and (host.path / "f.bin").read_bytes() == b"previous"
+
+
+@pytest.mark.parametrize("size", [SMALL * 4, BIG])
+def test_a_connection_lost_mid_upload_is_one_line_naming_what_may_remain(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, size: int
+) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(size))
+    conn.open()
+    tunnel = conn.tunnel
+    assert tunnel is not None
+    hook = CutAfter(1, tunnel.close)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/f.bin", progress=hook, compress=False)
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: upload to {host.remote}/f.bin failed, nothing left half-written; temporary file "), message
+    assert "check the connection, then retry" in message and "\n" not in message
+    left = message.split("temporary file ", 1)[1].split(" may remain", 1)[0]
+    assert left.startswith(str(host.path / ".f.bin.ssmfab-")) and left.endswith(".part")
+    assert not (host.path / "f.bin").exists()
