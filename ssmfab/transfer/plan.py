@@ -291,8 +291,12 @@ def _resolve(session: Session, path: str, report: TransferReport) -> str | None:
         return str(session.sftp.normalize(path))
     except OSError as exc:
         session.check(exc)
-        report.errors.append(f"{session.host}: skipping {show(path)}: a dangling symlink; fix or remove it on the host")
+        report.errors.append(_dangling(session.host, path))
         return None
+
+
+def _dangling(host: str, path: str) -> str:
+    return f"{host}: skipping {show(path)}: a dangling symlink; fix or remove it on the host"
 
 
 def _follow_link(session: Session, path: str, root_real: str, report: TransferReport) -> tuple[str, Any] | None:
@@ -305,7 +309,10 @@ def _follow_link(session: Session, path: str, root_real: str, report: TransferRe
         report.errors.append(_outside(session.host, path, real, root_real))
         return None
     attrs = session.attrs(path)
-    return None if attrs is None else (real, attrs)
+    if attrs is None:  # OpenSSH resolves a link to a missing file without complaint: only stat finds it dangling
+        report.errors.append(_dangling(session.host, path))
+        return None
+    return real, attrs
 
 
 def _outside(host: str, path: str, real: str, root: str) -> str:
