@@ -25,6 +25,8 @@ class Upload:
     mode: int | None  # None: a file-like object, which has no mode to keep
     #: The open binary file-like object to read instead of ``local`` (read from its start, like Fabric).
     fileobj: Any = None
+    #: False when ``size`` is only a guess (a file-like object that cannot seek: its end is where it ends).
+    exact: bool = True
 
     @property
     def source(self) -> str:
@@ -58,11 +60,11 @@ def scan_fileobj(fileobj: Any, host: str) -> LocalTree:
     if label:
         _refuse_newline(host, Path(label), label)
     try:
-        size = fileobj.seek(0, os.SEEK_END)
+        size, exact = fileobj.seek(0, os.SEEK_END), True
         fileobj.seek(0)
     except (OSError, AttributeError, ValueError):
-        size = STREAM_MIN_BYTES  # unknown: the streamed path takes any size
-    return LocalTree(files=[Upload(Path(label), "", size, None, fileobj)])
+        size, exact = STREAM_MIN_BYTES, False  # unknown: the streamed path takes any size
+    return LocalTree(files=[Upload(Path(label), "", size, None, fileobj, exact)])
 
 
 def _refuse_newline(host: str, path: Path, name: str) -> None:

@@ -366,3 +366,176 @@ def test_a_connection_lost_mid_upload_is_one_line_naming_what_may_remain(
     left = message.split("temporary file ", 1)[1].split(" may remain", 1)[0]
     assert left.startswith(str(host.path / ".f.bin.ssmfab-")) and left.endswith(".part")
     assert not (host.path / "f.bin").exists()
+
+
+def test_compressible_data_is_compressed_on_a_slow_link_or_when_forced(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = b"a line of source code, much like the one before it\n" * (BIG // 50)
+    (tmp_path / "src.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates["put"] = 1000.0  # measured slow
+    slow = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/slow.txt")
+    conn.link_rates["put"] = 1e15  # faster than any compressor
+    fast = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/fast.txt")
+    forced = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/forced.txt", compress=True)
+    off = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/off.txt", compress=False)
+    for name in ("slow", "fast", "forced", "off"):
+        assert (host.path / f"{name}.txt").read_bytes() == data, name
+    assert slow.wire_bytes < len(data) // 10 and forced.wire_bytes < len(data) // 10
+    assert fast.wire_bytes == len(data) == off.wire_bytes
+    assert slow.items[0].sha256 == hashlib.sha256(data).hexdigest() == forced.items[0].sha256
+
+
+def test_data_that_does_not_shrink_is_sent_raw_without_timing_the_link(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = os.urandom(BIG)
+    (tmp_path / "r.bin").write_bytes(data)
+    conn.open()
+    report = transfer.put(conn, str(tmp_path / "r.bin"), f"{host.remote}/r.bin")
+    assert (host.path / "r.bin").read_bytes() == data and report.wire_bytes == BIG
+    assert "put" not in conn.link_rates
+    text = b"shrinks " * (BIG // 8)
+    (tmp_path / "t.txt").write_bytes(text)
+    transfer.put(conn, str(tmp_path / "t.txt"), f"{host.remote}/t.txt")
+    assert (host.path / "t.txt").read_bytes() == text and conn.link_rates["put"] > 0  # timed once, remembered
+
+
+def test_a_file_object_that_cannot_seek_is_streamed_whole(conn: SSMConnection, host: HostFolder) -> None:
+    data = os.urandom(SMALL)
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with os.fdopen(read_end, "rb") as source:
+        report = transfer.put(conn, source, f"{host.remote}/piped.bin")
+    feeder.join()
+    assert (host.path / "piped.bin").read_bytes() == data and report.bytes == SMALL
+
+
+def test_a_failure_that_is_not_an_error_passes_through_as_it_is(conn: SSMConnection) -> None:
+    from ssmfab.transfer.outcome import failure
+
+    stop = KeyboardInterrupt()
+    assert failure(conn, None, stop, "upload to x", transfer.StallWatch(conn), ["t"]) is stop
+
+
+def test_a_stalled_transfer_says_where_it_stood_and_what_may_remain(conn: SSMConnection) -> None:
+    from ssmfab.transfer.outcome import failure
+
+    watch = transfer.StallWatch(conn)
+    watch.stalled, watch.current = True, "/srv/a\nb"
+    error = failure(conn, None, OSError("Socket is closed"), "upload to /srv", watch, ["/srv/.a.part", "/srv/.b.part"])
+    assert str(error) == (
+        f"{LABEL}: upload to /srv (at '/srv/a\\nb') stalled: no progress for 60s (ssh.stall_timeout); nothing left "
+        "half-written; temporary files /srv/.a.part and others may remain, delete once the host is reachable; "
+        "check the host and its tunnel, then retry"
+    )
+    conn.stall_timeout = 2.5
+    watch = transfer.StallWatch(conn)
+    watch.stalled = True
+    error = failure(conn, None, EOFError(), "download of x", watch, [])
+    assert str(error) == (
+        f"{LABEL}: download of x stalled: no progress for 2.5s (ssh.stall_timeout); nothing left half-written; "
+        "check the host and its tunnel, then retry"
+    )
+    assert isinstance(error, TransferError) and error.host == LABEL
+
+
+def test_ssmfab_errors_keep_their_words_and_gain_the_note_on_what_may_remain(conn: SSMConnection) -> None:
+    from ssmfab.exceptions import SSHError
+    from ssmfab.transfer.outcome import failure
+
+    watch = transfer.StallWatch(conn)
+    own = TransferError(f"{LABEL}: cannot create files in /srv", LABEL)
+    assert failure(conn, None, own, "upload", watch, []) is own
+    other = SSHError(f"{LABEL}: SSH through the SSM tunnel failed: boom", LABEL)
+    assert failure(conn, None, other, "upload", watch, ["/srv/.t.part"]) is other
+    noted = failure(conn, None, own, "upload", watch, ["/srv/.t.part"])
+    assert str(noted) == (
+        f"{LABEL}: cannot create files in /srv; temporary file /srv/.t.part may remain, delete once the host is reachable"
+    )
+    assert isinstance(noted, TransferError) and noted.host == LABEL
+
+
+def test_a_failure_on_a_live_connection_names_its_cause_and_asks_for_a_fix(conn: SSMConnection, host: HostFolder) -> None:
+    from ssmfab.transfer.outcome import failure
+    from ssmfab.transfer.session import Session
+
+    session = Session(conn)
+    try:
+        watch = transfer.StallWatch(conn)
+        watch.current = "a/b"
+        error = failure(conn, session, PermissionError(13, "Permission denied"), "upload to a", watch, [])
+        assert str(error) == (
+            f"{LABEL}: upload to a (at a/b) failed, nothing left half-written "
+            "(PermissionError: [Errno 13] Permission denied); fix the cause, then retry"
+        )
+        conn.close()  # the connection is gone now: the connection's own explanation, without the host twice
+        error = failure(conn, session, OSError("Socket is closed"), "upload to a", transfer.StallWatch(conn), [])
+        assert str(error) == (
+            f"{LABEL}: upload to a failed, nothing left half-written (SSH through the SSM tunnel failed: Socket is closed); "
+            "check the connection, then retry"
+        )
+    finally:
+        session.close()
+
+
+def test_a_failure_without_an_explanation_names_the_exception(conn: SSMConnection) -> None:
+    from ssmfab.transfer.outcome import failure
+
+    error = failure(conn, None, ValueError("bad\nvalue"), "upload to a", transfer.StallWatch(conn), [])
+    assert str(error) == f"{LABEL}: upload to a failed, nothing left half-written (ValueError: bad value); check the connection, then retry"
+
+
+def test_the_sessions_cleanup_reports_only_what_may_really_remain(conn: SSMConnection, host: HostFolder) -> None:
+    from ssmfab.transfer.session import Session
+
+    (host.path / "there").write_text("x")
+    (host.path / "full").mkdir()
+    (host.path / "full" / "f").write_text("f")
+    (host.path / "empty").mkdir()
+    session = Session(conn)
+    try:
+        base = str(host.path)
+        assert session.remove([f"{base}/there", f"{base}/missing", f"{base}/full"]) == [f"{base}/full"]
+        assert not (host.path / "there").exists()
+        session.rmdirs([f"{base}/empty", f"{base}/full"])  # the non-empty one stays, the empty one goes
+        assert sorted(p.name for p in host.path.iterdir()) == ["full"]
+        assert session.is_dir(f"{base}/full") and not session.is_dir(f"{base}/full/f") and not session.is_dir(f"{base}/nope")
+        assert session.attrs(f"{base}/nope") is None and session.home == str(host.path.parent)
+        assert session.absolute("x") == f"{host.path.parent}/x" and session.absolute("/x/") == "/x"
+        conn.close()
+        assert not session.alive()
+        assert session.remove([f"{base}/full/f", f"{base}/y"]) == [f"{base}/full/f", f"{base}/y"]
+        session.rmdirs([f"{base}/full"])
+        with pytest.raises(OSError):
+            session.check(FileNotFoundError(2, "gone"))  # a dead connection is never just "not found"
+    finally:
+        session.close()
+    assert (host.path / "full" / "f").exists()
+
+
+def test_a_timeout_is_never_taken_for_a_missing_file(conn: SSMConnection) -> None:
+    from ssmfab.transfer.session import Session
+
+    session = Session(conn)
+    try:
+        session.check(FileNotFoundError(2, "gone"))  # live connection: the host refused one path, go on
+        with pytest.raises(TimeoutError):
+            session.check(TimeoutError("slow"))
+    finally:
+        session.close()
+
+
+def test_no_sftp_subsystem_is_one_line(conn: SSMConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    import paramiko
+
+    def refuse(self: object, name: str) -> None:
+        raise paramiko.SSHException("subsystem request failed")
+
+    monkeypatch.setattr(paramiko.Channel, "invoke_subsystem", refuse)  # what a server without sftp answers
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, io.BytesIO(b"x"), "x")
+    assert str(failed.value) == f"{LABEL}: the SSH server refused an SFTP channel; check its sftp Subsystem"
