@@ -22,7 +22,7 @@ from ssmfab.interrupt import Interrupted
 from ssmfab.transfer import session as transfer_session
 from ssmfab.transfer.paths import umask
 
-from .transfer_helpers import HostFolder, conn, host, temporaries  # noqa: F401 - fixtures
+from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
 SMALL = 300_000
 BIG = 5 * 1024 * 1024
@@ -429,3 +429,79 @@ def test_a_connection_lost_mid_download_is_one_line_and_leaves_nothing(
     assert message.startswith(f"{LABEL}: download of {host.remote}/f.bin failed, nothing left half-written (")
     assert message.endswith("); check the connection, then retry") and "\n" not in message, message
     assert everything(tmp_path / "dest") == []
+
+
+def test_expand_remote_lists_what_a_glob_matches_through_sftp(conn: SSMConnection, host: HostFolder) -> None:
+    logs = host.path / "logs"
+    (logs / "app.d").mkdir(parents=True)
+    for name in ("b.log", "a.log", ".hidden.log", "c.txt", "app.d/x.log"):
+        (logs / name).write_text(name)
+    (logs / "dir.log").mkdir()
+    (logs / "link.log").symlink_to("a.log")
+    (logs / "dangling.log").symlink_to("gone")
+    (logs / "bad\nname.log").write_text("x")
+    sftp = transfer.open_sftp(conn)
+    base = f"{host.remote}/logs"
+    assert transfer.expand_remote(sftp, f"{base}/*.log") == [
+        f"{base}/a.log", f"{base}/b.log", f"{base}/dangling.log", f"{base}/dir.log", f"{base}/link.log"
+    ]  # fmt: skip
+    assert transfer.expand_remote(sftp, f"{base}/*.log", files_only=True) == [f"{base}/a.log", f"{base}/b.log", f"{base}/link.log"]
+    assert transfer.expand_remote(sftp, f"{base}/*/*.log") == [f"{base}/app.d/x.log"]
+    assert transfer.expand_remote(sftp, f"{base}/c.txt", files_only=True) == [f"{base}/c.txt"]
+    assert transfer.expand_remote(sftp, f"{base}/app.d") == [f"{base}/app.d"]
+    assert transfer.expand_remote(sftp, f"{base}/app.d", files_only=True) == []
+    assert transfer.expand_remote(sftp, f"{base}/missing") == []
+    assert transfer.expand_remote(sftp, f"{base}/c.txt/*") == []  # not a folder: matches nothing, as in a shell
+    assert transfer.expand_remote(sftp, f"{base}/.h*") == [f"{base}/.hidden.log"]
+
+
+def test_check_local_folder_refuses_what_cannot_be_used(tmp_path: Path) -> None:
+    transfer.check_local_folder(tmp_path / "new" / "deeper")  # to be made inside a usable folder: fine
+    transfer.check_local_folder(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+    (tmp_path / "file").write_text("x")
+    from ssmfab.exceptions import ConfigError
+
+    with pytest.raises(ConfigError) as at:
+        transfer.check_local_folder(tmp_path / "file")
+    assert str(at.value) == f"--dest {tmp_path / 'file'}: exists and is not a folder; choose a folder"
+    with pytest.raises(ConfigError) as under:
+        transfer.check_local_folder(tmp_path / "file" / "sub" / "deeper", "--into")
+    assert str(under.value) == (
+        f"--into {tmp_path / 'file' / 'sub' / 'deeper'}: exists and is not a folder (its parent {tmp_path / 'file'} is a file); "
+        "choose a folder"
+    )
+
+
+def test_check_local_folder_names_a_read_only_file_system(tmp_path: Path) -> None:
+    from ssmfab.exceptions import ConfigError
+
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as folder:
+        with pytest.raises(ConfigError) as failed:
+            transfer.check_local_folder(folder / "sub")
+    assert str(failed.value) == f"--dest {folder / 'sub'}: cannot create files in {folder}: Read-only file system"
+
+
+def test_a_glob_through_a_linked_folder_stays_inside_the_fetched_tree(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "real").mkdir()
+    (host.path / "real" / "a.log").write_text("a")
+    (host.path / "via").symlink_to("real")
+    outside = host.path.parent / f"{host.remote}-outside"
+    outside.mkdir()
+    try:
+        (outside / "o.log").write_text("o")
+        (host.path / "out").symlink_to(outside)
+        with pytest.raises(TransferError) as failed:
+            transfer.get(conn, f"{host.remote}/*/*.log", str(tmp_path))
+    finally:
+        (outside / "o.log").unlink()
+        outside.rmdir()
+    assert everything(tmp_path) == ["a.log"]  # real/a.log and via/a.log land on one name: the second is reported
+    errors = failed.value.report.errors  # type: ignore[attr-defined]
+    assert errors[0] == (
+        f"{LABEL}: refusing {host.path / 'out' / 'o.log'}: a symlink to {outside / 'o.log'}, outside the fetched tree "
+        f"{host.path}; fetch that path directly if you need it"
+    )
+    assert errors[1] == (
+        f"{LABEL}: skipping {host.path / 'via' / 'a.log'}: another remote file also lands on {tmp_path / 'a.log'}; fetch it separately"
+    )
