@@ -233,3 +233,102 @@ def test_a_failing_write_stops_the_helper_thread_too() -> None:
     with pytest.raises(OSError, match="disk full"):
         copy_hashed(io.BytesIO(os.urandom(CHUNK * 2)).read, refuse, hashlib.sha256(), None, hash_aside=True)  # type: ignore[arg-type]
     assert threading.active_count() == before
+
+
+def test_temp_names_keep_as_much_of_the_name_as_fits_on_character_boundaries() -> None:
+    from ssmfab.transfer import TEMP_STEM_BYTES, is_temp_of
+
+    def stem(name: str) -> str:
+        temp = temp_name(name)
+        assert is_temp_of(temp, name), temp
+        return temp[1 : -len(".ssmfab-01234567.part")]
+
+    assert stem("x" * TEMP_STEM_BYTES) == "x" * TEMP_STEM_BYTES  # exactly at the limit: whole
+    assert stem("y" * (TEMP_STEM_BYTES + 3)) == "y" * TEMP_STEM_BYTES
+    assert stem("é" * 101) == "é" * 100  # 202 bytes: cut by whole characters to 200
+
+
+@pytest.mark.parametrize(
+    ("entry", "name", "expected"),
+    [
+        (".app.log.ssmfab-0123abcd.part", "app.log", True),
+        (".app.log.ssmfab-0123abc.part", "app.log", False),  # 7 hex digits
+        (".app.log.ssmfab-0123abcde.part", "app.log", False),
+        (".app.log.ssmfab-0123ABCD.part", "app.log", False),  # temp_name writes lower case
+        (".app.log.ssmfab-0123abcg.part", "app.log", False),
+        ("app.log.ssmfab-0123abcd.part", "app.log", False),  # not hidden
+        (".app.log.ssmfab-0123abcd.partx", "app.log", False),
+        (".app.log.ssmfab-0123abcd.part", "app.lo", False),  # another file's
+        (".appxlog.ssmfab-0123abcd.part", "app.log", False),  # the dot is a dot, not any character
+        ("x.app.log.ssmfab-0123abcd.part", "app.log", False),
+    ],
+)
+def test_only_temporary_names_of_that_very_file_are_recognised(entry: str, name: str, expected: bool) -> None:
+    from ssmfab.transfer import is_temp_of
+
+    assert is_temp_of(entry, name) is expected
+
+
+def test_a_long_names_temporary_name_is_recognised_by_its_cut_stem() -> None:
+    from ssmfab.transfer import is_temp_of
+
+    long_name = "z" * 250
+    assert is_temp_of(temp_name(long_name), long_name)
+    assert not is_temp_of(f".{long_name}.ssmfab-0123abcd.part", long_name)
+
+
+def test_parse_sums_skips_what_is_not_a_checksum_line_and_reads_on() -> None:
+    output = (
+        f"{DIGEST}\t/h/tab-separated\n"  # wrong separator, digest fine: skipped
+        f"{'g' * 64}  /h/not-hex\n"  # right separator, digest not hex: skipped
+        f"{DIGEST}  /h/after\n"
+        f"\\{DIGEST}  /h/odd\\tescape\\rcr\n"  # an escape sha256sum does not write is kept as it is
+    ).encode() + DIGEST.encode() + b"  /h/not-utf8-\xff\n"
+    assert parse_sums(output) == {
+        "/h/after": DIGEST,
+        "/h/odd\\tescape\rcr": DIGEST,
+        "/h/not-utf8-\udcff": DIGEST,  # the name as the host's bytes, as paths are given to it
+    }
+
+
+def test_remote_path_arithmetic_at_its_edges() -> None:
+    assert remote_join("/data/X", "f") == "/data/X/f"
+    assert remote_join("/data/", "f") == "/data/f"
+    assert remote_join("/a", "") == "/a" and remote_join("/a", ".") == "/a"
+    assert remote_join("", "f") == "f" and remote_join(".", "f") == "f"
+    assert remote_inside("/a/", "/a") and remote_inside("/a/", "/a/") and remote_inside("/a", "/a/b")
+    assert not remote_inside("/data/X/", "/data/Y") and not remote_inside("/data/X", "/data/XY")
+    assert remote_absolute("/home/u", "~X") == "/home/u/~X"
+
+
+def test_labels_one_line_text_and_odd_characters() -> None:
+    from types import SimpleNamespace
+
+    from ssmfab.transfer import label_of, one_line
+
+    assert label_of(SimpleNamespace(label="web-1 (i-1)", host="i-1")) == "web-1 (i-1)"
+    assert label_of(SimpleNamespace(label="", host="i-1")) == "i-1"
+    assert label_of(SimpleNamespace(host="i-2")) == "i-2"
+    assert one_line(" a\n b\t\tc \r\n") == "a b c"
+    assert show("del\x7fchar") == repr("del\x7fchar") and show("tilde~") == "tilde~" and show("é\x80") == "é\x80"
+
+
+def test_refusal_reasons_name_each_problem() -> None:
+    assert unsafe_name("") == "is empty, not a file name"
+    assert unsafe_name(".") == "is ., not a file name" and unsafe_name("..") == "is .., not a file name"
+    assert unsafe_name("a/b") == "contains a slash"
+    assert unsafe_name("a\nb") == "contains a newline" and unsafe_name("a\rb") == "contains a newline"
+    assert unsafe_name("a\0b") == "contains a NUL byte"
+    assert unsafe_name("a\\b") is None and unsafe_name("...") is None
+
+
+@pytest.mark.parametrize("mask", [0o027, 0o002, 0o077])
+def test_the_umask_is_read_without_changing_it(mask: int) -> None:
+    from ssmfab.transfer.paths import umask
+
+    old = os.umask(mask)
+    try:
+        assert umask() == mask
+        assert os.umask(mask) == mask  # still in force after reading it
+    finally:
+        os.umask(old)
