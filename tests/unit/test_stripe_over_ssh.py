@@ -130,3 +130,19 @@ def test_a_full_disk_under_a_striped_upload_says_so_and_leaves_nothing(conn: SSM
     assert "No space left on device" in message and message.endswith(
         "; nothing left half-written; check its free space and limits, then retry"
     ), message
+
+
+def test_a_local_file_that_shrinks_mid_upload_fails_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(SIZE))
+    shrunk = threading.Event()
+
+    def hook(moved: int) -> None:
+        if not shrunk.is_set():
+            shrunk.set()
+            os.truncate(local, stripe.PIECE_BYTES)  # another program rewrites the file while it is sent
+
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(local), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
+    assert str(failed.value) == f"{LABEL}: local file shrank while uploading {host.path / 'big.bin'}; retry"
+    assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()
