@@ -539,3 +539,53 @@ def test_no_sftp_subsystem_is_one_line(conn: SSMConnection, monkeypatch: pytest.
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, io.BytesIO(b"x"), "x")
     assert str(failed.value) == f"{LABEL}: the SSH server refused an SFTP channel; check its sftp Subsystem"
+
+
+def test_a_host_that_quits_mid_stream_is_reported_in_its_own_words(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssmfab.transfer import upload
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    # The host's copy program quits at once (a disk that fills, a size limit), while the client is still sending.
+    monkeypatch.setattr(upload, "STREAM_PUT", "sh -c 'cat >/dev/null & echo \"disk on fire\" >&2; exit 3'; :")
+    seen: list[int] = []
+
+    def hook(moved: int) -> None:
+        seen.append(moved)
+        if len(seen) == 1:  # wait, after the first chunk, until the host's end has closed: the next send fails
+            for channel in list(conn.client.get_transport()._channels.values()):  # noqa: SLF001
+                channel.status_event.wait(30)
+                while not channel.closed and channel.status_event.is_set():
+                    time.sleep(0.01)
+
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False, progress=hook)
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'big.bin'} after "), message
+    assert message.endswith(" bytes sent (disk on fire); nothing left half-written; check its free space and limits, then retry")
+    assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("refusal", "reason"),
+    [
+        (OSError("Operation unsupported"), "the host's SFTP server cannot rename atomically (no posix-rename) for {final}; use OpenSSH's sftp-server"),
+        (PermissionError(13, "Permission denied"), "could not move the upload into place at {final} ([Errno 13] Permission denied); check the folder's permissions"),
+    ],
+)  # fmt: skip
+def test_a_rename_the_host_refuses_is_explained_and_leaves_nothing(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: OSError, reason: str
+) -> None:
+    import paramiko
+
+    (tmp_path / "f").write_bytes(b"f")
+
+    def refuse(self: object, old: str, new: str) -> None:
+        raise refusal  # what an SFTP server without posix-rename, or one that refuses it, answers (not OpenSSH's)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "posix_rename", refuse)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
+    assert str(failed.value) == f"{LABEL}: " + reason.format(final=host.path / "f")
+    assert list(host.path.iterdir()) == []
