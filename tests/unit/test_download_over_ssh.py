@@ -11,6 +11,7 @@ import os
 import shlex
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -505,3 +506,49 @@ def test_a_glob_through_a_linked_folder_stays_inside_the_fetched_tree(conn: SSMC
     assert errors[1] == (
         f"{LABEL}: skipping {host.path / 'via' / 'a.log'}: another remote file also lands on {tmp_path / 'a.log'}; fetch it separately"
     )
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+def test_while_partial_the_local_file_is_private_under_a_hidden_name(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    (host.path / "secret.key").write_bytes(os.urandom(size))
+    (host.path / "secret.key").chmod(0o644)
+    partial: list[tuple[str, int]] = []
+    _watch_bytes(monkeypatch, ActAfter(lambda: partial.extend((p.name, mode_of(p)) for p in tmp_path.iterdir())))
+    report = transfer.get(conn, f"{host.remote}/secret.key", str(tmp_path), compress=False)
+    ((name, mode),) = partial
+    assert transfer.is_temp_of(name, "secret.key") and mode == 0o600
+    assert mode_of(tmp_path / "secret.key") == 0o644 and everything(tmp_path) == ["secret.key"]
+    assert report.wire_bytes == size
+
+
+def test_the_download_duration_is_the_time_the_call_took(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "f").write_text("f")
+    before = time.monotonic()
+    report = transfer.get(conn, f"{host.remote}/f", str(tmp_path))
+    assert 0 < report.duration <= time.monotonic() - before
+
+
+def test_home_relative_and_absolute_remote_paths(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "f").write_text("f")
+    transfer.get(conn, f"~/{host.remote}/f", str(tmp_path / "one"))
+    transfer.get(conn, str(host.path / "f"), str(tmp_path / "two"))
+    assert (tmp_path / "one").read_text() == "f" == (tmp_path / "two").read_text()
+
+
+def test_a_tree_fetched_twice_is_filled_again_in_place(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "t" / "d").mkdir(parents=True)
+    (host.path / "t" / "d" / "f").write_text("one")
+    transfer.get(conn, f"{host.remote}/t", str(tmp_path), recursive=True)
+    (host.path / "t" / "d" / "f").write_text("two")
+    report = transfer.get(conn, f"{host.remote}/t", str(tmp_path), recursive=True)
+    assert (tmp_path / "t" / "d" / "f").read_text() == "two" and report.files == 1
+
+
+def test_without_preserve_mode_a_trees_folders_keep_this_machines_defaults(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "t" / "d").mkdir(parents=True)
+    (host.path / "t" / "d" / "f").write_text("f")
+    (host.path / "t" / "d").chmod(0o700)
+    transfer.get(conn, f"{host.remote}/t", str(tmp_path), recursive=True, preserve_mode=False)
+    assert mode_of(tmp_path / "t" / "d") == 0o777 & ~umask() and mode_of(tmp_path / "t" / "d" / "f") == 0o666 & ~umask()

@@ -589,3 +589,87 @@ def test_a_rename_the_host_refuses_is_explained_and_leaves_nothing(
         transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
     assert str(failed.value) == f"{LABEL}: " + reason.format(final=host.path / "f")
     assert list(host.path.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+def test_while_partial_the_file_is_private_under_a_hidden_name(conn: SSMConnection, host: HostFolder, tmp_path: Path, size: int) -> None:
+    (tmp_path / "secret.key").write_bytes(os.urandom(size))
+    (tmp_path / "secret.key").chmod(0o644)
+    partial: list[tuple[str, int]] = []
+
+    def hook(moved: int) -> None:
+        if not partial:
+            partial.extend((p.name, mode_of(p)) for p in host.path.iterdir())
+
+    transfer.put(conn, str(tmp_path / "secret.key"), f"{host.remote}/secret.key", progress=hook, compress=False)
+    ((name, mode),) = partial
+    assert transfer.is_temp_of(name, "secret.key") and mode == 0o600
+    assert mode_of(host.path / "secret.key") == 0o644
+
+
+def test_an_empty_destination_means_the_login_folder(conn: SSMConnection, tmp_path: Path) -> None:
+    home = host_home(conn)
+    name = f"from-{tmp_path.name}.txt"
+    (tmp_path / name).write_text("home")
+    try:
+        for remote in ("", ".", "~"):
+            report = transfer.put(conn, str(tmp_path / name), remote)
+            assert (home / name).read_text() == "home" and report.destination == str(home / name), remote
+    finally:
+        (home / name).unlink(missing_ok=True)
+
+
+def host_home(conn: SSMConnection) -> Path:
+    return Path(str(conn.sftp().normalize(".")))
+
+
+def test_a_tilde_local_path_and_the_current_folder(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "a.txt").write_text("a")
+    report = transfer.put(conn, "~/proj/a.txt", f"{host.remote}/")
+    assert (host.path / "a.txt").read_text() == "a" and report.source == str(tmp_path / "proj" / "a.txt")
+    monkeypatch.chdir(tmp_path / "proj")
+    report = transfer.put(conn, ".", f"{host.remote}/", recursive=True)
+    assert (host.path / "proj" / "a.txt").read_text() == "a" and report.destination == str(host.path / "proj")
+
+
+def test_a_tree_without_preserve_mode_gets_the_hosts_defaults(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    top = tmp_path / "t"
+    (top / "d").mkdir(parents=True)
+    (top / "d" / "f").write_text("f")
+    (top / "d" / "f").chmod(0o600)
+    (top / "d").chmod(0o700)
+    top.chmod(0o700)
+    transfer.put(conn, str(top), host.remote, recursive=True, preserve_mode=False)
+    with conn.sftp().open(f"{host.remote}/probe", "w"):
+        pass
+    conn.sftp().mkdir(f"{host.remote}/probe.d")
+    assert mode_of(host.path / "t" / "d" / "f") == mode_of(host.path / "probe") != 0o600
+    assert mode_of(host.path / "t" / "d") == mode_of(host.path / "probe.d") == mode_of(host.path / "t") != 0o700
+
+
+def test_the_duration_is_the_time_the_call_took(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("f")
+    before = time.monotonic()
+    report = transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
+    assert 0 < report.duration <= time.monotonic() - before
+
+
+def test_a_lost_connection_in_a_tree_names_the_file_it_was_at(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    top = tmp_path / "t"
+    top.mkdir()
+    (top / "a.bin").write_bytes(os.urandom(SMALL))
+    (top / "b.bin").write_bytes(os.urandom(SMALL))
+    conn.open()
+    assert conn.tunnel is not None
+    hook = CutAfter(SMALL + 1, conn.tunnel.close)  # during the second file
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(top), host.remote, recursive=True, progress=hook)
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: upload to {host.remote} (at {host.path / 't' / 'b.bin'}) failed, nothing left half-written; "
+                              "temporary files "), message  # fmt: skip
+    assert " and others may remain, delete once the host is reachable (" in message
+    assert not (host.path / "t" / "a.bin").exists() and not (host.path / "t" / "b.bin").exists()
