@@ -332,3 +332,30 @@ def test_the_umask_is_read_without_changing_it(mask: int) -> None:
         assert os.umask(mask) == mask  # still in force after reading it
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize(
+    ("errors", "arrived", "expected"),
+    [
+        (1, 2, "h: problem 0"),
+        (2, 0, "h: problem 0 (1 more problem; 0 files arrived)"),
+        (3, 1, "h: problem 0 (2 more problems; 1 files arrived)"),
+    ],
+)
+def test_an_incomplete_transfer_is_its_first_problem_and_a_count_of_the_rest(errors: int, arrived: int, expected: str) -> None:
+    from ssmfab.transfer import FileTransfer, TransferReport
+    from ssmfab.transfer.outcome import incomplete
+
+    report = TransferReport(host="h", errors=[f"h: problem {i}" for i in range(errors)])
+    report.items = [FileTransfer(f"s{i}", f"d{i}", 10 + i, "0" * 64, 0o644) for i in range(arrived)]
+    error = incomplete(report)
+    assert isinstance(error, TransferError) and str(error) == expected and error.host == "h"
+    assert error.report is report  # type: ignore[attr-defined]
+
+
+def test_a_report_sums_what_arrived() -> None:
+    from ssmfab.transfer import FileTransfer, TransferReport
+
+    report = TransferReport(items=[FileTransfer("a", "/x/a", 3, "0" * 64, 0o600), FileTransfer("b", "/x/b", 4, "1" * 64, 0o644)])
+    assert report.files == 2 and report.bytes == 7 and report.paths == ["/x/a", "/x/b"]
+    assert TransferReport().streams == 1 and TransferReport().files == 0 and TransferReport().bytes == 0
