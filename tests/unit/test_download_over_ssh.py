@@ -552,3 +552,26 @@ def test_without_preserve_mode_a_trees_folders_keep_this_machines_defaults(conn:
     (host.path / "t" / "d").chmod(0o700)
     transfer.get(conn, f"{host.remote}/t", str(tmp_path), recursive=True, preserve_mode=False)
     assert mode_of(tmp_path / "t" / "d") == 0o777 & ~umask() and mode_of(tmp_path / "t" / "d" / "f") == 0o666 & ~umask()
+
+
+def test_a_stalled_download_is_cut_after_the_stall_timeout_and_leaves_nothing(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssmfab.transfer import download
+
+    from .test_upload_over_ssh import _end, _stuck_command
+
+    (host.path / "big.bin").write_bytes(os.urandom(BIG))
+    pid_file = tmp_path / "stuck.pid"
+    monkeypatch.setattr(download, "STREAM_GET", _stuck_command(pid_file))
+    conn.stall_timeout = 0.5
+    try:
+        with pytest.raises(TransferError) as failed:
+            transfer.get(conn, f"{host.remote}/big.bin", str(tmp_path / "dest") + os.sep, compress=False)
+    finally:
+        _end(pid_file)
+    assert str(failed.value) == (
+        f"{LABEL}: download of {host.remote}/big.bin stalled: no progress for 0.5s (ssh.stall_timeout); nothing left "
+        "half-written; check the host and its tunnel, then retry"
+    )
+    assert everything(tmp_path / "dest") == []

@@ -21,6 +21,7 @@ from ssmfab.exceptions import TransferError
 from ssmfab.interrupt import Interrupted
 from ssmfab.transfer import session as transfer_session
 
+from .sshconn import LoopbackTunnels
 from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
 SMALL = 300_000  # under STREAM_MIN_BYTES: pipelined SFTP writes, then one checksum command
@@ -673,3 +674,73 @@ def test_a_lost_connection_in_a_tree_names_the_file_it_was_at(conn: SSMConnectio
                               "temporary files "), message  # fmt: skip
     assert " and others may remain, delete once the host is reachable (" in message
     assert not (host.path / "t" / "a.bin").exists() and not (host.path / "t" / "b.bin").exists()
+
+
+def _stuck_command(pid_file: Path) -> str:
+    """A host program that takes the stream and never reads it (a host frozen mid-transfer); its pid lands in
+    ``pid_file`` so the test can end it (the arguments the transfer appends go to ``:``)."""
+    return f"sh -c 'echo $$ > {shlex.quote(str(pid_file))}; exec sleep 600'; :"
+
+
+def _end(pid_file: Path) -> None:
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def test_a_stalled_upload_is_cut_after_the_stall_timeout(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssmfab.transfer import upload
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    pid_file = tmp_path / "stuck.pid"
+    monkeypatch.setattr(upload, "STREAM_PUT", _stuck_command(pid_file))
+    conn.stall_timeout = 0.5
+    try:
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+    finally:
+        _end(pid_file)
+    message = str(failed.value)
+    assert message.startswith(
+        f"{LABEL}: upload to {host.remote}/big.bin stalled: no progress for 0.5s (ssh.stall_timeout); nothing left half-written; "
+        f"temporary file {host.path}/.big.bin.ssmfab-"
+    ), message
+    assert message.endswith(" may remain, delete once the host is reachable; check the host and its tunnel, then retry")
+    tunnels = conn.tunnels
+    assert isinstance(tunnels, LoopbackTunnels) and tunnels.opened[0].closed  # the tunnel was cut to unblock paramiko
+
+
+def test_a_plain_fabric_connection_transfers_too_and_is_cut_when_stalled(
+    server: tuple[object, Path], host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fabric import Connection
+
+    from ssmfab.connection import default_config
+    from ssmfab.transfer import upload
+
+    sshd, key = server
+    plain = Connection(
+        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),  # type: ignore[attr-defined]
+        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
+    )  # fmt: skip
+    try:
+        (tmp_path / "f").write_bytes(b"plain")
+        report = transfer.put(plain, str(tmp_path / "f"), f"{host.remote}/f")
+        assert (host.path / "f").read_bytes() == b"plain" and report.host == "127.0.0.1"
+        (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+        pid_file = tmp_path / "stuck.pid"
+        monkeypatch.setattr(upload, "STREAM_PUT", _stuck_command(pid_file))
+        plain.stall_timeout = 0.5
+        try:
+            with pytest.raises(TransferError) as failed:
+                transfer.put(plain, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+        finally:
+            _end(pid_file)
+        assert str(failed.value).startswith(f"127.0.0.1: upload to {host.remote}/big.bin stalled: no progress for 0.5s")
+        assert not plain.is_connected  # its socket was closed under paramiko
+    finally:
+        plain.close()
