@@ -549,16 +549,17 @@ def test_a_host_that_quits_mid_stream_is_reported_in_its_own_words(
 
     (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
     # The host's copy program quits at once (a disk that fills, a size limit), while the client is still sending.
-    monkeypatch.setattr(upload, "STREAM_PUT", "sh -c 'cat >/dev/null & echo \"disk on fire\" >&2; exit 3'; :")
+    monkeypatch.setattr(upload, "STREAM_PUT", "sh -c 'echo \"disk on fire\" >&2; exit 3'")
     seen: list[int] = []
 
     def hook(moved: int) -> None:
         seen.append(moved)
         if len(seen) == 1:  # wait, after the first chunk, until the host's end has closed: the next send fails
-            for channel in list(conn.client.get_transport()._channels.values()):  # noqa: SLF001
-                channel.status_event.wait(30)
-                while not channel.closed and channel.status_event.is_set():
-                    time.sleep(0.01)
+            channels = list(conn.client.get_transport()._channels.values())  # noqa: SLF001
+            stream = max(channels, key=lambda channel: channel.chanid)  # the newest: the stream's exec channel
+            assert stream.status_event.wait(60)
+            while not stream.closed:
+                time.sleep(0.01)
 
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False, progress=hook)
@@ -744,3 +745,37 @@ def test_a_plain_fabric_connection_transfers_too_and_is_cut_when_stalled(
         assert not plain.is_connected  # its socket was closed under paramiko
     finally:
         plain.close()
+
+
+def test_a_host_that_takes_every_byte_then_fails_says_why(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssmfab.transfer import upload
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    monkeypatch.setattr(upload, "STREAM_PUT", "sh -c 'cat >/dev/null; echo \"quota exceeded\" >&2; exit 1'")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+    assert str(failed.value) == (
+        f"{LABEL}: the host stopped writing {host.path / 'big.bin'} after {BIG} bytes sent (quota exceeded); "
+        "nothing left half-written; check its free space and limits, then retry"
+    )
+    assert temporaries(host.path) == []
+
+
+def test_a_checksum_that_never_comes_is_a_timeout_in_one_line(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(b"f")
+    pid_file = tmp_path / "stuck.pid"
+    monkeypatch.setattr(transfer_session, "SUM_COMMAND", f"sh -c 'echo $$ > {shlex.quote(str(pid_file))}; cat >/dev/null; exec sleep 600'")
+    conn.stall_timeout = 0.5
+    try:
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
+    finally:
+        _end(pid_file)
+    assert str(failed.value) == (
+        f"{LABEL}: the remote SHA-256 check of 1 files gave no answer within 1s; check the host's load and the tunnel, then retry"
+    )
+    assert list(host.path.iterdir()) == []
