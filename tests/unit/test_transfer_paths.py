@@ -359,3 +359,67 @@ def test_a_report_sums_what_arrived() -> None:
     report = TransferReport(items=[FileTransfer("a", "/x/a", 3, "0" * 64, 0o600), FileTransfer("b", "/x/b", 4, "1" * 64, 0o644)])
     assert report.files == 2 and report.bytes == 7 and report.paths == ["/x/a", "/x/b"]
     assert TransferReport().streams == 1 and TransferReport().files == 0 and TransferReport().bytes == 0
+
+
+def test_local_scan_names_each_unsendable_entry_in_one_line(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("f")
+    (tree / "sub" / "back").symlink_to("..")  # a loop through a deeper folder
+    (tree / "dangling").symlink_to("nowhere")
+    os.mkfifo(tree / "fifo")
+    (tree / "sub").chmod(0o705)
+    scanned = scan_local(tree, True, "web-1")
+    assert scanned.errors == [
+        f"web-1: skipping {tree / 'dangling'}: a dangling symlink or unreadable; fix or remove it",
+        f"web-1: skipping {tree / 'fifo'}: not a regular file (socket, FIFO or device)",
+        f"web-1: skipping {tree / 'sub' / 'back'}: a symlink loop; remove the link",
+    ]
+    assert scanned.dirs == [("sub", 0o705)]
+    assert [(f.local, f.rel, f.size, f.mode, f.fileobj) for f in scanned.files] == [(tree / "sub" / "f", "sub/f", 1, 0o644, None)]
+    assert scanned.files[0].source == str(tree / "sub" / "f")
+
+
+def test_local_scan_of_one_file_and_of_what_is_neither_file_nor_folder(tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("12345")
+    (tmp_path / "one.txt").chmod(0o604)
+    single = scan_local(tmp_path / "one.txt", False, "h")
+    assert [(f.local, f.rel, f.size, f.mode) for f in single.files] == [(tmp_path / "one.txt", "", 5, 0o604)]
+    assert single.dirs == [] and single.errors == []
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(TransferError) as failed:
+        scan_local(tmp_path / "pipe", True, "h")
+    assert str(failed.value) == f"h: {tmp_path / 'pipe'} is not a regular file or directory; name a file or folder"
+    bad = tmp_path / "bad\nname"
+    bad.write_text("x")
+    with pytest.raises(TransferError) as refused:
+        scan_local(bad, False, "h")
+    assert str(refused.value) == f"h: refusing local name {show(str(bad))}: it contains a newline; rename it before uploading"
+    assert refused.value.host == "h"
+
+
+def test_local_scan_refuses_a_carriage_return_too(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "cr\rname").write_text("x")
+    with pytest.raises(TransferError, match="contains a newline"):
+        scan_local(tmp_path / "d", True, "h")
+
+
+def test_a_file_object_is_scanned_whole_under_its_base_name(tmp_path: Path) -> None:
+    from ssmfab.transfer.plan import scan_fileobj
+
+    (tmp_path / "data.bin").write_bytes(b"0123456789")
+    with (tmp_path / "data.bin").open("rb") as named:
+        named.seek(4)
+        (item,) = scan_fileobj(named, "h").files
+        assert (item.local, item.rel, item.size, item.mode, item.exact) == (Path("data.bin"), "", 10, None, True)
+        assert item.fileobj is named and named.tell() == 0  # rewound, as Fabric does
+        with item.open() as source:
+            assert source is named
+    with os.fdopen(os.open(tmp_path / "data.bin", os.O_RDONLY), "rb") as by_fd:  # its .name is an int
+        assert scan_fileobj(by_fd, "h").files[0].local == Path("")
+    bad = tmp_path / "bad\nname"
+    bad.write_bytes(b"x")
+    with bad.open("rb") as source, pytest.raises(TransferError) as refused:
+        scan_fileobj(source, "h")
+    assert str(refused.value) == "h: refusing local name 'bad\\nname': it contains a newline; rename it before uploading"
