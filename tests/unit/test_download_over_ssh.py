@@ -142,14 +142,14 @@ def test_a_folder_without_recursive_is_refused(conn: SSMConnection, host: HostFo
     (host.path / "d").mkdir()
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/d", str(tmp_path))
-    assert str(failed.value) == f"{LABEL}: {host.remote}/d is a directory; pass recursive=True to fetch the whole tree"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {host.remote}/d is a directory; pass recursive=True to fetch the whole tree"
 
 
 def test_a_missing_remote_file_is_named_with_the_login_folder(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/nope", str(tmp_path))
     home = host.path.parent
-    assert str(failed.value) == f"{LABEL}: {host.remote}/nope: no such remote file or directory; check the path (relative to {home})"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {host.remote}/nope: no such remote file or directory; check the path (relative to {home})"
 
 
 def test_a_glob_fetches_the_matching_files_into_the_folder(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_two_matches_landing_on_one_name_are_reported(conn: SSMConnection, host:
         (host.path / day / "b.txt").write_text(day)
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/*/b.txt", str(tmp_path))
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: skipping {host.path / 'tue' / 'b.txt'}: another remote file also lands on {tmp_path / 'b.txt'}; fetch it separately"
     )
     assert (tmp_path / "b.txt").read_text() == "mon"
@@ -194,7 +194,7 @@ def test_a_glob_matching_nothing_says_so(conn: SSMConnection, host: HostFolder, 
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/*.log", str(tmp_path))
     home = host.path.parent
-    assert str(failed.value) == f"{LABEL}: no remote file matches {host.remote}/*.log; check the pattern (relative to {home})"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: no remote file matches {host.remote}/*.log; check the pattern (relative to {home})"
 
 
 def test_a_glob_matching_a_folder_needs_recursive(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_a_glob_matching_a_folder_needs_recursive(conn: SSMConnection, host: Hos
     (host.path / "f.log").write_text("f")
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/*.log", str(tmp_path))
-    assert str(failed.value) == f"{LABEL}: skipping directory {host.path / 'd.log'}: pass recursive=True to fetch it"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: skipping directory {host.path / 'd.log'}: pass recursive=True to fetch it"
     assert everything(tmp_path) == ["f.log"]
     transfer.get(conn, f"{host.remote}/*.log", str(tmp_path / "all"), recursive=True)
     assert everything(tmp_path / "all") == ["d.log", "d.log/inside", "f.log"]
@@ -236,7 +236,7 @@ def test_unsafe_names_and_links_leading_out_are_refused_and_the_rest_arrives(
         "fetch that path directly if you need it",
         f"{LABEL}: skipping {top / 'loop'}: a symlink loop back to {real_top}; remove the link",
     ]
-    assert str(failed.value) == f"{errors[0]} (3 more problems; 4 files arrived)"
+    assert failed.value.host == LABEL and str(failed.value) == f"{errors[0]} (3 more problems; 4 files arrived)"
     assert failed.value.report.files == 4  # type: ignore[attr-defined]
 
 
@@ -266,7 +266,7 @@ def test_a_file_that_changed_on_the_host_is_dropped(
     monkeypatch.setattr(transfer_session, "SUM_COMMAND", f"xargs -0 sh -c {shlex.quote(script)} sh")
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/f.bin", str(tmp_path))
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: {host.path / 'f.bin'} did not verify after download (it changed while being copied); retry"
     )
     assert everything(tmp_path) == ["f.bin"] and (tmp_path / "f.bin").read_bytes() == b"mine"
@@ -279,7 +279,7 @@ def test_a_file_the_host_cannot_hash_is_dropped(
     monkeypatch.setattr(transfer_session, "SUM_COMMAND", "cat >/dev/null; echo 'cannot read it' >&2; exit 1")
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/f.bin", str(tmp_path))
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: {host.path / 'f.bin'} did not verify after download (the host could not read it (cannot read it)); retry"
     )
     assert everything(tmp_path) == []
@@ -301,7 +301,7 @@ def test_a_file_on_the_host_we_cannot_read_is_reported_and_the_rest_arrives(
         patch.setattr(transfer_session.paramiko.SFTPClient, "open", refusing)  # as root nothing is unreadable
         with pytest.raises(TransferError) as failed:
             transfer.get(conn, f"{host.remote}/*.txt", str(tmp_path))
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: cannot read {host.path / 'a.txt'} ([Errno 13] Permission denied); check it on the host"
     )
     assert everything(tmp_path) == ["b.txt"]
@@ -312,7 +312,7 @@ def test_a_local_file_in_the_way_of_the_folder_is_refused(conn: SSMConnection, h
     (tmp_path / "taken").write_text("mine")
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/*.log", str(tmp_path / "taken"))
-    assert str(failed.value) == f"{LABEL}: local {tmp_path / 'taken'} exists and is not a folder; choose a folder to fetch into"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: local {tmp_path / 'taken'} exists and is not a folder; choose a folder to fetch into"
     assert (tmp_path / "taken").read_text() == "mine"
 
 
@@ -323,7 +323,7 @@ def test_a_local_folder_where_a_file_goes_is_reported(conn: SSMConnection, host:
     (tmp_path / "t" / "f").mkdir(parents=True)
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/t", str(tmp_path), recursive=True)
-    assert str(failed.value) == f"{LABEL}: skipping {host.path / 't' / 'f'}: local {tmp_path / 't' / 'f'} is a folder; move it away"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: skipping {host.path / 't' / 'f'}: local {tmp_path / 't' / 'f'} is a folder; move it away"
     assert (tmp_path / "t" / "g").read_text() == "g"
 
 
@@ -335,7 +335,7 @@ def test_a_local_file_where_a_folder_goes_is_reported(conn: SSMConnection, host:
     (tmp_path / "t" / "d").write_text("mine")
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, f"{host.remote}/t", str(tmp_path), recursive=True)
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: local {tmp_path / 't' / 'd'} exists and is not a folder; move it away and retry (1 more problem; 1 files arrived)"
     )
     assert (tmp_path / "t" / "d").read_text() == "mine" and (tmp_path / "t" / "g").read_text() == "g"
@@ -378,7 +378,7 @@ def test_an_unusable_sink_is_refused_in_one_line(conn: SSMConnection, host: Host
     (host.path / "f.bin").write_bytes(b"data")
     with pytest.raises(TransferError) as failed:
         transfer.get(conn, remote.format(dir=host.remote), sink)  # type: ignore[arg-type]
-    assert str(failed.value) == f"{LABEL}: " + message.format(dir=host.remote)
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: " + message.format(dir=host.remote)
 
 
 class ActAfter:
@@ -570,7 +570,7 @@ def test_a_stalled_download_is_cut_after_the_stall_timeout_and_leaves_nothing(
             transfer.get(conn, f"{host.remote}/big.bin", str(tmp_path / "dest") + os.sep, compress=False)
     finally:
         _end(pid_file)
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: download of {host.remote}/big.bin stalled: no progress for 0.5s (ssh.stall_timeout); nothing left "
         "half-written; check the host and its tunnel, then retry"
     )

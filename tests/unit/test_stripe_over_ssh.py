@@ -144,5 +144,5 @@ def test_a_local_file_that_shrinks_mid_upload_fails_and_leaves_nothing(conn: SSM
 
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(local), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
-    assert str(failed.value) == f"{LABEL}: local file shrank while uploading {host.path / 'big.bin'}; retry"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: local file shrank while uploading {host.path / 'big.bin'}; retry"
     assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()

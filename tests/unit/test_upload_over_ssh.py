@@ -151,14 +151,14 @@ def test_a_folder_without_recursive_is_refused_before_anything_moves(conn: SSMCo
     (tmp_path / "d").mkdir()
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "d"), host.remote)
-    assert str(failed.value) == f"{LABEL}: {tmp_path / 'd'} is a directory; pass recursive=True to upload the whole tree"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {tmp_path / 'd'} is a directory; pass recursive=True to upload the whole tree"
     assert list(host.path.iterdir()) == []
 
 
 def test_a_missing_local_file_is_named(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "nope"), host.remote)
-    assert str(failed.value) == f"{LABEL}: {tmp_path / 'nope'}: no such local file or directory; check the path"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {tmp_path / 'nope'}: no such local file or directory; check the path"
 
 
 def test_a_file_in_the_way_of_a_folder_is_named(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_a_file_in_the_way_of_a_folder_is_named(conn: SSMConnection, host: HostF
     (tmp_path / "f").write_text("f")
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/plain/sub/f")
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: {host.path / 'plain'} exists on the host and is not a directory; remove it or choose another destination"
     )
     assert (host.path / "plain").read_text() == "x" and temporaries(host.path) == []
@@ -184,7 +184,7 @@ def test_a_folder_where_a_file_of_the_tree_goes_is_reported_and_the_rest_arrives
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(top), host.remote, recursive=True)
     target = host.path / "t" / "a"
-    assert str(failed.value) == f"{LABEL}: {target} is a directory on the host; remove it or choose another destination"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {target} is a directory on the host; remove it or choose another destination"
     assert (target / "inside").read_text() == "kept" and (host.path / "t" / "b").read_text() == "b"
     assert failed.value.report.paths == [str(host.path / "t" / "b")]  # type: ignore[attr-defined]
     assert temporaries(host.path) == []
@@ -211,7 +211,7 @@ def test_a_named_file_object_goes_into_a_folder_under_its_name(conn: SSMConnecti
 def test_a_nameless_file_object_into_a_folder_is_refused(conn: SSMConnection, host: HostFolder) -> None:
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, io.BytesIO(b"x"), host.remote)
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: {host.remote} is a directory and the file-like object has no name; give the remote file's path"
     )
     assert list(host.path.iterdir()) == []
@@ -227,7 +227,7 @@ def test_a_nameless_file_object_into_a_folder_is_refused(conn: SSMConnection, ho
 def test_an_unusable_source_is_refused_in_one_line(conn: SSMConnection, host: HostFolder, given: object, message: str) -> None:
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, given, f"{host.remote}/x")  # type: ignore[arg-type]
-    assert str(failed.value) == f"{LABEL}: {message}"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {message}"
 
 
 def _sum_command_that_changes() -> str:
@@ -245,7 +245,7 @@ def test_a_file_the_host_holds_differently_is_never_renamed_into_place(
     monkeypatch.setattr(transfer_session, "SUM_COMMAND", _sum_command_that_changes())
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/f.bin")
-    assert str(failed.value) == f"{LABEL}: {host.path / 'f.bin'} did not verify after upload (checksums differ); left unchanged, retry"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {host.path / 'f.bin'} did not verify after upload (checksums differ); left unchanged, retry"
     assert (host.path / "f.bin").read_bytes() == b"previous" and temporaries(host.path) == []
     assert failed.value.report.files == 0  # type: ignore[attr-defined]
 
@@ -259,7 +259,7 @@ def test_a_file_the_host_cannot_read_back_is_never_renamed_into_place(
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path), host.remote, recursive=True)
     top = host.path / tmp_path.name
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: {top / 'a'} did not verify after upload (the host could not read it back (gone missing)); "
         "left unchanged, retry (1 more problem; 0 files arrived)"
     )
@@ -274,7 +274,7 @@ def test_a_host_without_a_checksum_tool_is_told_to_install_one(
     monkeypatch.setattr(transfer_session, "SUM_COMMAND", "echo 'neither sha256sum nor shasum found' >&2; exit 127")
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: cannot verify the transfer: neither sha256sum nor shasum is installed on the host; "
         "install coreutils (or perl's shasum)"
     )
@@ -300,7 +300,7 @@ def test_a_read_only_folder_says_files_cannot_be_created_there(conn: SSMConnecti
             transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/ro/f")
         with pytest.raises(TransferError) as no_dir:
             transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/ro/sub/f")
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: cannot create files in {folder} on the host (Failure); check its permissions and free space"
     )
     assert str(no_dir.value) == (
@@ -539,7 +539,7 @@ def test_no_sftp_subsystem_is_one_line(conn: SSMConnection, monkeypatch: pytest.
     monkeypatch.setattr(paramiko.Channel, "invoke_subsystem", refuse)  # what a server without sftp answers
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, io.BytesIO(b"x"), "x")
-    assert str(failed.value) == f"{LABEL}: the SSH server refused an SFTP channel; check its sftp Subsystem"
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: the SSH server refused an SFTP channel; check its sftp Subsystem"
 
 
 def test_a_host_that_quits_mid_stream_is_reported_in_its_own_words(
@@ -589,7 +589,7 @@ def test_a_rename_the_host_refuses_is_explained_and_leaves_nothing(
     monkeypatch.setattr(paramiko.SFTPClient, "posix_rename", refuse)
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
-    assert str(failed.value) == f"{LABEL}: " + reason.format(final=host.path / "f")
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: " + reason.format(final=host.path / "f")
     assert list(host.path.iterdir()) == []
 
 
@@ -756,7 +756,7 @@ def test_a_host_that_takes_every_byte_then_fails_says_why(
     monkeypatch.setattr(upload, "STREAM_PUT", "sh -c 'cat >/dev/null; echo \"quota exceeded\" >&2; exit 1'")
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: the host stopped writing {host.path / 'big.bin'} after {BIG} bytes sent (quota exceeded); "
         "nothing left half-written; check its free space and limits, then retry"
     )
@@ -775,7 +775,7 @@ def test_a_checksum_that_never_comes_is_a_timeout_in_one_line(
             transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
     finally:
         _end(pid_file)
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: the remote SHA-256 check of 1 files gave no answer within 1s; check the host's load and the tunnel, then retry"
     )
     assert list(host.path.iterdir()) == []
