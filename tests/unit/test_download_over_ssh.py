@@ -575,3 +575,31 @@ def test_a_stalled_download_is_cut_after_the_stall_timeout_and_leaves_nothing(
         "half-written; check the host and its tunnel, then retry"
     )
     assert everything(tmp_path / "dest") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "remote"),
+    [
+        ("stat", "t/f.bin"),
+        ("listdir_attr", "t"),  # walking the tree
+        ("normalize", "t"),  # resolving a link in it
+        ("open", "t/f.bin"),
+    ],
+)
+def test_a_connection_that_dies_at_any_step_of_a_download_is_reported_as_lost(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, remote: str
+) -> None:
+    from .transfer_helpers import cut_during
+
+    (host.path / "t").mkdir()
+    (host.path / "t" / "f.bin").write_bytes(os.urandom(SMALL))
+    (host.path / "t" / "link").symlink_to("f.bin")
+    conn.open()
+    cut = cut_during(monkeypatch, conn, method, lambda path: path.startswith(str(host.path / "t")) or path.startswith(f"{host.remote}/t"))
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/{remote}", str(tmp_path / "dest") + os.sep, recursive=True)
+    message = str(failed.value)
+    assert cut and failed.value.host == LABEL and "\n" not in message
+    assert message.startswith(f"{LABEL}: download of {host.remote}/{remote} failed, nothing left half-written"), message
+    assert "(SSH through the SSM tunnel failed: " in message and message.endswith("); check the connection, then retry"), message
+    assert not (tmp_path / "dest").exists() or everything(tmp_path / "dest") == []

@@ -779,3 +779,30 @@ def test_a_checksum_that_never_comes_is_a_timeout_in_one_line(
         f"{LABEL}: the remote SHA-256 check of 1 files gave no answer within 1s; check the host's load and the tunnel, then retry"
     )
     assert list(host.path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "size", "remote"),
+    [
+        ("stat", SMALL, "new/f.bin"),  # looking up the destination folder
+        ("mkdir", SMALL, "new/f.bin"),
+        ("open", SMALL, "f.bin"),  # creating the temporary file
+        ("listdir_attr", BIG, "f.bin"),  # looking for stale temporary files of a big file
+        ("posix_rename", SMALL, "f.bin"),
+    ],
+)
+def test_a_connection_that_dies_at_any_step_of_an_upload_is_reported_as_lost(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, size: int, remote: str
+) -> None:
+    from .transfer_helpers import cut_during
+
+    (tmp_path / "f.bin").write_bytes(os.urandom(size))
+    conn.open()
+    cut = cut_during(monkeypatch, conn, method, lambda path: host.remote in path)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/{remote}", compress=False)
+    message = str(failed.value)
+    assert cut and failed.value.host == LABEL and "\n" not in message
+    assert message.startswith(f"{LABEL}: upload to {host.remote}/{remote} failed, nothing left half-written"), message
+    assert "(SSH through the SSM tunnel failed: " in message and message.endswith("); check the connection, then retry"), message
+    assert not (host.path / remote).exists()

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +67,25 @@ def tmpfs(folder: Path, options: str) -> Iterator[Path]:
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
         folder.rmdir()
+
+
+def cut_during(monkeypatch: pytest.MonkeyPatch, conn: SSMConnection, method: str, when: Callable[[str], bool]) -> list[str]:
+    """Make the connection die while the SFTP client runs ``method`` on a path ``when`` accepts: the tunnel is cut,
+    paramiko's transport ends, then the real call runs (and fails as paramiko fails on a dead connection).
+    Returns the paths it was cut at (the first call only)."""
+    import paramiko
+
+    real = getattr(paramiko.SFTPClient, method)
+    cut: list[str] = []
+
+    def dying(self: paramiko.SFTPClient, path: str, *args: object, **kwargs: object) -> object:
+        if not cut and when(str(path)):
+            cut.append(str(path))
+            tunnel, transport = conn.tunnel, conn.client.get_transport()
+            assert tunnel is not None and transport is not None
+            tunnel.close()
+            transport.join(30)  # the transport's thread ends when it sees the stream gone
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.SFTPClient, method, dying)
+    return cut
