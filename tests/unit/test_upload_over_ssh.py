@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shlex
 import stat
 import threading
@@ -367,6 +368,13 @@ def test_a_connection_lost_mid_upload_is_one_line_naming_what_may_remain(
     left = message.split("temporary file ", 1)[1].split(" may remain", 1)[0]
     assert left.startswith(str(host.path / ".f.bin.ssmfab-")) and left.endswith(".part")
     assert not (host.path / "f.bin").exists()
+    if size >= transfer.STREAM_MIN_BYTES:
+        # Streamed with its size: the host's end sees its input end short of it and drops the file itself (the
+        # client, its connection gone, cannot).
+        deadline = time.monotonic() + 60
+        while (host.path / left.rsplit("/", 1)[1]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert temporaries(host.path) == []
 
 
 def test_compressible_data_is_compressed_on_a_slow_link_or_when_forced(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -806,3 +814,39 @@ def test_a_connection_that_dies_at_any_step_of_an_upload_is_reported_as_lost(
     assert message.startswith(f"{LABEL}: upload to {host.remote}/{remote} failed, nothing left half-written"), message
     assert "(SSH through the SSM tunnel failed: " in message and message.endswith("); check the connection, then retry"), message
     assert not (host.path / remote).exists()
+
+
+def test_a_file_object_takes_the_compression_and_progress_asked_for(conn: SSMConnection, host: HostFolder) -> None:
+    data = b"compressible line\n" * (BIG // 18)
+    moved: list[int] = []
+    report = transfer.put(conn, io.BytesIO(data), f"{host.remote}/obj.txt", compress=True, progress=moved.append)
+    assert (host.path / "obj.txt").read_bytes() == data
+    assert report.wire_bytes < len(data) // 10 and sum(moved) == len(data)
+
+
+def test_the_host_is_told_a_streams_exact_size_and_codec_so_it_can_drop_a_cut_one(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssmfab.hoststreams import STREAM_PUT
+    from ssmfab.transfer import upload
+
+    commands: list[str] = []
+    real = upload.stream_channel
+
+    def recording(session: object, command: str) -> object:
+        commands.append(command)
+        return real(session, command)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upload, "stream_channel", recording)
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+    transfer.put(conn, io.BytesIO(b"z" * BIG), f"{host.remote}/z.bin", compress=True)
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as empty_pipe:  # a pipe: its size is unknown until it ends
+        transfer.put(conn, empty_pipe, f"{host.remote}/pipe.bin", compress=False)
+    temp = r"\S+\.ssmfab-[0-9a-f]{8}\.part"
+    assert re.fullmatch(re.escape(STREAM_PUT) + rf" {temp} raw {BIG}", commands[0]), commands[0]
+    assert re.fullmatch(re.escape(STREAM_PUT) + rf" {temp} gzip {BIG}", commands[1]), commands[1]
+    assert re.fullmatch(re.escape(STREAM_PUT) + rf" {temp} raw", commands[2]), commands[2]
+    assert (host.path / "pipe.bin").read_bytes() == b"" and (host.path / "z.bin").read_bytes() == b"z" * BIG
