@@ -850,3 +850,33 @@ def test_the_host_is_told_a_streams_exact_size_and_codec_so_it_can_drop_a_cut_on
     assert re.fullmatch(re.escape(STREAM_PUT) + rf" {temp} gzip {BIG}", commands[1]), commands[1]
     assert re.fullmatch(re.escape(STREAM_PUT) + rf" {temp} raw", commands[2]), commands[2]
     assert (host.path / "pipe.bin").read_bytes() == b"" and (host.path / "z.bin").read_bytes() == b"z" * BIG
+
+
+def _text(size: int) -> bytes:
+    import random
+
+    words = [b"def", b"return", b"self", b"value", b"import", b"class", b"(x)", b"\n    ", b"if", b"else:", b"for", b"in"]
+    pick = random.Random(21).choice
+    out = bytearray()
+    while len(out) < size:
+        out += pick(words) + b" "
+    return bytes(out[:size])
+
+
+def test_a_link_far_slower_than_the_compressor_gets_the_tighter_level(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    import zlib
+
+    from ssmfab.transfer import compress
+
+    data = _text(BIG)
+    (tmp_path / "src.txt").write_bytes(data)
+
+    def gzip_size(level: int) -> int:
+        packer = zlib.compressobj(level, zlib.DEFLATED, 31)
+        return len(packer.compress(data) + packer.flush())
+
+    assert gzip_size(compress.TIGHT_LEVEL) < gzip_size(compress.LEVEL)
+    conn.open()
+    conn.link_rates["put"] = 1000.0  # far slower than any compressor
+    report = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/src.txt")
+    assert (host.path / "src.txt").read_bytes() == data and report.wire_bytes == gzip_size(compress.TIGHT_LEVEL)
