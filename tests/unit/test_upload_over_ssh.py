@@ -880,3 +880,28 @@ def test_a_link_far_slower_than_the_compressor_gets_the_tighter_level(conn: SSMC
     conn.link_rates["put"] = 1000.0  # far slower than any compressor
     report = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/src.txt")
     assert (host.path / "src.txt").read_bytes() == data and report.wire_bytes == gzip_size(compress.TIGHT_LEVEL)
+
+
+def test_an_interrupted_tree_upload_removes_the_folders_it_made_and_keeps_the_others(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path
+) -> None:
+    top = tmp_path / "site"
+    (top / "a" / "b").mkdir(parents=True)
+    (top / "empty").mkdir()
+    (top / "a" / "b" / "f.bin").write_bytes(os.urandom(SMALL))
+    (host.path / "kept").mkdir()
+    conn.cancel = threading.Event()
+    hook = CutAfter(1, conn.cancel.set)
+    with pytest.raises(Interrupted):
+        transfer.put(conn, str(top), f"{host.remote}/kept/new/deeper/", recursive=True, progress=hook)
+    assert hook.fired.is_set() and sorted(p.name for p in host.path.rglob("*")) == ["kept"]
+
+
+def test_the_parent_folder_is_sent_under_its_own_name(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "proj" / "sub").mkdir(parents=True)
+    (tmp_path / "proj" / "a.txt").write_text("a")
+    monkeypatch.chdir(tmp_path / "proj" / "sub")
+    report = transfer.put(conn, "..", f"{host.remote}/", recursive=True)
+    assert (host.path / "proj" / "a.txt").read_text() == "a" and report.destination == str(host.path / "proj")
