@@ -603,3 +603,50 @@ def test_a_connection_that_dies_at_any_step_of_a_download_is_reported_as_lost(
     assert message.startswith(f"{LABEL}: download of {host.remote}/{remote} failed, nothing left half-written"), message
     assert "(SSH through the SSM tunnel failed: " in message and message.endswith("); check the connection, then retry"), message
     assert not (tmp_path / "dest").exists() or everything(tmp_path / "dest") == []
+
+
+def test_a_file_object_takes_one_file_only_compressed_when_asked(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = b"a compressible line\n" * (BIG // 20)
+    (host.path / "d").mkdir()
+    (host.path / "d" / "log.txt").write_bytes(data)
+    sink = io.BytesIO()
+    report = transfer.get(conn, f"{host.remote}/d/log.txt", sink, compress=True)
+    assert sink.getvalue() == data and report.wire_bytes < len(data) // 10
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/d", io.BytesIO())
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {host.remote}/d is a directory; pass recursive=True to fetch the whole tree"
+    (tmp_path / "ro").write_bytes(b"")
+    with (tmp_path / "ro").open("rb") as read_only, pytest.raises(TransferError) as refused:
+        transfer.get(conn, f"{host.remote}/d/log.txt", read_only)
+    assert str(refused.value) == (
+        f"{LABEL}: {host.remote}/d/log.txt arrived and verified, but writing it into the file-like object failed (write); "
+        "open it for binary writing"
+    )
+
+
+def test_a_lost_connection_in_a_tree_names_the_file_it_was_at(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .transfer_helpers import cut_during
+
+    (host.path / "t").mkdir()
+    (host.path / "t" / "a.bin").write_bytes(b"a")
+    (host.path / "t" / "b.bin").write_bytes(b"b")
+    conn.open()
+    cut_during(monkeypatch, conn, "open", lambda path: path.endswith("/b.bin"))
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/t", str(tmp_path), recursive=True)
+    assert str(failed.value).startswith(
+        f"{LABEL}: download of {host.remote}/t (at {host.path / 't' / 'b.bin'}) failed, nothing left half-written ("
+    ), str(failed.value)
+    assert temporaries(tmp_path) == [] and not (tmp_path / "t" / "a.bin").exists()  # nothing was verified yet
+
+
+def test_a_local_link_to_a_folder_where_a_file_goes_is_replaced_by_the_file(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "f").write_text("remote")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "f").symlink_to(tmp_path / "elsewhere")
+    transfer.get(conn, f"{host.remote}/f", str(tmp_path / "dest") + os.sep)
+    assert not (tmp_path / "dest" / "f").is_symlink() and (tmp_path / "dest" / "f").read_text() == "remote"
+    assert list((tmp_path / "elsewhere").iterdir()) == []
