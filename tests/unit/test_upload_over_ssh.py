@@ -571,9 +571,10 @@ def test_a_host_that_quits_mid_stream_is_reported_in_its_own_words(
 
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False, progress=hook)
-    message = str(failed.value)
-    assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'big.bin'} after "), message
-    assert message.endswith(" bytes sent (disk on fire); nothing left half-written; check its free space and limits, then retry")
+    assert failed.value.host == LABEL and str(failed.value) == (
+        f"{LABEL}: the host stopped writing {host.path / 'big.bin'} after {sum(seen)} bytes sent (disk on fire); "
+        "nothing left half-written; check its free space and limits, then retry"
+    )
     assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()
 
 
