@@ -146,3 +146,11 @@ def test_a_local_file_that_shrinks_mid_upload_fails_and_leaves_nothing(conn: SSM
         transfer.put(conn, str(local), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
     assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: local file shrank while uploading {host.path / 'big.bin'}; retry"
     assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()
+
+
+def test_a_large_file_object_goes_over_one_session(conn: SSMConnection, host: HostFolder) -> None:
+    import io
+
+    data = os.urandom(SIZE)
+    report = transfer.put(conn, io.BytesIO(data), f"{host.remote}/obj.bin", streams=3, compress=False)
+    assert (host.path / "obj.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
