@@ -154,3 +154,20 @@ def test_a_large_file_object_goes_over_one_session(conn: SSMConnection, host: Ho
     data = os.urandom(SIZE)
     report = transfer.put(conn, io.BytesIO(data), f"{host.remote}/obj.bin", streams=3, compress=False)
     assert (host.path / "obj.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
+
+
+def test_striping_multiplies_the_link_rate_the_compression_choice_weighs(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    from ssmfab.transfer import compress
+
+    from .test_upload_over_ssh import _text
+
+    data = _text(SIZE)
+    (tmp_path / "src.txt").write_bytes(data)
+    rate, streams = 100e6, 8
+    ratio, speed = compress.judge(data[: compress.SAMPLE_BYTES])
+    if not rate / streams < compress.WORTH_SPEED * speed < rate * streams:
+        pytest.skip(f"this machine compresses at {speed / 1e6:.0f} MB/s: outside the range this test can tell apart")
+    conn.open()
+    conn.link_rates["put"] = rate  # one session is slower than the compressor, eight together are not
+    report = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/src.txt", streams=streams)
+    assert (host.path / "src.txt").read_bytes() == data and report.streams == streams and report.wire_bytes == SIZE
