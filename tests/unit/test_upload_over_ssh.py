@@ -364,7 +364,8 @@ def test_a_connection_lost_mid_upload_is_one_line_naming_what_may_remain(
         transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/f.bin", progress=hook, compress=False)
     message = str(failed.value)
     assert message.startswith(f"{LABEL}: upload to {host.remote}/f.bin failed, nothing left half-written; temporary file "), message
-    assert "check the connection, then retry" in message and "\n" not in message
+    assert "(SSH through the SSM tunnel failed: " in message and message.endswith("; check the connection, then retry")
+    assert "\n" not in message
     left = message.split("temporary file ", 1)[1].split(" may remain", 1)[0]
     assert left.startswith(str(host.path / ".f.bin.ssmfab-")) and left.endswith(".part")
     assert not (host.path / "f.bin").exists()
