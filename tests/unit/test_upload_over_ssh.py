@@ -907,3 +907,26 @@ def test_the_parent_folder_is_sent_under_its_own_name(
     monkeypatch.chdir(tmp_path / "proj" / "sub")
     report = transfer.put(conn, "..", f"{host.remote}/", recursive=True)
     assert (host.path / "proj" / "a.txt").read_text() == "a" and report.destination == str(host.path / "proj")
+
+
+def test_a_write_the_host_refuses_once_is_sent_again_as_a_stream_and_verified(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import paramiko
+
+    data = os.urandom(SMALL)
+    (tmp_path / "f.bin").write_bytes(data)
+    real_write = paramiko.SFTPFile.write
+    refused: list[int] = []
+
+    def refuse_once(self: paramiko.SFTPFile, chunk: bytes) -> None:
+        if not refused:
+            refused.append(len(chunk))
+            raise OSError("Failure")  # what SFTP says for a quota reached (freed again before the retry)
+        real_write(self, chunk)
+
+    monkeypatch.setattr(paramiko.SFTPFile, "write", refuse_once)
+    report = transfer.put(conn, str(tmp_path / "f.bin"), f"{host.remote}/f.bin")
+    assert refused and (host.path / "f.bin").read_bytes() == data
+    assert report.items[0].sha256 == hashlib.sha256(data).hexdigest() and report.bytes == SMALL
+    assert temporaries(host.path) == []
