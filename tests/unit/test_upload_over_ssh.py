@@ -304,7 +304,7 @@ def test_a_read_only_folder_says_files_cannot_be_created_there(conn: SSMConnecti
     assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: cannot create files in {folder} on the host (Failure); check its permissions and free space"
     )
-    assert str(no_dir.value) == (
+    assert failed.value.host == LABEL and no_dir.value.host == LABEL and str(no_dir.value) == (
         f"{LABEL}: cannot create directory {folder / 'sub'} on the host (Failure); check the permissions of its parent"
     )
 
@@ -551,14 +551,22 @@ def test_no_sftp_subsystem_is_one_line(conn: SSMConnection, monkeypatch: pytest.
     assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: the SSH server refused an SFTP channel; check its sftp Subsystem"
 
 
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ('echo "disk on fire" >&2; exit 3', "disk on fire"),
+        ("exit 3", "exit status 3"),  # it said nothing: its exit status is all there is
+        ('printf "%05000d \\377 end" 0 >&2; exit 3', "0" * 5000 + " \ufffd end"),  # long, and not UTF-8
+    ],
+)
 def test_a_host_that_quits_mid_stream_is_reported_in_its_own_words(
-    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, reason: str
 ) -> None:
     from ssmfab.transfer import upload
 
     (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
     # The host's copy program quits at once (a disk that fills, a size limit), while the client is still sending.
-    monkeypatch.setattr(upload, "STREAM_PUT", "sh -c 'echo \"disk on fire\" >&2; exit 3'")
+    monkeypatch.setattr(upload, "STREAM_PUT", f"sh -c {shlex.quote(script)}")
     seen: list[int] = []
 
     def hook(moved: int) -> None:
@@ -573,7 +581,7 @@ def test_a_host_that_quits_mid_stream_is_reported_in_its_own_words(
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False, progress=hook)
     assert failed.value.host == LABEL and str(failed.value) == (
-        f"{LABEL}: the host stopped writing {host.path / 'big.bin'} after {sum(seen)} bytes sent (disk on fire); "
+        f"{LABEL}: the host stopped writing {host.path / 'big.bin'} after {sum(seen)} bytes sent ({reason}); "
         "nothing left half-written; check its free space and limits, then retry"
     )
     assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()
@@ -821,6 +829,8 @@ def test_a_connection_that_dies_at_any_step_of_an_upload_is_reported_as_lost(
 def test_a_file_object_takes_the_compression_and_progress_asked_for(conn: SSMConnection, host: HostFolder) -> None:
     data = b"compressible line\n" * (BIG // 18)
     moved: list[int] = []
+    conn.open()
+    conn.link_rates["put"] = 1e15  # a link faster than any compressor: only compress=True compresses
     report = transfer.put(conn, io.BytesIO(data), f"{host.remote}/obj.txt", compress=True, progress=moved.append)
     assert (host.path / "obj.txt").read_bytes() == data
     assert report.wire_bytes < len(data) // 10 and sum(moved) == len(data)
