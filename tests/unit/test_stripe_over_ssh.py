@@ -152,6 +152,8 @@ def test_a_large_file_object_goes_over_one_session(conn: SSMConnection, host: Ho
     import io
 
     data = os.urandom(SIZE)
+    conn.open()
+    conn.link_rates["put"] = stripe.SLOW_LINK / 2  # slow: a file on disk would be striped
     report = transfer.put(conn, io.BytesIO(data), f"{host.remote}/obj.bin", streams=3, compress=False)
     assert (host.path / "obj.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
 
