@@ -400,7 +400,7 @@ class SSMConnection(Connection):  # type: ignore[misc]
                     "ssh.connect_timeout (SSMFAB_CONNECT_TIMEOUT)",
                     host,
                 )
-            return SSHError(f"{host}: SSH through the SSM tunnel failed: {exc or type(exc).__name__}", host)
+            return SSHError(f"{host}: SSH through the SSM tunnel failed: {str(exc) or type(exc).__name__}", host)
         return None
 
     def _close_transport_and_tunnel(self) -> None:

@@ -88,7 +88,9 @@ def failure(
         if note and isinstance(exc, TransferError):
             return TransferError(f"{exc}{note}", host)
         return exc
-    lost = session is None or not session.alive()
+    # paramiko's EOFError is the channel or connection ending; the transport may say it is active for a moment
+    # after (it closes its channels before it marks itself inactive).
+    lost = session is None or not session.alive() or isinstance(exc, EOFError)
     explain: Callable[[BaseException], Any] | None = getattr(conn, "explain", None) if lost else None
     explained = explain(exc) if explain is not None else None
     reason = one_line(str(explained) if explained is not None else f"{type(exc).__name__}: {exc}")

@@ -25,6 +25,8 @@ class Upload:
     mode: int | None  # None: a file-like object, which has no mode to keep
     #: The open binary file-like object to read instead of ``local`` (read from its start, like Fabric).
     fileobj: Any = None
+    #: False when ``size`` is only a guess (a file-like object that cannot seek: its end is where it ends).
+    exact: bool = True
 
     @property
     def source(self) -> str:
@@ -58,11 +60,11 @@ def scan_fileobj(fileobj: Any, host: str) -> LocalTree:
     if label:
         _refuse_newline(host, Path(label), label)
     try:
-        size = fileobj.seek(0, os.SEEK_END)
+        size, exact = fileobj.seek(0, os.SEEK_END), True
         fileobj.seek(0)
     except (OSError, AttributeError, ValueError):
-        size = STREAM_MIN_BYTES  # unknown: the streamed path takes any size
-    return LocalTree(files=[Upload(Path(label), "", size, None, fileobj)])
+        size, exact = STREAM_MIN_BYTES, False  # unknown: the streamed path takes any size
+    return LocalTree(files=[Upload(Path(label), "", size, None, fileobj, exact)])
 
 
 def _refuse_newline(host: str, path: Path, name: str) -> None:
@@ -291,8 +293,12 @@ def _resolve(session: Session, path: str, report: TransferReport) -> str | None:
         return str(session.sftp.normalize(path))
     except OSError as exc:
         session.check(exc)
-        report.errors.append(f"{session.host}: skipping {show(path)}: a dangling symlink; fix or remove it on the host")
+        report.errors.append(_dangling(session.host, path))
         return None
+
+
+def _dangling(host: str, path: str) -> str:
+    return f"{host}: skipping {show(path)}: a dangling symlink; fix or remove it on the host"
 
 
 def _follow_link(session: Session, path: str, root_real: str, report: TransferReport) -> tuple[str, Any] | None:
@@ -305,7 +311,10 @@ def _follow_link(session: Session, path: str, root_real: str, report: TransferRe
         report.errors.append(_outside(session.host, path, real, root_real))
         return None
     attrs = session.attrs(path)
-    return None if attrs is None else (real, attrs)
+    if attrs is None:  # OpenSSH resolves a link to a missing file without complaint: only stat finds it dangling
+        report.errors.append(_dangling(session.host, path))
+        return None
+    return real, attrs
 
 
 def _outside(host: str, path: str, real: str, root: str) -> str:

@@ -196,6 +196,9 @@ class Session:
             with suppress(Exception):
                 channel.sendall(payload)
                 channel.shutdown_write()
+            # Apart: a command that quits without reading its input (no checksum tool) closes the channel, and
+            # what it said on the way out is the reason to report.
+            with suppress(Exception):
                 while len(errors) < 64 * 1024 and (data := channel.recv_stderr(65536)):
                     errors.extend(data)
 
@@ -240,9 +243,20 @@ class Session:
             try:
                 self.sftp.remove(path)
             except Exception as exc:  # noqa: BLE001 - cleanup after a failure must not hide that failure
-                if not (isinstance(exc, FileNotFoundError) and self.alive()):
+                if not (self.alive() and (isinstance(exc, FileNotFoundError) or self._absent(path))):
                     left.append(path)
         return left
+
+    def _absent(self, path: str) -> bool:
+        """Whether ``path`` is surely not there (a temporary file whose creation was refused: a read-only
+        file system refuses its removal too, with an error that does not say it is missing)."""
+        try:
+            self.sftp.lstat(path)
+        except FileNotFoundError:
+            return True
+        except Exception:  # noqa: BLE001 - unknown: it may remain
+            return False
+        return False
 
     def rmdirs(self, paths: list[str]) -> None:
         """Remove directories this transfer created, deepest first, if they are still empty."""

@@ -303,7 +303,7 @@ def _send(
             # if the write goes through now, it is verified like any other).
             source.seek(0)
             digest = hashlib.sha256()
-            sent, session.streamed[temp] = _stream_up(session, source, item.size, temp, final, digest, watch)
+            sent, session.streamed[temp] = _stream_up(session, source, item.size if item.exact else None, temp, final, digest, watch)
         elif item.size >= STREAM_MIN_BYTES and (streams := _streams(session, item)) > 1:
             _, level = _compression(session, source, streams)
             sent, whole, session.streamed[temp], session.wire[temp] = striped_up(
@@ -313,7 +313,7 @@ def _send(
             session.most_streams = max(session.most_streams, streams)
         elif item.size >= STREAM_MIN_BYTES:
             # _put compares it like a read-back checksum ("" when the host gave none).
-            sent, session.streamed[temp] = _stream_up(session, source, item.size, temp, final, digest, watch)
+            sent, session.streamed[temp] = _stream_up(session, source, item.size if item.exact else None, temp, final, digest, watch)
     mode = item.mode if keep_mode and item.mode is not None else default_mode
     sftp.chmod(temp, mode)
     return digest.hexdigest(), sent, mode
@@ -364,13 +364,15 @@ def _remove_stale(session: Session, temp: str, name: str, now: float) -> None:
 
 
 def _stream_up(
-    session: Session, source: Any, size: int, temp: str, final: str, digest: Any, watch: StallWatch
+    session: Session, source: Any, size: int | None, temp: str, final: str, digest: Any, watch: StallWatch
 ) -> tuple[int, str]:
-    """Send ``source`` (``size`` bytes, from its start) into the (already created, private) remote ``temp`` over an
-    exec channel; (bytes sent, the SHA-256 the host computed of what it wrote)."""
+    """Send ``source`` (``size`` bytes from its start, or up to its end when the size is unknown) into the (already
+    created, private) remote ``temp`` over an exec channel; (bytes sent, the SHA-256 the host computed of what it
+    wrote)."""
     reader, level = _compression(session, source)
-    # The size lets the host tell a cut stream from a finished one (both end its input) and drop the file itself.
-    command = f"{STREAM_PUT} {shlex.quote(temp)} {'gzip' if level else 'raw'} {size}"
+    # The size lets the host tell a cut stream from a finished one (both end its input) and drop the file itself;
+    # a stream of unknown size (a pipe) is checked by its SHA-256 alone.
+    command = f"{STREAM_PUT} {shlex.quote(temp)} {'gzip' if level else 'raw'}" + (f" {size}" if size is not None else "")
     channel = stream_channel(session, command)
     sent = 0
     packer = Gzipping(lambda data: send_stream(channel, data), level) if level else None

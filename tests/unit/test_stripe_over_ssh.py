@@ -1,0 +1,175 @@
+"""Striped uploads over real SSH connections: one large file in pieces over several sessions at once (here
+sibling connections to the loopback sshd, each with its own tunnel), reassembled in place on the host, verified
+whole, renamed only then; a sibling that cannot open is let go and its pieces go to the others."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from ssmfab import transfer
+from ssmfab.connection import SSMConnection
+from ssmfab.exceptions import TransferError
+from ssmfab.interrupt import Interrupted
+from ssmfab.transfer import stripe
+
+from .sshconn import LoopbackTunnels
+from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
+
+LABEL = "i-0123456789abcdef0"
+SIZE = stripe.STRIPE_MIN_BYTES + stripe.PIECE_BYTES // 2 + 7  # 9 pieces, the last one short
+
+
+def opened(connection: SSMConnection) -> int:
+    tunnels = connection.tunnels
+    assert isinstance(tunnels, LoopbackTunnels)
+    return len(tunnels.opened)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_large_file_goes_over_several_sessions_and_arrives_whole(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, compress: bool
+) -> None:
+    data = os.urandom(SIZE // 2) + b"z" * (SIZE - SIZE // 2)  # half of it shrinks
+    (tmp_path / "big.bin").write_bytes(data)
+    (tmp_path / "big.bin").chmod(0o640)
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=compress)
+    arrived = host.path / "big.bin"
+    assert arrived.read_bytes() == data and stat.S_IMODE(arrived.stat().st_mode) == 0o640
+    assert report.streams == 3 and opened(conn) == 3 and temporaries(host.path) == []
+    assert report.items[0].sha256 == hashlib.sha256(data).hexdigest() and report.bytes == SIZE
+    assert (report.wire_bytes < SIZE * 3 // 4) if compress else (report.wire_bytes == SIZE)
+
+
+def test_more_sessions_than_pieces_are_not_opened(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = os.urandom(stripe.STRIPE_MIN_BYTES)  # 8 pieces
+    (tmp_path / "big.bin").write_bytes(data)
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=20, compress=False)
+    assert (host.path / "big.bin").read_bytes() == data and report.streams == 8 and opened(conn) == 8
+
+
+def test_a_file_under_the_striping_size_uses_one_session(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = os.urandom(stripe.STRIPE_MIN_BYTES - 1)
+    (tmp_path / "big.bin").write_bytes(data)
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=4, compress=False)
+    assert (host.path / "big.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
+
+
+def test_a_fast_link_is_not_striped_unasked(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = os.urandom(SIZE)
+    (tmp_path / "big.bin").write_bytes(data)
+    conn.open()
+    conn.link_rates["put"] = stripe.SLOW_LINK * 10
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+    assert report.streams == 1 and opened(conn) == 1
+
+
+def test_a_slow_link_is_striped_over_the_default_sessions(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = os.urandom(SIZE)
+    (tmp_path / "big.bin").write_bytes(data)
+    conn.open()
+    conn.link_rates["put"] = stripe.SLOW_LINK / 2
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+    assert (host.path / "big.bin").read_bytes() == data
+    assert report.streams == stripe.DEFAULT_STREAMS and opened(conn) == stripe.DEFAULT_STREAMS
+
+
+def test_siblings_that_cannot_open_leave_their_pieces_to_the_others(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(SIZE)
+    (tmp_path / "big.bin").write_bytes(data)
+    notices: list[str] = []
+    conn.notify = notices.append
+    real_sibling = SSMConnection.sibling
+
+    def failing_sibling(self: SSMConnection) -> SSMConnection:
+        other = real_sibling(self)
+
+        def refuse() -> None:
+            raise TransferError(f"{LABEL}: session quota reached", LABEL)
+
+        other.open = refuse  # type: ignore[method-assign]
+        return other
+
+    monkeypatch.setattr(SSMConnection, "sibling", failing_sibling)
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=False)
+    assert (host.path / "big.bin").read_bytes() == data and temporaries(host.path) == []
+    assert report.files == 1
+    assert [n for n in notices if "striping" in n] == [f"{LABEL}: one of 3 striping sessions dropped out, the others go on ({LABEL}: session quota reached)"] * 2
+
+
+def test_an_interrupted_striped_upload_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    (host.path / "big.bin").write_bytes(b"previous")
+    conn.cancel = threading.Event()
+    fired = threading.Event()
+
+    def hook(moved: int) -> None:
+        fired.set()
+        conn.cancel.set()  # type: ignore[union-attr]
+
+    with pytest.raises(Interrupted):
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=False, progress=hook)
+    assert fired.is_set() and temporaries(host.path) == [] and (host.path / "big.bin").read_bytes() == b"previous"
+
+
+def test_a_full_disk_under_a_striped_upload_says_so_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    with tmpfs(host.path / "full", "size=4m") as folder:
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/full/big.bin", streams=3, compress=False)
+        assert list(folder.iterdir()) == []
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'full' / 'big.bin'} in the part from byte ")
+    assert "No space left on device" in message and message.endswith(
+        "; nothing left half-written; check its free space and limits, then retry"
+    ), message
+
+
+def test_a_local_file_that_shrinks_mid_upload_fails_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(SIZE))
+    shrunk = threading.Event()
+
+    def hook(moved: int) -> None:
+        if not shrunk.is_set():
+            shrunk.set()
+            os.truncate(local, stripe.PIECE_BYTES)  # another program rewrites the file while it is sent
+
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(local), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: local file shrank while uploading {host.path / 'big.bin'}; retry"
+    assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()
+
+
+def test_a_large_file_object_goes_over_one_session(conn: SSMConnection, host: HostFolder) -> None:
+    import io
+
+    data = os.urandom(SIZE)
+    conn.open()
+    conn.link_rates["put"] = stripe.SLOW_LINK / 2  # slow: a file on disk would be striped
+    report = transfer.put(conn, io.BytesIO(data), f"{host.remote}/obj.bin", streams=3, compress=False)
+    assert (host.path / "obj.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
+
+
+def test_striping_multiplies_the_link_rate_the_compression_choice_weighs(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    from ssmfab.transfer import compress
+
+    from .test_upload_over_ssh import _text
+
+    data = _text(SIZE)
+    (tmp_path / "src.txt").write_bytes(data)
+    rate, streams = 100e6, 8
+    ratio, speed = compress.judge(data[: compress.SAMPLE_BYTES])
+    if not rate / streams < compress.WORTH_SPEED * speed < rate * streams:
+        pytest.skip(f"this machine compresses at {speed / 1e6:.0f} MB/s: outside the range this test can tell apart")
+    conn.open()
+    conn.link_rates["put"] = rate  # one session is slower than the compressor, eight together are not
+    report = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/src.txt", streams=streams)
+    assert (host.path / "src.txt").read_bytes() == data and report.streams == streams and report.wire_bytes == SIZE
