@@ -310,3 +310,36 @@ def test_an_unmanaged_instance_shows_no_agent_and_platform_names_keep_their_case
     assert (skipped.target.ping_status, skipped.target.agent_version, skipped.target.state) == ("", "", "running")
     [target] = selection.targets
     assert (target.id, target.platform) == (mac, "MacOS")  # AWS's own spelling, not "Macos"
+
+
+def ec2_filters_sent(log: CallLog) -> list[dict[str, list[str]]]:
+    """The filters of every DescribeInstances call, as {name: values}."""
+    return [
+        {f["Name"]: list(f["Values"]) for f in params.get("Filters", [])}
+        for called, params in log.calls
+        if called == "DescribeInstances"
+    ]
+
+
+def test_named_instances_are_the_only_ones_ec2_is_asked_for(fleet: Fleet) -> None:
+    # The result alone cannot show this (the ids are checked again on what EC2 returns): without the filter
+    # ssmfab would page through every instance of the account to find the two the user named.
+    first, _, third = fleet.launch(3, Role="web")
+    hybrid = "mi-0000000000000abcd"
+    fleet.register([{"InstanceId": hybrid, "PingStatus": "Online", "ResourceType": "ManagedInstance"}])
+    log = CallLog(fleet)
+    selection = fleet.resolve(ids=[first, third, hybrid])
+    assert sorted(t.id for t in selection.targets) == sorted([first, third, hybrid])
+    [filters] = ec2_filters_sent(log)
+    assert filters["instance-id"] == [first, third]  # the hybrid id is SSM's, never EC2's
+
+
+def test_ec2_is_paged_within_what_aws_accepts(fleet: Fleet) -> None:
+    # DescribeInstances takes MaxResults from 5 to 1000 (out of range, AWS refuses the call); more instances
+    # than one page holds must still all come back.
+    ids = fleet.launch(130, Role="many")
+    log = CallLog(fleet)
+    selection = fleet.resolve(tags=["Role=many"])
+    assert sorted(t.id for t in selection.targets) == sorted(ids)
+    sizes = [params.get("MaxResults") for called, params in log.calls if called == "DescribeInstances"]
+    assert len(sizes) >= 2 and all(isinstance(size, int) and 5 <= size <= 1000 for size in sizes), sizes
