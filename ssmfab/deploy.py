@@ -63,9 +63,6 @@ class DeployReport:
     pruned: list[str] = field(default_factory=list)
     exited: int = 0
 
-    def summary(self) -> str:
-        return f"release {self.release} live (was {self.previous or 'none'}), {self.files} files, {self.bytes} bytes"
-
 
 def check_artifact(settings: DeploySettings) -> Path:
     """The artifact as a local path, or a one-line error before any host is touched."""

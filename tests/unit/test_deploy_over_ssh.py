@@ -1,0 +1,619 @@
+"""Deploy and rollback run in this process over a real SSH connection: one OpenSSH sshd on loopback, reached
+directly (deploy never sees SSM; it gets a Fabric connection and uploads through ssmfab.transfer). What an
+operator sees is checked on the host's own files (the sshd's login folder is a local folder here): the release
+layout, the ``current`` symlink, verdicts, what the hooks were given, what was pruned, the messages and errors.
+Ctrl-C is driven by events: a hook or health check that blocks on a FIFO, a file it creates, a callback."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import stat
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from fabric import Connection
+
+from ssmfab.config import DeploySettings
+from ssmfab.connection import default_config
+from ssmfab.deploy import Deployer, Interrupted, artifact_bytes, check_artifact, release_name
+from ssmfab.exceptions import CommandError, ConfigError, DeployError
+from ssmfab.sandbox.sshd import SSHServer
+
+LABEL = "web-1 (i-0123456789abcdef0)"
+R1, R2, R3, R4, R5 = (f"2026010{n}T000000.000Z-00000{n}" for n in range(1, 6))
+#: An after-switch hook that writes down which release it ran for (base/served, one line per run).
+RECORD_HOOK = 'basename "$RELEASE_DIR" >> "$BASE_DIR/served"'
+#: A health check that fails while base/BROKEN exists.
+HEALTH = "./bin/health"
+
+
+class LabelledConnection(Connection):  # type: ignore[misc]
+    label = LABEL  # a plain attribute, as SSMConnection's label names the instance in every message
+
+
+def connect(server: tuple[SSHServer, Path], kind: type[Connection] = LabelledConnection) -> Connection:
+    sshd, key = server
+    return kind(
+        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
+        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def conn(server: tuple[SSHServer, Path]) -> Iterator[Connection]:
+    connection = connect(server)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    root = tmp_path / "build"
+    (root / "bin").mkdir(parents=True)
+    (root / "VERSION").write_text("1.2.3\n")
+    script = root / "bin" / "health"
+    script.write_text("#!/bin/sh\necho checking\ntest -e VERSION && test ! -e ../../BROKEN\n")
+    script.chmod(0o755)
+    return root
+
+
+class Host:
+    """The host's side of one base_dir, read from its files (the sshd's login folder is local here)."""
+
+    def __init__(self, home: Path, base: str) -> None:
+        self.home = home
+        self.base = base
+        self.root = home / base
+
+    def current(self) -> str | None:
+        link = self.root / "current"
+        return os.readlink(link) if link.is_symlink() else None
+
+    def releases(self) -> list[str]:
+        folder = self.root / "releases"
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def verdict(self, release: str) -> str:
+        record = self.root / "releases" / release / ".ssmfab-release"
+        return record.read_text() if record.exists() else "none"
+
+    def served(self) -> list[str]:
+        record = self.root / "served"
+        return record.read_text().split() if record.exists() else []
+
+    def breaks(self, broken: bool = True) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if broken:
+            (self.root / "BROKEN").touch()
+        else:
+            (self.root / "BROKEN").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def host(server: tuple[SSHServer, Path], request: pytest.FixtureRequest) -> Host:
+    # One sshd serves every test: each test deploys to a base_dir of its own (relative: in the login folder).
+    return Host(server[0].home, "app-" + re.sub(r"\W", "-", request.node.name))
+
+
+def settings_for(artifact: Path, base: str, **changes: object) -> DeploySettings:
+    defaults = DeploySettings(artifact=str(artifact), base_dir=base, health_check=HEALTH, health_delay=0.01)
+    return dataclasses.replace(defaults, **changes)  # type: ignore[arg-type]
+
+
+# -- a deploy that goes well ----------------------------------------------------------------------------------
+
+
+def test_a_deploy_lays_out_its_release_and_points_current_at_it(conn: Connection, host: Host, artifact: Path) -> None:
+    messages: list[str] = []
+    moved: list[int] = []
+    seen_by_hook = "env > ../../before-env; pwd -P > ../../before-pwd"
+    settings = settings_for(artifact, host.base, before_switch=(seen_by_hook,), after_switch=(RECORD_HOOK,))
+    deployer = Deployer(settings, artifact, release=R1, notify=messages.append, on_bytes=moved.append)
+    report = deployer.deploy(conn)
+
+    size = artifact_bytes(artifact)
+    assert (report.release, report.previous, report.files, report.bytes) == (R1, None, 2, size)
+    assert (report.wire_bytes, report.streams, report.health_attempts, report.pruned) == (size, 1, 1, [])
+    assert sum(moved) == size  # the progress line is told every byte of the upload
+    release = host.root / "releases" / R1
+    assert sorted(p.name for p in release.iterdir()) == [".ssmfab-release", "VERSION", "bin"]
+    assert (release / "VERSION").read_text() == "1.2.3\n"
+    assert os.stat(release / "bin" / "health").st_mode & 0o777 == 0o755  # modes kept
+    assert host.verdict(R1) == "good\n"
+    assert host.current() == f"releases/{R1}"  # relative: the base folder can move
+    # The switch renamed a new symlink over the old name: no staging link is left beside it.
+    assert sorted(p.name for p in host.root.iterdir()) == ["before-env", "before-pwd", "current", "releases", "served"]
+    # Hooks run in the release folder and get both folders as absolute paths.
+    env = dict(line.split("=", 1) for line in (host.root / "before-env").read_text().splitlines() if "=" in line)
+    assert (env["RELEASE_DIR"], env["BASE_DIR"]) == (str(release), str(host.root))
+    assert (host.root / "before-pwd").read_text().strip() == str(release)
+    assert host.served() == [R1]
+    assert messages == [
+        f"{LABEL}: uploaded 2 files ({size} bytes) to {host.base}/releases/{R1}, verified",
+        f"{LABEL}: {host.base}/current -> releases/{R1} (was none)",
+        f"{LABEL}: health check passed on attempt 1/3: checking",
+    ]
+
+    messages.clear()
+    second = Deployer(settings, artifact, release=R2, notify=messages.append).deploy(conn)
+    assert (second.release, second.previous) == (R2, R1)
+    assert host.current() == f"releases/{R2}"
+    assert f"{LABEL}: {host.base}/current -> releases/{R2} (was {R1})" in messages
+    assert host.releases() == [R1, R2]
+
+
+def test_an_archive_is_unpacked_into_the_release_and_not_kept(conn: Connection, host: Host, artifact: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "app.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(artifact.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(artifact)), recursive=False)
+    report = Deployer(settings_for(archive, host.base), archive, release=R1).deploy(conn)
+    assert (report.files, report.bytes) == (1, archive.stat().st_size)
+    release = host.root / "releases" / R1
+    assert sorted(p.name for p in release.iterdir()) == [".ssmfab-release", "VERSION", "bin"]
+    assert host.current() == f"releases/{R1}" and host.verdict(R1) == "good\n"
+
+
+def test_a_single_file_is_the_release_as_it_is(conn: Connection, host: Host, tmp_path: Path) -> None:
+    jar = tmp_path / "app.tar"  # not .tar.gz: shipped as it is
+    jar.write_bytes(b"not unpacked")
+    report = Deployer(settings_for(jar, host.base, health_check="test -s app.tar"), jar, release=R1).deploy(conn)
+    assert (report.files, report.bytes) == (1, 12)
+    assert (host.root / "releases" / R1 / "app.tar").read_bytes() == b"not unpacked"
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["deploy $(touch PWNED); `touch PWNED` x", "it's \"quoted\" & spaced", "trailing/"],
+    ids=["substitution", "quotes", "trailing-slash"],
+)
+def test_hooks_get_hostile_base_dirs_as_themselves(server: tuple[SSHServer, Path], artifact: Path, base: str, tmp_path: Path) -> None:
+    home = server[0].home
+    record = tmp_path / "seen"
+    hook = f'printf "%s\\n%s\\n" "$BASE_DIR" "$RELEASE_DIR" > {record}'
+    settings = settings_for(artifact, base, before_switch=(hook,), after_switch=(hook,), health_check=f"test -s {record}")
+    with connect(server) as conn:
+        Deployer(settings, artifact, release=R1).deploy(conn)
+    root = home / base.rstrip("/")
+    assert record.read_text().splitlines() == [str(root), str(root / "releases" / R1)]
+    assert os.readlink(root / "current") == f"releases/{R1}"
+    assert not list(home.glob("PWNED*")) and not list(home.glob("*/PWNED*"))
+    assert sorted(p.name for p in root.iterdir()) == ["current", "releases"]  # no stray `current/` or `//`
+
+
+def test_a_connection_without_a_label_is_named_by_its_host(server: tuple[SSHServer, Path], artifact: Path, host: Host) -> None:
+    messages: list[str] = []
+    with connect(server, Connection) as conn:
+        Deployer(settings_for(artifact, host.base, health_check=""), artifact, release=R1, notify=messages.append).deploy(conn)
+    assert messages[1] == f"127.0.0.1: {host.base}/current -> releases/{R1} (was none)"
+    assert len(messages) == 2  # no health check configured: none run, none reported
+
+
+# -- failures after the switch: switched back ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", ["after_switch", "health_check"])
+def test_a_failed_release_is_switched_back_and_the_previous_after_switch_hooks_rerun(
+    conn: Connection, host: Host, artifact: Path, failing: str
+) -> None:
+    breaks = f'test "$(basename "$(pwd -P)")" != {R2}'  # fails in the second release only
+    hooks = (RECORD_HOOK, f"{breaks} || {{ echo 'hook broke' >&2; exit 7; }}") if failing == "after_switch" else (RECORD_HOOK,)
+    health = f"{breaks} && {HEALTH} || {{ echo 'still down' >&2; exit 3; }}" if failing == "health_check" else HEALTH
+    settings = settings_for(artifact, host.base, after_switch=hooks, health_check=health, health_retries=2)
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    messages: list[str] = []
+    with pytest.raises(DeployError) as failed:
+        Deployer(settings, artifact, release=R2, notify=messages.append).deploy(conn)
+    error = str(failed.value)
+    assert failed.value.host == LABEL
+    assert error.endswith(f"; switched back to {R1} and re-ran its after-switch hooks"), error
+    if failing == "health_check":
+        assert error.startswith(f"{LABEL}: release {R2}: health check `{health}` failed 2x;"), error
+        assert [m for m in messages if "health check" in m] == [
+            f"{LABEL}: health check failed (exit 3) on attempt 1/2: still down",
+            f"{LABEL}: health check failed (exit 3) on attempt 2/2: still down",
+        ]
+    else:
+        assert error.startswith(f"{LABEL}: `") and "exited 7: hook broke; switched back" in error, error
+        assert not any("health check" in m for m in messages)  # never checked: the hook failed first
+    assert messages[-1] == f"{LABEL}: switched back to {R1} and re-ran its after-switch hooks"
+    assert host.current() == f"releases/{R1}"
+    assert host.served() == [R1, R2, R1]  # the app was told to serve the good release again
+    assert (host.verdict(R1), host.verdict(R2)) == ("good\n", "failed\n")
+    assert host.releases() == [R1, R2]  # a failed release stays for a look until pruned
+
+
+def test_switching_back_without_after_switch_hooks_says_only_that(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, health_retries=1)
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    host.breaks()
+    with pytest.raises(DeployError, match=re.escape(f"failed 1x; switched back to {R1}") + "$"):
+        Deployer(settings, artifact, release=R2).deploy(conn)
+    assert host.current() == f"releases/{R1}"
+
+
+def test_a_failure_with_no_previous_release_says_nothing_is_live(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_check="false", health_retries=1)
+    with pytest.raises(DeployError) as failed:
+        Deployer(settings, artifact, release=R1).deploy(conn)
+    assert str(failed.value).endswith(f"; no previous release to switch back to: removed {host.base}/current, nothing is live")
+    assert host.current() is None and not (host.root / "current").exists()
+    assert host.verdict(R1) == "failed\n"
+    assert host.served() == [R1]  # no release to re-run hooks for
+
+
+def test_a_switch_back_that_fails_too_says_to_check_by_hand(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=('test ! -e "$BASE_DIR/BROKEN"',))
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    host.breaks()  # now the after-switch hook fails for every release, the previous one included
+    with pytest.raises(DeployError) as failed:
+        Deployer(settings, artifact, release=R2).deploy(conn)
+    assert str(failed.value).endswith(f"; switching back to {R1} FAILED too ({LABEL}: `cd {host.base} && export BASE_DIR=\"$PWD\" && "
+                                      f"cd releases/{R1} && export RELEASE_DIR=\"$PWD\" && test ! -e \"$BASE_DIR/BROKEN\"` exited 1): "
+                                      f"check {host.base}/current by hand")  # fmt: skip
+    assert host.current() == f"releases/{R1}"  # the link itself went back; only its hook failed
+    assert host.verdict(R2) == "failed\n"
+
+
+def test_a_failure_before_the_switch_leaves_current_alone(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, before_switch=("echo 'migration failed' >&2; exit 4",), after_switch=(RECORD_HOOK,))
+    Deployer(dataclasses.replace(settings, before_switch=()), artifact, release=R1).deploy(conn)
+    with pytest.raises(CommandError) as failed:
+        Deployer(settings, artifact, release=R2).deploy(conn)
+    assert str(failed.value).endswith("exit 4` exited 4: migration failed")
+    assert "switched back" not in str(failed.value)
+    assert host.current() == f"releases/{R1}" and host.served() == [R1]
+    assert host.verdict(R2) == "failed\n"
+
+
+def test_a_taken_release_folder_is_refused_and_left_alone(conn: Connection, host: Host, artifact: Path) -> None:
+    instant = datetime(2026, 11, 28, 19, 1, 2, 123456, tzinfo=timezone.utc)
+    names = {release_name(instant) for _ in range(20)}
+    assert len(names) == 20  # same instant, twenty deploys: twenty folders
+    assert all(re.fullmatch(r"20261128T190102\.123Z-[0-9a-f]{6}", name) for name in names), names
+
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    with pytest.raises(DeployError) as taken:
+        Deployer(settings, artifact, release=R1).deploy(conn)
+    assert str(taken.value) == (
+        f"{LABEL}: release folder {host.base}/releases/{R1} already exists: another deploy uses the name {R1}"
+    )
+    assert host.verdict(R1) == "good\n" and host.served() == [R1]  # the first deploy's folder is untouched
+
+
+def test_a_release_name_is_the_time_it_was_made() -> None:
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    name = release_name()
+    after = datetime.now(timezone.utc)
+    made = datetime.strptime(name[:19], "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc)
+    assert before <= made <= after and name[19:20] == "Z", name
+    assert Deployer(DeploySettings(), Path(".")).release != Deployer(DeploySettings(), Path(".")).release
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_in_a_script_deploying_one_host_switches_it_back(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
+
+    def interrupt_at_the_health_check(message: str) -> None:
+        # Ctrl-C reaches a script's thread wherever it is; here: right after the first health check answered.
+        if "health check" in message:
+            raise KeyboardInterrupt
+
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    with pytest.raises(KeyboardInterrupt):
+        Deployer(settings, artifact, release=R2, notify=interrupt_at_the_health_check).deploy(conn)
+    assert host.current() == f"releases/{R1}"
+    assert host.served() == [R1, R2, R1]
+    assert host.verdict(R2) == "failed\n"
+
+
+class Gate:
+    """A FIFO on the host that a hook blocks on (``cat gate``) after touching ``started``; the test waits for
+    ``started`` (a file appearing, not a clock), acts, then lets the hook go."""
+
+    def __init__(self, host: Host) -> None:
+        host.root.mkdir(parents=True, exist_ok=True)
+        self.fifo, self.started = host.root / "gate", host.root / "started"
+        os.mkfifo(self.fifo)
+        self.hook = f'touch "$BASE_DIR/started" && cat "$BASE_DIR/gate"'
+
+    def wait_started(self, worker: threading.Thread) -> None:
+        deadline = time.monotonic() + 120  # a bound for a broken run, not a timing assumption
+        while not self.started.exists():
+            assert worker.is_alive() and time.monotonic() < deadline, "the blocking step never started"
+            time.sleep(0.02)
+
+    def open(self) -> None:
+        try:
+            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)  # the remote `cat` reads end-of-file
+        except OSError:
+            return  # nobody is reading: nothing to let go
+        os.close(fd)
+
+
+def in_thread(call: object) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    return worker, errors
+
+
+def test_ctrl_c_during_the_health_check_switches_back_at_once_and_once(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    gate = Gate(host)
+    messages: list[str] = []
+    deployer = Deployer(dataclasses.replace(settings, health_check=gate.hook.replace('"$BASE_DIR', '"../..')),
+                        artifact, release=R2, notify=messages.append)  # fmt: skip
+    worker, errors = in_thread(lambda: deployer.deploy(conn))
+    try:
+        gate.wait_started(worker)
+        deployer.interrupt(grace=300)  # a bound for a broken run; the undo takes a few commands
+        # Undone while the host's own health check still hangs, before a fan-out would close the connection.
+        assert host.current() == f"releases/{R1}"
+        assert host.served() == [R1, R2, R1]
+        assert host.verdict(R2) == "failed\n"
+    finally:
+        gate.open()
+        worker.join(120)
+    [error] = errors
+    assert isinstance(error, DeployError), error
+    assert str(error) == (
+        f"{LABEL}: interrupted (Ctrl-C) during the health check; switched back to {R1} and re-ran its after-switch hooks"
+    )
+    assert host.served() == [R1, R2, R1]  # switched back once, not again by the host's own worker
+    assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
+    assert messages.count(f"{LABEL}: switched back to {R1} and re-ran its after-switch hooks") == 1
+
+
+def test_ctrl_c_before_the_switch_marks_the_release_failed_and_never_switches(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    gate = Gate(host)
+    deployer = Deployer(dataclasses.replace(settings, before_switch=(gate.hook,)), artifact, release=R2)
+    worker, errors = in_thread(lambda: deployer.deploy(conn))
+    try:
+        gate.wait_started(worker)
+        deployer.interrupt(grace=300)  # a bound for a broken run; the undo takes a few commands
+        assert host.verdict(R2) == "failed\n" and host.current() == f"releases/{R1}"
+    finally:
+        gate.open()
+        worker.join(120)
+    [error] = errors
+    assert isinstance(error, Interrupted) and str(error) == f"{LABEL}: interrupted (Ctrl-C)", error
+    assert host.current() == f"releases/{R1}"
+    assert host.served() == [R1]  # nothing switched, so nothing to switch back or re-run
+
+
+def test_ctrl_c_during_the_upload_stops_before_the_next_file(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base)
+    deployer = Deployer(settings, artifact, release=R1, on_bytes=lambda _: deployer.interrupt())
+    with pytest.raises(Interrupted, match=re.escape(f"{LABEL}: interrupted (Ctrl-C) during the upload") + "$"):
+        deployer.deploy(conn)
+    release = host.root / "releases" / R1
+    assert sorted(p.name for p in release.iterdir()) == [".ssmfab-release", "VERSION"]  # bin/ (sorted after it) never went
+    assert host.verdict(R1) == "failed\n" and host.current() is None
+
+
+def test_ctrl_c_between_health_checks_does_not_wait_out_the_delay(conn: Connection, host: Host, artifact: Path) -> None:
+    # A delay nobody would wait out: were the wait not cut short, this test would hang (and be stopped).
+    settings = settings_for(artifact, host.base, health_check="false", health_retries=3, health_delay=3600)
+    Deployer(dataclasses.replace(settings, health_check=""), artifact, release=R1).deploy(conn)
+    deployer: Deployer
+
+    def interrupt_after_the_first_attempt(message: str) -> None:
+        if "attempt 1/3" in message:
+            deployer.interrupt(grace=300)  # a bound for a broken run; the undo takes a few commands
+
+    deployer = Deployer(settings, artifact, release=R2, notify=interrupt_after_the_first_attempt)
+    with pytest.raises(DeployError) as stopped:
+        deployer.deploy(conn)
+    assert str(stopped.value) == f"{LABEL}: interrupted (Ctrl-C) during the health check; switched back to {R1}"
+    assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
+
+
+# -- rollback ------------------------------------------------------------------------------------------------------
+
+
+def test_rollback_goes_to_the_newest_good_release_never_a_failed_one(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_retries=1)
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    host.breaks()
+    with pytest.raises(DeployError):
+        Deployer(settings, artifact, release=R2).deploy(conn)
+    host.breaks(False)
+    Deployer(settings, artifact, release=R3).deploy(conn)
+    assert host.served() == [R1, R2, R1, R3]
+
+    messages: list[str] = []
+    report = Deployer(settings, Path("."), notify=messages.append).rollback(conn)
+    assert (report.release, report.previous, report.health_attempts) == (R1, R3, 1)  # not R2: it failed
+    assert host.current() == f"releases/{R1}"
+    assert host.served()[-1] == R1  # hooks ran for the release rolled back to
+    assert f"{LABEL}: {host.base}/current -> releases/{R1} (was {R3})" in messages
+    assert host.releases() == [R1, R2, R3]  # a rollback deletes nothing
+
+    # Nothing older than R1 at all: a clear error, nothing changes.
+    with pytest.raises(DeployError) as none_older:
+        Deployer(settings, Path(".")).rollback(conn)
+    assert str(none_older.value) == f"{LABEL}: no release older than {R1} in {host.base}/releases passed its health check"
+    assert host.current() == f"releases/{R1}"
+
+
+def test_rollback_refuses_releases_without_a_good_verdict(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, health_retries=1)
+    for release in (R1, R2, R3):
+        Deployer(settings, artifact, release=release).deploy(conn)
+    (host.root / "releases" / R1 / ".ssmfab-release").unlink()  # as made before verdicts were recorded
+    (host.root / "releases" / R2 / ".ssmfab-release").write_text("failed\n")
+    (host.root / "releases" / "0-stray-file").write_text("not a release")  # only folders are releases
+    with pytest.raises(DeployError) as refused:
+        Deployer(settings, Path(".")).rollback(conn)
+    assert str(refused.value) == (
+        f"{LABEL}: no release older than {R3} in {host.base}/releases passed its health check "
+        "(2 older, none marked good: failed or deployed before verdicts were recorded)"
+    )
+    assert host.current() == f"releases/{R3}"
+
+
+def test_rollback_with_nothing_live_says_so(conn: Connection, host: Host) -> None:
+    with pytest.raises(DeployError) as nothing:
+        Deployer(settings_for(Path("."), host.base), Path(".")).rollback(conn)
+    assert str(nothing.value) == f"{LABEL}: nothing to roll back: {host.base}/current does not exist"
+    assert not host.root.exists()
+
+
+def test_rollback_whose_health_check_fails_goes_back_where_it_was(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_retries=1)
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    Deployer(settings, artifact, release=R2).deploy(conn)
+    host.breaks()
+    with pytest.raises(DeployError) as failed:
+        Deployer(settings, Path(".")).rollback(conn)
+    assert str(failed.value) == (
+        f"{LABEL}: rollback to {R1}: health check `{HEALTH}` failed 1x; switched back to {R2} and re-ran its after-switch hooks"
+    )
+    assert host.current() == f"releases/{R2}"
+    assert host.served() == [R1, R2, R1, R2]
+    assert (host.verdict(R1), host.verdict(R2)) == ("good\n", "good\n")  # a rollback marks nothing
+
+
+def test_ctrl_c_during_a_rollback_goes_back_and_keeps_the_verdict(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    Deployer(settings, artifact, release=R2).deploy(conn)
+    gate = Gate(host)
+    deployer = Deployer(dataclasses.replace(settings, health_check=gate.hook.replace('"$BASE_DIR', '"../..')), Path("."))
+    worker, errors = in_thread(lambda: deployer.rollback(conn))
+    try:
+        gate.wait_started(worker)
+        deployer.interrupt(grace=300)  # a bound for a broken run; the undo takes a few commands
+        assert host.current() == f"releases/{R2}"
+    finally:
+        gate.open()
+        worker.join(120)
+    [error] = errors
+    assert isinstance(error, DeployError), error
+    assert str(error) == f"{LABEL}: interrupted (Ctrl-C) during the health check; switched back to {R2} and re-ran its after-switch hooks"
+    assert host.served() == [R1, R2, R1, R2]
+    assert (host.verdict(R1), host.verdict(R2)) == ("good\n", "good\n")  # R1 was good; Ctrl-C says nothing of it
+
+
+# -- pruning -------------------------------------------------------------------------------------------------------
+
+
+def test_keep_releases_keeps_the_newest(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, keep_releases=3)
+    pruned = [Deployer(settings, artifact, release=r).deploy(conn).pruned for r in (R1, R2, R3, R4, R5)]
+    assert pruned == [[], [], [], [R1], [R2]]
+    assert host.releases() == [R3, R4, R5]
+
+
+def test_the_live_and_previous_releases_are_kept_whatever_keep_releases_says(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, keep_releases=1)
+    for release in (R1, R2, R3):
+        Deployer(settings, artifact, release=release).deploy(conn)
+    assert host.releases() == [R2, R3]
+
+
+def test_failed_releases_are_pruned_first_and_never_push_out_a_good_one(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, keep_releases=3, health_retries=1)
+    for n, release in enumerate((R1, R2, R3, R4, R5)):
+        broken = n in (2, 3)  # the third and fourth deploys fail their health check
+        host.breaks(broken)
+        if broken:
+            with pytest.raises(DeployError):
+                Deployer(settings, artifact, release=release).deploy(conn)
+        else:
+            report = Deployer(settings, artifact, release=release).deploy(conn)
+    assert report.pruned == [R3, R4]
+    assert host.releases() == [R1, R2, R5]  # the three good ones; both failed ones went first
+
+
+def test_releases_without_a_verdict_are_kept_before_failed_ones(conn: Connection, host: Host, artifact: Path) -> None:
+    settings = settings_for(artifact, host.base, keep_releases=3, health_retries=1)
+    Deployer(settings, artifact, release=R1).deploy(conn)
+    host.breaks()
+    with pytest.raises(DeployError):
+        Deployer(settings, artifact, release=R2).deploy(conn)
+    host.breaks(False)
+    Deployer(settings, artifact, release=R3).deploy(conn)
+    (host.root / "releases" / R1 / ".ssmfab-release").write_text("something else\n")  # neither good nor failed
+    report = Deployer(settings, artifact, release=R4).deploy(conn)
+    # Kept: R4 (live), R3 (previous, good), then R1 (no verdict) before R2 (failed).
+    assert report.pruned == [R2]
+    assert host.releases() == [R1, R3, R4]
+
+
+# -- the plan (--dry-run) and the artifact -------------------------------------------------------------------------
+
+
+def test_the_plan_says_every_step_in_order(tmp_path: Path) -> None:
+    archive = tmp_path / "app.tgz"
+    archive.write_bytes(b"")
+    settings = DeploySettings(
+        base_dir="srv/app/", before_switch=("make migrate",), after_switch=("sudo systemctl reload app", "touch up"),
+        health_check="curl -fs localhost/health", health_retries=4, health_delay=2.5, keep_releases=7,
+    )  # fmt: skip
+    assert Deployer(settings, archive, release=R1).plan(LABEL) == [
+        f"{LABEL}: upload {archive} to srv/app/releases/{R1} (verified)",
+        f"{LABEL}: unpack app.tgz there",
+        f"{LABEL}: run before switch: make migrate",
+        f"{LABEL}: switch srv/app/current -> releases/{R1} (atomic rename)",
+        f"{LABEL}: run after switch: sudo systemctl reload app",
+        f"{LABEL}: run after switch: touch up",
+        f"{LABEL}: health check `curl -fs localhost/health` up to 4x, 2.5s apart",
+        f"{LABEL}: on any failure after the switch: switch back to the previous release and re-run its after-switch hooks",
+        f"{LABEL}: keep the newest 7 good releases (failed ones are pruned first)",
+    ]
+    plain = Deployer(DeploySettings(base_dir="app", health_check=""), tmp_path, release=R1).plan("h")
+    assert [step.split(": ", 1)[1].split(" ", 1)[0] for step in plain] == ["upload", "switch", "on", "keep"]
+
+
+def test_an_artifact_is_checked_before_any_host_is_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"^no artifact to deploy: pass --artifact PATH or set deploy.artifact$"):
+        check_artifact(DeploySettings())
+    missing = tmp_path / "missing.tgz"
+    with pytest.raises(ConfigError, match=f"^artifact {re.escape(str(missing))} does not exist: build it first or fix --artifact$"):
+        check_artifact(DeploySettings(artifact=str(missing)))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=f"^artifact {re.escape(str(fifo))} is neither a file nor a directory$"):
+        check_artifact(DeploySettings(artifact=str(fifo)))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "app.tgz").write_bytes(b"x")
+    assert check_artifact(DeploySettings(artifact="~/app.tgz")) == tmp_path / "app.tgz"
+    assert stat.S_ISDIR(check_artifact(DeploySettings(artifact=str(tmp_path))).stat().st_mode)
+
+
+def test_artifact_bytes_count_every_file_of_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "deep").write_bytes(b"12345")
+    (tmp_path / "top").write_bytes(b"123")
+    assert artifact_bytes(tmp_path) == 8
+    assert artifact_bytes(tmp_path / "top") == 3
+
+
+def test_release_names_sort_in_time_order() -> None:
+    start = datetime(2026, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+    later = [release_name(start + timedelta(milliseconds=n)) for n in range(3)]
+    assert later == sorted(later) and later[1].startswith("20270101T000000.000Z-")
