@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import stat
 import tarfile
 import threading
@@ -107,6 +108,18 @@ def host(server: tuple[SSHServer, Path], request: pytest.FixtureRequest) -> Host
 def settings_for(artifact: Path, base: str, **changes: object) -> DeploySettings:
     defaults = DeploySettings(artifact=str(artifact), base_dir=base, health_check=HEALTH, health_delay=0.01)
     return dataclasses.replace(defaults, **changes)  # type: ignore[arg-type]
+
+
+def seed(host: Host, artifact: Path, releases: dict[str, str | None], current: str) -> None:
+    """The history a test starts from, laid out on the host's disk as earlier deploys leave it (the deploys that
+    make it are tested on their own): release folders holding the artifact, each with its verdict (None: none
+    recorded), and ``current`` pointing at one."""
+    for release, verdict in releases.items():
+        folder = host.root / "releases" / release
+        shutil.copytree(artifact, folder)
+        if verdict is not None:
+            (folder / ".ssmfab-release").write_text(f"{verdict}\n")
+    os.symlink(f"releases/{current}", host.root / "current")
 
 
 # -- a deploy that goes well ----------------------------------------------------------------------------------
@@ -209,7 +222,7 @@ def test_a_failed_release_is_switched_back_and_the_previous_after_switch_hooks_r
     hooks = (RECORD_HOOK, f"{breaks} || {{ echo 'hook broke' >&2; exit 7; }}") if failing == "after_switch" else (RECORD_HOOK,)
     health = f"{breaks} && {HEALTH} || {{ echo 'still down' >&2; exit 3; }}" if failing == "health_check" else HEALTH
     settings = settings_for(artifact, host.base, after_switch=hooks, health_check=health, health_retries=2)
-    Deployer(settings, artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     messages: list[str] = []
     with pytest.raises(DeployError) as failed:
         Deployer(settings, artifact, release=R2, notify=messages.append).deploy(conn)
@@ -227,14 +240,14 @@ def test_a_failed_release_is_switched_back_and_the_previous_after_switch_hooks_r
         assert not any("health check" in m for m in messages)  # never checked: the hook failed first
     assert messages[-1] == f"{LABEL}: switched back to {R1} and re-ran its after-switch hooks"
     assert host.current() == f"releases/{R1}"
-    assert host.served() == [R1, R2, R1]  # the app was told to serve the good release again
+    assert host.served() == [R2, R1]  # the app was told to serve the good release again
     assert (host.verdict(R1), host.verdict(R2)) == ("good\n", "failed\n")
     assert host.releases() == [R1, R2]  # a failed release stays for a look until pruned
 
 
 def test_switching_back_without_after_switch_hooks_says_only_that(conn: Connection, host: Host, artifact: Path) -> None:
     settings = settings_for(artifact, host.base, health_retries=1)
-    Deployer(settings, artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     host.breaks()
     with pytest.raises(DeployError, match=re.escape(f"failed 1x; switched back to {R1}") + "$"):
         Deployer(settings, artifact, release=R2).deploy(conn)
@@ -253,7 +266,7 @@ def test_a_failure_with_no_previous_release_says_nothing_is_live(conn: Connectio
 
 def test_a_switch_back_that_fails_too_says_to_check_by_hand(conn: Connection, host: Host, artifact: Path) -> None:
     settings = settings_for(artifact, host.base, after_switch=('test ! -e "$BASE_DIR/BROKEN"',))
-    Deployer(settings, artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     host.breaks()  # now the after-switch hook fails for every release, the previous one included
     with pytest.raises(DeployError) as failed:
         Deployer(settings, artifact, release=R2).deploy(conn)
@@ -266,12 +279,12 @@ def test_a_switch_back_that_fails_too_says_to_check_by_hand(conn: Connection, ho
 
 def test_a_failure_before_the_switch_leaves_current_alone(conn: Connection, host: Host, artifact: Path) -> None:
     settings = settings_for(artifact, host.base, before_switch=("echo 'migration failed' >&2; exit 4",), after_switch=(RECORD_HOOK,))
-    Deployer(dataclasses.replace(settings, before_switch=()), artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     with pytest.raises(CommandError) as failed:
         Deployer(settings, artifact, release=R2).deploy(conn)
     assert str(failed.value).endswith("exit 4` exited 4: migration failed")
     assert "switched back" not in str(failed.value)
-    assert host.current() == f"releases/{R1}" and host.served() == [R1]
+    assert host.current() == f"releases/{R1}" and host.served() == []
     assert host.verdict(R2) == "failed\n"
 
 
@@ -311,11 +324,11 @@ def test_ctrl_c_in_a_script_deploying_one_host_switches_it_back(conn: Connection
         if "health check" in message:
             raise KeyboardInterrupt
 
-    Deployer(settings, artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     with pytest.raises(KeyboardInterrupt):
         Deployer(settings, artifact, release=R2, notify=interrupt_at_the_health_check).deploy(conn)
     assert host.current() == f"releases/{R1}"
-    assert host.served() == [R1, R2, R1]
+    assert host.served() == [R2, R1]
     assert host.verdict(R2) == "failed\n"
 
 
@@ -359,7 +372,7 @@ def in_thread(call: object) -> tuple[threading.Thread, list[BaseException]]:
 
 def test_ctrl_c_during_the_health_check_switches_back_at_once_and_once(conn: Connection, host: Host, artifact: Path) -> None:
     settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
-    Deployer(settings, artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     gate = Gate(host)
     messages: list[str] = []
     deployer = Deployer(dataclasses.replace(settings, health_check=gate.hook.replace('"$BASE_DIR', '"../..')),
@@ -370,7 +383,7 @@ def test_ctrl_c_during_the_health_check_switches_back_at_once_and_once(conn: Con
         deployer.interrupt(grace=300)  # a bound for a broken run; the undo takes a few commands
         # Undone while the host's own health check still hangs, before a fan-out would close the connection.
         assert host.current() == f"releases/{R1}"
-        assert host.served() == [R1, R2, R1]
+        assert host.served() == [R2, R1]
         assert host.verdict(R2) == "failed\n"
     finally:
         gate.open()
@@ -380,14 +393,14 @@ def test_ctrl_c_during_the_health_check_switches_back_at_once_and_once(conn: Con
     assert str(error) == (
         f"{LABEL}: interrupted (Ctrl-C) during the health check; switched back to {R1} and re-ran its after-switch hooks"
     )
-    assert host.served() == [R1, R2, R1]  # switched back once, not again by the host's own worker
+    assert host.served() == [R2, R1]  # switched back once, not again by the host's own worker
     assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
     assert messages.count(f"{LABEL}: switched back to {R1} and re-ran its after-switch hooks") == 1
 
 
 def test_ctrl_c_before_the_switch_marks_the_release_failed_and_never_switches(conn: Connection, host: Host, artifact: Path) -> None:
     settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
-    Deployer(settings, artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     gate = Gate(host)
     deployer = Deployer(dataclasses.replace(settings, before_switch=(gate.hook,)), artifact, release=R2)
     worker, errors = in_thread(lambda: deployer.deploy(conn))
@@ -401,7 +414,7 @@ def test_ctrl_c_before_the_switch_marks_the_release_failed_and_never_switches(co
     [error] = errors
     assert isinstance(error, Interrupted) and str(error) == f"{LABEL}: interrupted (Ctrl-C)", error
     assert host.current() == f"releases/{R1}"
-    assert host.served() == [R1]  # nothing switched, so nothing to switch back or re-run
+    assert host.served() == []  # nothing switched, so nothing to switch back or re-run
 
 
 def test_ctrl_c_during_the_upload_stops_before_the_next_file(conn: Connection, host: Host, artifact: Path) -> None:
@@ -417,7 +430,7 @@ def test_ctrl_c_during_the_upload_stops_before_the_next_file(conn: Connection, h
 def test_ctrl_c_between_health_checks_does_not_wait_out_the_delay(conn: Connection, host: Host, artifact: Path) -> None:
     # A delay nobody would wait out: were the wait not cut short, this test would hang (and be stopped).
     settings = settings_for(artifact, host.base, health_check="false", health_retries=3, health_delay=3600)
-    Deployer(dataclasses.replace(settings, health_check=""), artifact, release=R1).deploy(conn)
+    seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     deployer: Deployer
 
     def interrupt_after_the_first_attempt(message: str) -> None:
@@ -432,42 +445,32 @@ def test_ctrl_c_between_health_checks_does_not_wait_out_the_delay(conn: Connecti
 
 
 # -- rollback ------------------------------------------------------------------------------------------------------
-
-
 def test_rollback_goes_to_the_newest_good_release_never_a_failed_one(conn: Connection, host: Host, artifact: Path) -> None:
+    seed(host, artifact, {R1: "good", R2: "failed", R3: "good"}, current=R3)
     settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_retries=1)
-    Deployer(settings, artifact, release=R1).deploy(conn)
-    host.breaks()
-    with pytest.raises(DeployError):
-        Deployer(settings, artifact, release=R2).deploy(conn)
-    host.breaks(False)
-    Deployer(settings, artifact, release=R3).deploy(conn)
-    assert host.served() == [R1, R2, R1, R3]
-
     messages: list[str] = []
     report = Deployer(settings, Path("."), notify=messages.append).rollback(conn)
     assert (report.release, report.previous, report.health_attempts) == (R1, R3, 1)  # not R2: it failed
     assert host.current() == f"releases/{R1}"
-    assert host.served()[-1] == R1  # hooks ran for the release rolled back to
-    assert f"{LABEL}: {host.base}/current -> releases/{R1} (was {R3})" in messages
-    assert host.releases() == [R1, R2, R3]  # a rollback deletes nothing
+    assert host.served() == [R1]  # hooks ran for the release rolled back to
+    assert messages == [
+        f"{LABEL}: {host.base}/current -> releases/{R1} (was {R3})",
+        f"{LABEL}: health check passed on attempt 1/1: checking",
+    ]
+    assert host.releases() == [R1, R2, R3] and host.verdict(R1) == "good\n"  # a rollback deletes and marks nothing
 
     # Nothing older than R1 at all: a clear error, nothing changes.
     with pytest.raises(DeployError) as none_older:
         Deployer(settings, Path(".")).rollback(conn)
     assert str(none_older.value) == f"{LABEL}: no release older than {R1} in {host.base}/releases passed its health check"
-    assert host.current() == f"releases/{R1}"
+    assert host.current() == f"releases/{R1}" and host.served() == [R1]
 
 
 def test_rollback_refuses_releases_without_a_good_verdict(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, health_retries=1)
-    for release in (R1, R2, R3):
-        Deployer(settings, artifact, release=release).deploy(conn)
-    (host.root / "releases" / R1 / ".ssmfab-release").unlink()  # as made before verdicts were recorded
-    (host.root / "releases" / R2 / ".ssmfab-release").write_text("failed\n")
+    seed(host, artifact, {R1: None, R2: "failed", R3: "good"}, current=R3)  # R1: made before verdicts were recorded
     (host.root / "releases" / "0-stray-file").write_text("not a release")  # only folders are releases
     with pytest.raises(DeployError) as refused:
-        Deployer(settings, Path(".")).rollback(conn)
+        Deployer(settings_for(artifact, host.base), Path(".")).rollback(conn)
     assert str(refused.value) == (
         f"{LABEL}: no release older than {R3} in {host.base}/releases passed its health check "
         "(2 older, none marked good: failed or deployed before verdicts were recorded)"
@@ -483,26 +486,24 @@ def test_rollback_with_nothing_live_says_so(conn: Connection, host: Host) -> Non
 
 
 def test_rollback_whose_health_check_fails_goes_back_where_it_was(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_retries=1)
-    Deployer(settings, artifact, release=R1).deploy(conn)
-    Deployer(settings, artifact, release=R2).deploy(conn)
+    seed(host, artifact, {R1: "good", R2: "good"}, current=R2)
     host.breaks()
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_retries=1)
     with pytest.raises(DeployError) as failed:
         Deployer(settings, Path(".")).rollback(conn)
     assert str(failed.value) == (
         f"{LABEL}: rollback to {R1}: health check `{HEALTH}` failed 1x; switched back to {R2} and re-ran its after-switch hooks"
     )
     assert host.current() == f"releases/{R2}"
-    assert host.served() == [R1, R2, R1, R2]
+    assert host.served() == [R1, R2]
     assert (host.verdict(R1), host.verdict(R2)) == ("good\n", "good\n")  # a rollback marks nothing
 
 
 def test_ctrl_c_during_a_rollback_goes_back_and_keeps_the_verdict(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
-    Deployer(settings, artifact, release=R1).deploy(conn)
-    Deployer(settings, artifact, release=R2).deploy(conn)
+    seed(host, artifact, {R1: "good", R2: "good"}, current=R2)
     gate = Gate(host)
-    deployer = Deployer(dataclasses.replace(settings, health_check=gate.hook.replace('"$BASE_DIR', '"../..')), Path("."))
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_check=gate.hook.replace('"$BASE_DIR', '"../..'))
+    deployer = Deployer(settings, Path("."))
     worker, errors = in_thread(lambda: deployer.rollback(conn))
     try:
         gate.wait_started(worker)
@@ -514,7 +515,7 @@ def test_ctrl_c_during_a_rollback_goes_back_and_keeps_the_verdict(conn: Connecti
     [error] = errors
     assert isinstance(error, DeployError), error
     assert str(error) == f"{LABEL}: interrupted (Ctrl-C) during the health check; switched back to {R2} and re-ran its after-switch hooks"
-    assert host.served() == [R1, R2, R1, R2]
+    assert host.served() == [R1, R2]
     assert (host.verdict(R1), host.verdict(R2)) == ("good\n", "good\n")  # R1 was good; Ctrl-C says nothing of it
 
 
@@ -522,43 +523,31 @@ def test_ctrl_c_during_a_rollback_goes_back_and_keeps_the_verdict(conn: Connecti
 
 
 def test_keep_releases_keeps_the_newest(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, keep_releases=3)
-    pruned = [Deployer(settings, artifact, release=r).deploy(conn).pruned for r in (R1, R2, R3, R4, R5)]
-    assert pruned == [[], [], [], [R1], [R2]]
+    seed(host, artifact, {R1: "good", R2: "good", R3: "good"}, current=R3)
+    settings = settings_for(artifact, host.base, keep_releases=3, health_check="")
+    assert Deployer(settings, artifact, release=R4).deploy(conn).pruned == [R1]
+    assert Deployer(settings, artifact, release=R5).deploy(conn).pruned == [R2]
     assert host.releases() == [R3, R4, R5]
 
 
 def test_the_live_and_previous_releases_are_kept_whatever_keep_releases_says(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, keep_releases=1)
-    for release in (R1, R2, R3):
-        Deployer(settings, artifact, release=release).deploy(conn)
-    assert host.releases() == [R2, R3]
+    seed(host, artifact, {R1: "good", R2: "failed", R3: "failed"}, current=R3)
+    report = Deployer(settings_for(artifact, host.base, keep_releases=1), artifact, release=R4).deploy(conn)
+    assert report.pruned == [R1, R2]
+    assert host.releases() == [R3, R4]  # R3 ran before: kept for a switch back by hand, failed or not
 
 
 def test_failed_releases_are_pruned_first_and_never_push_out_a_good_one(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, keep_releases=3, health_retries=1)
-    for n, release in enumerate((R1, R2, R3, R4, R5)):
-        broken = n in (2, 3)  # the third and fourth deploys fail their health check
-        host.breaks(broken)
-        if broken:
-            with pytest.raises(DeployError):
-                Deployer(settings, artifact, release=release).deploy(conn)
-        else:
-            report = Deployer(settings, artifact, release=release).deploy(conn)
+    # R3 and R4 failed their health check (and were switched back to R2).
+    seed(host, artifact, {R1: "good", R2: "good", R3: "failed", R4: "failed"}, current=R2)
+    report = Deployer(settings_for(artifact, host.base, keep_releases=3), artifact, release=R5).deploy(conn)
     assert report.pruned == [R3, R4]
     assert host.releases() == [R1, R2, R5]  # the three good ones; both failed ones went first
 
 
 def test_releases_without_a_verdict_are_kept_before_failed_ones(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, keep_releases=3, health_retries=1)
-    Deployer(settings, artifact, release=R1).deploy(conn)
-    host.breaks()
-    with pytest.raises(DeployError):
-        Deployer(settings, artifact, release=R2).deploy(conn)
-    host.breaks(False)
-    Deployer(settings, artifact, release=R3).deploy(conn)
-    (host.root / "releases" / R1 / ".ssmfab-release").write_text("something else\n")  # neither good nor failed
-    report = Deployer(settings, artifact, release=R4).deploy(conn)
+    seed(host, artifact, {R1: "something else", R2: "failed", R3: "good"}, current=R3)  # R1: neither good nor failed
+    report = Deployer(settings_for(artifact, host.base, keep_releases=3), artifact, release=R4).deploy(conn)
     # Kept: R4 (live), R3 (previous, good), then R1 (no verdict) before R2 (failed).
     assert report.pruned == [R2]
     assert host.releases() == [R1, R3, R4]
