@@ -136,6 +136,7 @@ def test_a_deploy_lays_out_its_release_and_points_current_at_it(conn: Connection
     size = artifact_bytes(artifact)
     assert (report.release, report.previous, report.files, report.bytes) == (R1, None, 2, size)
     assert (report.wire_bytes, report.streams, report.health_attempts, report.pruned) == (size, 1, 1, [])
+    assert report.exited == 0  # the host's exit code in the summary table and --json
     assert sum(moved) == size  # the progress line is told every byte of the upload
     release = host.root / "releases" / R1
     assert sorted(p.name for p in release.iterdir()) == [".ssmfab-release", "VERSION", "bin"]
@@ -206,7 +207,8 @@ def test_hooks_get_hostile_base_dirs_as_themselves(server: tuple[SSHServer, Path
 def test_a_connection_without_a_label_is_named_by_its_host(server: tuple[SSHServer, Path], artifact: Path, host: Host) -> None:
     messages: list[str] = []
     with connect(server, Connection) as conn:
-        Deployer(settings_for(artifact, host.base, health_check=""), artifact, release=R1, notify=messages.append).deploy(conn)
+        report = Deployer(settings_for(artifact, host.base, health_check=""), artifact, release=R1, notify=messages.append).deploy(conn)
+    assert report.health_attempts == 0
     assert messages[1] == f"127.0.0.1: {host.base}/current -> releases/{R1} (was none)"
     assert len(messages) == 2  # no health check configured: none run, none reported
 
@@ -220,7 +222,7 @@ def test_a_failed_release_is_switched_back_and_the_previous_after_switch_hooks_r
 ) -> None:
     breaks = f'test "$(basename "$(pwd -P)")" != {R2}'  # fails in the second release only
     hooks = (RECORD_HOOK, f"{breaks} || {{ echo 'hook broke' >&2; exit 7; }}") if failing == "after_switch" else (RECORD_HOOK,)
-    health = f"{breaks} && {HEALTH} || {{ echo 'still down' >&2; exit 3; }}" if failing == "health_check" else HEALTH
+    health = f"{breaks} && {HEALTH} || {{ echo first >&2; echo 'still down' >&2; exit 3; }}" if failing == "health_check" else HEALTH
     settings = settings_for(artifact, host.base, after_switch=hooks, health_check=health, health_retries=2)
     seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     messages: list[str] = []
@@ -255,9 +257,12 @@ def test_switching_back_without_after_switch_hooks_says_only_that(conn: Connecti
 
 
 def test_a_failure_with_no_previous_release_says_nothing_is_live(conn: Connection, host: Host, artifact: Path) -> None:
-    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_check="false", health_retries=1)
+    # A delay nobody would wait out: none comes after the last attempt (were it waited, the test would hang).
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_check="false", health_retries=1, health_delay=3600)
+    messages: list[str] = []
     with pytest.raises(DeployError) as failed:
-        Deployer(settings, artifact, release=R1).deploy(conn)
+        Deployer(settings, artifact, release=R1, notify=messages.append).deploy(conn)
+    assert f"{LABEL}: health check failed (exit 1) on attempt 1/1: " in messages  # it said nothing
     assert str(failed.value).endswith(f"; no previous release to switch back to: removed {host.base}/current, nothing is live")
     assert host.current() is None and not (host.root / "current").exists()
     assert host.verdict(R1) == "failed\n"
@@ -333,14 +338,16 @@ def test_ctrl_c_in_a_script_deploying_one_host_switches_it_back(conn: Connection
 
 
 class Gate:
-    """A FIFO on the host that a hook blocks on (``cat gate``) after touching ``started``; the test waits for
-    ``started`` (a file appearing, not a clock), acts, then lets the hook go."""
+    """A FIFO on the host that a hook blocks on (``cat``) after touching a file; the test waits for that file
+    (a file appearing, not a clock), acts, then lets the hook go."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, name: str = "gate") -> None:
         host.root.mkdir(parents=True, exist_ok=True)
-        self.fifo, self.started = host.root / "gate", host.root / "started"
+        self.fifo, self.started = host.root / name, host.root / f"{name}-started"
         os.mkfifo(self.fifo)
-        self.hook = f'touch "$BASE_DIR/started" && cat "$BASE_DIR/gate"'
+        self.hook = f'touch "$BASE_DIR/{name}-started" && cat "$BASE_DIR/{name}"'
+        #: The same, for the health check (it runs in base/current, without the variables).
+        self.check = f"touch ../../{name}-started && cat ../../{name}"
 
     def wait_started(self, worker: threading.Thread) -> None:
         deadline = time.monotonic() + 120  # a bound for a broken run, not a timing assumption
@@ -348,12 +355,17 @@ class Gate:
             assert worker.is_alive() and time.monotonic() < deadline, "the blocking step never started"
             time.sleep(0.02)
 
-    def open(self) -> None:
-        try:
-            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)  # the remote `cat` reads end-of-file
-        except OSError:
-            return  # nobody is reading: nothing to let go
-        os.close(fd)
+    def open(self, worker: threading.Thread) -> None:
+        """End the remote ``cat``: end-of-file once its reader is there (it may be a moment behind its file)."""
+        deadline = time.monotonic() + 120
+        while worker.is_alive() and time.monotonic() < deadline:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader yet
+                time.sleep(0.02)
+                continue
+            os.close(fd)
+            return
 
 
 def in_thread(call: object) -> tuple[threading.Thread, list[BaseException]]:
@@ -375,7 +387,7 @@ def test_ctrl_c_during_the_health_check_switches_back_at_once_and_once(conn: Con
     seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     gate = Gate(host)
     messages: list[str] = []
-    deployer = Deployer(dataclasses.replace(settings, health_check=gate.hook.replace('"$BASE_DIR', '"../..')),
+    deployer = Deployer(dataclasses.replace(settings, health_check=gate.check),
                         artifact, release=R2, notify=messages.append)  # fmt: skip
     worker, errors = in_thread(lambda: deployer.deploy(conn))
     try:
@@ -386,7 +398,7 @@ def test_ctrl_c_during_the_health_check_switches_back_at_once_and_once(conn: Con
         assert host.served() == [R2, R1]
         assert host.verdict(R2) == "failed\n"
     finally:
-        gate.open()
+        gate.open(worker)
         worker.join(120)
     [error] = errors
     assert isinstance(error, DeployError), error
@@ -409,7 +421,7 @@ def test_ctrl_c_before_the_switch_marks_the_release_failed_and_never_switches(co
         deployer.interrupt(grace=300)  # a bound for a broken run; the undo takes a few commands
         assert host.verdict(R2) == "failed\n" and host.current() == f"releases/{R1}"
     finally:
-        gate.open()
+        gate.open(worker)
         worker.join(120)
     [error] = errors
     assert isinstance(error, Interrupted) and str(error) == f"{LABEL}: interrupted (Ctrl-C)", error
@@ -444,26 +456,92 @@ def test_ctrl_c_between_health_checks_does_not_wait_out_the_delay(conn: Connecti
     assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
 
 
+def test_ctrl_c_after_a_host_finished_leaves_it_alone(conn: Connection, host: Host, artifact: Path) -> None:
+    # Ctrl-C while other hosts are still deploying: this one is done and stays on its new release.
+    seed(host, artifact, {R1: "good"}, current=R1)
+    deployer = Deployer(settings_for(artifact, host.base, after_switch=(RECORD_HOOK,)), artifact, release=R2)
+    deployer.deploy(conn)
+    deployer.interrupt(grace=300)
+    assert host.current() == f"releases/{R2}" and host.verdict(R2) == "good\n" and host.served() == [R2]
+
+
+def test_ctrl_c_whose_undo_cannot_mark_the_release_still_ends_cleanly(conn: Connection, host: Host, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(host, artifact, {R1: "good"}, current=R1)
+    gate = Gate(host)
+    unmarkable = f'mkdir "$RELEASE_DIR/.ssmfab-release" && {gate.hook}'  # the verdict file cannot be written
+    deployer = Deployer(settings_for(artifact, host.base, before_switch=(unmarkable,)), artifact, release=R2)
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    worker, errors = in_thread(lambda: deployer.deploy(conn))
+    try:
+        gate.wait_started(worker)
+        deployer.interrupt(grace=300)
+    finally:
+        gate.open(worker)
+        worker.join(120)
+    assert crashed == []  # no thread died with a traceback
+    [error] = errors
+    assert isinstance(error, Interrupted) and str(error) == f"{LABEL}: interrupted (Ctrl-C)", error
+    assert host.current() == f"releases/{R1}"
+
+
+def test_ctrl_c_returns_within_its_grace_when_a_switch_back_hangs(conn: Connection, host: Host, artifact: Path) -> None:
+    seed(host, artifact, {R1: "good"}, current=R1)
+    check, rerun = Gate(host, "check"), Gate(host, "rerun")
+    # R1's after-switch hook hangs when the switch back re-runs it, like an app that never finishes reloading.
+    hook = f'if [ "$(basename "$RELEASE_DIR")" = {R1} ]; then {rerun.hook}; fi'
+    deployer = Deployer(settings_for(artifact, host.base, after_switch=(hook,), health_check=check.check), artifact, release=R2)
+    worker, errors = in_thread(lambda: deployer.deploy(conn))
+    before = set(threading.enumerate())
+    undoers: list[threading.Thread] = []
+    try:
+        check.wait_started(worker)
+        stopper = threading.Thread(target=deployer.interrupt, kwargs={"grace": 0.05}, daemon=True)
+        stopper.start()
+        stopper.join(120)
+        assert not stopper.is_alive(), "Ctrl-C waited for a switch back that hangs"
+        # The threads Ctrl-C left undoing this host (Thread keeps its target while it runs).
+        undoers = [t for t in set(threading.enumerate()) - before if getattr(t, "_target", None) == deployer._undo]
+        # Left running, they must not keep the command from exiting (daemon threads end with the process).
+        assert undoers and all(t.daemon for t in undoers), undoers
+        rerun.wait_started(undoers[0])
+        check.open(worker)  # the host's own worker: the health check ends, it sees the Ctrl-C
+        worker.join(120)
+    finally:
+        check.open(worker)
+        for undoer in undoers:
+            rerun.open(undoer)
+            undoer.join(120)
+        worker.join(120)
+    [error] = errors
+    # Its switch back was claimed by Ctrl-C and is still running: the host's error says so, not what it said.
+    assert str(error) == f"{LABEL}: interrupted (Ctrl-C) during the health check; switched back (Ctrl-C)", error
+    assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
+
+
 # -- rollback ------------------------------------------------------------------------------------------------------
 def test_rollback_goes_to_the_newest_good_release_never_a_failed_one(conn: Connection, host: Host, artifact: Path) -> None:
-    seed(host, artifact, {R1: "good", R2: "failed", R3: "good"}, current=R3)
+    seed(host, artifact, {R1: "good", R2: "good", R3: "failed", R4: "good"}, current=R4)
     settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_retries=1)
     messages: list[str] = []
     report = Deployer(settings, Path("."), notify=messages.append).rollback(conn)
-    assert (report.release, report.previous, report.health_attempts) == (R1, R3, 1)  # not R2: it failed
-    assert host.current() == f"releases/{R1}"
-    assert host.served() == [R1]  # hooks ran for the release rolled back to
+    assert (report.release, report.previous, report.health_attempts) == (R2, R4, 1)  # not R3: it failed
+    assert host.current() == f"releases/{R2}"
+    assert host.served() == [R2]  # hooks ran for the release rolled back to
     assert messages == [
-        f"{LABEL}: {host.base}/current -> releases/{R1} (was {R3})",
+        f"{LABEL}: {host.base}/current -> releases/{R2} (was {R4})",
         f"{LABEL}: health check passed on attempt 1/1: checking",
     ]
-    assert host.releases() == [R1, R2, R3] and host.verdict(R1) == "good\n"  # a rollback deletes and marks nothing
+    assert host.releases() == [R1, R2, R3, R4] and host.verdict(R2) == "good\n"  # a rollback deletes and marks nothing
+
+    report = Deployer(settings, Path(".")).rollback(conn)  # and again: one further back
+    assert (report.release, report.previous) == (R1, R2) and host.served() == [R2, R1]
 
     # Nothing older than R1 at all: a clear error, nothing changes.
     with pytest.raises(DeployError) as none_older:
         Deployer(settings, Path(".")).rollback(conn)
     assert str(none_older.value) == f"{LABEL}: no release older than {R1} in {host.base}/releases passed its health check"
-    assert host.current() == f"releases/{R1}" and host.served() == [R1]
+    assert host.current() == f"releases/{R1}" and host.served() == [R2, R1]
 
 
 def test_rollback_refuses_releases_without_a_good_verdict(conn: Connection, host: Host, artifact: Path) -> None:
@@ -502,7 +580,7 @@ def test_rollback_whose_health_check_fails_goes_back_where_it_was(conn: Connecti
 def test_ctrl_c_during_a_rollback_goes_back_and_keeps_the_verdict(conn: Connection, host: Host, artifact: Path) -> None:
     seed(host, artifact, {R1: "good", R2: "good"}, current=R2)
     gate = Gate(host)
-    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_check=gate.hook.replace('"$BASE_DIR', '"../..'))
+    settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,), health_check=gate.check)
     deployer = Deployer(settings, Path("."))
     worker, errors = in_thread(lambda: deployer.rollback(conn))
     try:
@@ -510,7 +588,7 @@ def test_ctrl_c_during_a_rollback_goes_back_and_keeps_the_verdict(conn: Connecti
         deployer.interrupt(grace=300)  # a bound for a broken run; the undo takes a few commands
         assert host.current() == f"releases/{R2}"
     finally:
-        gate.open()
+        gate.open(worker)
         worker.join(120)
     [error] = errors
     assert isinstance(error, DeployError), error
@@ -550,6 +628,13 @@ def test_releases_without_a_verdict_are_kept_before_failed_ones(conn: Connection
     report = Deployer(settings_for(artifact, host.base, keep_releases=3), artifact, release=R4).deploy(conn)
     # Kept: R4 (live), R3 (previous, good), then R1 (no verdict) before R2 (failed).
     assert report.pruned == [R2]
+    assert host.releases() == [R1, R3, R4]
+
+
+def test_good_releases_are_kept_before_newer_ones_without_a_verdict(conn: Connection, host: Host, artifact: Path) -> None:
+    seed(host, artifact, {R1: "good", R2: None, R3: "good"}, current=R3)
+    report = Deployer(settings_for(artifact, host.base, keep_releases=3), artifact, release=R4).deploy(conn)
+    assert report.pruned == [R2]  # kept: R4 (live), R3 (previous), R1 (good, though older than R2)
     assert host.releases() == [R1, R3, R4]
 
 
