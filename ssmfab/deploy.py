@@ -247,9 +247,6 @@ class Deployer:
                 raise Interrupted(f"{_label(conn)}: interrupted (Ctrl-C) during the health check")
         return False
 
-    def releases(self, conn: Any) -> list[str]:
-        return sorted(self.verdicts(conn))
-
     def verdicts(self, conn: Any) -> dict[str, str]:
         """Every release on the host and its verdict: good, failed or unknown (no record)."""
         script = (

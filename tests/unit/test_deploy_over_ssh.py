@@ -309,10 +309,17 @@ def test_a_taken_release_folder_is_refused_and_left_alone(conn: Connection, host
     assert host.verdict(R1) == "good\n" and host.served() == [R1]  # the first deploy's folder is untouched
 
 
-def test_a_release_name_is_the_time_it_was_made() -> None:
-    before = datetime.now(timezone.utc).replace(microsecond=0)
-    name = release_name()
-    after = datetime.now(timezone.utc)
+def test_a_release_name_is_the_time_it_was_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In UTC whatever the local time zone: hosts and operators in several zones must sort releases alike.
+    monkeypatch.setenv("TZ", "XYZ-05:45")  # UTC+05:45 (POSIX form, no zone database needed)
+    time.tzset()
+    try:
+        before = datetime.now(timezone.utc).replace(microsecond=0)
+        name = release_name()
+        after = datetime.now(timezone.utc)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     made = datetime.strptime(name[:19], "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc)
     assert before <= made <= after and name[19:20] == "Z", name
     assert Deployer(DeploySettings(), Path(".")).release != Deployer(DeploySettings(), Path(".")).release
@@ -456,13 +463,55 @@ def test_ctrl_c_between_health_checks_does_not_wait_out_the_delay(conn: Connecti
     assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
 
 
-def test_ctrl_c_after_a_host_finished_leaves_it_alone(conn: Connection, host: Host, artifact: Path) -> None:
-    # Ctrl-C while other hosts are still deploying: this one is done and stays on its new release.
-    seed(host, artifact, {R1: "good"}, current=R1)
-    deployer = Deployer(settings_for(artifact, host.base, after_switch=(RECORD_HOOK,)), artifact, release=R2)
-    deployer.deploy(conn)
+@pytest.mark.parametrize("operation", ["deploy", "rollback"])
+def test_ctrl_c_after_a_host_finished_leaves_it_alone(conn: Connection, host: Host, artifact: Path, operation: str) -> None:
+    # Ctrl-C while other hosts are still at it: this one is done and stays where it went.
+    seed(host, artifact, {R1: "good", R2: "good"}, current=R2)
+    deployer = Deployer(settings_for(artifact, host.base, after_switch=(RECORD_HOOK,)), artifact, release=R3)
+    report = deployer.deploy(conn) if operation == "deploy" else deployer.rollback(conn)
     deployer.interrupt(grace=300)
-    assert host.current() == f"releases/{R2}" and host.verdict(R2) == "good\n" and host.served() == [R2]
+    assert host.current() == f"releases/{report.release}" and host.served() == [report.release]
+    assert host.verdict(report.release) == "good\n"
+
+
+def test_ctrl_c_during_a_switch_back_under_way_does_not_switch_back_twice(conn: Connection, host: Host, artifact: Path) -> None:
+    seed(host, artifact, {R1: "good"}, current=R1)
+    gate = Gate(host)
+    # R2's hook fails; the switch back re-runs R1's, which blocks the first time only (then records as usual).
+    breaks = f'test "$(basename "$RELEASE_DIR")" != {R2}'
+    first_rerun_blocks = f'if [ "$(basename "$RELEASE_DIR")" = {R1} ] && mkdir "$BASE_DIR/once"; then {gate.hook}; fi'
+    settings = settings_for(artifact, host.base, after_switch=(first_rerun_blocks, RECORD_HOOK, breaks))
+    deployer = Deployer(settings, artifact, release=R2)
+    worker, errors = in_thread(lambda: deployer.deploy(conn))
+    try:
+        gate.wait_started(worker)  # the host's own worker is switching back
+        deployer.interrupt(grace=300)
+    finally:
+        gate.open(worker)
+        worker.join(120)
+    [error] = errors
+    assert str(error).endswith(f"; switched back to {R1} and re-ran its after-switch hooks"), error
+    assert host.served() == [R2, R1]  # R1's hooks ran once more, not twice
+    assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
+
+
+def test_ctrl_c_with_no_previous_release_leaves_nothing_live(conn: Connection, host: Host, artifact: Path) -> None:
+    gate = Gate(host)
+    deployer = Deployer(settings_for(artifact, host.base, health_check=gate.check), artifact, release=R1)
+    worker, errors = in_thread(lambda: deployer.deploy(conn))
+    try:
+        gate.wait_started(worker)
+        deployer.interrupt(grace=300)
+        assert host.current() is None  # removed at once, while the check still hangs
+    finally:
+        gate.open(worker)
+        worker.join(120)
+    [error] = errors
+    assert str(error) == (
+        f"{LABEL}: interrupted (Ctrl-C) during the health check; "
+        f"no previous release to switch back to: removed {host.base}/current, nothing is live"
+    )
+    assert host.verdict(R1) == "failed\n"
 
 
 def test_ctrl_c_whose_undo_cannot_mark_the_release_still_ends_cleanly(conn: Connection, host: Host, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
