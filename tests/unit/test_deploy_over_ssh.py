@@ -14,7 +14,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,6 +37,18 @@ HEALTH = "./bin/health"
 
 class LabelledConnection(Connection):  # type: ignore[misc]
     label = LABEL  # a plain attribute, as SSMConnection's label names the instance in every message
+
+
+class TappedConnection(LabelledConnection):
+    """Tells ``after`` every command it ran: a test acts at an exact point of a deploy (Ctrl-C there)."""
+
+    after: Callable[[str], object] | None = None  # declared, so a plain attribute (not a Fabric config entry)
+
+    def run(self, command: str, **kwargs: object) -> object:
+        result = super().run(command, **kwargs)
+        if self.after is not None:
+            self.after(command)
+        return result
 
 
 def connect(server: tuple[SSHServer, Path], kind: type[Connection] = LabelledConnection) -> Connection:
@@ -568,6 +580,48 @@ def test_ctrl_c_returns_within_its_grace_when_a_switch_back_hangs(conn: Connecti
     assert host.current() == f"releases/{R1}" and host.verdict(R2) == "failed\n"
 
 
+def test_ctrl_c_during_the_last_after_switch_hook_switches_back(conn: Connection, host: Host, artifact: Path) -> None:
+    seed(host, artifact, {R1: "good"}, current=R1)
+    gate = Gate(host)
+    blocks_in_r2 = f'if [ "$(basename "$RELEASE_DIR")" = {R2} ]; then {gate.hook}; fi'
+    deployer = Deployer(settings_for(artifact, host.base, after_switch=(RECORD_HOOK, blocks_in_r2)), artifact, release=R2)
+    worker, errors = in_thread(lambda: deployer.deploy(conn))
+    try:
+        gate.wait_started(worker)
+        deployer.interrupt(grace=300)
+        assert host.current() == f"releases/{R1}" and host.served() == [R2, R1]
+    finally:
+        gate.open(worker)
+        worker.join(120)
+    [error] = errors
+    # The hook ended; the health check that comes next is never run.
+    assert str(error) == f"{LABEL}: interrupted (Ctrl-C) during the health check; switched back to {R1} and re-ran its after-switch hooks"
+    assert host.served() == [R2, R1] and host.verdict(R2) == "failed\n"
+
+
+def test_ctrl_c_once_a_host_is_marked_good_lets_it_finish(server: tuple[SSHServer, Path], host: Host, artifact: Path) -> None:
+    seed(host, artifact, {R1: "good", R2: "good"}, current=R2)
+    deployer = Deployer(settings_for(artifact, host.base, keep_releases=2), artifact, release=R3)
+    with connect(server, TappedConnection) as conn:
+        conn.after = lambda command: deployer.interrupt(grace=300) if command.startswith("echo good") else None
+        report = deployer.deploy(conn)
+    # Live and healthy when Ctrl-C came: it stays, counts as done, and its old releases are still pruned.
+    assert report.pruned == [R1] and host.releases() == [R2, R3]
+    assert host.current() == f"releases/{R3}" and host.verdict(R3) == "good\n"
+
+
+def test_nothing_a_host_prints_reaches_the_terminal(conn: Connection, host: Host, artifact: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # Hosts deploy side by side; what their commands print would interleave under ssmfab's own lines.
+    seed(host, artifact, {R1: "good", R2: "good"}, current=R2)
+    settings = settings_for(
+        artifact, host.base, before_switch=("echo LOUD; echo LOUD >&2",), after_switch=("echo LOUD; echo LOUD >&2",),
+        health_check=f"echo LOUD; echo LOUD >&2; {HEALTH}", keep_releases=1,
+    )  # fmt: skip
+    Deployer(settings, artifact, release=R3).deploy(conn)
+    Deployer(settings, Path(".")).rollback(conn)
+    assert capfd.readouterr() == ("", "")
+
+
 # -- rollback ------------------------------------------------------------------------------------------------------
 def test_rollback_goes_to_the_newest_good_release_never_a_failed_one(conn: Connection, host: Host, artifact: Path) -> None:
     seed(host, artifact, {R1: "good", R2: "good", R3: "failed", R4: "good"}, current=R4)
@@ -651,8 +705,9 @@ def test_ctrl_c_during_a_rollback_goes_back_and_keeps_the_verdict(conn: Connecti
 
 def test_keep_releases_keeps_the_newest(conn: Connection, host: Host, artifact: Path) -> None:
     seed(host, artifact, {R1: "good", R2: "good", R3: "good"}, current=R3)
+    (host.root / "releases" / "0 copied by hand").mkdir()  # no verdict, a name with spaces: pruned like any
     settings = settings_for(artifact, host.base, keep_releases=3, health_check="")
-    assert Deployer(settings, artifact, release=R4).deploy(conn).pruned == [R1]
+    assert Deployer(settings, artifact, release=R4).deploy(conn).pruned == ["0 copied by hand", R1]
     assert Deployer(settings, artifact, release=R5).deploy(conn).pruned == [R2]
     assert host.releases() == [R3, R4, R5]
 
