@@ -199,7 +199,7 @@ def test_a_single_file_is_the_release_as_it_is(conn: Connection, host: Host, tmp
 
 @pytest.mark.parametrize(
     "base",
-    ["deploy $(touch PWNED); `touch PWNED` x", "it's \"quoted\" & spaced", "trailing/"],
+    ["deploy $(touch PWNED); `touch PWNED` x", "it's \"quoted\" & spaced", "srv/APP-X/"],
     ids=["substitution", "quotes", "trailing-slash"],
 )
 def test_hooks_get_hostile_base_dirs_as_themselves(server: tuple[SSHServer, Path], artifact: Path, base: str, tmp_path: Path) -> None:
@@ -223,6 +223,50 @@ def test_a_connection_without_a_label_is_named_by_its_host(server: tuple[SSHServ
     assert report.health_attempts == 0
     assert messages[1] == f"127.0.0.1: {host.base}/current -> releases/{R1} (was none)"
     assert len(messages) == 2  # no health check configured: none run, none reported
+
+
+def test_an_empty_base_dir_means_the_login_folder(server: tuple[SSHServer, Path], artifact: Path) -> None:
+    home = server[0].home
+    try:
+        with connect(server) as conn:
+            Deployer(settings_for(artifact, "", health_check=""), artifact, release=R1).deploy(conn)
+        assert os.readlink(home / "current") == f"releases/{R1}"
+        assert (home / "releases" / R1 / "VERSION").read_text() == "1.2.3\n"
+    finally:
+        (home / "current").unlink(missing_ok=True)
+        shutil.rmtree(home / "releases", ignore_errors=True)
+
+
+class StripingConnection(LabelledConnection):
+    """Opens more connections to the same host on request, as SSMConnection.sibling does (each its own SSM
+    session there): a big upload is striped over them."""
+
+    def sibling(self) -> StripingConnection:
+        return StripingConnection(self.host, port=self.port, user=self.user, config=self.config,
+                                  connect_kwargs=self.connect_kwargs)  # fmt: skip
+
+
+def test_the_upload_goes_striped_and_uncompressed_as_asked(server: tuple[SSHServer, Path], host: Host, tmp_path: Path) -> None:
+    # 17 MiB of text: above the striping threshold, and would shrink under gzip (which ssmfab, left to itself,
+    # uses when it pays: here the deploy was told not to).
+    build = tmp_path / "build"
+    build.mkdir()
+    line = b"".join(b"%08d the same words again and again\n" % n for n in range(1000))
+    (build / "big.txt").write_bytes((line * (17 * 1024 * 1024 // len(line) + 1))[: 17 * 1024 * 1024])
+    settings = settings_for(build, host.base, health_check="")
+    with connect(server, StripingConnection) as conn:
+        report = Deployer(settings, build, release=R1, compress=False, streams=2).deploy(conn)
+    assert (report.bytes, report.wire_bytes, report.streams) == (17 * 1024 * 1024, 17 * 1024 * 1024, 2)
+    assert (host.root / "releases" / R1 / "big.txt").read_bytes() == (build / "big.txt").read_bytes()
+
+
+def test_a_current_link_made_by_other_tools_is_understood(conn: Connection, host: Host, artifact: Path) -> None:
+    # Capistrano and hand-made setups point current at the release by its absolute path.
+    seed(host, artifact, {R1: "good"}, current=R1)
+    (host.root / "current").unlink()
+    os.symlink(host.root / "releases" / R1, host.root / "current")
+    report = Deployer(settings_for(artifact, host.base, keep_releases=1), artifact, release=R2).deploy(conn)
+    assert report.previous == R1 and report.pruned == []  # R1 is known as the previous release, and kept
 
 
 # -- failures after the switch: switched back ---------------------------------------------------------------------
@@ -292,6 +336,15 @@ def test_a_switch_back_that_fails_too_says_to_check_by_hand(conn: Connection, ho
                                       f"check {host.base}/current by hand")  # fmt: skip
     assert host.current() == f"releases/{R1}"  # the link itself went back; only its hook failed
     assert host.verdict(R2) == "failed\n"
+
+
+def test_a_failed_hook_is_the_error_even_when_its_release_cannot_be_marked(conn: Connection, host: Host, artifact: Path) -> None:
+    seed(host, artifact, {R1: "good"}, current=R1)
+    breaks_all = 'mkdir "$RELEASE_DIR/.ssmfab-release"; echo "disk full" >&2; exit 4'  # the verdict cannot be written
+    with pytest.raises(CommandError) as failed:
+        Deployer(settings_for(artifact, host.base, before_switch=(breaks_all,)), artifact, release=R2).deploy(conn)
+    assert str(failed.value).endswith("` exited 4: disk full")
+    assert host.current() == f"releases/{R1}"
 
 
 def test_a_failure_before_the_switch_leaves_current_alone(conn: Connection, host: Host, artifact: Path) -> None:
@@ -433,7 +486,8 @@ def test_ctrl_c_before_the_switch_marks_the_release_failed_and_never_switches(co
     settings = settings_for(artifact, host.base, after_switch=(RECORD_HOOK,))
     seed(host, artifact, {R1: "good"}, current=R1)  # a good release is live
     gate = Gate(host)
-    deployer = Deployer(dataclasses.replace(settings, before_switch=(gate.hook,)), artifact, release=R2)
+    second = 'touch "$BASE_DIR/second-hook-ran"'
+    deployer = Deployer(dataclasses.replace(settings, before_switch=(gate.hook, second)), artifact, release=R2)
     worker, errors = in_thread(lambda: deployer.deploy(conn))
     try:
         gate.wait_started(worker)
@@ -446,6 +500,15 @@ def test_ctrl_c_before_the_switch_marks_the_release_failed_and_never_switches(co
     assert isinstance(error, Interrupted) and str(error) == f"{LABEL}: interrupted (Ctrl-C)", error
     assert host.current() == f"releases/{R1}"
     assert host.served() == []  # nothing switched, so nothing to switch back or re-run
+    assert not (host.root / "second-hook-ran").exists()  # the hook after the one Ctrl-C came in never ran
+
+
+def test_a_host_reached_after_ctrl_c_is_not_touched(conn: Connection, host: Host, artifact: Path) -> None:
+    deployer = Deployer(settings_for(artifact, host.base), artifact, release=R1)
+    deployer.interrupt(grace=300)
+    with pytest.raises(Interrupted, match=re.escape(f"{LABEL}: interrupted (Ctrl-C)") + "$"):
+        deployer.deploy(conn)
+    assert not host.root.exists()  # not even a release folder
 
 
 def test_ctrl_c_during_the_upload_stops_before_the_next_file(conn: Connection, host: Host, artifact: Path) -> None:
