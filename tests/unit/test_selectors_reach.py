@@ -33,6 +33,7 @@ def test_addresses_are_sorted_into_ips_and_dns_names() -> None:
         ({"ips": ["$(id)"]}, "bad --ip '$(id)'"),
         ({"ips": ["fd00::zz"]}, "not an IPv6 address"),
         ({"ips": [" "]}, "empty --ip"),
+        ({"ips": ["web..internal"]}, "bad --ip 'web..internal'"),
         ({"asgs": [""]}, "empty --asg"),
         ({"asgs": ["web\nprod"]}, "bad --asg"),
         ({"asgs": ["x" * 256]}, "bad --asg"),
@@ -139,3 +140,22 @@ def test_the_targets_handed_on_carry_what_was_left_out(fleet: Fleet) -> None:
     assert [t.id for t in targets] == [up]
     assert [s.target.id for s in targets.skipped] == [down]  # reported by the fan-out as failed: it was named
     assert targets.named == (up, down)
+
+
+def test_exact_addresses_are_asked_of_ec2_and_globs_matched_here(fleet: Fleet) -> None:
+    from tests.unit.test_targets import CallLog
+
+    [first] = fleet.launch(Role="web")
+    described = fleet.ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0]
+    ip, dns = described["PrivateIpAddress"], described["PrivateDnsName"]
+    log = CallLog(fleet)
+    assert select(fleet, ips=[ip]) == [first]
+    assert select(fleet, ips=[dns]) == [first]
+    assert select(fleet, ips=[ip.rsplit(".", 1)[0] + ".*"]) == [first]
+    sent = [
+        {f["Name"]: f["Values"] for f in params.get("Filters", [])}
+        for called, params in log.calls
+        if called == "DescribeInstances"
+    ]
+    assert [f.get("private-ip-address") for f in sent] == [[ip], None, None]  # a glob: matched here
+    assert [f.get("private-dns-name") for f in sent] == [None, [dns], None]

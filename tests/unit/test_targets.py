@@ -98,7 +98,13 @@ def test_target_records_carry_what_users_need(fleet: Fleet) -> None:
     [target] = fleet.resolve(tags=["web"]).targets
     assert target.id == instance_id
     assert target.tags["Role"] == "web"
-    assert target.private_ip
+    [reservation] = fleet.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    [described] = reservation["Instances"]
+    # The address, DNS name and account EC2 reports (the table's IP column, --ip, and ACCOUNT across accounts).
+    assert (target.private_ip, target.private_dns, target.account) == (
+        described["PrivateIpAddress"], described["PrivateDnsName"], reservation["OwnerId"]
+    )
+    assert target.private_ip and target.private_dns and target.account
     assert (target.platform, target.ping_status, target.agent_version, target.region) == (
         "Linux",
         "Online",
