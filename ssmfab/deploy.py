@@ -63,9 +63,6 @@ class DeployReport:
     pruned: list[str] = field(default_factory=list)
     exited: int = 0
 
-    def summary(self) -> str:
-        return f"release {self.release} live (was {self.previous or 'none'}), {self.files} files, {self.bytes} bytes"
-
 
 def check_artifact(settings: DeploySettings) -> Path:
     """The artifact as a local path, or a one-line error before any host is touched."""
@@ -249,9 +246,6 @@ class Deployer:
             if attempt < s.health_retries and self._interrupted.wait(s.health_delay):
                 raise Interrupted(f"{_label(conn)}: interrupted (Ctrl-C) during the health check")
         return False
-
-    def releases(self, conn: Any) -> list[str]:
-        return sorted(self.verdicts(conn))
 
     def verdicts(self, conn: Any) -> dict[str, str]:
         """Every release on the host and its verdict: good, failed or unknown (no record)."""

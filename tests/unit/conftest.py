@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SSHServer
     sshd.process = subprocess.Popen(
         [find_sshd(), "-D", "-e", "-f", str(sshd.config)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
+        preexec_fn=die_with_parent, start_new_session=True,  # its own group: sshd.stop() signals the group
     )  # fmt: skip
     sshd.wait_ready(30)
     try:

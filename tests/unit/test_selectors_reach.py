@@ -33,6 +33,7 @@ def test_addresses_are_sorted_into_ips_and_dns_names() -> None:
         ({"ips": ["$(id)"]}, "bad --ip '$(id)'"),
         ({"ips": ["fd00::zz"]}, "not an IPv6 address"),
         ({"ips": [" "]}, "empty --ip"),
+        ({"ips": ["web..internal"]}, "bad --ip 'web..internal'"),
         ({"asgs": [""]}, "empty --asg"),
         ({"asgs": ["web\nprod"]}, "bad --asg"),
         ({"asgs": ["x" * 256]}, "bad --asg"),
@@ -95,3 +96,66 @@ def test_ip_selects_by_private_address_and_dns_name(fleet: Fleet) -> None:
     # An IP and a DNS name together: either matches (EC2 would AND the two filters; matched here instead).
     assert select(fleet, ips=[ip, dns]) == sorted([first, second])
     assert select(fleet, ips=["192.0.2.1"]) == []
+
+
+def hybrid(n: int, ip: str) -> dict[str, Any]:
+    return {"InstanceId": f"mi-{n:017x}", "PingStatus": "Online", "ResourceType": "ManagedInstance", "IPAddress": ip,
+            "Tags": [{"Key": "Name", "Value": f"onprem-{n}"}]}  # fmt: skip
+
+
+def test_ip_selects_hybrid_nodes_by_the_address_ssm_reports(fleet: Fleet) -> None:
+    fleet.register([hybrid(1, "192.168.7.10"), hybrid(2, "192.168.7.20")])
+    selection = resolve(parse_selector(ips=["192.168.7.1*"]), fleet.ec2, fleet.ssm, region=REGION)
+    [node] = selection.targets
+    assert (node.id, node.name, node.private_ip) == (f"mi-{1:017x}", "onprem-1", "192.168.7.10")
+    assert select(fleet, ips=["192.168.7.20"]) == [f"mi-{2:017x}"]
+    assert select(fleet, ips=["10.9.9.9"]) == []
+
+
+def test_asg_and_dns_names_never_ask_ssm_for_hybrid_nodes(fleet: Fleet) -> None:
+    # Hybrid nodes belong to no Auto Scaling group and have no EC2 DNS name: listing them would only cost calls.
+    from tests.unit.test_targets import CallLog
+
+    fleet.register([hybrid(1, "192.168.7.10")])
+    log = CallLog(fleet)
+    assert select(fleet, asgs=["web-asg-*"]) == []
+    assert select(fleet, ips=["ip-192-168-7-10.ec2.internal"]) == []
+    assert select(fleet, asgs=["web-asg-*"], ips=["192.168.7.10"]) == []  # AND: the group rules it out
+    assert log.count("DescribeInstanceInformation") == 0
+    assert select(fleet, ips=["192.168.7.10", "ip-10-0-0-1.ec2.internal"]) == [f"mi-{1:017x}"]  # an IP too: asked
+
+
+def test_asg_names_are_any_printable_characters_up_to_255() -> None:
+    assert parse_selector(asgs=["web asg (blue)", "x" * 255]).asgs == ("web asg (blue)", "x" * 255)
+    with pytest.raises(SelectorError, match=r"^empty --asg: give an Auto Scaling group name or glob, e\.g\. --asg 'web-asg-\*'$"):
+        parse_selector(asgs=[" "])
+
+
+def test_the_targets_handed_on_carry_what_was_left_out(fleet: Fleet) -> None:
+    from ssmfab.targets import require_targets
+
+    [up] = fleet.launch(Name="up", Role="web")
+    [down] = fleet.launch(Name="down", Role="web", agent="ConnectionLost")
+    targets = require_targets(resolve(parse_selector(ids=[up, down]), fleet.ec2, fleet.ssm, region=REGION), None)
+    assert [t.id for t in targets] == [up]
+    assert [s.target.id for s in targets.skipped] == [down]  # reported by the fan-out as failed: it was named
+    assert targets.named == (up, down)
+
+
+def test_exact_addresses_are_asked_of_ec2_and_globs_matched_here(fleet: Fleet) -> None:
+    from tests.unit.test_targets import CallLog
+
+    [first] = fleet.launch(Role="web")
+    described = fleet.ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0]
+    ip, dns = described["PrivateIpAddress"], described["PrivateDnsName"]
+    log = CallLog(fleet)
+    assert select(fleet, ips=[ip]) == [first]
+    assert select(fleet, ips=[dns]) == [first]
+    assert select(fleet, ips=[ip.rsplit(".", 1)[0] + ".*"]) == [first]
+    sent = [
+        {f["Name"]: f["Values"] for f in params.get("Filters", [])}
+        for called, params in log.calls
+        if called == "DescribeInstances"
+    ]
+    assert [f.get("private-ip-address") for f in sent] == [[ip], None, None]  # a glob: matched here
+    assert [f.get("private-dns-name") for f in sent] == [None, [dns], None]

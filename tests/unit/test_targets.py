@@ -98,7 +98,13 @@ def test_target_records_carry_what_users_need(fleet: Fleet) -> None:
     [target] = fleet.resolve(tags=["web"]).targets
     assert target.id == instance_id
     assert target.tags["Role"] == "web"
-    assert target.private_ip
+    [reservation] = fleet.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    [described] = reservation["Instances"]
+    # The address, DNS name and account EC2 reports (the table's IP column, --ip, and ACCOUNT across accounts).
+    assert (target.private_ip, target.private_dns, target.account) == (
+        described["PrivateIpAddress"], described["PrivateDnsName"], reservation["OwnerId"]
+    )
+    assert target.private_ip and target.private_dns and target.account
     assert (target.platform, target.ping_status, target.agent_version, target.region) == (
         "Linux",
         "Online",
@@ -217,6 +223,10 @@ def test_pagination_over_more_than_a_hundred(fleet: Fleet) -> None:
     assert len({t.id for t in selection.targets}) == 250
     assert selection.skipped == []
     assert log.count("DescribeInstances") == 2  # 130 instances in pages of 100
+    # Asked for in pages AWS accepts (MaxResults 5 to 1000; out of range it refuses the call), not in whatever
+    # page a server chooses when none is given.
+    sizes = [params.get("MaxResults") for called, params in log.calls if called == "DescribeInstances"]
+    assert all(isinstance(size, int) and 5 <= size <= 1000 for size in sizes), sizes
     # 130 running ids asked for in batches of 50, 50 and 30 (one page each), then the 120 hybrid nodes in
     # pages of 50, 50 and 20: six calls, and no InstanceIds filter ever carries more than 50 values.
     assert log.count("DescribeInstanceInformation") == 6
@@ -310,3 +320,25 @@ def test_an_unmanaged_instance_shows_no_agent_and_platform_names_keep_their_case
     assert (skipped.target.ping_status, skipped.target.agent_version, skipped.target.state) == ("", "", "running")
     [target] = selection.targets
     assert (target.id, target.platform) == (mac, "MacOS")  # AWS's own spelling, not "Macos"
+
+
+def ec2_filters_sent(log: CallLog) -> list[dict[str, list[str]]]:
+    """The filters of every DescribeInstances call, as {name: values}."""
+    return [
+        {f["Name"]: list(f["Values"]) for f in params.get("Filters", [])}
+        for called, params in log.calls
+        if called == "DescribeInstances"
+    ]
+
+
+def test_named_instances_are_the_only_ones_ec2_is_asked_for(fleet: Fleet) -> None:
+    # The result alone cannot show this (the ids are checked again on what EC2 returns): without the filter
+    # ssmfab would page through every instance of the account to find the two the user named.
+    first, _, third = fleet.launch(3, Role="web")
+    hybrid = "mi-0000000000000abcd"
+    fleet.register([{"InstanceId": hybrid, "PingStatus": "Online", "ResourceType": "ManagedInstance"}])
+    log = CallLog(fleet)
+    selection = fleet.resolve(ids=[first, third, hybrid])
+    assert sorted(t.id for t in selection.targets) == sorted([first, third, hybrid])
+    [filters] = ec2_filters_sent(log)
+    assert filters["instance-id"] == [first, third]  # the hybrid id is SSM's, never EC2's
