@@ -5,15 +5,19 @@ the test lets it answer, so "started but not finished" is a state the test holds
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import botocore.session
 import pytest
 
+from ssmfab.aws import AWSContext
 from ssmfab.config import Settings
 from ssmfab.exceptions import PluginError
-from ssmfab.tunnel import PLUGIN_INSTALL_HINT, PluginCheck, PluginTunnelFactory, plugin_version
+from ssmfab.tunnel import PLUGIN_INSTALL_HINT, CLITunnelFactory, PluginCheck, PluginTunnelFactory, plugin_version
 
 
 def gated_plugin(tmp_path: Path, version: str) -> tuple[Path, Path, Path]:
@@ -62,10 +66,11 @@ def test_a_failed_check_is_raised_to_every_caller_without_running_again(tmp_path
     assert log.read_text().count("called") == 1
 
 
-def test_prepare_checks_the_plugin_before_any_tunnel_opens(tmp_path: Path) -> None:
+@pytest.mark.parametrize("factory_class", [PluginTunnelFactory, CLITunnelFactory])
+def test_prepare_checks_the_plugin_before_any_tunnel_opens(tmp_path: Path, factory_class: type[Any]) -> None:
     plugin, log, gate = gated_plugin(tmp_path, "1.2.553.0")
-    settings = Settings().merged({"tunnel.plugin": str(plugin), "tunnel.mode": "plugin"})
-    factory = PluginTunnelFactory(settings, aws=None)  # type: ignore[arg-type]  # no AWS call is made here
+    settings = Settings().merged({"tunnel.plugin": str(plugin), "tunnel.aws_cli": sys.executable})  # any program will do
+    factory = factory_class(settings, aws=AWSContext(session=botocore.session.Session(), region="us-east-1", profile=None, endpoint_url=None))
     factory.prepare()
     wait_for(log)
     gate.touch()

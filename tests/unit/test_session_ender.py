@@ -48,3 +48,12 @@ def test_without_a_notice_channel_the_warning_is_logged_once(caplog: pytest.LogC
         "warning: SSM sessions could not be ended on close and stay open until SSM's idle timeout: "
         "cannot reach AWS while ending SSM session session-0: "
     )
+
+
+def test_a_session_never_known_is_not_asked_about() -> None:
+    # A plugin that never announced its session: nothing to end, so no call (it would fail) and no warning.
+    notices: list[str] = []
+    ender = SessionEnder(unreachable_ssm, notices.append)
+    ender.end(None, "i-00000000000000000")
+    ender.end("", "i-00000000000000000")
+    assert notices == []

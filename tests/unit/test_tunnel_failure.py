@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,7 +111,12 @@ def test_the_last_telling_line_is_the_reason_the_tools_noise_is_not() -> None:
 
 
 def test_a_tunnel_that_ends_without_a_word_says_so() -> None:
-    failure = failure_of(saying("WARNING: nothing else\n", 0))
+    only_noise = (
+        "\nStarting session with SessionId: ops-0123\n\n  \nExiting session with sessionId: ops-0123.\n"
+        "WARNING: An outdated SessionManagerPlugin version detected.\nFor more information, see the docs\n"
+        "https://docs.aws.amazon.com/x.html\nCommand '['session-manager-plugin', '…']' returned non-zero exit status 1.\n\n"
+    )
+    failure = failure_of(saying(only_noise, 0))
     assert str(failure) == f"{HOST}: SSM tunnel closed (exit 0); check that sshd runs on the instance"
 
 
@@ -197,8 +203,13 @@ def test_a_healthy_tunnel_has_no_failure() -> None:
         tunnel.close()
 
 
-def test_a_tunnel_closed_while_in_use_says_so() -> None:
-    tunnel = ProcessTunnel(["cat"])
+@pytest.mark.parametrize("stderr", ["", "\n \n"])
+def test_a_tunnel_closed_while_in_use_says_so(stderr: str) -> None:
+    tunnel = ProcessTunnel(["sh", "-c", f"printf '{stderr}' >&2; exec cat"])
+    deadline = time.monotonic() + 60
+    while tunnel.stderr_text() != stderr:  # blank lines only: nothing said
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     tunnel.close()
     failure = tunnel.failure(HOST)
     assert str(failure) == f"{HOST}: the connection was closed while in use"
@@ -232,10 +243,55 @@ def test_a_lost_session_is_the_failure_and_its_stream_is_cut_at_once() -> None:
     assert tunnel.failure(HOST) is lost
 
 
-def test_a_tunnel_program_that_cannot_start_is_one_line() -> None:
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_tunnel_program_that_cannot_start_is_one_line_and_leaves_nothing_open() -> None:
+    before = open_fds()
     with pytest.raises(TunnelError) as raised:
         ProcessTunnel(["/nonexistent/session-manager-plugin", "x"])
     assert str(raised.value) == "cannot start /nonexistent/session-manager-plugin: No such file or directory"
+    # Checked while the exception (and through it the half-made tunnel) is still alive: closed, not collected.
+    assert open_fds() - before == set()
+
+
+def test_a_session_known_from_startsession_is_ended_even_if_the_plugin_never_said_it() -> None:
+    ended: list[str | None] = []
+    tunnel = ProcessTunnel(["cat"], on_close=ended.append, session_id="ops-0123456789abcdef0")
+    tunnel.close()  # the plugin died (or was cut off) before its greeting
+    assert ended == ["ops-0123456789abcdef0"]
+
+
+def test_close_returns_only_once_the_session_end_is_done() -> None:
+    # The command exits right after close(): a TerminateSession still in flight then would never be sent.
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+    ended: list[str | None] = []
+
+    def end_session(session_id: str | None) -> None:
+        entered.set()
+        release.wait(60)
+        ended.append(session_id)
+
+    tunnel = ProcessTunnel(["cat"], on_close=end_session, session_id="ops-1")
+
+    def close() -> None:
+        tunnel.close()
+        returned.set()
+
+    closing = threading.Thread(target=close)
+    closing.start()
+    try:
+        assert entered.wait(60)
+        deadline = time.monotonic() + 60
+        while _group_alive(tunnel.process.pid):  # the processes go without waiting for AWS...
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not returned.wait(1)  # ...but close() waits for the session end
+    finally:
+        release.set()
+        closing.join(60)
+    assert returned.is_set() and ended == ["ops-1"]
 
 
 # -- close(): the whole process group goes -------------------------------------------------------------------

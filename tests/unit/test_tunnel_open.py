@@ -24,7 +24,7 @@ from ssmfab.aws import AWSContext
 from ssmfab.config import Settings
 from ssmfab.exceptions import AWSCLIError, ConfigError, PluginError, TargetNotConnectedError, TunnelError
 from ssmfab.sandbox.moto_ext import _error, sandbox_put_instance_information
-from ssmfab.tunnel import RESPONSE_ENV_VAR, CLITunnelFactory, PluginTunnelFactory, _group_alive
+from ssmfab.tunnel import RESPONSE_ENV_VAR, CLITunnelFactory, PluginTunnelFactory, _group_alive, start_ssh_session
 
 REGION = "us-east-1"
 INSTANCE = "i-0123456789abcdef0"
@@ -191,6 +191,15 @@ def test_a_session_that_cannot_be_ended_is_said_once_with_the_iam_fix(
     assert not any(_group_alive(t.process.pid) for t in tunnels)  # type: ignore[attr-defined]
 
 
+def test_a_session_for_another_port_asks_ssm_for_that_port(aws: AWSContext) -> None:
+    # ssmfab-proxy's sessions (an ssh ProxyCommand's %p) name their port; the tunnel's own use tunnel.remote_port.
+    register(aws, INSTANCE)
+    request, response = start_ssh_session(plugin_settings(Path("unused")), aws.ssm(), INSTANCE, LABEL, port="2200")
+    assert request == {"Target": INSTANCE, "DocumentName": "AWS-StartSSHSession", "Parameters": {"portNumber": ["2200"]}}
+    [active] = sessions(aws, "Active")
+    assert response["SessionId"] == active["SessionId"] and response["StreamUrl"] and response["TokenValue"]
+
+
 # -- cli mode: the real aws CLI, in a process ----------------------------------------------------------------
 
 
@@ -257,3 +266,25 @@ def test_a_cli_tunnel_needs_a_reason_when_one_is_required(aws: AWSContext, cli_s
     with pytest.raises(ConfigError, match="a reason is required"):
         CLITunnelFactory(wanting, aws).open(INSTANCE, LABEL)
     assert sessions(aws, "History") == []
+
+
+def test_a_cli_session_that_cannot_be_ended_is_said_with_the_iam_fix(
+    aws: AWSContext, cli_settings: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, _ = cli_settings
+    register(aws, INSTANCE)
+
+    def denied(self: SimpleSystemManagerResponse) -> Any:
+        raise _error("AccessDeniedException", "not authorized to perform: ssm:TerminateSession")
+
+    monkeypatch.setattr(SimpleSystemManagerResponse, "terminate_session", denied)
+    notices: list[str] = []
+    tunnel = CLITunnelFactory(settings, aws, notices.append).open(INSTANCE, LABEL)
+    echoes(tunnel)
+    tunnel.close()
+    [active] = sessions(aws, "Active")
+    assert notices == [
+        "warning: SSM sessions could not be ended on close and stay open until SSM's idle timeout: "
+        f"{INSTANCE}: access denied while ending SSM session {active['SessionId']}: not authorized to perform: "
+        "ssm:TerminateSession (grant it in IAM: see the README's IAM section); allow ssm:TerminateSession in IAM"
+    ]
