@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -118,6 +119,21 @@ def test_a_tunnel_that_ends_without_a_word_says_so() -> None:
     )
     failure = failure_of(saying(only_noise, 0))
     assert str(failure) == f"{HOST}: SSM tunnel closed (exit 0); check that sshd runs on the instance"
+
+
+def test_a_long_stderr_is_read_from_its_last_8_kib_even_mid_character() -> None:
+    # Plugin debug output can run long and be non-ASCII: the tail kept may begin inside a character.
+    said = "é" * 6000 + "\nthe real reason\n"  # 12000 bytes of two-byte characters, then the last line
+    assert (8192 - len("\nthe real reason\n")) % 2 == 1  # the cut falls inside an "é"
+    tunnel = ended(saying(said, 1))
+    try:
+        text = tunnel.stderr_text()
+        failure = tunnel.failure(HOST)
+    finally:
+        tunnel.close()
+    kept = (8192 - len("\nthe real reason\n")) // 2
+    assert text == "\ufffd" + "é" * kept + "\nthe real reason\n"  # the last 8 KiB; the half character replaced
+    assert str(failure) == f"{HOST}: SSM tunnel closed (exit 1): the real reason; check that sshd runs on the instance"
 
 
 # -- what came on the stream ---------------------------------------------------------------------------------
@@ -254,6 +270,48 @@ def test_a_tunnel_program_that_cannot_start_is_one_line_and_leaves_nothing_open(
     assert str(raised.value) == "cannot start /nonexistent/session-manager-plugin: No such file or directory"
     # Checked while the exception (and through it the half-made tunnel) is still alive: closed, not collected.
     assert open_fds() - before == set()
+
+
+def test_the_session_id_is_read_even_after_paramiko_closed_its_socket() -> None:
+    # A connect that failed mid-handshake: paramiko closed the socket it was given before the tunnel is closed.
+    ended_ids: list[str | None] = []
+    tunnel = ProcessTunnel(
+        [sys.executable, "-c", f"import os, time; os.write(1, {GREETING!r}.encode()); time.sleep(600)"], on_close=ended_ids.append
+    )
+    select.select([tunnel.sock], [], [], 60)  # the greeting is there, unread
+    tunnel.sock.close()
+    tunnel.close()
+    assert ended_ids == ["ops-0123456789abcdef0"]
+
+
+def test_a_closed_tunnel_leaves_no_descriptor_open() -> None:
+    before = open_fds()
+    tunnel = ProcessTunnel(["sh", "-c", "echo said >&2; exec cat"])
+    tunnel.sock.sendall(b"SSH-2.0-x\r\n")
+    assert Packetizer(tunnel.sock).readline(60) == "SSH-2.0-x"
+    tunnel.close()
+    assert open_fds() - before == set()
+
+
+def test_a_plugin_is_given_time_to_end_cleanly_on_sigterm(tmp_path: Path) -> None:
+    # A plugin that ignores its input ending (a stuck data channel) but ends cleanly on SIGTERM, taking a moment.
+    cleaned = tmp_path / "cleaned-up"
+    plugin = (
+        "import os, signal, sys, time\n"
+        "def stop(*_):\n"
+        "    time.sleep(0.3)  # closing its data channel\n"
+        f"    open({str(cleaned)!r}, 'w').close()\n"
+        "    os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "os.write(1, b'SSH-2.0-x\\r\\n')\n"
+        "while True:\n"
+        "    time.sleep(1)\n"
+    )
+    tunnel = ProcessTunnel([sys.executable, "-c", plugin])
+    assert Packetizer(tunnel.sock).readline(60) == "SSH-2.0-x"  # running, its handler installed
+    tunnel.close()
+    assert cleaned.exists()  # SIGTERM first, and time to act on it; SIGKILL only after that
+    assert tunnel.process.returncode == 0
 
 
 def test_a_session_known_from_startsession_is_ended_even_if_the_plugin_never_said_it() -> None:

@@ -22,7 +22,7 @@ from paramiko.packet import Packetizer
 
 from ssmfab.aws import AWSContext
 from ssmfab.config import Settings
-from ssmfab.exceptions import AWSCLIError, ConfigError, PluginError, TargetNotConnectedError, TunnelError
+from ssmfab.exceptions import AWSCLIError, AWSError, ConfigError, PluginError, TargetNotConnectedError, TunnelError
 from ssmfab.sandbox.moto_ext import _error, sandbox_put_instance_information
 from ssmfab.tunnel import RESPONSE_ENV_VAR, CLITunnelFactory, PluginTunnelFactory, _group_alive, start_ssh_session
 
@@ -95,10 +95,10 @@ def test_a_plugin_tunnel_starts_the_session_asked_for_and_ends_it_on_close(aws: 
     factory = PluginTunnelFactory(plugin_settings(path, reason="INC-1 restart nginx", remote_port=2222), aws)
     tunnel = factory.open(INSTANCE, LABEL)
     try:
-        echoes(tunnel)
         [active] = sessions(aws, "Active")
+        assert tunnel.session_id == active["SessionId"]  # type: ignore[attr-defined]  # known from StartSession at once
+        echoes(tunnel)
         assert (active["Target"], active["DocumentName"], active["Reason"]) == (INSTANCE, "AWS-StartSSHSession", "INC-1 restart nginx")
-        assert tunnel.session_id == active["SessionId"]  # type: ignore[attr-defined]
         given = json.loads(given_log.read_text())
         assert given["argv"][1:] == [
             RESPONSE_ENV_VAR, REGION, "StartSession", "",
@@ -137,6 +137,15 @@ def test_a_session_ssm_refuses_is_one_line_naming_the_host(aws: AWSContext, plug
     with pytest.raises(TargetNotConnectedError, match=f"^{INSTANCE}: SSM agent"):
         factory.open(INSTANCE)  # no label: the id names it
     assert not given_log.exists()
+
+
+def test_a_document_ssm_does_not_know_is_one_line(aws: AWSContext, plugin: tuple[Path, Path]) -> None:
+    register(aws, INSTANCE)
+    factory = PluginTunnelFactory(plugin_settings(plugin[0], document="Team-SSH"), aws)
+    with pytest.raises(AWSError) as raised:
+        factory.open(INSTANCE, LABEL)
+    assert str(raised.value) == f"{LABEL}: AWS error while starting the SSM session: InvalidDocument: Document Team-SSH does not exist."
+    assert sessions(aws, "History") == []
 
 
 def test_a_plugin_too_old_ends_the_session_it_was_checked_beside(aws: AWSContext, tmp_path: Path) -> None:
