@@ -34,7 +34,8 @@ def test_failed_session_ends_are_said_once_per_run() -> None:
     assert notices[0].startswith("warning: SSM sessions could not be ended on close")
     assert "cannot reach AWS while ending SSM session session-0" in notices[0]
     assert "\n" not in notices[0]
-    assert "IAM" not in notices[0]  # not a permission problem: no IAM fix suggested (see test_tunnel_open for one)
+    # Not a permission problem: no IAM fix suggested (see test_tunnel_open for one); the line ends with the cause's fix.
+    assert "IAM" not in notices[0] and notices[0].endswith("; check the network, region and endpoint")
 
 
 def test_without_a_notice_channel_the_warning_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
