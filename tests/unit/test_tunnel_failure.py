@@ -152,6 +152,7 @@ def test_what_the_plugin_said_is_shown_whole_up_to_300_characters(length: int) -
     finally:
         tunnel.close()
     shown = said if length <= 300 else said[:299] + "…"
+    assert isinstance(failure, TunnelError) and failure.host == HOST
     assert str(failure) == (
         f"{HOST}: the SSM session ended before SSH started: {shown}; "
         "check that sshd runs on the instance and listens on the document's port"
@@ -168,6 +169,7 @@ def test_a_stream_that_is_not_ssh_shows_its_first_120_characters() -> None:
     finally:
         tunnel.close()
     began = " ".join([line] * 10)[:119] + "…"
+    assert isinstance(failure, TunnelError) and failure.host == HOST
     assert str(failure) == (
         f"{HOST}: no SSH banner in what came through the SSM tunnel (it began: {began}); "
         "check that the document's port on the instance is sshd's"
@@ -261,6 +263,15 @@ def test_a_lost_session_is_the_failure_and_its_stream_is_cut_at_once() -> None:
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_session_lost_as_the_tunnel_closes_is_still_the_failure() -> None:
+    # The keepalive watch gives up on the session at the moment the command closes the tunnel.
+    tunnel = ProcessTunnel(["cat"])
+    tunnel.close()
+    lost = SessionLostError(f"{HOST}: SSM session lost: keepalives went unanswered", HOST)
+    tunnel.lose(lost)  # the stream is already gone: nothing to cut, and no error for it
+    assert tunnel.failure(HOST) is lost
 
 
 def test_a_tunnel_program_that_cannot_start_is_one_line_and_leaves_nothing_open() -> None:
