@@ -11,6 +11,7 @@ import faulthandler
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paramiko.packet import Packetizer
@@ -395,6 +397,31 @@ def test_close_ends_a_group_whose_leader_already_left() -> None:
     assert not _group_alive(tunnel.process.pid)
 
 
+def test_a_plugin_left_by_its_aws_process_is_given_its_sigterm_grace_too(tmp_path: Path) -> None:
+    # cli mode: the aws CLI (the group's leader) already exited; its plugin ends cleanly on SIGTERM, taking a moment.
+    cleaned, ready = tmp_path / "cleaned-up", tmp_path / "ready"
+    plugin = (
+        "import os, signal, time\n"
+        "def stop(*_):\n"
+        "    time.sleep(0.3)\n"
+        f"    open({str(cleaned)!r}, 'w').close()\n"
+        "    os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "while True:\n"
+        "    time.sleep(1)\n"
+    )
+    tunnel = ProcessTunnel([sys.executable, "-c", f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {plugin!r}])"])
+    tunnel.process.wait(60)
+    deadline = time.monotonic() + 60
+    while not ready.exists():  # the plugin runs, its handler installed; the leader is gone
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    tunnel.close()
+    assert cleaned.exists()
+    assert not _group_alive(tunnel.process.pid)
+
+
 def test_a_failed_session_end_is_logged_with_the_session(caplog: pytest.LogCaptureFixture) -> None:
     def end_session(session_id: str | None) -> None:
         raise RuntimeError("AWS unreachable")
@@ -451,6 +478,59 @@ def test_a_zombie_alone_is_not_a_live_group() -> None:
         assert not _group_alive(leader.pid)  # ...but nothing runs there
     finally:
         leader.wait(60)
+
+
+def test_asking_about_a_group_sends_it_no_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe must be signal 0: a plugin that is asked about (tests and close() ask often) is not hung up on.
+    # The process reports each signal it gets; SIGUSR1, sent last, shows whether anything came before it.
+    code = (
+        "import os, signal\n"
+        "for sig in (signal.SIGHUP, signal.SIGUSR1):\n"
+        "    signal.signal(sig, lambda number, frame: os.write(1, b'%d\\n' % number))\n"
+        "os.write(1, b'ready\\n')\n"
+        "while True:\n"
+        "    signal.pause()\n"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+    assert leader.stdout is not None
+    try:
+        assert leader.stdout.readline() == b"ready\n"
+        assert _group_alive(leader.pid)
+        real_listdir = os.listdir
+        monkeypatch.setattr(os, "listdir", lambda path=".": _no_proc(real_listdir, path))
+        assert _group_alive(leader.pid)  # the same without /proc
+        os.kill(leader.pid, signal.SIGUSR1)
+        assert leader.stdout.readline() == b"%d\n" % signal.SIGUSR1
+    finally:
+        leader.kill()
+        leader.wait(60)
+        leader.stdout.close()
+
+
+def _no_proc(listdir: Any, path: str) -> list[str]:
+    if str(path) == "/proc":
+        raise FileNotFoundError(2, "No such file or directory", "/proc")
+    return list(listdir(path))
+
+
+def test_a_process_with_a_strange_name_is_read_right(tmp_path: Path) -> None:
+    # A process name is whatever its program file is called: a ")" and a "Z" in it must not make a running
+    # plugin look like a zombie, and bytes that are not UTF-8 must not break the look at /proc.
+    strange = tmp_path / os.fsdecode(b"p) Z 1 1 \xff")
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    strange.symlink_to(sleep)
+    leader = subprocess.Popen([str(strange), "600"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while b"p) Z 1 1" not in Path(f"/proc/{leader.pid}/stat").read_bytes():  # exec'd under that name
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert _group_alive(leader.pid)
+    finally:
+        leader.kill()
+        leader.wait(60)
+    assert not _group_alive(leader.pid)
 
 
 def test_without_proc_a_live_group_is_still_seen(monkeypatch: pytest.MonkeyPatch) -> None:
