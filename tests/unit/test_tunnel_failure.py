@@ -261,14 +261,13 @@ def test_the_tunnels_last_words_survive_its_close() -> None:
 
 
 def test_a_lost_session_is_the_failure_and_its_stream_is_cut_at_once() -> None:
-    tunnel = ProcessTunnel(["cat"])  # still running: only the keepalive watch knows the session is dead
+    tunnel = ProcessTunnel(["cat"])  # running: only the keepalive watch knows the session is dead
     try:
         lost = SessionLostError(f"{HOST}: SSM session lost: keepalives went unanswered", HOST)
         tunnel.lose(lost)
         with pytest.raises(EOFError):
             Packetizer(tunnel.sock).readline(30)  # paramiko stops waiting on the stream
-        assert tunnel.failure(HOST) is lost
-        assert tunnel.process.poll() is None
+        assert tunnel.failure(HOST) is lost  # whatever the process did on the cut (cat exits on its EOF)
     finally:
         tunnel.close()
     assert tunnel.failure(HOST) is lost
