@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -405,6 +406,12 @@ class SessionEnder:
                 logging.getLogger("ssmfab").warning(message)
 
 
+def _cli_seconds(seconds: float) -> str:
+    """A timeout as the aws CLI takes it: whole seconds (it refuses "2.5": every tunnel would fail), rounded up
+    so it is never shorter than ours, nor 0 for a positive one (the aws CLI reads 0 as "no timeout")."""
+    return str(math.ceil(seconds))
+
+
 class CLITunnelFactory:
     """The documented ProxyCommand: ``aws ssm start-session … --document-name AWS-StartSSHSession``."""
 
@@ -441,7 +448,7 @@ class CLITunnelFactory:
     def open(self, target_id: str, label: str | None = None) -> Tunnel:
         self.check()
         # The CLI's own AWS calls get the same bounds as ours (not in argv(): ssh configs keep the plain form).
-        bounds = ["--cli-connect-timeout", f"{self.aws.connect_timeout:g}", "--cli-read-timeout", f"{self.aws.read_timeout:g}"]
+        bounds = ["--cli-connect-timeout", _cli_seconds(self.aws.connect_timeout), "--cli-read-timeout", _cli_seconds(self.aws.read_timeout)]
         reason = session_reason(self.settings)
         if reason:
             bounds += ["--reason", reason]

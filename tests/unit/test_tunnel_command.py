@@ -89,18 +89,25 @@ def test_a_required_reason_must_be_given() -> None:
     settings = Settings()
     assert session_reason(settings) == ""
     wanting = replace(settings, audit=replace(settings.audit, require_reason=True))
-    with pytest.raises(ConfigError, match=r"a reason is required \(audit.require_reason\): give --reason TEXT"):
+    with pytest.raises(ConfigError) as raised:
         session_reason(wanting)
+    assert str(raised.value) == (
+        "a reason is required (audit.require_reason): give --reason TEXT, e.g. --reason 'INC-123 restart nginx' "
+        "(it is shown in the Session Manager console and CloudTrail, and kept in the audit trail)"
+    )
     with pytest.raises(ConfigError):
         session_reason(replace(wanting, tunnel=replace(wanting.tunnel, reason="   ")))
     given = replace(wanting, tunnel=replace(wanting.tunnel, reason="INC-1 restart"))
     assert session_reason(given) == "INC-1 restart"
 
 
-def test_the_mode_picks_the_factory() -> None:
-    settings = Settings()
-    assert isinstance(tunnel_factory(replace(settings, tunnel=replace(settings.tunnel, mode="plugin")), context()), PluginTunnelFactory)
-    assert isinstance(tunnel_factory(replace(settings, tunnel=replace(settings.tunnel, mode="cli")), context()), CLITunnelFactory)
+@pytest.mark.parametrize(("mode", "kind"), [("plugin", PluginTunnelFactory), ("cli", CLITunnelFactory)])
+def test_the_mode_picks_the_factory(mode: str, kind: type[object]) -> None:
+    settings, aws, notices = Settings(), context(), list[str]()
+    factory = tunnel_factory(replace(settings, tunnel=replace(settings.tunnel, mode=mode)), aws, notices.append)
+    assert isinstance(factory, kind)
+    # The run's AWS context and its notice line reach the factory (a session that could not be ended is said there).
+    assert factory.aws is aws and factory.ender.notify == notices.append  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
