@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from ssmfab.exceptions import TransferError
 from ssmfab.logs import LogFetcher
 from ssmfab.sandbox import Sandbox
 
+from ..unit.transfer_helpers import tmpfs
 from .conftest import active_sessions
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
@@ -38,22 +36,6 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, done.stderr
     return lines[0]
-
-
-@contextmanager
-def tmpfs(folder: Path, options: str) -> Iterator[Path]:
-    """A small file system of its own at ``folder`` (root only: mount)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs (a full or read-only file system cannot be made otherwise)")
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-        folder.rmdir()
 
 
 def test_get_into_an_existing_file_names_it_before_any_session(sandbox_env: dict[str, str], tmp_path: Path) -> None:

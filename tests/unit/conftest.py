@@ -4,13 +4,18 @@ sees), for the modules that work over a live SSH connection: the runner, transfe
 from __future__ import annotations
 
 import ctypes
+import faulthandler
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fabric import Connection
 
+from ssmfab.connection import default_config
 from ssmfab.sandbox.sshd import SSHServer, find_sshd, free_ports, generate_key
 
 
@@ -39,3 +44,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SSHServer
         yield sshd, key
     finally:
         sshd.stop()
+
+
+def fabric_connection(server: tuple[SSHServer, Path], kind: type[Connection] = Connection) -> Connection:
+    """A Fabric connection of class ``kind`` to the loopback sshd of ``server`` (opened on first use)."""
+    sshd, key = server
+    return kind(
+        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
+        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
+    )  # fmt: skip
+
+
+@contextmanager
+def loopback_connection(server: tuple[SSHServer, Path], kind: type[Connection] = Connection) -> Iterator[Connection]:
+    """``fabric_connection``, closed on the way out."""
+    connection = fabric_connection(server, kind)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture(autouse=True)
+def _a_hang_is_a_failure() -> Iterator[None]:
+    """A close() or wait that never returns fails the run instead of stalling it (mutation testing stops a
+    mutant only when it burns CPU; a blocked wait burns none). A safety net far above any test's own time."""
+    faulthandler.dump_traceback_later(180, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()

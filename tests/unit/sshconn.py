@@ -60,7 +60,7 @@ class LoopbackTunnels:
         return tunnel
 
 
-def loopback_connection(server: tuple[SSHServer, Path], known_hosts: Path, **kwargs: object) -> SSMConnection:
+def loopback_ssm_connection(server: tuple[SSHServer, Path], known_hosts: Path, **kwargs: object) -> SSMConnection:
     sshd, key = server
     return SSMConnection(
         "i-0123456789abcdef0",

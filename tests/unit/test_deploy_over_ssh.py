@@ -22,10 +22,11 @@ import pytest
 from fabric import Connection
 
 from ssmfab.config import DeploySettings
-from ssmfab.connection import default_config
 from ssmfab.deploy import Deployer, Interrupted, artifact_bytes, check_artifact, release_name
 from ssmfab.exceptions import CommandError, ConfigError, DeployError
 from ssmfab.sandbox.sshd import SSHServer
+
+from .conftest import fabric_connection
 
 LABEL = "web-1 (i-0123456789abcdef0)"
 R1, R2, R3, R4, R5 = (f"2026010{n}T000000.000Z-00000{n}" for n in range(1, 6))
@@ -52,11 +53,7 @@ class TappedConnection(LabelledConnection):
 
 
 def connect(server: tuple[SSHServer, Path], kind: type[Connection] = LabelledConnection) -> Connection:
-    sshd, key = server
-    return kind(
-        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
-        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
-    )  # fmt: skip
+    return fabric_connection(server, kind)
 
 
 @pytest.fixture

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from fabric import Connection
 
-from ssmfab.connection import default_config
 from ssmfab.output import PrefixedStream
 from ssmfab.sandbox.sshd import SSHServer
+
+from .conftest import loopback_connection
+
 
 
 class CappedConnection(Connection):  # type: ignore[misc]
@@ -26,15 +28,8 @@ class CappedConnection(Connection):  # type: ignore[misc]
 
 @pytest.fixture
 def conn(server: tuple[SSHServer, Path]) -> Iterator[CappedConnection]:
-    sshd, key = server
-    connection = CappedConnection(
-        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
-        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
-    )  # fmt: skip
-    try:
+    with loopback_connection(server, CappedConnection) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 def test_environment_values_reach_the_command_as_themselves(conn: CappedConnection, server: tuple[SSHServer, Path]) -> None:
@@ -100,11 +95,7 @@ def test_the_exit_status_comes_back(conn: CappedConnection) -> None:
 
 
 def test_a_connection_that_sets_no_cap_gets_the_default_one(server: tuple[SSHServer, Path]) -> None:
-    sshd, key = server
-    with Connection(
-        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
-        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
-    ) as plain:  # fmt: skip
+    with loopback_connection(server) as plain:
         result = plain.run("head -c 5000 /dev/zero | tr '\\0' y", hide=True, timeout=60)
     assert result.stdout == "y" * 5000  # far under the default cap: all of it
 

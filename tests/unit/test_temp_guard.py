@@ -5,7 +5,6 @@ open leaves the upload alone."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,9 +12,10 @@ from pathlib import Path
 import pytest
 from fabric import Connection
 
-from ssmfab.connection import default_config
 from ssmfab.sandbox.sshd import SSHServer
 from ssmfab.transfer.guard import TempGuard
+
+from .conftest import loopback_connection
 
 #: Names a careless remote shell would act on, or split, or take for options.
 HOSTILE = ["plain.part", "with space.part", "quote'\".part", "$(touch pwned).part", "`touch pwned`.part",
@@ -24,15 +24,8 @@ HOSTILE = ["plain.part", "with space.part", "quote'\".part", "$(touch pwned).par
 
 @pytest.fixture
 def conn(server: tuple[SSHServer, Path]) -> Iterator[Connection]:
-    sshd, key = server
-    connection = Connection(
-        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
-        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
-    )  # fmt: skip
-    try:
+    with loopback_connection(server) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:

@@ -14,7 +14,7 @@ from fabric import Connection
 
 from ssmfab.client import Client
 from ssmfab.config import Settings, load_settings
-from ssmfab.connection import SSMConnection, default_config
+from ssmfab.connection import SSMConnection
 from ssmfab.exceptions import ConfigError
 from ssmfab.pool import ConnectionPool
 from ssmfab.sandbox.sshd import SSHServer
@@ -22,6 +22,8 @@ from ssmfab.transfer import STREAM_MIN_BYTES, get, put
 from ssmfab.transfer import upload
 from ssmfab.transfer.session import configured
 from ssmfab.transfer.stripe import STRIPE_MIN_BYTES
+
+from .conftest import loopback_connection
 
 INSTANCE = "i-0123456789abcdef0"
 #: Streamed (4 MiB and more) and very compressible.
@@ -37,15 +39,8 @@ class ConfiguredConnection(Connection):  # type: ignore[misc]
 
 @pytest.fixture
 def conn(server: tuple[SSHServer, Path]) -> Iterator[ConfiguredConnection]:
-    sshd, key = server
-    connection = ConfiguredConnection(
-        "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or "root", config=default_config(),
-        connect_kwargs={"key_filename": str(key), "look_for_keys": False, "allow_agent": False},
-    )  # fmt: skip
-    try:
+    with loopback_connection(server, ConfiguredConnection) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 def test_the_defaults_leave_both_to_measurement() -> None:

@@ -7,7 +7,6 @@ for an event (the process's exit, a line on the stream), never for a clock."""
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import os
 import select
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +29,6 @@ from ssmfab.tunnel import PLUGIN_INSTALL_HINT, ProcessTunnel, _group_alive
 
 HOST = "web-1 (i-0123456789abcdef0)"
 
-
-@pytest.fixture(autouse=True)
-def _a_hang_is_a_failure() -> Iterator[None]:
-    """A close() or wait that never returns fails the run instead of stalling it (mutation testing stops a
-    mutant only when it burns CPU; a blocked wait burns none). A safety net far above any test's own time."""
-    faulthandler.dump_traceback_later(180, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 
 
 def saying(stderr: str, code: int = 255, stdout: str = "") -> list[str]:

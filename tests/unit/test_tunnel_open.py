@@ -9,11 +9,9 @@ aws CLI (in a process) starts the session and runs that plugin."""
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -32,14 +30,6 @@ REGION = "us-east-1"
 INSTANCE = "i-0123456789abcdef0"
 LABEL = f"web-1 ({INSTANCE})"
 
-
-@pytest.fixture(autouse=True)
-def _a_hang_is_a_failure() -> Iterator[None]:
-    """A close() or wait that never returns fails the run instead of stalling it (mutation testing stops a
-    mutant only when it burns CPU; a blocked wait burns none). A safety net far above any test's own time."""
-    faulthandler.dump_traceback_later(180, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 
 PLUGIN = '''#!{python}
 import json, os, sys

@@ -3,10 +3,8 @@ goes whatever happens on the way."""
 
 from __future__ import annotations
 
-import faulthandler
 import select
 import sys
-from collections.abc import Iterator
 
 import pytest
 from paramiko.packet import Packetizer
@@ -20,14 +18,6 @@ CAT_WITH_CHILD = [
     sys.executable, "-c", "import os, subprocess; subprocess.Popen(['sleep', '60']); os.execvp('sh', ['sh', '-c', 'cat; sleep 1'])"
 ]  # fmt: skip
 
-
-@pytest.fixture(autouse=True)
-def _a_hang_is_a_failure() -> Iterator[None]:
-    """A close() or wait that never returns fails the run instead of stalling it (mutation testing stops a
-    mutant only when it burns CPU; a blocked wait burns none). A safety net far above any test's own time."""
-    faulthandler.dump_traceback_later(180, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 
 
 # _group_alive: what close() itself waits on (zombies of reparented children do not count).

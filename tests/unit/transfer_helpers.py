@@ -17,7 +17,7 @@ import pytest
 from ssmfab.connection import SSMConnection
 from ssmfab.sandbox.sshd import SSHServer
 
-from .sshconn import loopback_connection
+from .sshconn import loopback_ssm_connection
 
 
 @dataclass
@@ -30,7 +30,7 @@ class HostFolder:
 
 @pytest.fixture
 def conn(server: tuple[SSHServer, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSMConnection]:
-    connection = loopback_connection(server, tmp_path_factory.mktemp("keys") / "known_hosts")
+    connection = loopback_ssm_connection(server, tmp_path_factory.mktemp("keys") / "known_hosts")
     try:
         yield connection
     finally:
