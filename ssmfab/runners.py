@@ -58,9 +58,10 @@ class CappedRemote(Remote):  # type: ignore[misc]
             # Fabric would inline these unquoted (`export K=V && …`): a value would run as code.
             command, env = with_env(command, env), {}
         super().start(command, shell, env, timeout=timeout)
-        if not self.streams["in"] and not self.using_pty:
+        if not self.streams["in"] and not self.using_pty and not self.watchers:
             # Like `ssh -n`: with no local input to forward, the command reads end-of-file at once instead
-            # of waiting forever (`cat`, `read`, a prompt). A pty's input is the terminal's, left as it is.
+            # of waiting forever (`cat`, `read`, a prompt). A pty's input is the terminal's, left as it is;
+            # watchers (invoke's Responder) answer prompts through the input, which stays open for them.
             self.channel.shutdown_write()
 
     def handle_stdin(self, input_: IO[str], output: IO[str], echo: bool = False) -> None:
@@ -96,6 +97,13 @@ class CappedRemote(Remote):  # type: ignore[misc]
         rest = decoder.decode(b"", final=True)
         if rest:
             yield rest
+
+    def respond(self, buffer_: list[str]) -> None:
+        # invoke joins all the output kept so far after every read, for its watchers (responses to prompts):
+        # with none, that was up to output_cap characters copied per 1000 bytes read (150 MB of output: ~150 GB
+        # of copying, most of the run's CPU), and a megabyte string made and freed per read.
+        if self.watchers:
+            super().respond(buffer_)
 
     def _handle_output(self, buffer_: list[str], hide: bool, output: IO[str], reader: Callable[..., Any]) -> None:
         tail = TailBuffer(buffer_, self.output_cap)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 from fabric import Connection
+from invoke.watchers import Responder
 
 from ssmfab.output import PrefixedStream
+from ssmfab.runners import TailBuffer
 from ssmfab.sandbox.sshd import SSHServer
 
 from .conftest import loopback_connection
@@ -146,3 +148,25 @@ def test_hidden_output_is_not_shown(conn: CappedConnection, capsys: pytest.Captu
     assert result.stdout == "secret\n" and capsys.readouterr().out == ""
     conn.run("echo shown", timeout=60)
     assert capsys.readouterr().out == "shown\n"
+
+
+def test_without_watchers_the_kept_output_is_not_rejoined_per_read(conn: CappedConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    # invoke hands the kept output to its watchers after every 1000-byte read by joining all of it: with no
+    # watcher that was output_cap characters copied per read (most of a long command's CPU, and its memory churn).
+    joins = []
+    iterate = TailBuffer.__iter__
+
+    def counted(self: TailBuffer) -> Iterator[str]:
+        joins.append(1)
+        return iterate(self)
+
+    monkeypatch.setattr(TailBuffer, "__iter__", counted)
+    result = conn.run("head -c 200000 /dev/zero | tr '\\0' y", hide=True, timeout=60)
+    assert result.stdout.endswith("\n" + "y" * 1000)  # the cap of CappedConnection: the tail is kept
+    assert len(joins) <= 4, f"the kept output was read {len(joins)} times for 200 reads"
+
+
+def test_watchers_still_answer_prompts(conn: CappedConnection) -> None:
+    answer = Responder(pattern=r"name\? ", response="web 1\n")
+    result = conn.run('printf "name? "; read -r name; echo "got [$name]"', watchers=[answer], hide=True, timeout=60)
+    assert result.stdout.endswith("got [web 1]\n")
