@@ -650,3 +650,41 @@ def test_a_local_link_to_a_folder_where_a_file_goes_is_replaced_by_the_file(conn
     transfer.get(conn, f"{host.remote}/f", str(tmp_path / "dest") + os.sep)
     assert not (tmp_path / "dest" / "f").is_symlink() and (tmp_path / "dest" / "f").read_text() == "remote"
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("host_program", "cause"),
+    [
+        ("sh -c 'true' sh", "the host's stream ended before its codec byte"),
+        ("""sh -c "printf '?12'" sh""", "the host's stream ended before it said whether it compresses"),
+        ("""sh -c 'cat -- "$1"' sh""", "the host's stream began with b'x', not the codec byte it was asked for"),
+    ],
+    ids=["nothing", "half-a-question", "no-codec-byte"],
+)
+def test_a_host_stream_that_does_not_answer_the_codec_question_is_named_and_leaves_nothing(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_program: str, cause: str
+) -> None:
+    # Stand-ins for a host whose stream program is not ssmfab's (or dies at once): the first bytes are never
+    # taken as an answer, and the one line says what the host sent instead.
+    (host.path / "plain.txt").write_bytes(b"x" * BIG)
+    monkeypatch.setattr(transfer.download, "STREAM_GET", host_program)
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/plain.txt", str(tmp_path / "dest") + os.sep, compress=None if "?" in host_program else True)
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: download of {host.remote}/plain.txt failed, nothing left half-written (")
+    assert cause in message and "\n" not in message, message
+    assert everything(tmp_path / "dest") == []
+
+
+@pytest.mark.parametrize(("compress", "link_rate"), [(True, 1e15), (False, 1000.0)], ids=["forced-on-a-fast-link", "refused-on-a-slow-link"])
+def test_into_a_file_object_the_callers_compress_wins_over_the_links_verdict(
+    conn: SSMConnection, host: HostFolder, compress: bool, link_rate: float
+) -> None:
+    data = b"a compressible line\n" * (BIG // 20)
+    (host.path / "log.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates["get"] = link_rate  # what auto would go by: the opposite of what the caller asks
+    sink = io.BytesIO()
+    report = transfer.get(conn, f"{host.remote}/log.txt", sink, compress=compress)
+    assert sink.getvalue() == data
+    assert (report.wire_bytes < len(data) // 10) if compress else (report.wire_bytes == len(data)), report.wire_bytes
