@@ -688,3 +688,40 @@ def test_into_a_file_object_the_callers_compress_wins_over_the_links_verdict(
     report = transfer.get(conn, f"{host.remote}/log.txt", sink, compress=compress)
     assert sink.getvalue() == data
     assert (report.wire_bytes < len(data) // 10) if compress else (report.wire_bytes == len(data)), report.wire_bytes
+
+
+def test_past_a_local_link_leading_out_the_rest_of_the_tree_arrives(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "t" / "a").mkdir(parents=True)
+    (host.path / "t" / "a" / "f").write_text("f")
+    (host.path / "t" / "z").mkdir(mode=0o750)
+    (host.path / "t" / "z").chmod(0o750)
+    (host.path / "t" / "y").mkdir()
+    (host.path / "t" / "y" / "g").write_text("g")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "in" / "t").mkdir(parents=True)
+    (tmp_path / "in" / "t" / "a").symlink_to(outside)
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/t", str(tmp_path / "in"), recursive=True)
+    assert str(failed.value).startswith(f"{LABEL}: refusing to write {tmp_path / 'in' / 't' / 'a'}: it resolves outside")
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "in" / "t" / "y" / "g").read_text() == "g"
+    assert (tmp_path / "in" / "t" / "z").is_dir() and mode_of(tmp_path / "in" / "t" / "z") == 0o750  # empty, kept with its mode
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1], ids=["below", "at", "above"])
+def test_a_file_at_the_streaming_threshold_arrives_byte_for_byte(conn: SSMConnection, host: HostFolder, tmp_path: Path, offset: int) -> None:
+    data = os.urandom(transfer_session.STREAM_MIN_BYTES + offset)
+    (host.path / "edge.bin").write_bytes(data)
+    report = transfer.get(conn, f"{host.remote}/edge.bin", str(tmp_path / "edge.bin"))
+    assert (tmp_path / "edge.bin").read_bytes() == data and report.items[0].sha256 == sha(data) and report.items[0].size == len(data)
+
+
+def test_a_get_after_a_put_timed_the_link_the_other_way(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = b"compressible " * (BIG // 13)
+    (host.path / "back.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates.clear()
+    conn.link_rates["put"] = 1000.0  # an upload timed the link up, not down
+    report = transfer.get(conn, f"{host.remote}/back.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_bytes() == data and report.items[0].sha256 == sha(data)
