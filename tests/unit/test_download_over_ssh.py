@@ -181,12 +181,13 @@ def test_two_matches_landing_on_one_name_are_reported(conn: SSMConnection, host:
     for day in ("mon", "tue"):
         (host.path / day).mkdir()
         (host.path / day / "b.txt").write_text(day)
+    (host.path / "tue" / "c.txt").write_text("c")  # after the clash: still fetched
     with pytest.raises(TransferError) as failed:
-        transfer.get(conn, f"{host.remote}/*/b.txt", str(tmp_path))
+        transfer.get(conn, f"{host.remote}/*/*.txt", str(tmp_path))
     assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: skipping {host.path / 'tue' / 'b.txt'}: another remote file also lands on {tmp_path / 'b.txt'}; fetch it separately"
     )
-    assert (tmp_path / "b.txt").read_text() == "mon"
+    assert (tmp_path / "b.txt").read_text() == "mon" and (tmp_path / "c.txt").read_text() == "c"
 
 
 def test_a_glob_matching_nothing_says_so(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -331,6 +332,7 @@ def test_a_local_file_where_a_folder_goes_is_reported(conn: SSMConnection, host:
     (host.path / "t" / "d").mkdir(parents=True)
     (host.path / "t" / "d" / "f").write_text("f")
     (host.path / "t" / "g").write_text("g")
+    (host.path / "t" / "z").mkdir()  # an empty folder after the one in the way: still made
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "d").write_text("mine")
     with pytest.raises(TransferError) as failed:
@@ -338,7 +340,11 @@ def test_a_local_file_where_a_folder_goes_is_reported(conn: SSMConnection, host:
     assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: local {tmp_path / 't' / 'd'} exists and is not a folder; move it away and retry (1 more problem; 1 files arrived)"
     )
+    assert failed.value.report.errors[1] == (  # type: ignore[attr-defined]  # the report a script reads
+        f"{LABEL}: skipping {host.path / 't' / 'd' / 'f'}: local {tmp_path / 't' / 'd'} is not a folder; move it away"
+    )
     assert (tmp_path / "t" / "d").read_text() == "mine" and (tmp_path / "t" / "g").read_text() == "g"
+    assert (tmp_path / "t" / "z").is_dir()
 
 
 def test_a_local_symlink_leading_out_is_never_written_through(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
