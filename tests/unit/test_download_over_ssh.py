@@ -661,9 +661,9 @@ def test_a_local_link_to_a_folder_where_a_file_goes_is_replaced_by_the_file(conn
 @pytest.mark.parametrize(
     ("host_program", "cause"),
     [
-        ("sh -c 'true' sh", "the host's stream ended before its codec byte"),
-        ("""sh -c "printf '?12'" sh""", "the host's stream ended before it said whether it compresses"),
-        ("""sh -c 'cat -- "$1"' sh""", "the host's stream began with b'x', not the codec byte it was asked for"),
+        ("sh -c 'true' sh", "the host's stream ended before its codec byte); check the connection, then retry"),
+        ("""sh -c "printf '?12'" sh""", "the host's stream ended before it said whether it compresses); check the connection, then retry"),
+        ("""sh -c 'cat -- "$1"' sh""", "the host's stream began with b'x', not the codec byte it was asked for); fix the cause, then retry"),
     ],
     ids=["nothing", "half-a-question", "no-codec-byte"],
 )
@@ -678,7 +678,7 @@ def test_a_host_stream_that_does_not_answer_the_codec_question_is_named_and_leav
         transfer.get(conn, f"{host.remote}/plain.txt", str(tmp_path / "dest") + os.sep, compress=None if "?" in host_program else True)
     message = str(failed.value)
     assert message.startswith(f"{LABEL}: download of {host.remote}/plain.txt failed, nothing left half-written (")
-    assert cause in message and "\n" not in message, message
+    assert message.endswith(cause) and "\n" not in message, message
     assert everything(tmp_path / "dest") == []
 
 
@@ -731,3 +731,42 @@ def test_a_get_after_a_put_timed_the_link_the_other_way(conn: SSMConnection, hos
     conn.link_rates["put"] = 1000.0  # an upload timed the link up, not down
     report = transfer.get(conn, f"{host.remote}/back.txt", str(tmp_path / "back.txt"))
     assert (tmp_path / "back.txt").read_bytes() == data and report.items[0].sha256 == sha(data)
+
+
+def test_a_file_that_changed_is_dropped_and_the_next_one_still_arrives(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (host.path / "a.bin").write_bytes(b"a" * 1000)
+    (host.path / "b.bin").write_bytes(b"b" * 1000)
+    # A host where a.bin is appended to between its copy and its checksum (a log being written).
+    script = 'for f; do case "$f" in *a.bin) printf x >> "$f";; esac; done; exec sha256sum -- "$@"'
+    monkeypatch.setattr(transfer_session, "SUM_COMMAND", f"xargs -0 sh -c {shlex.quote(script)} sh")
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/*.bin", str(tmp_path))
+    assert str(failed.value) == f"{LABEL}: {host.path / 'a.bin'} did not verify after download (it changed while being copied); retry"
+    assert everything(tmp_path) == ["b.bin"] and (tmp_path / "b.bin").read_bytes() == b"b" * 1000
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_the_connections_compress_setting_is_the_default(conn: SSMConnection, host: HostFolder, tmp_path: Path, setting: bool) -> None:
+    data = b"a compressible line\n" * (BIG // 20)
+    (host.path / "log.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates["get"] = 1000.0 if not setting else 1e15  # the link alone would decide the other way
+    conn.transfer_compress = setting  # transfer.compress in the config
+    report = transfer.get(conn, f"{host.remote}/log.txt", str(tmp_path / "log.txt"))
+    assert (tmp_path / "log.txt").read_bytes() == data
+    assert (report.wire_bytes < len(data) // 10) if setting else (report.wire_bytes == len(data)), report.wire_bytes
+
+
+def test_a_get_leaves_no_channel_open_on_the_connection(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "f.txt").write_text("f")
+    conn.open()
+    transport = conn.client.get_transport()
+    assert transport is not None
+    before = {channel.chanid for channel in transport._channels.values() if not channel.closed}  # noqa: SLF001
+    transfer.get(conn, f"{host.remote}/f.txt", str(tmp_path / "f.txt"))
+    with pytest.raises(TransferError):
+        transfer.get(conn, f"{host.remote}/missing.txt", str(tmp_path / "m.txt"))
+    after = {channel.chanid for channel in transport._channels.values() if not channel.closed}  # noqa: SLF001
+    assert after <= before, after - before  # the SFTP channel each get opened is closed again
