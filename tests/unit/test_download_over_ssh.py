@@ -770,3 +770,19 @@ def test_a_get_leaves_no_channel_open_on_the_connection(conn: SSMConnection, hos
         transfer.get(conn, f"{host.remote}/missing.txt", str(tmp_path / "m.txt"))
     after = {channel.chanid for channel in transport._channels.values() if not channel.closed}  # noqa: SLF001
     assert after <= before, after - before  # the SFTP channel each get opened is closed again
+
+
+@pytest.mark.parametrize(("link_rate", "compressed"), [(1000.0, True), (1e15, False)], ids=["slow-link", "fast-link"])
+def test_asked_by_the_host_the_links_rate_gives_the_verdict(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_rate: float, compressed: bool
+) -> None:
+    # The host program's question (?SPEED) is asked when the link's rate is not known when the stream starts;
+    # the rate is preset here so that the verdict is known: slow → gzip, faster than any compressor → raw.
+    data = b"0123456789abcdef" * (BIG // 16)
+    (host.path / "z.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates["get"] = link_rate
+    monkeypatch.setattr(transfer.download, "_codec", lambda session: "ask")
+    report = transfer.get(conn, f"{host.remote}/z.txt", str(tmp_path / "z.txt"))
+    assert (tmp_path / "z.txt").read_bytes() == data and report.items[0].sha256 == sha(data)
+    assert (report.wire_bytes < len(data) // 10) if compressed else (report.wire_bytes == len(data)), report.wire_bytes
