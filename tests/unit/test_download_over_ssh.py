@@ -23,7 +23,7 @@ from ssmfab.interrupt import Interrupted
 from ssmfab.transfer import session as transfer_session
 from ssmfab.transfer.paths import umask
 
-from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
+from .transfer_helpers import HostFolder, a_hang_is_a_failure, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
 SMALL = 300_000
 BIG = 5 * 1024 * 1024
@@ -181,12 +181,13 @@ def test_two_matches_landing_on_one_name_are_reported(conn: SSMConnection, host:
     for day in ("mon", "tue"):
         (host.path / day).mkdir()
         (host.path / day / "b.txt").write_text(day)
+    (host.path / "tue" / "c.txt").write_text("c")  # after the clash: still fetched
     with pytest.raises(TransferError) as failed:
-        transfer.get(conn, f"{host.remote}/*/b.txt", str(tmp_path))
+        transfer.get(conn, f"{host.remote}/*/*.txt", str(tmp_path))
     assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: skipping {host.path / 'tue' / 'b.txt'}: another remote file also lands on {tmp_path / 'b.txt'}; fetch it separately"
     )
-    assert (tmp_path / "b.txt").read_text() == "mon"
+    assert (tmp_path / "b.txt").read_text() == "mon" and (tmp_path / "c.txt").read_text() == "c"
 
 
 def test_a_glob_matching_nothing_says_so(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -331,6 +332,7 @@ def test_a_local_file_where_a_folder_goes_is_reported(conn: SSMConnection, host:
     (host.path / "t" / "d").mkdir(parents=True)
     (host.path / "t" / "d" / "f").write_text("f")
     (host.path / "t" / "g").write_text("g")
+    (host.path / "t" / "z").mkdir()  # an empty folder after the one in the way: still made
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "d").write_text("mine")
     with pytest.raises(TransferError) as failed:
@@ -338,7 +340,11 @@ def test_a_local_file_where_a_folder_goes_is_reported(conn: SSMConnection, host:
     assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: local {tmp_path / 't' / 'd'} exists and is not a folder; move it away and retry (1 more problem; 1 files arrived)"
     )
+    assert failed.value.report.errors[1] == (  # type: ignore[attr-defined]  # the report a script reads
+        f"{LABEL}: skipping {host.path / 't' / 'd' / 'f'}: local {tmp_path / 't' / 'd'} is not a folder; move it away"
+    )
     assert (tmp_path / "t" / "d").read_text() == "mine" and (tmp_path / "t" / "g").read_text() == "g"
+    assert (tmp_path / "t" / "z").is_dir()
 
 
 def test_a_local_symlink_leading_out_is_never_written_through(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -650,3 +656,133 @@ def test_a_local_link_to_a_folder_where_a_file_goes_is_replaced_by_the_file(conn
     transfer.get(conn, f"{host.remote}/f", str(tmp_path / "dest") + os.sep)
     assert not (tmp_path / "dest" / "f").is_symlink() and (tmp_path / "dest" / "f").read_text() == "remote"
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("host_program", "cause"),
+    [
+        ("sh -c 'true' sh", "the host's stream ended before its codec byte); check the connection, then retry"),
+        ("""sh -c "printf '?12'" sh""", "the host's stream ended before it said whether it compresses); check the connection, then retry"),
+        ("""sh -c 'cat -- "$1"' sh""", "the host's stream began with b'x', not the codec byte it was asked for); fix the cause, then retry"),
+    ],
+    ids=["nothing", "half-a-question", "no-codec-byte"],
+)
+def test_a_host_stream_that_does_not_answer_the_codec_question_is_named_and_leaves_nothing(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_program: str, cause: str
+) -> None:
+    # Stand-ins for a host whose stream program is not ssmfab's (or dies at once): the first bytes are never
+    # taken as an answer, and the one line says what the host sent instead.
+    (host.path / "plain.txt").write_bytes(b"x" * BIG)
+    monkeypatch.setattr(transfer.download, "STREAM_GET", host_program)
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/plain.txt", str(tmp_path / "dest") + os.sep, compress=None if "?" in host_program else True)
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: download of {host.remote}/plain.txt failed, nothing left half-written (")
+    assert message.endswith(cause) and "\n" not in message, message
+    assert everything(tmp_path / "dest") == []
+
+
+@pytest.mark.parametrize(("compress", "link_rate"), [(True, 1e15), (False, 1000.0)], ids=["forced-on-a-fast-link", "refused-on-a-slow-link"])
+def test_into_a_file_object_the_callers_compress_wins_over_the_links_verdict(
+    conn: SSMConnection, host: HostFolder, compress: bool, link_rate: float
+) -> None:
+    data = b"a compressible line\n" * (BIG // 20)
+    (host.path / "log.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates["get"] = link_rate  # what auto would go by: the opposite of what the caller asks
+    sink = io.BytesIO()
+    report = transfer.get(conn, f"{host.remote}/log.txt", sink, compress=compress)
+    assert sink.getvalue() == data
+    assert (report.wire_bytes < len(data) // 10) if compress else (report.wire_bytes == len(data)), report.wire_bytes
+
+
+def test_past_a_local_link_leading_out_the_rest_of_the_tree_arrives(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "t" / "a").mkdir(parents=True)
+    (host.path / "t" / "a" / "f").write_text("f")
+    (host.path / "t" / "z").mkdir(mode=0o750)
+    (host.path / "t" / "z").chmod(0o750)
+    (host.path / "t" / "y").mkdir()
+    (host.path / "t" / "y" / "g").write_text("g")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "in" / "t").mkdir(parents=True)
+    (tmp_path / "in" / "t" / "a").symlink_to(outside)
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/t", str(tmp_path / "in"), recursive=True)
+    assert str(failed.value).startswith(f"{LABEL}: refusing to write {tmp_path / 'in' / 't' / 'a'}: it resolves outside")
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "in" / "t" / "y" / "g").read_text() == "g"
+    assert (tmp_path / "in" / "t" / "z").is_dir() and mode_of(tmp_path / "in" / "t" / "z") == 0o750  # empty, kept with its mode
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1], ids=["below", "at", "above"])
+def test_a_file_at_the_streaming_threshold_arrives_byte_for_byte(conn: SSMConnection, host: HostFolder, tmp_path: Path, offset: int) -> None:
+    data = os.urandom(transfer_session.STREAM_MIN_BYTES + offset)
+    (host.path / "edge.bin").write_bytes(data)
+    report = transfer.get(conn, f"{host.remote}/edge.bin", str(tmp_path / "edge.bin"))
+    assert (tmp_path / "edge.bin").read_bytes() == data and report.items[0].sha256 == sha(data) and report.items[0].size == len(data)
+
+
+def test_a_get_after_a_put_timed_the_link_the_other_way(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = b"compressible " * (BIG // 13)
+    (host.path / "back.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates.clear()
+    conn.link_rates["put"] = 1000.0  # an upload timed the link up, not down
+    report = transfer.get(conn, f"{host.remote}/back.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_bytes() == data and report.items[0].sha256 == sha(data)
+
+
+def test_a_file_that_changed_is_dropped_and_the_next_one_still_arrives(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (host.path / "a.bin").write_bytes(b"a" * 1000)
+    (host.path / "b.bin").write_bytes(b"b" * 1000)
+    # A host where a.bin is appended to between its copy and its checksum (a log being written).
+    script = 'for f; do case "$f" in *a.bin) printf x >> "$f";; esac; done; exec sha256sum -- "$@"'
+    monkeypatch.setattr(transfer_session, "SUM_COMMAND", f"xargs -0 sh -c {shlex.quote(script)} sh")
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/*.bin", str(tmp_path))
+    assert str(failed.value) == f"{LABEL}: {host.path / 'a.bin'} did not verify after download (it changed while being copied); retry"
+    assert everything(tmp_path) == ["b.bin"] and (tmp_path / "b.bin").read_bytes() == b"b" * 1000
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_the_connections_compress_setting_is_the_default(conn: SSMConnection, host: HostFolder, tmp_path: Path, setting: bool) -> None:
+    data = b"a compressible line\n" * (BIG // 20)
+    (host.path / "log.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates["get"] = 1000.0 if not setting else 1e15  # the link alone would decide the other way
+    conn.transfer_compress = setting  # transfer.compress in the config
+    report = transfer.get(conn, f"{host.remote}/log.txt", str(tmp_path / "log.txt"))
+    assert (tmp_path / "log.txt").read_bytes() == data
+    assert (report.wire_bytes < len(data) // 10) if setting else (report.wire_bytes == len(data)), report.wire_bytes
+
+
+def test_a_get_leaves_no_channel_open_on_the_connection(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "f.txt").write_text("f")
+    conn.open()
+    transport = conn.client.get_transport()
+    assert transport is not None
+    before = {channel.chanid for channel in transport._channels.values() if not channel.closed}  # noqa: SLF001
+    transfer.get(conn, f"{host.remote}/f.txt", str(tmp_path / "f.txt"))
+    with pytest.raises(TransferError):
+        transfer.get(conn, f"{host.remote}/missing.txt", str(tmp_path / "m.txt"))
+    after = {channel.chanid for channel in transport._channels.values() if not channel.closed}  # noqa: SLF001
+    assert after <= before, after - before  # the SFTP channel each get opened is closed again
+
+
+@pytest.mark.parametrize(("link_rate", "compressed"), [(1000.0, True), (1e15, False)], ids=["slow-link", "fast-link"])
+def test_asked_by_the_host_the_links_rate_gives_the_verdict(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_rate: float, compressed: bool
+) -> None:
+    # The host program's question (?SPEED) is asked when the link's rate is not known when the stream starts;
+    # the rate is preset here so that the verdict is known: slow → gzip, faster than any compressor → raw.
+    data = b"0123456789abcdef" * (BIG // 16)
+    (host.path / "z.txt").write_bytes(data)
+    conn.open()
+    conn.link_rates["get"] = link_rate
+    monkeypatch.setattr(transfer.download, "_codec", lambda session: "ask")
+    report = transfer.get(conn, f"{host.remote}/z.txt", str(tmp_path / "z.txt"))
+    assert (tmp_path / "z.txt").read_bytes() == data and report.items[0].sha256 == sha(data)
+    assert (report.wire_bytes < len(data) // 10) if compressed else (report.wire_bytes == len(data)), report.wire_bytes

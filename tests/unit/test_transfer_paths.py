@@ -29,6 +29,8 @@ from ssmfab.transfer import (
     unsafe_name,
 )
 
+from .transfer_helpers import a_hang_is_a_failure  # noqa: F401 - fixture: a hung copy fails instead of stalling
+
 DIGEST = "ab" * 32
 
 
@@ -423,3 +425,17 @@ def test_a_file_object_is_scanned_whole_under_its_base_name(tmp_path: Path) -> N
     with bad.open("rb") as source, pytest.raises(TransferError) as refused:
         scan_fileobj(source, "h")
     assert str(refused.value) == "h: refusing local name 'bad\\nname': it contains a newline; rename it before uploading"
+
+
+def test_umask_without_proc_is_read_and_left_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A system without /proc (a stand-in: the status file is looked for where none exists): the mask is read by
+    # setting another one for a moment, and the process's own is put back.
+    from ssmfab.transfer import paths
+
+    monkeypatch.setattr(paths, "Path", lambda _: Path("/nonexistent-proc/self/status"))
+    old = os.umask(0o027)
+    try:
+        assert paths.umask() == 0o027
+        assert os.umask(0o027) == 0o027  # still the process's mask
+    finally:
+        os.umask(old)
