@@ -19,7 +19,7 @@ from ssmfab.interrupt import Interrupted
 from ssmfab.transfer import stripe
 
 from .sshconn import LoopbackTunnels
-from .transfer_helpers import HostFolder, a_hang_is_a_failure, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
+from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
 LABEL = "i-0123456789abcdef0"
 SIZE = stripe.STRIPE_MIN_BYTES + stripe.PIECE_BYTES // 2 + 7  # 9 pieces, the last one short

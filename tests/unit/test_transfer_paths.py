@@ -29,7 +29,6 @@ from ssmfab.transfer import (
     unsafe_name,
 )
 
-from .transfer_helpers import a_hang_is_a_failure  # noqa: F401 - fixture: a hung copy fails instead of stalling
 
 DIGEST = "ab" * 32
 

@@ -23,7 +23,7 @@ from ssmfab.interrupt import Interrupted
 from ssmfab.transfer import session as transfer_session
 
 from .sshconn import LoopbackTunnels
-from .transfer_helpers import HostFolder, a_hang_is_a_failure, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
+from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
 SMALL = 300_000  # under STREAM_MIN_BYTES: pipelined SFTP writes, then one checksum command
 BIG = 5 * 1024 * 1024  # at least STREAM_MIN_BYTES: one exec channel, hashed by the host as it writes

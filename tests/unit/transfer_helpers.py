@@ -3,7 +3,6 @@ folder in its home for each test (seen both as a local path and as the path rela
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import shutil
 import subprocess
@@ -19,16 +18,6 @@ from ssmfab.connection import SSMConnection
 from ssmfab.sandbox.sshd import SSHServer
 
 from .sshconn import loopback_ssm_connection
-
-
-@pytest.fixture(autouse=True)
-def a_hang_is_a_failure() -> Iterator[None]:
-    """A transfer, wait or join that never returns fails the run instead of stalling it (mutation testing stops
-    a mutant only when it burns CPU; a blocked wait burns none). A safety net far above any test's own time;
-    autouse in every module that imports it."""
-    faulthandler.dump_traceback_later(180, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 
 
 @dataclass
