@@ -65,17 +65,18 @@ def test_remote_names_with_newlines_are_refused_file_by_file(client: Client, tmp
 
 
 def test_endless_output_is_streamed_and_capped(sandbox_env: dict[str, str]) -> None:
-    """150 MB of output through a real run: the result keeps the tail, and peak memory stays far below it."""
+    """150 MB of output through a real run: the result keeps the tail, and the memory it takes stays far below it."""
     script = textwrap.dedent(
         """
-        import resource, sys
+        import sys, tracemalloc
         from ssmfab.client import Client
         client = Client(tunnel="plugin")
         [target] = client.targets(names=["db-1"])
+        tracemalloc.start()
         with client.connect(target) as conn:
             result = conn.run("head -c 150000000 /dev/zero | tr '\\\\0' a; echo; echo END", hide=True)
         print(len(result.stdout), result.stdout.splitlines()[0][:40], result.stdout.rstrip().endswith("END"))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        print(tracemalloc.get_traced_memory()[1] // 2**20)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=300, check=False)
@@ -83,4 +84,6 @@ def test_endless_output_is_streamed_and_capped(sandbox_env: dict[str, str]) -> N
     first, second = done.stdout.splitlines()
     length, marker, ended = first.split(" ", 2)[0], first.split(" ", 2)[1], first.endswith("True")
     assert int(length) < 1_100_000 and marker == "[ssmfab:" and ended
-    assert int(second) < 250, f"peak memory {second} MiB for 150 MB of output"
+    # Memory the run's objects held at their peak (tracemalloc: what Python allocated, kept or in flight); a
+    # process's peak RSS also counts how the C allocator lays out freed blocks, which varies with the machine.
+    assert int(second) < 80, f"peak memory {second} MiB for 150 MB of output"
