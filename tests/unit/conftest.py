@@ -8,7 +8,9 @@ import faulthandler
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
+from typing import IO, Any
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,3 +74,21 @@ def _a_hang_is_a_failure() -> Iterator[None]:
     faulthandler.dump_traceback_later(180, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+@contextmanager
+def fed_pipe(data: bytes, mode: str = "rb") -> Iterator[IO[Any]]:
+    """The read end of a pipe (a file that cannot seek) that a thread fills with ``data`` and then closes."""
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        with os.fdopen(read_end, mode) as source:
+            yield source
+    finally:
+        feeder.join()

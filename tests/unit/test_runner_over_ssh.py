@@ -20,7 +20,7 @@ from ssmfab.output import PrefixedStream
 from ssmfab.runners import TailBuffer
 from ssmfab.sandbox.sshd import SSHServer
 
-from .conftest import loopback_connection
+from .conftest import fed_pipe, loopback_connection
 
 
 
@@ -48,17 +48,8 @@ def test_without_input_a_command_reads_end_of_file_at_once(conn: CappedConnectio
 
 def test_piped_input_arrives_whole_then_ends(conn: CappedConnection) -> None:
     data = os.urandom(300_000)
-    read_end, write_end = os.pipe()
-
-    def feed() -> None:
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(data)
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    with os.fdopen(read_end, "r") as source:
+    with fed_pipe(data, "r") as source:
         result = conn.run("sha256sum | cut -c1-64", in_stream=source, hide=True, timeout=60)
-    feeder.join()
     assert result.stdout.strip() == hashlib.sha256(data).hexdigest()
 
 

@@ -22,6 +22,7 @@ from ssmfab.exceptions import TransferError
 from ssmfab.interrupt import Interrupted
 from ssmfab.transfer import session as transfer_session
 
+from .conftest import fed_pipe
 from .sshconn import LoopbackTunnels
 from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
@@ -410,17 +411,8 @@ def test_data_that_does_not_shrink_is_sent_raw_without_timing_the_link(conn: SSM
 
 def test_a_file_object_that_cannot_seek_is_streamed_whole(conn: SSMConnection, host: HostFolder) -> None:
     data = os.urandom(SMALL)
-    read_end, write_end = os.pipe()
-
-    def feed() -> None:
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(data)
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    with os.fdopen(read_end, "rb") as source:
+    with fed_pipe(data) as source:
         report = transfer.put(conn, source, f"{host.remote}/piped.bin")
-    feeder.join()
     assert (host.path / "piped.bin").read_bytes() == data and report.bytes == SMALL
 
 
