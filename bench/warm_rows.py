@@ -13,7 +13,9 @@ primed, every host) before the first timed run, outside the measured process tre
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,8 +69,24 @@ def ssh_master(bench: Bench, control: Path, host: str) -> Iterator[list[str]]:
     try:
         yield master_options(bench, control)
     finally:
-        subprocess.run(["ssh", *master_options(bench, control), "-O", "exit", user_at], env=bench.env,
-                       capture_output=True, timeout=60)  # fmt: skip
+        stop_master(bench, control, user_at)
+
+
+def stop_master(bench: Bench, control: Path, user_at: str) -> None:
+    """Ends the master at ``control`` and waits until its process is gone: ``ssh -O exit`` returns as soon as
+    the master has the request, before it removes its socket and closes its session."""
+    options = master_options(bench, control)
+    checked = subprocess.run(["ssh", *options, "-O", "check", user_at], env=bench.env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    found = re.search(r"pid=(\d+)", checked.stderr)
+    subprocess.run(["ssh", *options, "-O", "exit", user_at], env=bench.env, capture_output=True, timeout=60)
+    if found is None:
+        return
+    pid = int(found.group(1))
+    for _ in range(600):  # 30 s at most: a master that will not end is left to the row's own check
+        if not _running(pid):
+            return
+        time.sleep(0.05)
 
 
 @contextmanager
@@ -83,6 +101,15 @@ def keeper(bench: Bench, env: dict[str, str], ids: list[str]) -> Iterator[None]:
         yield
     finally:
         subprocess.run([bench.ssmfab, "persist", "--stop"], env=env, capture_output=True, timeout=120)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie no longer does: the daemonized master's parent may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def warm_env(bench: Bench, folder: Path) -> dict[str, str]:
