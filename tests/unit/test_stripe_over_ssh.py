@@ -173,3 +173,35 @@ def test_striping_multiplies_the_link_rate_the_compression_choice_weighs(conn: S
     conn.link_rates["put"] = rate  # one session is slower than the compressor, eight together are not
     report = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/src.txt", streams=streams)
     assert (host.path / "src.txt").read_bytes() == data and report.streams == streams and report.wire_bytes == SIZE
+
+
+def test_a_host_that_quits_while_a_part_is_still_being_sent_says_why_and_leaves_nothing(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through AWS's plugin a 2 MiB part takes seconds to send, so a host that cannot write (a full disk) quits
+    and closes the channel while the part is still going out: the send fails, and the host's own words are the
+    reason. Here the link is fast, so after each part's first chunk the sender waits until the host has closed
+    the channel, as a slow link would have it."""
+    real_send = stripe.send_stream
+    waited: list[bool] = []
+
+    def slow_link(channel: object, data: bytes) -> None:
+        real_send(channel, data)
+        for _ in range(3000):  # until the host has quit and its sshd closed the channel (30 s at most)
+            if channel.closed:  # type: ignore[attr-defined]
+                waited.append(True)
+                return
+            threading.Event().wait(0.01)
+
+    monkeypatch.setattr(stripe, "send_stream", slow_link)
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    with tmpfs(host.path / "full", "size=64k") as folder:
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/full/big.bin", streams=2, compress=False)
+        assert list(folder.iterdir()) == []
+    message = str(failed.value)
+    assert waited and failed.value.host == LABEL
+    assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'full' / 'big.bin'} in the part from byte "), message
+    assert "No space left on device" in message and message.endswith(
+        "; nothing left half-written; check its free space and limits, then retry"
+    ), message
