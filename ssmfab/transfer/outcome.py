@@ -75,7 +75,9 @@ def failure(
     host = label_of(conn)
     note = ""
     if left:
-        note = f"; temporary {'file' if len(left) == 1 else 'files'} {show(left[0])}{' and others' if len(left) > 1 else ''} may remain, delete once the host is reachable"
+        # Left while the host still answers: it refused the removal; otherwise nothing could be removed.
+        when = "on the host" if session is not None and session.alive() else "once the host is reachable"
+        note = f"; temporary {'file' if len(left) == 1 else 'files'} {show(left[0])}{' and others' if len(left) > 1 else ''} may remain, delete {'it' if len(left) == 1 else 'them'} {when}"
     if watch.current:
         doing = f"{doing} (at {show(watch.current)})"
     if watch.stalled:

@@ -53,9 +53,23 @@ def test_a_cut_gzip_stream_is_an_error_not_a_short_file() -> None:
     wire = gzip.compress(TEXT)[:-100]
     pieces = iter([wire, b""])
     unpacker = Gunzipping(lambda size: next(pieces))
-    with pytest.raises(EOFError, match="ended early"):
+    with pytest.raises(EOFError, match="^the compressed stream ended early$"):
         while unpacker.read(65536):
             pass
+
+
+def test_after_its_end_a_gzip_stream_reads_empty_without_asking_the_link_again() -> None:
+    pieces = iter([gzip.compress(b"all of it"), b""])
+    asked: list[int] = []
+
+    def recv(size: int) -> bytes:
+        asked.append(size)
+        return next(pieces)
+
+    unpacker = Gunzipping(recv)
+    assert unpacker.read(65536) == b"all of it"
+    assert unpacker.read(65536) == b"" and unpacker.read(65536) == b""
+    assert len(asked) == 2  # the data, then the end: never again (next() would raise)
 
 
 def test_a_small_stream_that_stands_for_much_is_handed_out_in_bounded_pieces() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -205,3 +206,51 @@ def test_a_host_that_quits_while_a_part_is_still_being_sent_says_why_and_leaves_
     assert "No space left on device" in message and message.endswith(
         "; nothing left half-written; check its free space and limits, then retry"
     ), message
+
+
+@pytest.mark.parametrize("lookup_refused", [False, True], ids=["file-seen", "lookup-refused-too"])
+def test_a_temporary_file_the_host_refuses_to_remove_after_a_failure_is_named(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lookup_refused: bool
+) -> None:
+    import paramiko
+
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(SIZE))
+    shrunk = threading.Event()
+    real_remove = paramiko.SFTPClient.remove
+
+    def refusing(self: paramiko.SFTPClient, path: str) -> None:
+        if ".ssmfab-" in path:
+            raise PermissionError(13, "Permission denied")
+        real_remove(self, path)
+
+    def hook(moved: int) -> None:
+        if not shrunk.is_set():
+            shrunk.set()
+            os.truncate(local, stripe.PIECE_BYTES)
+
+    real_lstat = paramiko.SFTPClient.lstat
+
+    def unseen(self: paramiko.SFTPClient, path: str) -> object:
+        if shrunk.is_set() and ".ssmfab-" in path:
+            raise PermissionError(13, "Permission denied")  # whether it is there cannot be told: it may remain
+        return real_lstat(self, path)
+
+    # A stand-in for a host that refuses the removal (the loopback sshd runs as root, which may remove anything).
+    monkeypatch.setattr(paramiko.SFTPClient, "remove", refusing)
+    if lookup_refused:
+        monkeypatch.setattr(paramiko.SFTPClient, "lstat", unseen)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(local), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
+    message = str(failed.value)
+    final = host.path / "big.bin"
+    assert failed.value.host == LABEL and re.fullmatch(
+        re.escape(f"{LABEL}: local file shrank while uploading {final}; retry; temporary file {host.path}/.big.bin.ssmfab-")
+        + r"[0-9a-f]{8}\.part may remain, delete it on the host",
+        message,
+    ), message
+    for _ in range(3000):  # the host's guard removes it after all once the upload has closed its input
+        if not temporaries(host.path):
+            break
+        threading.Event().wait(0.01)
+    assert temporaries(host.path) == []

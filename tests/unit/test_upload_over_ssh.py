@@ -431,7 +431,7 @@ def test_a_stalled_transfer_says_where_it_stood_and_what_may_remain(conn: SSMCon
     error = failure(conn, None, OSError("Socket is closed"), "upload to /srv", watch, ["/srv/.a.part", "/srv/.b.part"])
     assert str(error) == (
         f"{LABEL}: upload to /srv (at '/srv/a\\nb') stalled: no progress for 60s (ssh.stall_timeout); nothing left "
-        "half-written; temporary files /srv/.a.part and others may remain, delete once the host is reachable; "
+        "half-written; temporary files /srv/.a.part and others may remain, delete them once the host is reachable; "
         "check the host and its tunnel, then retry"
     )
     conn.stall_timeout = 2.5
@@ -456,7 +456,7 @@ def test_ssmfab_errors_keep_their_words_and_gain_the_note_on_what_may_remain(con
     assert failure(conn, None, other, "upload", watch, ["/srv/.t.part"]) is other
     noted = failure(conn, None, own, "upload", watch, ["/srv/.t.part"])
     assert str(noted) == (
-        f"{LABEL}: cannot create files in /srv; temporary file /srv/.t.part may remain, delete once the host is reachable"
+        f"{LABEL}: cannot create files in /srv; temporary file /srv/.t.part may remain, delete it once the host is reachable"
     )
     assert isinstance(noted, TransferError) and noted.host == LABEL
 
@@ -683,7 +683,7 @@ def test_a_lost_connection_in_a_tree_names_the_file_it_was_at(conn: SSMConnectio
     message = str(failed.value)
     assert message.startswith(f"{LABEL}: upload to {host.remote} (at {host.path / 't' / 'b.bin'}) failed, nothing left half-written; "
                               "temporary files "), message  # fmt: skip
-    assert " and others may remain, delete once the host is reachable (" in message
+    assert " and others may remain, delete them once the host is reachable (" in message
     assert not (host.path / "t" / "a.bin").exists() and not (host.path / "t" / "b.bin").exists()
 
 
@@ -720,7 +720,7 @@ def test_a_stalled_upload_is_cut_after_the_stall_timeout(
         f"{LABEL}: upload to {host.remote}/big.bin stalled: no progress for 0.5s (ssh.stall_timeout); nothing left half-written; "
         f"temporary file {host.path}/.big.bin.ssmfab-"
     ), message
-    assert message.endswith(" may remain, delete once the host is reachable; check the host and its tunnel, then retry")
+    assert message.endswith(" may remain, delete it once the host is reachable; check the host and its tunnel, then retry")
     tunnels = conn.tunnels
     assert isinstance(tunnels, LoopbackTunnels) and tunnels.opened[0].closed  # the tunnel was cut to unblock paramiko
 
