@@ -3,6 +3,7 @@ glob fetches (plan_download), and the checks that refuse unsafe names, links lea
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -82,8 +83,9 @@ def scan_local(source: Path, recursive: bool, host: str) -> LocalTree:
         info = source.stat()
     except FileNotFoundError:
         raise TransferError(f"{host}: {show(str(source))}: no such local file or directory; check the path", host) from None
-    except OSError as exc:
-        raise TransferError(f"{host}: cannot read {show(str(source))}: {exc.strerror}; check its permissions", host) from exc
+    except OSError as exc:  # a link loop, a file where a folder was named, a folder we may not search
+        advice = "check its permissions" if exc.errno in (errno.EACCES, errno.EPERM) else "check the path"
+        raise TransferError(f"{host}: cannot read {show(str(source))}: {exc.strerror}; {advice}", host) from exc
     _refuse_newline(host, source, source.name)
     tree = LocalTree()
     if stat.S_ISREG(info.st_mode):

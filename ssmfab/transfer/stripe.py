@@ -99,8 +99,13 @@ def striped_up(
                 os.close(fd)
         except BaseException as exc:  # noqa: BLE001 - handed to the supervising thread
             worker.error = exc
+            if worker.own:
+                stop.set()  # the upload has failed: the siblings stop at their next chunk, without a word
             notify = getattr(session.conn, "notify", None)
-            if not worker.own and not stop.is_set() and notify is not None and not isinstance(exc, Interrupted):
+            # A sibling failing after the transfer's own session went (its temporary file removed with it) is
+            # that failure's echo, not news.
+            dropped = not worker.own and not stop.is_set() and session.alive() and not isinstance(exc, Interrupted)
+            if dropped and notify is not None:
                 notify(f"{session.host}: one of {streams} striping sessions dropped out, the others go on ({one_line(str(exc))})")
 
     digest = hashlib.sha256()

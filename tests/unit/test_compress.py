@@ -176,3 +176,31 @@ def test_a_link_far_slower_than_the_compressor_gets_the_tighter_level() -> None:
 
     assert level_for(speed=100e6, link_rate=650_000 * 8) == TIGHT_LEVEL  # AWS's plugin, striped 8 ways
     assert level_for(speed=100e6, link_rate=50e6) == LEVEL
+
+
+def test_the_compressors_speed_is_the_samples_size_over_the_time_it_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from ssmfab.transfer import compress
+
+    sample = TEXT[: 1 << 20]
+    packed = len(zlib.compress(sample, compress.LEVEL))
+    monkeypatch.setattr(compress, "time", SimpleNamespace(perf_counter=iter([1.0, 1.25]).__next__))
+    assert judge(sample) == (packed / len(sample), len(sample) / 0.25)
+    monkeypatch.setattr(compress, "time", SimpleNamespace(perf_counter=iter([1.0, 1.0]).__next__))
+    assert judge(sample) == (packed / len(sample), len(sample) / 1e-6)  # too fast to time: bounded, not a division by 0
+
+
+def test_the_thresholds_hold_the_ratio_inclusively_and_the_link_strictly() -> None:
+    from ssmfab.transfer.compress import LEVEL, TIGHT_LEVEL, TIGHT_MARGIN, WORTH_RATIO, WORTH_SPEED, level_for
+
+    assert worth_it(WORTH_RATIO, speed=1000.0, link_rate=1.0)  # shrinks to exactly the fraction: pays
+    assert not worth_it(0.1, speed=1000.0, link_rate=WORTH_SPEED * 1000.0)  # the link exactly as fast: does not
+    assert level_for(speed=TIGHT_MARGIN * 1000.0, link_rate=1000.0) == LEVEL  # exactly the margin: not tighter
+    assert level_for(speed=TIGHT_MARGIN * 1000.0 + 1, link_rate=1000.0) == TIGHT_LEVEL
+
+
+def test_prefixed_asks_the_rest_for_the_size_it_was_asked() -> None:
+    asked: list[int] = []
+    reader = Prefixed(b"ab", lambda size: asked.append(size) or b"x" * size)
+    assert reader.read(5) == b"ab" and reader.read(7) == b"x" * 7 and asked == [7]

@@ -10,6 +10,7 @@ import re
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -254,3 +255,63 @@ def test_a_temporary_file_the_host_refuses_to_remove_after_a_failure_is_named(
             break
         threading.Event().wait(0.01)
     assert temporaries(host.path) == []
+
+
+def test_a_sibling_that_stalls_is_cut_and_its_piece_goes_to_the_transfers_own_session(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(SIZE)
+    (tmp_path / "big.bin").write_bytes(data)
+    notices: list[str] = []
+    conn.notify = notices.append
+    conn.stall_timeout = 2.0
+    real_send_piece = stripe._send_piece
+    stalled: list[Any] = []
+    released = threading.Event()
+
+    def send_piece(session: Any, transport: Any, *args: Any) -> int:
+        worker = args[5]
+        if worker.own or stalled:
+            return real_send_piece(session, transport, *args)
+        stalled.append(worker)  # a frozen link: nothing moves until the connection is cut
+        for _ in range(3000):
+            if not transport.is_active():
+                released.set()
+                raise EOFError("the stalled session was cut")
+            threading.Event().wait(0.01)
+        raise AssertionError("the stalled sibling was never cut")
+
+    def slow_link(moved: int) -> None:  # the own session keeps moving, slowly, while the sibling is stuck
+        threading.Event().wait(0.05)
+
+    monkeypatch.setattr(stripe, "_send_piece", send_piece)
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False, progress=slow_link)
+    assert (host.path / "big.bin").read_bytes() == data and temporaries(host.path) == [] and report.files == 1
+    assert released.is_set() and len(stalled) == 1
+    assert [n for n in notices if "striping" in n] == [
+        f"{LABEL}: one of 2 striping sessions dropped out, the others go on (the stalled session was cut)"
+    ]
+
+
+def test_the_transfers_own_session_failing_fails_the_upload_without_a_drop_out_notice(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path
+) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    notices: list[str] = []
+    conn.notify = notices.append
+    conn.open()
+    tunnel = conn.tunnel
+    assert tunnel is not None
+    cut = threading.Event()
+
+    def hook(moved: int) -> None:
+        if not cut.is_set() and threading.current_thread().name == "ssmfab-stripe-0":
+            cut.set()
+            tunnel.close()
+
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
+    assert cut.is_set() and failed.value.host == LABEL
+    assert str(failed.value).startswith(f"{LABEL}: upload to {host.remote}/big.bin failed, nothing left half-written"), str(failed.value)
+    assert not [n for n in notices if "striping" in n]
+    assert temporaries(host.path) == [] or all(".ssmfab-" in name for name in temporaries(host.path))

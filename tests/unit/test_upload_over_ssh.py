@@ -163,6 +163,28 @@ def test_a_missing_local_file_is_named(conn: SSMConnection, host: HostFolder, tm
     assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: {tmp_path / 'nope'}: no such local file or directory; check the path"
 
 
+def test_a_local_source_that_cannot_be_read_is_named_with_the_reason(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "plain").write_text("p")
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    expected = {
+        tmp_path / "loop": f"{LABEL}: cannot read {tmp_path / 'loop'}: Too many levels of symbolic links; check the path",
+        tmp_path / "plain" / "x": f"{LABEL}: cannot read {tmp_path / 'plain' / 'x'}: Not a directory; check the path",
+        secret: f"{LABEL}: cannot read {secret}: permission denied; check its permissions",
+    }
+    real_access = os.access
+    # A stand-in for a file this user may not read: these tests run as root, which may read anything.
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == secret else real_access(path, mode, **kw))
+    for source, message in expected.items():
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(source), f"{host.remote}/copy")
+        assert failed.value.host == LABEL and str(failed.value) == message
+    assert list(host.path.iterdir()) == []
+
+
 def test_a_file_in_the_way_of_a_folder_is_named(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
     (host.path / "plain").write_text("x")
     (tmp_path / "f").write_text("f")
