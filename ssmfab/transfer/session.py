@@ -186,7 +186,7 @@ class Session:
         stdin. A path missing from the answer could not be hashed (the tail says why)."""
         if not paths:
             return {}, ""
-        limit = self.stall + total_bytes / HASH_BYTES_PER_SECOND
+        limit = answer_timeout(self, total_bytes)
         payload = b"".join(path.encode("utf-8", "surrogateescape") + b"\0" for path in paths)
         channel = self.transport.open_session(timeout=self.stall)
         errors = bytearray()
@@ -321,6 +321,8 @@ def stream_channel(session: Session, command: str) -> Any:
 
 
 def answer_timeout(session: Session, size: int) -> float:
+    """How long the host may take to answer with the checksum of ``size`` bytes: the stall limit, plus the
+    time to hash them at the slowest speed assumed."""
     return session.stall + size / HASH_BYTES_PER_SECOND
 
 
