@@ -157,3 +157,21 @@ def test_the_local_temporary_file_never_opens_a_name_already_there(tmp_path: Pat
     fd, temp = transfer_plan.local_temp(tmp_path, "file.bin")
     os.close(fd)
     assert temp == tmp_path / ".free.part" and planted.read_text() == "someone else's"
+
+
+def test_a_path_ending_in_dotdot_lands_under_the_folder_it_names(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "sub").mkdir()
+    (host.path / "top.txt").write_text("top")
+    transfer.get(conn, f"{host.remote}/sub/..", str(tmp_path) + os.sep, recursive=True)
+    assert everything(tmp_path) == [host.remote, f"{host.remote}/sub", f"{host.remote}/top.txt"]
+
+
+def test_a_named_remote_file_whose_name_cannot_be_a_local_one_is_refused(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    (host.path / "two\nlines").write_text("x")
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/two\nlines", str(tmp_path) + os.sep)
+    assert failed.value.host == LABEL and str(failed.value) == (
+        f"{LABEL}: refusing remote name 'two\\nlines' ('{host.path}/two\\nlines'): it contains a newline; "
+        "rename it on the host to fetch it"
+    )
+    assert everything(tmp_path) == []
