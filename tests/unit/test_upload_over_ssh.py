@@ -13,6 +13,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,10 +175,18 @@ def test_a_local_source_that_cannot_be_read_is_named_with_the_reason(
         tmp_path / "loop": f"{LABEL}: cannot read {tmp_path / 'loop'}: Too many levels of symbolic links; check the path",
         tmp_path / "plain" / "x": f"{LABEL}: cannot read {tmp_path / 'plain' / 'x'}: Not a directory; check the path",
         secret: f"{LABEL}: cannot read {secret}: permission denied; check its permissions",
+        tmp_path / "closed" / "f": f"{LABEL}: cannot read {tmp_path / 'closed' / 'f'}: Permission denied; check its permissions",
     }
-    real_access = os.access
-    # A stand-in for a file this user may not read: these tests run as root, which may read anything.
+    real_access, real_stat = os.access, Path.stat
+
+    def searched_stat(path: Path, **kwargs: Any) -> os.stat_result:
+        if path == tmp_path / "closed" / "f":
+            raise PermissionError(13, "Permission denied")  # a folder this user may not search
+        return real_stat(path, **kwargs)
+
+    # Stand-ins for a file this user may not read and a folder it may not search: these tests run as root.
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == secret else real_access(path, mode, **kw))
+    monkeypatch.setattr(Path, "stat", searched_stat)
     for source, message in expected.items():
         with pytest.raises(TransferError) as failed:
             transfer.put(conn, str(source), f"{host.remote}/copy")
