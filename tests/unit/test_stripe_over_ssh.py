@@ -204,6 +204,8 @@ def test_a_host_that_quits_while_a_part_is_still_being_sent_says_why_and_leaves_
     message = str(failed.value)
     assert waited and failed.value.host == LABEL
     assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'full' / 'big.bin'} in the part from byte "), message
+    offset = re.search(r" in the part from byte (\d+) \(", message)
+    assert offset is not None and int(offset.group(1)) % stripe.PIECE_BYTES == 0 and int(offset.group(1)) < SIZE, message
     assert "No space left on device" in message and message.endswith(
         "; nothing left half-written; check its free space and limits, then retry"
     ), message
@@ -315,3 +317,16 @@ def test_the_transfers_own_session_failing_fails_the_upload_without_a_drop_out_n
     assert str(failed.value).startswith(f"{LABEL}: upload to {host.remote}/big.bin failed, nothing left half-written"), str(failed.value)
     assert not [n for n in notices if "striping" in n]
     assert temporaries(host.path) == [] or all(".ssmfab-" in name for name in temporaries(host.path))
+
+
+def test_what_a_host_says_that_is_not_utf8_still_makes_one_readable_line() -> None:
+    from types import SimpleNamespace
+
+    session: Any = SimpleNamespace(host=LABEL)
+    error = stripe._stopped(session, "/srv/caf\xe9", 4194304, b"cannot write caf\xe9: disk full\n", 1)
+    assert error.host == LABEL and str(error) == (
+        f"{LABEL}: the host stopped writing /srv/caf\xe9 in the part from byte 4194304 (cannot write caf\ufffd: disk full); "
+        "nothing left half-written; check its free space and limits, then retry"
+    )
+    silent = stripe._stopped(session, "/srv/f", 0, b"", 137)
+    assert "(exit status 137)" in str(silent)
