@@ -194,6 +194,42 @@ def test_a_local_source_that_cannot_be_read_is_named_with_the_reason(
     assert list(host.path.iterdir()) == []
 
 
+def test_a_fifo_is_no_source(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "pipe"), f"{host.remote}/copy")
+    assert failed.value.host == LABEL and str(failed.value) == (
+        f"{LABEL}: {tmp_path / 'pipe'} is not a regular file or directory; name a file or folder"
+    )
+
+
+def test_a_folder_or_file_in_a_tree_that_cannot_be_read_is_named_and_the_rest_arrives(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    top = tmp_path / "tree"
+    (top / "closed").mkdir(parents=True)
+    (top / "closed" / "inside").write_text("i")
+    (top / "secret").write_text("s")
+    (top / "open").write_text("o")
+    real_scandir, real_access = os.scandir, os.access
+
+    def scandir(*args: Any) -> Any:
+        if args and isinstance(args[0], (str, os.PathLike)) and Path(args[0]) == top / "closed":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(*args)
+
+    # Stand-ins for a folder and a file this user may not read: these tests run as root, which reads anything.
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == top / "secret" else real_access(path, mode, **kw))
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(top), host.remote + "/", recursive=True)
+    assert failed.value.report.errors == [  # type: ignore[attr-defined]
+        f"{LABEL}: skipping folder {top / 'closed'}: Permission denied; check its permissions",
+        f"{LABEL}: skipping {top / 'secret'}: permission denied; check its permissions",
+    ]
+    assert sorted(str(p.relative_to(host.path)) for p in host.path.rglob("*")) == ["tree", "tree/closed", "tree/open"]
+
+
 def test_a_file_in_the_way_of_a_folder_is_named(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
     (host.path / "plain").write_text("x")
     (tmp_path / "f").write_text("f")
