@@ -342,3 +342,15 @@ def test_named_instances_are_the_only_ones_ec2_is_asked_for(fleet: Fleet) -> Non
     assert sorted(t.id for t in selection.targets) == sorted([first, third, hybrid])
     [filters] = ec2_filters_sent(log)
     assert filters["instance-id"] == [first, third]  # the hybrid id is SSM's, never EC2's
+
+
+def test_ec2_ids_alone_cost_one_lookup_of_each_kind_and_no_hybrid_listing(fleet: Fleet) -> None:
+    first, second = fleet.launch(2, Role="web")
+    log = CallLog(fleet)
+    selection = fleet.resolve(ids=[first, second])
+    assert sorted(t.id for t in selection.targets) == sorted([first, second])
+    assert log.count("DescribeInstances") == 1
+    # Only the agents of the two named instances: no listing of the account's hybrid nodes beside them.
+    assert log.count("DescribeInstanceInformation") == 1
+    [asked] = log.id_filters()
+    assert sorted(asked) == sorted([first, second])
