@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from ssmfab.transfer import get, put
 from ssmfab.tunnel import Tunnel, _group_alive
 
 from .conftest import new_active_sessions, session_status
+from ..waiting import wait_until
 
 #: A safety net against a hang (never a schedule).
 PATIENCE = 120
@@ -113,13 +113,6 @@ def within(seconds: float, action: Callable[[], Any]) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("result")
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
 
 
 def sha256(path: Path) -> str:

@@ -29,6 +29,7 @@ from ssmfab.sandbox import Sandbox
 from ssmfab.transfer import put
 
 from .conftest import TUNNEL_PROCESS_MARKERS, active_sessions, processes_matching, tunnel_processes
+from ..waiting import wait_until
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 #: How long a command may take to end after the signal (the promise is a second or two; the machine is shared).
@@ -38,19 +39,10 @@ BIG = 256 * 1024 * 1024
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
 
-def wait_for(condition: Callable[[], bool], what: str, limit: float = 120.0) -> None:
-    """Poll ``condition`` until true (the event a test waits for), failing after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.01)
-
-
 def interrupt_when(process: subprocess.Popen[str], ready: Callable[[], bool], what: str, sig: int = signal.SIGINT) -> tuple[str, str, float]:
     """Send ``sig`` once ``ready()``; (stdout, stderr, seconds from the signal to the exit)."""
     try:
-        wait_for(lambda: ready() or process.poll() is not None, what)
+        wait_until(lambda: ready() or process.poll() is not None, what)
         assert process.poll() is None, f"ended before {what}: {process.communicate()}"
         process.send_signal(sig)
         sent = time.monotonic()
@@ -259,7 +251,7 @@ def test_ctrl_c_in_a_fan_out_closes_every_connection(
 
     def interrupt() -> None:
         try:
-            wait_for(lambda: all(p.exists() and p.read_text().strip() for p in pids.values()), "every host's command started")
+            wait_until(lambda: all(p.exists() and p.read_text().strip() for p in pids.values()), "every host's command started")
         except AssertionError as exc:  # interrupt anyway: the test fails with this, rather than wait ten minutes
             never_started.append(exc)
         sent.append(time.monotonic())
@@ -274,7 +266,7 @@ def test_ctrl_c_in_a_fan_out_closes_every_connection(
         took = time.monotonic() - sent[0]
         trigger.join()
         assert not never_started, never_started[0]
-        wait_for(lambda: not [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()], "host threads ending", PROMPT)
+        wait_until(lambda: not [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()], "host threads ending", PROMPT)
         assert tunnel_processes(sandbox) == []
         assert took < PROMPT, f"took {took:.1f}s to stop"
         assert isinstance(stopped.value, Interrupted)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from ssmfab.exceptions import TransferError
 from ssmfab.sandbox import Sandbox
 from ssmfab.transfer import STREAM_MIN_BYTES, put
 from tests.integration import test_transfer as helpers
+from ..waiting import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -30,13 +29,6 @@ HOSTILE_FOLDER = "cut $(touch pwned) `touch pwned` 'q\" ; x\nline"
 
 def temps_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".ssmfab-" in p.name) if folder.is_dir() else []
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
 
 
 def test_a_small_upload_cut_by_a_dropped_channel_leaves_no_temporary_file(

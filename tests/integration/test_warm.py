@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,19 +22,10 @@ from ssmfab.sandbox import Sandbox
 from ssmfab.warm import ask_keepers
 
 from .conftest import processes_matching, session_status, tunnel_processes
+from ..waiting import wait_until
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
 ANNOUNCEMENT = "ssmfab: warm sessions on:"
-
-
-def wait_for(condition: object, what: str, limit: float = 60.0) -> None:
-    """Wait for an event (a process ending, a file going); ``limit`` only stops a broken run from hanging."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"still waiting for {what} after {limit:g} s")
 
 
 class Warm:
@@ -63,8 +53,8 @@ def warm(sandbox_env: dict[str, str], sandbox: Sandbox) -> Iterator[Warm]:
         yield helper
     finally:
         helper("persist", "--stop")
-        wait_for(lambda: not helper.keepers(), "the keepers to exit after persist --stop")
-        wait_for(lambda: not tunnel_processes(sandbox), "the keepers' plugins to exit")
+        wait_until(lambda: not helper.keepers(), "the keepers to exit after persist --stop")
+        wait_until(lambda: not tunnel_processes(sandbox), "the keepers' plugins to exit")
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -140,8 +130,8 @@ def test_without_flag_or_variable_the_config_files_decide_read_by_the_keeper(war
 def test_idle_connections_close_and_the_keeper_exits_leaving_no_session(warm: Warm, sandbox: Sandbox) -> None:
     done = warm("run", "--name", "web-2", "--persist", "0.2s", "true")
     assert done.returncode == 0, done.stderr
-    wait_for(lambda: not warm.keepers(), "the keeper to exit once its only connection idled out")
-    wait_for(lambda: not tunnel_processes(sandbox), "the plugin to exit")
+    wait_until(lambda: not warm.keepers(), "the keeper to exit once its only connection idled out")
+    wait_until(lambda: not tunnel_processes(sandbox), "the plugin to exit")
     ssm = boto3.client("ssm", endpoint_url=warm.env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     active = [s for s in ssm.describe_sessions(State="Active")["Sessions"] if s.get("Target") == sandbox.host("web-2").instance_id]
     assert not active, active
@@ -174,13 +164,13 @@ def test_a_killed_keeper_leaves_no_plugin_and_the_next_command_starts_a_new_one(
     [kept] = warm.listing()
     assert tunnel_processes(sandbox)
     os.kill(int(str(kept["keeper_pid"])), signal.SIGKILL)
-    wait_for(lambda: not tunnel_processes(sandbox), "the plugin to see its input end and exit")
+    wait_until(lambda: not tunnel_processes(sandbox), "the plugin to see its input end and exit")
     again = warm("run", "--name", "web-1", "echo back")
     assert again.returncode == 0, again.stderr
     assert ANNOUNCEMENT in again.stderr and "[web-1] back" in again.stdout
     # The killed keeper could not end its SSM session; the new one does, from the ledger it left.
     endpoint = warm.env["AWS_ENDPOINT_URL"]
-    wait_for(lambda: session_status(endpoint, str(kept["session_id"])) == "Terminated", "the new keeper to end the old session")
+    wait_until(lambda: session_status(endpoint, str(kept["session_id"])) == "Terminated", "the new keeper to end the old session")
     assert not list(warm.folder.glob("keeper-*.sessions.*.tmp"))
 
 
@@ -190,7 +180,7 @@ def test_persist_stop_ends_the_sessions_a_killed_keeper_left_open(warm: Warm) ->
     [ledger] = warm.folder.glob("keeper-*.sessions")
     assert str(kept["session_id"]) in ledger.read_text()
     os.kill(int(str(kept["keeper_pid"])), signal.SIGKILL)
-    wait_for(lambda: not warm.keepers(), "the keeper to die")
+    wait_until(lambda: not warm.keepers(), "the keeper to die")
     endpoint = warm.env["AWS_ENDPOINT_URL"]
     assert session_status(endpoint, str(kept["session_id"])) not in ("Terminated", "absent")  # AWS keeps it open
     stopped = warm("persist", "--stop")
@@ -206,7 +196,7 @@ def test_a_keeper_that_exits_leaves_no_ledger(warm: Warm) -> None:
     assert warm("run", "--name", "web-2", "true").returncode == 0
     assert list(warm.folder.glob("keeper-*.sessions"))
     warm("persist", "--stop")
-    wait_for(lambda: not warm.keepers(), "the keeper to exit")
+    wait_until(lambda: not warm.keepers(), "the keeper to exit")
     assert not list(warm.folder.glob("keeper-*.sessions"))
 
 
@@ -299,7 +289,7 @@ def test_a_session_opened_by_the_command_its_keeper_is_killed_in_is_ended_by_per
             if command.poll() is None:
                 command.kill()
                 command.wait()
-        wait_for(lambda: not warm.keepers(), "the keeper to die")
+        wait_until(lambda: not warm.keepers(), "the keeper to die")
         endpoint = warm.env["AWS_ENDPOINT_URL"]
         assert session_status(endpoint, str(held["session_id"])) not in ("Terminated", "absent")  # AWS keeps it open
         stopped = warm("persist", "--stop")
@@ -318,7 +308,7 @@ def test_a_reader_that_leaves_ends_a_warm_command_quietly_as_a_cold_one(warm: Wa
     runs = {}
     for persist in ("0", "5m"):
         runs[persist] = subprocess.run(
-            ["bash", "-c", f'"$@" | head -1; echo "status ${{PIPESTATUS[0]}}"', "-", *SSMFAB, "run", "--name", "web-1", "seq 500000"],
+            ["bash", "-c", '"$@" | head -1; echo "status ${PIPESTATUS[0]}"', "-", *SSMFAB, "run", "--name", "web-1", "seq 500000"],
             env={**warm.env, "SSMFAB_PERSIST": persist}, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
     assert runs["5m"].stdout == runs["0"].stdout == "[web-1] 1\nstatus 141\n", runs

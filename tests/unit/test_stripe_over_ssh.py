@@ -20,11 +20,26 @@ from ssmfab.exceptions import TransferError
 from ssmfab.interrupt import Interrupted
 from ssmfab.transfer import stripe
 
+from ..waiting import wait_until
 from .sshconn import LoopbackTunnels
 from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
 LABEL = "i-0123456789abcdef0"
 SIZE = stripe.STRIPE_MIN_BYTES + stripe.PIECE_BYTES // 2 + 7  # 9 pieces, the last one short
+
+
+def big_file(tmp_path: Path) -> bytes:
+    """SIZE random bytes at ``tmp_path/big.bin`` (what the striped uploads send), returned."""
+    data = os.urandom(SIZE)
+    (tmp_path / "big.bin").write_bytes(data)
+    return data
+
+
+def notices_of(conn: SSMConnection) -> list[str]:
+    """The list the connection's notices go to from now on."""
+    notices: list[str] = []
+    conn.notify = notices.append
+    return notices
 
 
 def opened(connection: SSMConnection) -> int:
@@ -63,8 +78,7 @@ def test_a_file_under_the_striping_size_uses_one_session(conn: SSMConnection, ho
 
 
 def test_a_fast_link_is_not_striped_unasked(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
-    data = os.urandom(SIZE)
-    (tmp_path / "big.bin").write_bytes(data)
+    big_file(tmp_path)
     conn.open()
     conn.link_rates["put"] = stripe.SLOW_LINK * 10
     report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
@@ -72,8 +86,7 @@ def test_a_fast_link_is_not_striped_unasked(conn: SSMConnection, host: HostFolde
 
 
 def test_a_slow_link_is_striped_over_the_default_sessions(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
-    data = os.urandom(SIZE)
-    (tmp_path / "big.bin").write_bytes(data)
+    data = big_file(tmp_path)
     conn.open()
     conn.link_rates["put"] = stripe.SLOW_LINK / 2
     report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
@@ -84,10 +97,8 @@ def test_a_slow_link_is_striped_over_the_default_sessions(conn: SSMConnection, h
 def test_siblings_that_cannot_open_leave_their_pieces_to_the_others(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = os.urandom(SIZE)
-    (tmp_path / "big.bin").write_bytes(data)
-    notices: list[str] = []
-    conn.notify = notices.append
+    data = big_file(tmp_path)
+    notices = notices_of(conn)
     real_sibling = SSMConnection.sibling
 
     def failing_sibling(self: SSMConnection) -> SSMConnection:
@@ -107,7 +118,7 @@ def test_siblings_that_cannot_open_leave_their_pieces_to_the_others(
 
 
 def test_an_interrupted_striped_upload_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
-    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    big_file(tmp_path)
     (host.path / "big.bin").write_bytes(b"previous")
     conn.cancel = threading.Event()
     fired = threading.Event()
@@ -122,7 +133,7 @@ def test_an_interrupted_striped_upload_leaves_nothing(conn: SSMConnection, host:
 
 
 def test_a_full_disk_under_a_striped_upload_says_so_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
-    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    big_file(tmp_path)
     with tmpfs(host.path / "full", "size=4m") as folder:
         with pytest.raises(TransferError) as failed:
             transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/full/big.bin", streams=3, compress=False)
@@ -189,14 +200,11 @@ def test_a_host_that_quits_while_a_part_is_still_being_sent_says_why_and_leaves_
 
     def slow_link(channel: object, data: bytes) -> None:
         real_send(channel, data)
-        for _ in range(3000):  # until the host has quit and its sshd closed the channel (30 s at most)
-            if channel.closed:  # type: ignore[attr-defined]
-                waited.append(True)
-                return
-            threading.Event().wait(0.01)
+        wait_until(lambda: bool(channel.closed), "the host quitting and its sshd closing the channel")  # type: ignore[attr-defined]
+        waited.append(True)
 
     monkeypatch.setattr(stripe, "send_stream", slow_link)
-    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    big_file(tmp_path)
     with tmpfs(host.path / "full", "size=64k") as folder:
         with pytest.raises(TransferError) as failed:
             transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/full/big.bin", streams=2, compress=False)
@@ -252,20 +260,15 @@ def test_a_temporary_file_the_host_refuses_to_remove_after_a_failure_is_named(
         + r"[0-9a-f]{8}\.part may remain, delete it on the host",
         message,
     ), message
-    for _ in range(3000):  # the host's guard removes it after all once the upload has closed its input
-        if not temporaries(host.path):
-            break
-        threading.Event().wait(0.01)
-    assert temporaries(host.path) == []
+    # The host's guard removes it after all, once the upload has closed its input.
+    wait_until(lambda: temporaries(host.path) == [], "the host's guard removing the temporary file")
 
 
 def test_a_sibling_that_stalls_is_cut_and_its_piece_goes_to_the_transfers_own_session(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = os.urandom(SIZE)
-    (tmp_path / "big.bin").write_bytes(data)
-    notices: list[str] = []
-    conn.notify = notices.append
+    data = big_file(tmp_path)
+    notices = notices_of(conn)
     conn.stall_timeout = 2.0
     real_send_piece = stripe._send_piece
     stalled: list[Any] = []
@@ -276,12 +279,9 @@ def test_a_sibling_that_stalls_is_cut_and_its_piece_goes_to_the_transfers_own_se
         if worker.own or stalled:
             return real_send_piece(session, transport, *args)
         stalled.append(worker)  # a frozen link: nothing moves until the connection is cut
-        for _ in range(3000):
-            if not transport.is_active():
-                released.set()
-                raise EOFError("the stalled session was cut")
-            threading.Event().wait(0.01)
-        raise AssertionError("the stalled sibling was never cut")
+        wait_until(lambda: not transport.is_active(), "the stalled sibling being cut")
+        released.set()
+        raise EOFError("the stalled session was cut")
 
     def slow_link(moved: int) -> None:  # the own session keeps moving, slowly, while the sibling is stuck
         threading.Event().wait(0.05)
@@ -298,9 +298,8 @@ def test_a_sibling_that_stalls_is_cut_and_its_piece_goes_to_the_transfers_own_se
 def test_the_transfers_own_session_failing_fails_the_upload_without_a_drop_out_notice(
     conn: SSMConnection, host: HostFolder, tmp_path: Path
 ) -> None:
-    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
-    notices: list[str] = []
-    conn.notify = notices.append
+    big_file(tmp_path)
+    notices = notices_of(conn)
     conn.open()
     tunnel = conn.tunnel
     assert tunnel is not None

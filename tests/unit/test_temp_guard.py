@@ -5,8 +5,7 @@ open leaves the upload alone."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from ssmfab.sandbox.sshd import SSHServer
 from ssmfab.transfer.guard import TempGuard
 
 from .conftest import loopback_connection
+from ..waiting import wait_until
 
 #: Names a careless remote shell would act on, or split, or take for options.
 HOSTILE = ["plain.part", "with space.part", "quote'\".part", "$(touch pwned).part", "`touch pwned`.part",
@@ -26,13 +26,6 @@ HOSTILE = ["plain.part", "with space.part", "quote'\".part", "$(touch pwned).par
 def conn(server: tuple[SSHServer, Path]) -> Iterator[Connection]:
     with loopback_connection(server) as connection:
         yield connection
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60  # a bound for a broken run: the test waits for the files to go
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
 
 
 def test_a_cut_connection_leaves_the_host_to_remove_what_was_announced(conn: Connection, tmp_path: Path) -> None:
