@@ -128,8 +128,10 @@ def test_unreachable_instances_are_skipped_with_a_reason(fleet: Fleet) -> None:
     reasons = {s.target.name: s.reason for s in selection.skipped}
     assert set(reasons) == {"web-lost", "web-unmanaged", "web-stopped"}  # terminated is gone for good
     assert "ConnectionLost" in reasons["web-lost"]
-    assert "not managed by SSM" in reasons["web-unmanaged"]
-    assert "stopped" in reasons["web-stopped"]
+    assert reasons["web-unmanaged"] == (
+        "not managed by SSM: its agent never registered (instance profile needs AmazonSSMManagedInstanceCore)"
+    )
+    assert reasons["web-stopped"] == "instance is stopped; start it first"
 
 
 def test_unknown_id_is_reported(fleet: Fleet) -> None:
@@ -354,3 +356,43 @@ def test_ec2_ids_alone_cost_one_lookup_of_each_kind_and_no_hybrid_listing(fleet:
     assert log.count("DescribeInstanceInformation") == 1
     [asked] = log.id_filters()
     assert sorted(asked) == sorted([first, second])
+
+
+def test_a_failed_lookup_does_not_wait_for_the_other_one_that_aws_never_answers(aws: AWSContext) -> None:
+    """EC2 refuses at once while SSM (a listener standing in for an endpoint that stopped answering) holds its
+    call open: the selection fails at once, as Ctrl-C must end it at once, without waiting out SSM's timeout."""
+    import socket
+    import threading
+
+    from ssmfab.sandbox.sshd import free_ports
+
+    from ..waiting import wait_until
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    [closed_port] = free_ports(1)  # nothing listens there: EC2's call is refused at once
+
+    def context(endpoint: str) -> AWSContext:
+        return AWSContext(session=aws.session, region=REGION, profile=None, endpoint_url=endpoint, read_timeout=120, max_attempts=1)
+    ssm = context(f"http://127.0.0.1:{silent.getsockname()[1]}").client("ssm")
+    ec2 = context(f"http://127.0.0.1:{closed_port}").client("ec2")
+    outcome: list[BaseException] = []
+    done = threading.Event()
+
+    def select() -> None:
+        try:
+            resolve(parse_selector((), (), ["Role=web"]), ec2, ssm, region=REGION)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+        done.set()
+
+    threading.Thread(target=select, daemon=True).start()
+    try:
+        wait_until(lambda: bool(held), "SSM's lookup reaching the endpoint that does not answer")
+        wait_until(done.is_set, "the selection failing while SSM's lookup still hangs", limit=60)
+        assert outcome and "127.0.0.1" in str(outcome[0]), outcome
+    finally:
+        for connection in held:
+            connection.close()
+        silent.close()
