@@ -138,6 +138,9 @@ def test_unknown_id_is_reported(fleet: Fleet) -> None:
     selection = fleet.resolve(ids=["i-0123456789abcdef0"])
     assert selection.targets == []
     assert [s.reason for s in selection.skipped] == [f"no such instance in {REGION}"]
+    [unknown] = [s.target for s in selection.skipped]
+    # Shown in `hosts` and --json: no state it never had (a Target's default is "running"), and the region asked.
+    assert (unknown.id, unknown.state, unknown.region) == ("i-0123456789abcdef0", "", REGION)
     with pytest.raises(NoTargetsError, match="i-0123456789abcdef0: no such instance"):
         require_targets(selection, None)
 
