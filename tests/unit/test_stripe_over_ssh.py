@@ -280,16 +280,23 @@ def test_a_sibling_that_stalls_is_cut_and_its_piece_goes_to_the_transfers_own_se
             return real_send_piece(session, transport, *args)
         stalled.append(worker)  # a frozen link: nothing moves until the connection is cut
         wait_until(lambda: not transport.is_active(), "the stalled sibling being cut")
+        # Its failure is seen once the own session has sent every other piece: the piece is left over.
+        wait_until(lambda: not [t for t in threading.enumerate() if t.name == "ssmfab-stripe-0"], "the own session's pieces sent")
         released.set()
         raise EOFError("the stalled session was cut")
 
-    def slow_link(moved: int) -> None:  # the own session keeps moving, slowly, while the sibling is stuck
+    movers: set[str] = set()
+
+    def slow_link(moved: int) -> None:  # the own session keeps moving, slowly (past the stall limit), meanwhile
+        movers.add(threading.current_thread().name)
         threading.Event().wait(0.05)
 
     monkeypatch.setattr(stripe, "_send_piece", send_piece)
     report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False, progress=slow_link)
     assert (host.path / "big.bin").read_bytes() == data and temporaries(host.path) == [] and report.files == 1
     assert released.is_set() and len(stalled) == 1
+    # The left-over piece went over the own session, from the calling thread, after the stripe's threads ended.
+    assert movers == {"ssmfab-stripe-0", threading.current_thread().name}
     assert [n for n in notices if "striping" in n] == [
         f"{LABEL}: one of 2 striping sessions dropped out, the others go on (the stalled session was cut)"
     ]
