@@ -91,3 +91,25 @@ def test_a_download_probe_reads_what_the_host_makes_of_zeros(transport: SpyTrans
 def test_a_probe_faster_than_the_clock_can_tell_is_bounded(transport: SpyTransport, monkeypatch: pytest.MonkeyPatch) -> None:
     clock(monkeypatch, 1.0, 1.5, 2.0)  # the whole time was the round trip
     assert compress._probe(transport, "put", 1000, 5.0) == 1000 / 1e-4
+
+
+def test_a_probe_as_fast_as_the_slow_mark_is_timed_again_with_the_large_probe_and_remembered(
+    transport: SpyTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compress, "SLOW_LINK", float(compress.PROBE_BYTES))  # the first probe reads exactly this
+    clock(monkeypatch, 10.0, 10.25, 11.5, 20.0, 20.25, 22.5)  # 1 s for the small probe, then 2 s for the large
+    conn = SimpleNamespace(link_rates={})
+    rate = compress.link_rate(conn, transport, "put", 9.0)
+    assert rate == compress.LARGE_PROBE_BYTES / 2.0 and conn.link_rates == {"put": rate}
+    assert transport.commands == ["cat > /dev/null"] * 2 and transport.sent == compress.PROBE_BYTES + compress.LARGE_PROBE_BYTES
+    assert transport.opened == [{"timeout": 9.0}] * 2 and transport.timeouts == [9.0] * 2
+    assert compress.link_rate(conn, transport, "put", 9.0) == rate and len(transport.commands) == 2  # remembered
+
+
+def test_a_slow_link_is_timed_once_and_a_connection_without_a_memory_still_gets_its_rate(
+    transport: SpyTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock(monkeypatch, 1.0, 1.5, 3.0)  # 64 KiB in 1 s: far below the slow mark, no second probe
+    rate = compress.link_rate(object(), transport, "get", 6.0)  # a plain Fabric connection has no link_rates
+    assert rate == compress.PROBE_BYTES / 1.0
+    assert transport.commands == [f"head -c {compress.PROBE_BYTES} /dev/zero"] and transport.opened == [{"timeout": 6.0}]
