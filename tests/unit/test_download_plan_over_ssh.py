@@ -175,3 +175,11 @@ def test_a_named_remote_file_whose_name_cannot_be_a_local_one_is_refused(conn: S
         "rename it on the host to fetch it"
     )
     assert everything(tmp_path) == []
+
+
+def test_a_named_fifo_is_no_file_to_fetch(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    os.mkfifo(host.path / "pipe")
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/pipe", str(tmp_path) + os.sep)
+    assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: skipping {host.path / 'pipe'}: not a regular file or directory"
+    assert everything(tmp_path) == []
