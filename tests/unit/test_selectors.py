@@ -105,3 +105,17 @@ def test_an_agent_that_reports_no_status_is_called_so() -> None:
     assert _offline(Target(id="mi-00000000000000001", ping_status="Inactive")).reason == (
         "SSM agent is Inactive; sessions cannot start"
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ids": ["web-1"]}, "bad instance id 'web-1': expected i-… or mi-… followed by 8 or 17 hex digits (use --name for Name tags)"),
+        ({"names": ["  "]}, "empty --name: give a Name tag value or glob, e.g. --name 'web-*'"),
+        ({"ips": [" "]}, "empty --ip: give a private IP (10.0.1.5, 10.0.1.*) or private DNS name"),
+    ],
+)
+def test_a_bad_selector_says_what_to_give_word_for_word(kwargs: dict[str, list[str]], message: str) -> None:
+    with pytest.raises(SelectorError) as failed:
+        parse_selector(**kwargs)
+    assert str(failed.value) == message
