@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ssmfab.sandbox import Sandbox
 
-from .test_warm import ANNOUNCEMENT, SSMFAB, Warm, steady, warm, wait_for  # noqa: F401 - warm is a fixture
+from ..waiting import wait_until
+from .test_warm import ANNOUNCEMENT, SSMFAB, Warm, steady, warm  # noqa: F401 - warm is a fixture
 
 __all__ = ["warm"]
 
@@ -276,7 +277,7 @@ def test_ctrl_c_reaches_a_warm_command_that_reads_none_of_the_input_it_was_given
     held = HeldCommand(warm, sandbox, "web-1", feed, "ctrl-c")
     try:
         [keeper] = warm.keepers()
-        wait_for(lambda: writing_to_a_full_pipe(int(keeper.split(":")[0])), "the keeper's input pipe to the command to fill")
+        wait_until(lambda: writing_to_a_full_pipe(int(keeper.split(":")[0])), "the keeper's input pipe to the command to fill")
         held.process.send_signal(signal.SIGINT)
         _, err = held.process.communicate(timeout=60)
         assert held.process.returncode == 130, err
@@ -338,7 +339,7 @@ def test_tilde_dot_leaves_a_warm_shell_that_no_longer_answers(warm: Warm, sandbo
     finally:
         term.close()
     assert b"Connection closed (~.)." in term.seen
-    wait_for(lambda: not warm.listing(), "the keeper to end the shell's connection")  # interrupted: not kept warm
+    wait_until(lambda: not warm.listing(), "the keeper to end the shell's connection")  # interrupted: not kept warm
 
 
 def test_shell_takes_the_warm_session_flags(warm: Warm) -> None:
