@@ -60,6 +60,11 @@ def test_a_large_file_goes_over_several_sessions_and_arrives_whole(
     assert arrived.read_bytes() == data and stat.S_IMODE(arrived.stat().st_mode) == 0o640
     assert report.streams == 3 and opened(conn) == 3 and temporaries(host.path) == []
     assert report.items[0].sha256 == hashlib.sha256(data).hexdigest() and report.bytes == SIZE
+    tunnels = conn.tunnels
+    assert isinstance(tunnels, LoopbackTunnels)
+    # The siblings' connections end with the upload (each is an SSM session of its own); the own one stays open.
+    assert [t.closed for t in tunnels.opened] == [False, True, True]
+    assert not [t for t in threading.enumerate() if t.name.startswith("ssmfab-stripe-")]
     assert (report.wire_bytes < SIZE * 3 // 4) if compress else (report.wire_bytes == SIZE)
 
 
