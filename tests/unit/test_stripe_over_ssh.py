@@ -55,7 +55,11 @@ def test_a_large_file_goes_over_several_sessions_and_arrives_whole(
     data = os.urandom(SIZE // 2) + b"z" * (SIZE - SIZE // 2)  # half of it shrinks
     (tmp_path / "big.bin").write_bytes(data)
     (tmp_path / "big.bin").chmod(0o640)
+    notices = notices_of(conn)
     report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=compress)
+    assert not [n for n in notices if "striping" in n]  # no session was cut or dropped out on the way
+    # Compressed, the random half crosses whole and the rest almost nothing.
+    assert SIZE // 2 < report.wire_bytes < SIZE * 3 // 4 if compress else report.wire_bytes == SIZE
     arrived = host.path / "big.bin"
     assert arrived.read_bytes() == data and stat.S_IMODE(arrived.stat().st_mode) == 0o640
     assert report.streams == 3 and opened(conn) == 3 and temporaries(host.path) == []
@@ -132,8 +136,10 @@ def test_an_interrupted_striped_upload_leaves_nothing(conn: SSMConnection, host:
         fired.set()
         conn.cancel.set()  # type: ignore[union-attr]
 
+    notices = notices_of(conn)
     with pytest.raises(Interrupted):
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=False, progress=hook)
+    assert not [n for n in notices if "striping" in n]  # Ctrl-C stops every session: none "dropped out"
     assert fired.is_set() and temporaries(host.path) == [] and (host.path / "big.bin").read_bytes() == b"previous"
 
 
@@ -341,3 +347,9 @@ def test_what_a_host_says_that_is_not_utf8_still_makes_one_readable_line() -> No
     )
     silent = stripe._stopped(session, "/srv/f", 0, b"", 137)
     assert "(exit status 137)" in str(silent)
+
+
+def test_one_stream_asked_for_is_one_session(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = big_file(tmp_path)
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=1, compress=False)
+    assert (host.path / "big.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
