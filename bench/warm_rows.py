@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ssmfab.sandbox import HostSpec, LinkModel, Sandbox
+from ssmfab.sandbox.sshd import process_alive
 
 from .real_plugin import NO_PLUGIN
 from .cases import PLUGIN_PROXY, Bench, Row, RowFailed, Side, remove, verify
@@ -83,7 +84,7 @@ def stop_master(bench: Bench, control: Path, user_at: str) -> None:
         return
     pid = int(found.group(1))
     for _ in range(600):  # 30 s at most: a master that will not end is left to the row's own check
-        if not _running(pid):
+        if not process_alive(pid):
             return
         time.sleep(0.05)
 
@@ -100,15 +101,6 @@ def keeper(bench: Bench, env: dict[str, str], ids: list[str]) -> Iterator[None]:
         yield
     finally:
         subprocess.run([bench.ssmfab, "persist", "--stop"], env=env, capture_output=True, timeout=120)
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie no longer does: the daemonized master's parent may never reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def warm_env(bench: Bench, folder: Path) -> dict[str, str]:

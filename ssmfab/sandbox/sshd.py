@@ -191,7 +191,7 @@ def terminate_group(pid: int, process: subprocess.Popen[bytes] | None = None, gr
             if process is not None:
                 if process.poll() is not None:
                     break
-            elif not _alive(pid):
+            elif not process_alive(pid):
                 break
             time.sleep(0.02)
         else:
@@ -224,7 +224,8 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: a zombie does not (a daemon's parent may never reap it)."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
