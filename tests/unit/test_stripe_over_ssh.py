@@ -42,6 +42,35 @@ def notices_of(conn: SSMConnection) -> list[str]:
     return notices
 
 
+class ShrinkOnce:
+    """A progress hook that cuts ``local`` to one piece at the first bytes moved, as another program rewriting
+    the file while it is sent would; ``shrunk`` is set from then on."""
+
+    def __init__(self, local: Path) -> None:
+        self.local, self.shrunk = local, threading.Event()
+
+    def __call__(self, moved: int) -> None:
+        if not self.shrunk.is_set():
+            self.shrunk.set()
+            os.truncate(self.local, stripe.PIECE_BYTES)
+
+
+def full_disk_failure(conn: SSMConnection, host: HostFolder, tmp_path: Path, disk: str, streams: int) -> TransferError:
+    """What a striped upload of ``big.bin`` into a tmpfs of ``disk`` bytes fails with: the host's own words
+    that it stopped writing for lack of space, and nothing left in the folder."""
+    big_file(tmp_path)
+    with tmpfs(host.path / "full", f"size={disk}") as folder:
+        with pytest.raises(TransferError) as failed:
+            transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/full/big.bin", streams=streams, compress=False)
+        assert list(folder.iterdir()) == []
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'full' / 'big.bin'} in the part from byte "), message
+    assert "No space left on device" in message and message.endswith(
+        "; nothing left half-written; check its free space and limits, then retry"
+    ), message
+    return failed.value
+
+
 def opened(connection: SSMConnection) -> int:
     tunnels = connection.tunnels
     assert isinstance(tunnels, LoopbackTunnels)
@@ -144,30 +173,14 @@ def test_an_interrupted_striped_upload_leaves_nothing(conn: SSMConnection, host:
 
 
 def test_a_full_disk_under_a_striped_upload_says_so_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
-    big_file(tmp_path)
-    with tmpfs(host.path / "full", "size=4m") as folder:
-        with pytest.raises(TransferError) as failed:
-            transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/full/big.bin", streams=3, compress=False)
-        assert list(folder.iterdir()) == []
-    message = str(failed.value)
-    assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'full' / 'big.bin'} in the part from byte ")
-    assert "No space left on device" in message and message.endswith(
-        "; nothing left half-written; check its free space and limits, then retry"
-    ), message
+    full_disk_failure(conn, host, tmp_path, "4m", streams=3)
 
 
 def test_a_local_file_that_shrinks_mid_upload_fails_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
-    local = tmp_path / "big.bin"
-    local.write_bytes(os.urandom(SIZE))
-    shrunk = threading.Event()
-
-    def hook(moved: int) -> None:
-        if not shrunk.is_set():
-            shrunk.set()
-            os.truncate(local, stripe.PIECE_BYTES)  # another program rewrites the file while it is sent
-
+    big_file(tmp_path)
+    hook = ShrinkOnce(tmp_path / "big.bin")
     with pytest.raises(TransferError) as failed:
-        transfer.put(conn, str(local), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
     assert failed.value.host == LABEL and str(failed.value) == f"{LABEL}: local file shrank while uploading {host.path / 'big.bin'}; retry"
     assert temporaries(host.path) == [] and not (host.path / "big.bin").exists()
 
@@ -215,19 +228,11 @@ def test_a_host_that_quits_while_a_part_is_still_being_sent_says_why_and_leaves_
         waited.append(True)
 
     monkeypatch.setattr(stripe, "send_stream", slow_link)
-    big_file(tmp_path)
-    with tmpfs(host.path / "full", "size=64k") as folder:
-        with pytest.raises(TransferError) as failed:
-            transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/full/big.bin", streams=2, compress=False)
-        assert list(folder.iterdir()) == []
-    message = str(failed.value)
-    assert waited and failed.value.host == LABEL
-    assert message.startswith(f"{LABEL}: the host stopped writing {host.path / 'full' / 'big.bin'} in the part from byte "), message
+    failed = full_disk_failure(conn, host, tmp_path, "64k", streams=2)
+    message = str(failed)
+    assert waited and failed.host == LABEL
     offset = re.search(r" in the part from byte (\d+) \(", message)
     assert offset is not None and int(offset.group(1)) % stripe.PIECE_BYTES == 0 and int(offset.group(1)) < SIZE, message
-    assert "No space left on device" in message and message.endswith(
-        "; nothing left half-written; check its free space and limits, then retry"
-    ), message
 
 
 @pytest.mark.parametrize("lookup_refused", [False, True], ids=["file-seen", "lookup-refused-too"])
@@ -236,9 +241,8 @@ def test_a_temporary_file_the_host_refuses_to_remove_after_a_failure_is_named(
 ) -> None:
     import paramiko
 
-    local = tmp_path / "big.bin"
-    local.write_bytes(os.urandom(SIZE))
-    shrunk = threading.Event()
+    big_file(tmp_path)
+    hook = ShrinkOnce(tmp_path / "big.bin")
     real_remove = paramiko.SFTPClient.remove
 
     def refusing(self: paramiko.SFTPClient, path: str) -> None:
@@ -246,15 +250,10 @@ def test_a_temporary_file_the_host_refuses_to_remove_after_a_failure_is_named(
             raise PermissionError(13, "Permission denied")
         real_remove(self, path)
 
-    def hook(moved: int) -> None:
-        if not shrunk.is_set():
-            shrunk.set()
-            os.truncate(local, stripe.PIECE_BYTES)
-
     real_lstat = paramiko.SFTPClient.lstat
 
     def unseen(self: paramiko.SFTPClient, path: str) -> object:
-        if shrunk.is_set() and ".ssmfab-" in path:
+        if hook.shrunk.is_set() and ".ssmfab-" in path:
             raise PermissionError(13, "Permission denied")  # whether it is there cannot be told: it may remain
         return real_lstat(self, path)
 
@@ -263,7 +262,7 @@ def test_a_temporary_file_the_host_refuses_to_remove_after_a_failure_is_named(
     if lookup_refused:
         monkeypatch.setattr(paramiko.SFTPClient, "lstat", unseen)
     with pytest.raises(TransferError) as failed:
-        transfer.put(conn, str(local), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False, progress=hook)
     message = str(failed.value)
     final = host.path / "big.bin"
     assert failed.value.host == LABEL and re.fullmatch(
