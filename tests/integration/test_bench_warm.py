@@ -14,6 +14,7 @@ import pytest
 
 from ssmfab.sandbox import Sandbox
 
+from ..waiting import wait_until
 from .conftest import active_session_ids, processes_matching, tunnel_processes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -60,9 +61,8 @@ def test_the_keeper_holds_every_host_then_is_stopped(bench: Bench, sandbox: Sand
         assert sorted(held) == sorted(ids)
         again = subprocess.run([bench.ssmfab, "run", "--id", ids[0], "true"], env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "warm sessions on" not in again.stderr
-    stopped = lambda: not processes_matching(f"ssmfab.keeper {bench.scratch}") and not tunnel_processes(sandbox)  # noqa: E731
-    for _ in range(600):
-        if stopped():
-            break
-        subprocess.run(["sleep", "0.05"])
-    assert stopped()
+    wait_until(
+        lambda: not processes_matching(f"ssmfab.keeper {bench.scratch}") and not tunnel_processes(sandbox),
+        "the keeper and its tunnels ending after persist --stop",
+        limit=60,
+    )

@@ -10,9 +10,9 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
-from typing import IO, Any
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from fabric import Connection

@@ -23,7 +23,6 @@ from ssmfab.sandbox.sshd import SSHServer
 from .conftest import fed_pipe, loopback_connection
 
 
-
 class CappedConnection(Connection):  # type: ignore[misc]
     output_cap = 1000  # a plain attribute (as on SSMConnection), read by the runner
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -10,8 +12,11 @@ import pytest
 from ssmfab.aws import AWSContext
 from ssmfab.exceptions import NoTargetsError
 from ssmfab.sandbox.moto_ext import sandbox_put_instance_information
+from ssmfab.sandbox.sshd import free_ports
 from ssmfab.targets import parse_selector, require_targets, resolve
 from tests.conftest import REGION
+
+from ..waiting import wait_until
 
 
 _IMAGES: dict[str, str] = {}
@@ -364,13 +369,6 @@ def test_ec2_ids_alone_cost_one_lookup_of_each_kind_and_no_hybrid_listing(fleet:
 def test_a_failed_lookup_does_not_wait_for_the_other_one_that_aws_never_answers(aws: AWSContext) -> None:
     """EC2 refuses at once while SSM (a listener standing in for an endpoint that stopped answering) holds its
     call open: the selection fails at once, as Ctrl-C must end it at once, without waiting out SSM's timeout."""
-    import socket
-    import threading
-
-    from ssmfab.sandbox.sshd import free_ports
-
-    from ..waiting import wait_until
-
     silent = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
     threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
