@@ -73,10 +73,13 @@ def failure(
     if not isinstance(exc, Exception):
         return exc
     host = label_of(conn)
+    # paramiko's EOFError is the channel or connection ending; the transport may say it is active for a moment
+    # after (it closes its channels before it marks itself inactive).
+    lost = session is None or not session.alive() or isinstance(exc, EOFError)
     note = ""
     if left:
         # Left while the host still answers: it refused the removal; otherwise nothing could be removed.
-        when = "on the host" if session is not None and session.alive() else "once the host is reachable"
+        when = "once the host is reachable" if lost else "on the host"
         note = f"; temporary {'file' if len(left) == 1 else 'files'} {show(left[0])}{' and others' if len(left) > 1 else ''} may remain, delete {'it' if len(left) == 1 else 'them'} {when}"
     if watch.current:
         doing = f"{doing} (at {show(watch.current)})"
@@ -90,9 +93,6 @@ def failure(
         if note and isinstance(exc, TransferError):
             return TransferError(f"{exc}{note}", host)
         return exc
-    # paramiko's EOFError is the channel or connection ending; the transport may say it is active for a moment
-    # after (it closes its channels before it marks itself inactive).
-    lost = session is None or not session.alive() or isinstance(exc, EOFError)
     explain: Callable[[BaseException], Any] | None = getattr(conn, "explain", None) if lost else None
     explained = explain(exc) if explain is not None else None
     reason = one_line(str(explained) if explained is not None else f"{type(exc).__name__}: {exc}")
