@@ -18,9 +18,11 @@ from ssmfab import transfer
 from ssmfab.connection import SSMConnection
 from ssmfab.exceptions import TransferError
 from ssmfab.interrupt import Interrupted
+from ssmfab.sandbox.sshd import SSHServer
 from ssmfab.transfer import stripe
 
 from ..waiting import wait_until
+from .conftest import fabric_connection
 from .sshconn import LoopbackTunnels
 from .transfer_helpers import HostFolder, conn, host, temporaries, tmpfs  # noqa: F401 - fixtures
 
@@ -115,12 +117,35 @@ def test_a_file_under_the_striping_size_uses_one_session(conn: SSMConnection, ho
     assert (host.path / "big.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
 
 
-def test_a_fast_link_is_not_striped_unasked(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+@pytest.mark.parametrize("times", [1, 10], ids=["at-the-slow-mark", "ten-times-it"])
+def test_a_fast_link_is_not_striped_unasked(conn: SSMConnection, host: HostFolder, tmp_path: Path, times: int) -> None:
     big_file(tmp_path)
     conn.open()
-    conn.link_rates["put"] = stripe.SLOW_LINK * 10
+    conn.link_rates["put"] = stripe.SLOW_LINK * times  # slow means below the mark
     report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
     assert report.streams == 1 and opened(conn) == 1
+
+
+def test_an_unmeasured_link_is_timed_and_the_rate_kept_on_the_connection(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path
+) -> None:
+    data = big_file(tmp_path)
+    conn.open()
+    assert "put" not in conn.link_rates
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+    # The measured rate decided, and is kept on the connection for the next transfer.
+    rate = conn.link_rates["put"]
+    striped = stripe.DEFAULT_STREAMS if rate < stripe.SLOW_LINK else 1
+    assert (host.path / "big.bin").read_bytes() == data and report.streams == striped and opened(conn) == striped, rate
+
+
+def test_a_connection_that_cannot_open_siblings_sends_over_its_one_session(
+    server: tuple[SSHServer, Path], host: HostFolder, tmp_path: Path
+) -> None:
+    data = big_file(tmp_path)
+    with fabric_connection(server) as plain:  # plain Fabric: no sibling() to open more sessions with
+        report = transfer.put(plain, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=False)
+    assert (host.path / "big.bin").read_bytes() == data and report.streams == 1 and temporaries(host.path) == []
 
 
 def test_a_slow_link_is_striped_over_the_default_sessions(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -170,6 +195,58 @@ def test_an_interrupted_striped_upload_leaves_nothing(conn: SSMConnection, host:
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=False, progress=hook)
     assert not [n for n in notices if "striping" in n]  # Ctrl-C stops every session: none "dropped out"
     assert fired.is_set() and temporaries(host.path) == [] and (host.path / "big.bin").read_bytes() == b"previous"
+    assert not [t for t in threading.enumerate() if t.name.startswith("ssmfab-stripe-")]  # none outlives the call
+
+
+def test_siblings_whose_host_takes_its_time_are_never_cut(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that is slow to start each piece's writer (here half a second) keeps every session to the end:
+    only a sibling without progress for the stall limit is cut."""
+    data = big_file(tmp_path)
+    notices = notices_of(conn)
+    monkeypatch.setattr(stripe, "STREAM_PART", f"sleep 0.5; {stripe.STREAM_PART}")
+    movers: set[str] = set()
+    report = transfer.put(
+        conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=False,
+        progress=lambda moved: movers.add(threading.current_thread().name),
+    )  # fmt: skip
+    assert (host.path / "big.bin").read_bytes() == data and report.streams == 3 and temporaries(host.path) == []
+    assert not [n for n in notices if "striping" in n]
+    # Every piece went over the three sessions' threads: none was left over for the calling thread to resend.
+    assert movers == {"ssmfab-stripe-0", "ssmfab-stripe-1", "ssmfab-stripe-2"}
+
+
+@pytest.mark.parametrize("refuses_at_once", [False, True], ids=["after-reading-the-part", "before-reading-it"])
+def test_a_host_writer_that_fails_without_a_word_is_named_by_its_exit_status(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuses_at_once: bool
+) -> None:
+    big_file(tmp_path)
+    if refuses_at_once:
+        # The writer quits before it reads a byte; as over a slow link, the sender is still sending when the
+        # channel closes (after each chunk it waits for that), and the send fails.
+        monkeypatch.setattr(stripe, "STREAM_PART", "sh -c 'exit 4' part")
+        real_send = stripe.send_stream
+
+        def slow_link(channel: Any, data: bytes) -> None:
+            real_send(channel, data)
+            wait_until(lambda: bool(channel.closed), "the writer quitting and its sshd closing the channel")
+
+        monkeypatch.setattr(stripe, "send_stream", slow_link)
+    else:
+        monkeypatch.setattr(stripe, "STREAM_PART", "sh -c 'cat > /dev/null; exit 3' part")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False)
+    message = str(failed.value)
+    status = 4 if refuses_at_once else 3
+    found = re.search(
+        re.escape(f"{LABEL}: the host stopped writing {host.path / 'big.bin'} in the part from byte ")
+        + rf"(\d+) \(exit status {status}\); nothing left half-written",
+        message,
+    )
+    assert found is not None and int(found.group(1)) % stripe.PIECE_BYTES == 0 and int(found.group(1)) < SIZE, message
+    assert failed.value.host == LABEL and not (host.path / "big.bin").exists()
+    wait_until(lambda: temporaries(host.path) == [], "the host's guard removing the temporary file")
 
 
 def test_a_full_disk_under_a_striped_upload_says_so_and_leaves_nothing(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
