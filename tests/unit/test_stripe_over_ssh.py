@@ -289,6 +289,31 @@ def test_striping_multiplies_the_link_rate_the_compression_choice_weighs(conn: S
     assert (host.path / "src.txt").read_bytes() == data and report.streams == streams and report.wire_bytes == SIZE
 
 
+def test_each_striped_piece_is_gzipped_at_the_level_the_link_calls_for(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    import zlib
+
+    from ssmfab.transfer import compress
+
+    from .test_upload_over_ssh import _text
+
+    data = _text(SIZE)
+    (tmp_path / "src.txt").write_bytes(data)
+
+    def pieces_gzipped(level: int) -> int:
+        total = 0
+        for offset in range(0, SIZE, stripe.PIECE_BYTES):
+            packer = zlib.compressobj(level, zlib.DEFLATED, 31)
+            total += len(packer.compress(data[offset : offset + stripe.PIECE_BYTES]) + packer.flush())
+        return total
+
+    assert pieces_gzipped(compress.TIGHT_LEVEL) < pieces_gzipped(compress.LEVEL)
+    conn.open()
+    conn.link_rates["put"] = 1000.0  # far slower than any compressor, even with three sessions
+    report = transfer.put(conn, str(tmp_path / "src.txt"), f"{host.remote}/src.txt", streams=3)
+    assert (host.path / "src.txt").read_bytes() == data and report.streams == 3
+    assert report.wire_bytes == pieces_gzipped(compress.TIGHT_LEVEL)
+
+
 def test_a_host_that_quits_while_a_part_is_still_being_sent_says_why_and_leaves_nothing(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -387,6 +412,29 @@ def test_a_sibling_that_stalls_is_cut_and_its_piece_goes_to_the_transfers_own_se
     assert [n for n in notices if "striping" in n] == [
         f"{LABEL}: one of 2 striping sessions dropped out, the others go on (the stalled session was cut)"
     ]
+
+
+def test_a_left_over_piece_failing_over_the_own_session_fails_the_upload_with_that_reason(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big_file(tmp_path)
+    real_send_piece = stripe._send_piece
+
+    def send_piece(*args: Any) -> int:
+        name = threading.current_thread().name
+        if name == "ssmfab-stripe-1":  # the sibling fails once the own session has sent every other piece
+            wait_until(lambda: not [t for t in threading.enumerate() if t.name == "ssmfab-stripe-0"], "the own session's pieces sent")
+            raise EOFError("the sibling's session was cut")
+        if not name.startswith("ssmfab-stripe-"):  # the left-over piece, resent from the calling thread
+            raise TransferError(f"{LABEL}: the host stopped writing the left-over piece", LABEL)
+        return real_send_piece(*args)
+
+    monkeypatch.setattr(stripe, "_send_piece", send_piece)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False)
+    assert str(failed.value).startswith(f"{LABEL}: the host stopped writing the left-over piece"), str(failed.value)
+    assert not (host.path / "big.bin").exists()
+    wait_until(lambda: temporaries(host.path) == [], "the host's guard removing the temporary file")
 
 
 def test_the_transfers_own_session_failing_fails_the_upload_without_a_drop_out_notice(
