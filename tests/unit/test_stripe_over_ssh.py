@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import stat
 import threading
 from pathlib import Path
@@ -412,6 +413,30 @@ def test_a_sibling_that_stalls_is_cut_and_its_piece_goes_to_the_transfers_own_se
     assert [n for n in notices if "striping" in n] == [
         f"{LABEL}: one of 2 striping sessions dropped out, the others go on (the stalled session was cut)"
     ]
+
+
+@pytest.mark.parametrize("refuses_at_once", [False, True], ids=["after-reading-the-part", "before-reading-it"])
+def test_a_host_writer_that_says_too_much_is_quoted_to_its_first_4_kib(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuses_at_once: bool
+) -> None:
+    big_file(tmp_path)
+    chatter = "yes x | head -c 100000 >&2; exit 1"  # 100 kB of "x" lines, then a failure
+    if refuses_at_once:
+        monkeypatch.setattr(stripe, "STREAM_PART", f"sh -c {shlex.quote(chatter)} part")
+        real_send = stripe.send_stream
+
+        def slow_link(channel: Any, data: bytes) -> None:
+            real_send(channel, data)
+            wait_until(lambda: bool(channel.closed), "the writer quitting and its sshd closing the channel")
+
+        monkeypatch.setattr(stripe, "send_stream", slow_link)
+    else:
+        monkeypatch.setattr(stripe, "STREAM_PART", f"sh -c {shlex.quote('cat > /dev/null; ' + chatter)} part")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False)
+    reason = re.search(r" in the part from byte \d+ \((.*)\); nothing left half-written", str(failed.value))
+    # The first 4 KiB of what it said ("x\n" 2048 times), made one line; the rest is not read.
+    assert reason is not None and reason.group(1) == " ".join(["x"] * 2048), str(failed.value)[:300]
 
 
 def test_a_left_over_piece_failing_over_the_own_session_fails_the_upload_with_that_reason(
