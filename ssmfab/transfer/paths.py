@@ -24,8 +24,21 @@ def label_of(conn: Any) -> str:
 
 
 def show(path: str) -> str:
-    """A path fit for a one-line message: quoted with escapes when it holds control characters."""
+    """A path fit for a one-line message: quoted with escapes when it holds control characters, and as its
+    bytes (``\\xe9``) when some are not UTF-8 (os.fsdecode's surrogates, which no terminal can print)."""
+    if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in path):
+        return repr(path.encode("utf-8", "surrogateescape"))[1:]
     return repr(path) if any(ord(ch) < 32 or ord(ch) == 127 for ch in path) else path
+
+
+def sftp_name(path: str) -> bool:
+    """Whether ``path`` can cross SFTP, whose names are UTF-8 (paramiko encodes them strictly): a local name
+    holding bytes that are not UTF-8 reaches Python as surrogates and cannot."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def one_line(text: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..exceptions import ConfigError, TransferError
 from .outcome import TransferReport
-from .paths import has_glob, glob_matches, remote_inside, remote_join, show, split_glob, temp_name, unsafe_name
+from .paths import glob_matches, has_glob, remote_inside, remote_join, sftp_name, show, split_glob, temp_name, unsafe_name
 from .session import STREAM_MIN_BYTES, Session
 
 
@@ -108,6 +108,9 @@ def scan_local(source: Path, recursive: bool, host: str) -> LocalTree:
         for name in names:
             path = folder / name
             _refuse_newline(host, path, name)
+            if not sftp_name(name):
+                tree.errors.append(f"{host}: skipping {show(str(path))}: its name is not UTF-8, as SFTP needs; rename it")
+                continue
             child = f"{rel}/{name}" if rel else name
             try:
                 info = path.stat()  # follows symlinks: a linked file or folder is sent as what it points to

@@ -19,7 +19,7 @@ from ..hoststreams import STREAM_PUT
 from .guard import TempGuard
 from .compress import SAMPLE_BYTES, WORTH_RATIO, Gzipping, Prefixed, judge, level_for, link_rate, worth_it
 from .outcome import FileTransfer, TransferReport, failure, incomplete
-from .paths import is_temp_of, label_of, one_line, remote_join, show, temp_name
+from .paths import is_temp_of, label_of, one_line, remote_join, sftp_name, show, temp_name
 from .plan import LocalTree, Upload, scan_fileobj, scan_local
 from .stripe import streams_for, striped_up
 from .session import STREAM_MIN_BYTES, Session, StallWatch, configured, copy_hashed, host_digest, stream_channel
@@ -167,6 +167,10 @@ def _put(
     else:
         name = source.name if source.name not in ("", ".", "..") else source.resolve().name
     top = remote_join(dest, name) if into_dir and name else dest
+    if not sftp_name(top):  # the local name it took is not UTF-8: caught before anything is made on the host
+        raise TransferError(
+            f"{host}: cannot upload to {show(top)}: the name is not UTF-8, as SFTP needs; rename it or name the remote file", host
+        )
     report.source = tree.files[0].source if from_object else str(source.absolute())
     report.destination = top
     is_tree = not from_object and source.is_dir()

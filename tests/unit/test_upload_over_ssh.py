@@ -737,6 +737,43 @@ def test_the_duration_is_the_time_the_call_took(conn: SSMConnection, host: HostF
     assert 0 < report.duration <= time.monotonic() - before
 
 
+def test_a_name_that_is_not_utf8_is_skipped_by_name_and_the_rest_arrives(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    top = tmp_path / "t"
+    (top / "ok").mkdir(parents=True)
+    (top / "ok" / "a.txt").write_text("a")
+    odd = b"caf\xe9 \xff"  # Latin-1 and a byte no encoding gives: SFTP names are UTF-8
+    os.mkdir(os.path.join(os.fsencode(top), odd + b".d"))
+    with open(os.path.join(os.fsencode(top), odd + b".txt"), "wb") as local:
+        local.write(b"odd")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(top), host.remote, recursive=True)
+    # Named as its bytes, which any terminal can print; the folder is skipped whole; the rest arrives.
+    assert str(failed.value) == (
+        f"{LABEL}: skipping '{top}/caf\\xe9 \\xff.d': its name is not UTF-8, as SFTP needs; rename it (1 more problem; 1 files arrived)"
+    )
+    assert [problem.split(": ", 1)[1] for problem in getattr(failed.value, "report").errors] == [
+        f"skipping '{top}/caf\\xe9 \\xff.d': its name is not UTF-8, as SFTP needs; rename it",
+        f"skipping '{top}/caf\\xe9 \\xff.txt': its name is not UTF-8, as SFTP needs; rename it",
+    ]
+    assert (host.path / "t" / "ok" / "a.txt").read_text() == "a"
+    assert sorted(os.listdir(host.path / "t")) == ["ok"] and temporaries(host.path) == []
+
+
+def test_a_single_file_whose_name_is_not_utf8_goes_under_the_name_given_for_the_host(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path
+) -> None:
+    local = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.txt"))
+    Path(local).write_bytes(b"data")
+    with pytest.raises(TransferError) as failed:  # into a folder: the host's name would be the local one
+        transfer.put(conn, local, f"{host.remote}/")
+    assert str(failed.value) == (
+        f"{LABEL}: cannot upload to '{host.path}/caf\\xe9.txt': the name is not UTF-8, as SFTP needs; rename it or name the remote file"
+    )
+    assert os.listdir(host.path) == []
+    report = transfer.put(conn, local, f"{host.remote}/cafe.txt")
+    assert (host.path / "cafe.txt").read_bytes() == b"data" and report.files == 1
+
+
 def test_a_lost_connection_in_a_tree_names_the_file_it_was_at(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
     top = tmp_path / "t"
     top.mkdir()
