@@ -74,8 +74,9 @@ def failure(
         return exc
     host = label_of(conn)
     # paramiko's EOFError is the channel or connection ending; the transport may say it is active for a moment
-    # after (it closes its channels before it marks itself inactive).
-    lost = session is None or not session.alive() or isinstance(exc, EOFError)
+    # after (it closes its channels before it marks itself inactive). Its SFTP client reports that EOFError as
+    # SSHException("Server connection dropped"), raised while handling it.
+    lost = session is None or not session.alive() or isinstance(exc, EOFError) or isinstance(exc.__context__, EOFError)
     note = ""
     if left:
         # Left while the host still answers: it refused the removal; otherwise nothing could be removed.
