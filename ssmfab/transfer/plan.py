@@ -77,8 +77,8 @@ def _refuse_newline(host: str, path: Path, name: str) -> None:
 
 def scan_local(source: Path, recursive: bool, host: str) -> LocalTree:
     """What an upload of ``source`` sends. Raises before anything leaves for a missing source, a directory
-    without ``recursive`` or a name with a newline; unsendable entries (sockets, dangling links, loops)
-    become per-file errors."""
+    without ``recursive`` or a name with a newline; unsendable entries (sockets, dangling links, loops,
+    names that are not UTF-8) become per-file errors."""
     try:
         info = source.stat()
     except FileNotFoundError:
