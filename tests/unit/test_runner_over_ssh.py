@@ -65,6 +65,7 @@ def test_the_result_keeps_only_the_tail_and_says_how_much_was_dropped(conn: Capp
     note = "[ssmfab: 4000 earlier characters dropped; output kept up to 1000]\n"
     assert result.stdout == note + "x" * 1000
     assert result.stderr == "END"  # under the cap: untouched, no note
+    assert result.dropped == {"stdout": 4000, "stderr": 0}  # for scripts: what each stream lost, by name
 
 
 def test_characters_stay_whole_across_reads(conn: CappedConnection) -> None:
