@@ -498,6 +498,15 @@ def test_what_a_host_says_that_is_not_utf8_still_makes_one_readable_line() -> No
     assert "(exit status 137)" in str(silent)
 
 
+def test_the_connections_streams_setting_holds_when_the_call_names_none(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    data = big_file(tmp_path)
+    conn.transfer_streams = 3  # transfer.streams, as a Client hands it to its connections
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", compress=False)
+    assert (host.path / "big.bin").read_bytes() == data and report.streams == 3 and opened(conn) == 3
+    report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/again.bin", streams=2, compress=False)
+    assert report.streams == 2  # the call's own number wins
+
+
 def test_one_stream_asked_for_is_one_session(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
     data = big_file(tmp_path)
     report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=1, compress=False)
