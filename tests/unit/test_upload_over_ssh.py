@@ -336,6 +336,27 @@ def test_a_file_the_host_cannot_read_back_is_never_renamed_into_place(
     assert sorted(p.name for p in top.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("says", "shown"),
+    [
+        ("printf 'start %0400d end' 0 >&2; exit 1", "0" * 296 + " end"),  # long: its last 300 characters
+        ("echo 'sh: 1: helper: not found' >&2; exit 127", "sh: 1: helper: not found"),  # 127, another cause
+    ],
+    ids=["long", "status-127-other-words"],
+)
+def test_what_the_checksum_command_says_when_it_fails_is_the_reason(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, says: str, shown: str
+) -> None:
+    (tmp_path / "f").write_bytes(b"f")
+    monkeypatch.setattr(transfer_session, "SUM_COMMAND", f"cat > /dev/null; {says}")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f")
+    assert failed.value.host == LABEL and str(failed.value) == (
+        f"{LABEL}: {host.path / 'f'} did not verify after upload (the host could not read it back ({shown})); left unchanged, retry"
+    )
+    assert list(host.path.iterdir()) == []
+
+
 def test_a_host_without_a_checksum_tool_is_told_to_install_one(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
