@@ -208,7 +208,7 @@ def _put(
     sums.update({temp: digest for temp, digest in session.streamed.items() if digest})
     for temp, (item, final, digest, mode, sent) in list(temps.items()):
         if sums.get(temp) != digest:
-            why = f"the host could not read it back ({tail})" if temp not in sums else "checksums differ"
+            why = "checksums differ" if temp in sums else f"the host could not read it back{f' ({tail})' if tail else ''}"
             report.errors.append(f"{host}: {show(final)} did not verify after upload ({why}); left unchanged, retry")
             if not session.remove([temp]):
                 del temps[temp]

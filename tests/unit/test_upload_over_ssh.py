@@ -357,6 +357,37 @@ def test_what_the_checksum_command_says_when_it_fails_is_the_reason(
     assert list(host.path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("writer", "reason"),
+    [
+        ("cat > /dev/null; exit 3", "stopped: (exit status 3)"),
+        ("cat > /dev/null; printf 'caf\\351: full' >&2; exit 1", "stopped: (caf\ufffd: full)"),
+        ("cat > /dev/null; yes x | head -c 100000 >&2; exit 1", "stopped: (" + " ".join(["x"] * 2048) + ")"),  # its first 4 KiB
+        ("cat > /dev/null; exit 0", "unverified"),  # took everything, said nothing, wrote nothing
+    ],
+    ids=["silent", "not-utf8", "says-too-much", "no-answer"],
+)
+def test_a_streamed_upload_whose_host_writer_fails_says_what_it_said(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, reason: str
+) -> None:
+    from ssmfab.transfer import upload
+
+    (tmp_path / "f").write_bytes(os.urandom(BIG))
+    monkeypatch.setattr(upload, "STREAM_PUT", f"sh -c {shlex.quote(writer)} put")
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "f"), f"{host.remote}/f", compress=False)
+    final = host.path / "f"
+    if reason == "unverified":
+        expected = f"{LABEL}: {final} did not verify after upload (the host could not read it back); left unchanged, retry"
+    else:
+        expected = (
+            f"{LABEL}: the host stopped writing {final} after {BIG} bytes sent {reason.removeprefix('stopped: ')}; "
+            "nothing left half-written; check its free space and limits, then retry"
+        )
+    assert failed.value.host == LABEL and str(failed.value) == expected, str(failed.value)[:300]
+    assert list(host.path.iterdir()) == []
+
+
 def test_a_host_without_a_checksum_tool_is_told_to_install_one(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
