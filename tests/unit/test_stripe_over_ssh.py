@@ -80,6 +80,31 @@ def opened(connection: SSMConnection) -> int:
     return len(tunnels.opened)
 
 
+def sends_wait_for_the_host_to_quit(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """As over a slow link, where a 2 MiB part takes seconds to send: after each chunk the sender waits until the
+    host has closed the channel, so a host that quits early does so while its part is still going out. The list
+    returned gets an entry per wait."""
+    real_send = stripe.send_stream
+    waited: list[bool] = []
+
+    def slow_link(channel: Any, data: bytes) -> None:
+        real_send(channel, data)
+        wait_until(lambda: bool(channel.closed), "the host's writer quitting and its sshd closing the channel")
+        waited.append(True)
+
+    monkeypatch.setattr(stripe, "send_stream", slow_link)
+    return waited
+
+
+def failing_writer(monkeypatch: pytest.MonkeyPatch, script: str, refuses_at_once: bool) -> None:
+    """Every part's host writer replaced by ``script``, run once it has read its whole part, or (``refuses_at_once``)
+    before it reads a byte, while the sender is still sending."""
+    if refuses_at_once:
+        sends_wait_for_the_host_to_quit(monkeypatch)
+    body = script if refuses_at_once else f"cat > /dev/null; {script}"
+    monkeypatch.setattr(stripe, "STREAM_PART", f"sh -c {shlex.quote(body)} part")
+
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_a_large_file_goes_over_several_sessions_and_arrives_whole(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, compress: bool
@@ -223,19 +248,7 @@ def test_a_host_writer_that_fails_without_a_word_is_named_by_its_exit_status(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuses_at_once: bool
 ) -> None:
     big_file(tmp_path)
-    if refuses_at_once:
-        # The writer quits before it reads a byte; as over a slow link, the sender is still sending when the
-        # channel closes (after each chunk it waits for that), and the send fails.
-        monkeypatch.setattr(stripe, "STREAM_PART", "sh -c 'exit 4' part")
-        real_send = stripe.send_stream
-
-        def slow_link(channel: Any, data: bytes) -> None:
-            real_send(channel, data)
-            wait_until(lambda: bool(channel.closed), "the writer quitting and its sshd closing the channel")
-
-        monkeypatch.setattr(stripe, "send_stream", slow_link)
-    else:
-        monkeypatch.setattr(stripe, "STREAM_PART", "sh -c 'cat > /dev/null; exit 3' part")
+    failing_writer(monkeypatch, "exit 4" if refuses_at_once else "exit 3", refuses_at_once)
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False)
     message = str(failed.value)
@@ -320,17 +333,8 @@ def test_a_host_that_quits_while_a_part_is_still_being_sent_says_why_and_leaves_
 ) -> None:
     """Through AWS's plugin a 2 MiB part takes seconds to send, so a host that cannot write (a full disk) quits
     and closes the channel while the part is still going out: the send fails, and the host's own words are the
-    reason. Here the link is fast, so after each part's first chunk the sender waits until the host has closed
-    the channel, as a slow link would have it."""
-    real_send = stripe.send_stream
-    waited: list[bool] = []
-
-    def slow_link(channel: object, data: bytes) -> None:
-        real_send(channel, data)
-        wait_until(lambda: bool(channel.closed), "the host quitting and its sshd closing the channel")  # type: ignore[attr-defined]
-        waited.append(True)
-
-    monkeypatch.setattr(stripe, "send_stream", slow_link)
+    reason."""
+    waited = sends_wait_for_the_host_to_quit(monkeypatch)
     failed = full_disk_failure(conn, host, tmp_path, "64k", streams=2)
     message = str(failed)
     assert waited and failed.host == LABEL
@@ -420,18 +424,7 @@ def test_a_host_writer_that_says_too_much_is_quoted_to_its_first_4_kib(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuses_at_once: bool
 ) -> None:
     big_file(tmp_path)
-    chatter = "yes x | head -c 100000 >&2; exit 1"  # 100 kB of "x" lines, then a failure
-    if refuses_at_once:
-        monkeypatch.setattr(stripe, "STREAM_PART", f"sh -c {shlex.quote(chatter)} part")
-        real_send = stripe.send_stream
-
-        def slow_link(channel: Any, data: bytes) -> None:
-            real_send(channel, data)
-            wait_until(lambda: bool(channel.closed), "the writer quitting and its sshd closing the channel")
-
-        monkeypatch.setattr(stripe, "send_stream", slow_link)
-    else:
-        monkeypatch.setattr(stripe, "STREAM_PART", f"sh -c {shlex.quote('cat > /dev/null; ' + chatter)} part")
+    failing_writer(monkeypatch, "yes x | head -c 100000 >&2; exit 1", refuses_at_once)  # 100 kB of "x" lines
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=2, compress=False)
     reason = re.search(r" in the part from byte \d+ \((.*)\); nothing left half-written", str(failed.value))
