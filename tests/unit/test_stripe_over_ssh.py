@@ -126,7 +126,6 @@ def test_a_large_file_goes_over_several_sessions_and_arrives_whole(
     # The siblings' connections end with the upload (each is an SSM session of its own); the own one stays open.
     assert [t.closed for t in tunnels.opened] == [False, True, True]
     assert not [t for t in threading.enumerate() if t.name.startswith("ssmfab-stripe-")]
-    assert (report.wire_bytes < SIZE * 3 // 4) if compress else (report.wire_bytes == SIZE)
 
 
 def test_more_sessions_than_pieces_are_not_opened(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
