@@ -136,7 +136,7 @@ class PluginCheck:
             if self._thread is None:
                 # Not a daemon: an interpreter that exits first (say, no host matched) waits the few ms for
                 # `--version` instead of leaving it behind.
-                self._thread = threading.Thread(target=self._run, name="plugin-version")
+                self._thread = threading.Thread(target=self._run, name="ssmfab-plugin-version")
                 self._thread.start()
 
     def _run(self) -> None:

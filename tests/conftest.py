@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 
@@ -57,6 +59,35 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     # Warm sessions are on by default for the command line: a test that wants a keeper asks for one (and stops
     # it); no other may leave one running.
     monkeypatch.setenv("SSMFAB_PERSIST", "0")
+
+
+#: The one thread ssmfab starts that is not a daemon, and why: it waits for `session-manager-plugin --version`,
+#: a few milliseconds, so that an interpreter exiting first does not leave that process behind.
+NOT_DAEMONS = {"ssmfab-plugin-version"}
+
+
+@pytest.fixture(autouse=True)
+def _threads_are_named_daemons(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every thread ssmfab's own code starts (its sandbox aside) is named ``ssmfab-...`` and is a daemon.
+
+    The name is how an operator reading a stack dump of a hung run, and the leak tests, tell ssmfab's threads
+    from paramiko's; a daemon thread cannot keep the interpreter alive after the command is done (a thread
+    blocked on a dead tunnel would otherwise hang the exit that Ctrl-C asked for)."""
+    wrong: list[str] = []
+    start = threading.Thread.start
+
+    def checked_start(thread: threading.Thread) -> None:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("ssmfab.") and not caller.startswith("ssmfab.sandbox."):
+            if not thread.name.startswith("ssmfab-"):
+                wrong.append(f"{caller} started a thread named {thread.name!r}")
+            if not thread.daemon and thread.name not in NOT_DAEMONS:
+                wrong.append(f"{caller} started {thread.name!r}, not a daemon")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", checked_start)
+    yield
+    assert wrong == [], "threads that break ssmfab's naming or daemon rule"
 
 
 @pytest.fixture(scope="session")
