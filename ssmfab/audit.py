@@ -90,14 +90,14 @@ class AuditLog:
             **{k: redact(v, self.secrets) if isinstance(v, str) else v for k, v in fields.items()},
             "ssmfab": self.version,
         }
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        line = json_line(entry) + "\n"
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigError(f"cannot write the audit log {self.path}: {exc.strerror}; fix audit.path") from exc
-        with os.fdopen(fd, "a") as handle:
+        with os.fdopen(fd, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.write(line)
+            handle.write(line.encode("utf-8"))
         if self.cloudwatch is not None:
             self.cloudwatch.put_log_events(
                 logGroupName=self.log_group,
@@ -105,6 +105,13 @@ class AuditLog:
                 logEvents=[{"timestamp": int(time.time() * 1000), "message": line.rstrip("\n")}],
             )
         return entry
+
+
+def json_line(entry: dict[str, Any]) -> str:
+    """``entry`` as one line of JSON that is valid UTF-8 (as a file, a terminal and CloudWatch take it): a local
+    name that is not UTF-8 reaches here as lone surrogates (os.fsdecode), written as JSON's \\udcXX escapes, which
+    read back as the same string. Everything else stays as it is written, not escaped."""
+    return json.dumps(entry, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def read_entries(path: Path, since_seconds: float | None = None) -> Iterator[dict[str, Any]]:

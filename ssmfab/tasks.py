@@ -6,7 +6,6 @@ Shared flags (selectors, AWS, SSH, fan-out policy) come from ``cli.ssmfab_task``
 from __future__ import annotations
 
 import json
-import json as jsonlib
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from invoke.exceptions import Exit
 
 from . import transfer
 from .ansible import inventory as ansible_inventory_of
-from .audit import read_entries
+from .audit import json_line, read_entries
 from .cli import Flags, audit_trail, loose_selector, notice, parse_number, record_result, run_audited, ssmfab_task
 from .deploy import Deployer, artifact_bytes, check_artifact
 from .doctor import run_checks
@@ -387,7 +386,7 @@ def audit(c: Any, since: str | None = None, json: bool = False) -> None:  # noqa
     entries = list(read_entries(Path(settings.path), parse_duration(since) if since else None))
     if json:
         for entry in entries:
-            print(jsonlib.dumps(entry, ensure_ascii=False))
+            print(json_line(entry))
         return
     rows = [
         [e.get("time", ""), e.get("instance_id", ""), e.get("name", ""), e.get("action", ""), e.get("status", ""),

@@ -149,3 +149,31 @@ def test_an_interrupted_run_leaves_a_record(sandbox: object, audit_env: dict[str
     assert process.returncode != 0
     [entry] = entries_of(tmp_path)
     assert (entry["action"], entry["name"], entry["status"], entry["detail"]) == ("run", "db-1", "interrupted", "touch audit-started; cat audit-gate")
+
+
+def test_local_names_that_are_not_utf8_are_transferred_audited_and_shown_as_their_bytes(audit_env: dict[str, str], tmp_path: Path) -> None:
+    """A local folder named in bytes that are not UTF-8 (Latin-1 from an old archive) is as good a source or
+    destination as any, on a stdout that refuses what is not UTF-8 (PYTHONIOENCODING=utf-8, or a UTF-8 locale
+    other than C.UTF-8): the audit log stays UTF-8 JSON, and `ssmfab audit` shows the name by its bytes, as `ls`."""
+    os.mkdir(os.fsencode(tmp_path) + b"/caf\xe9")
+    (Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")) / "menu.txt").write_bytes(b"soup\n")
+    env = {**audit_env, "PYTHONIOENCODING": "utf-8"}
+    shown = {}
+    for args in (
+        [b"put", b"caf\xe9/menu.txt", b"menu.txt", b"--name", b"web-1"],
+        [b"get", b"menu.txt", b"--dest", b"caf\xe9/back", b"--name", b"web-1"],
+        [b"audit", b"--since", b"1h"],
+        [b"audit", b"--json"],
+    ):
+        done = subprocess.run([os.fsencode(sys.executable), b"-m", b"ssmfab.program", *args], capture_output=True, env=env,
+                              cwd=tmp_path, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+        shown[b" ".join(args[:2])] = done.stdout
+    back = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9/back"))
+    assert [p.read_bytes() for p in back.rglob("menu.txt")] == [b"soup\n"]
+    put, got = entries_of(tmp_path)
+    assert (put["action"], got["action"]) == ("put", "get")
+    assert os.fsencode(got["detail"]) == b"menu.txt -> caf\xe9/back"
+    table = shown[b"audit --since"]
+    assert b" menu.txt -> caf\xe9/back\n" in table and b"2 entries" in table, table
+    assert [json.loads(line) for line in shown[b"audit --json"].splitlines()] == [put, got]

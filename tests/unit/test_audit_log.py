@@ -4,6 +4,7 @@ finished run leaves no thread behind and an interrupted one does not wait for it
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ssmfab import cli
-from ssmfab.audit import AuditLog
+from ssmfab.audit import AuditLog, read_entries
 from ssmfab.client import Client
 from ssmfab.config import AuditSettings, Settings
 from ssmfab.exceptions import CredentialsError
@@ -66,3 +67,13 @@ def test_an_interrupted_run_does_not_wait_for_the_lookup(tmp_path: Path, monkeyp
         release.set()
         for thread in lookup_threads():
             thread.join(5)
+
+
+def test_a_local_name_that_is_not_utf8_is_recorded_in_a_utf8_line_and_read_back_as_itself(tmp_path: Path) -> None:
+    name = os.fsdecode(b"/srv/caf\xe9/menu.txt")  # what os.fsdecode makes of a Latin-1 name: a lone surrogate
+    log = AuditLog(path=tmp_path / "audit.jsonl", version="1")
+    log.record(instance_id="i-0123456789abcdef0", action="put", detail=f"{name} -> menu.txt")
+    raw = (tmp_path / "audit.jsonl").read_bytes()
+    assert raw.decode("utf-8").endswith("\n") and b"\\udce9" in raw  # valid UTF-8: JSON's escape for the byte
+    [entry] = read_entries(tmp_path / "audit.jsonl")
+    assert entry["detail"] == f"{name} -> menu.txt" and os.fsencode(entry["detail"]).startswith(b"/srv/caf\xe9/")
