@@ -77,7 +77,7 @@ def striped_rows(bench: Bench, size_mb: int = 64) -> list[Row]:
     ours_get = ("ssmfab get", lambda: [bench.ssmfab, "get", noise.name, "--dest", str(pulled), "--id", host.instance_id])
     their_get = ("scp (ssmfab-proxy)", lambda: ["scp", "-q", *ssh_opts, f"{user_at}:{noise.name}", str(pulled / noise.name)])
     rows.append(guarded(names[2], lambda: Row(names[2], *bench.pair(
-        names[2], ours_get, their_get, env=one_shot(bench),
+        names[2], ours_get, their_get, env=one_shot(bench), quick=True,  # a run of about a second: see QUICK_ROUNDS
         before=lambda: remove(pulled / noise.name), check=lambda: verify(pulled / noise.name, digests[noise]),
     ), 1.0, ">= 1.0x scp's speed", extra=extra)))  # fmt: skip
     for path in (tarball, noise, home / tarball.name, landed):
