@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 import inspect
+import io
 import json
 import logging
 import os
@@ -405,6 +406,10 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
             logging.getLogger("paramiko").setLevel(logging.CRITICAL)
             threading.excepthook = quiet_prefetch_errors
             sys.setswitchinterval(CLI_SWITCH_INTERVAL)
+            # A local name that is not UTF-8 (os.fsdecode's lone surrogates) is printed as its bytes, as `ls` does,
+            # where Python's stdout would raise on it (a UTF-8 locale other than C.UTF-8, PYTHONIOENCODING).
+            if isinstance(sys.stdout, io.TextIOWrapper):
+                sys.stdout.reconfigure(errors="surrogateescape")
             given: dict[str, Any] = {n: kwargs.pop(n) for n in names if n in kwargs}
             values: dict[str, Any] = {k: tuple(v) if k in REPEATABLE else v for k, v in given.items() if v is not None}
             # A keeper (warm sessions) runs the command in a process that lives on: it supplies the Clients, and

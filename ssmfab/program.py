@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import io
 import os
 import sys
 import types
@@ -68,10 +67,6 @@ def main() -> None:
     # its models) and no garbage: collecting during it cost ~13% of startup's CPU. The collector comes back
     # once the hosts are known (cli.startup_over), or never for a command that ends before that.
     gc.disable()
-    # A local name that is not UTF-8 (os.fsdecode's lone surrogates) is printed as its bytes, as `ls` does,
-    # where Python's stdout would otherwise raise on it (a UTF-8 locale other than C.UTF-8, PYTHONIOENCODING).
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="surrogateescape")
     from .warm import run_warm
 
     code = run_warm(sys.argv[1:])  # warm sessions: the keeper runs it, this process only streams
