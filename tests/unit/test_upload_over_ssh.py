@@ -343,8 +343,9 @@ def test_a_file_the_host_cannot_read_back_is_never_renamed_into_place(
     [
         ("printf 'start %0400d end' 0 >&2; exit 1", "0" * 296 + " end"),  # long: its last 300 characters
         ("echo 'sh: 1: helper: not found' >&2; exit 127", "sh: 1: helper: not found"),  # 127, another cause
+        ("printf 'caf\\351: Input/output error' >&2; exit 1", "caf\ufffd: Input/output error"),  # a Latin-1 locale
     ],
-    ids=["long", "status-127-other-words"],
+    ids=["long", "status-127-other-words", "not-utf8"],
 )
 def test_what_the_checksum_command_says_when_it_fails_is_the_reason(
     conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, says: str, shown: str
