@@ -120,7 +120,7 @@ def read_entries(path: Path, since_seconds: float | None = None) -> Iterator[dic
     if not path.exists():
         return
     cutoff = time.time() - since_seconds if since_seconds is not None else None
-    with path.open() as handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:  # written as UTF-8 whatever the locale
         for line in handle:
             try:
                 entry = json.loads(line)
