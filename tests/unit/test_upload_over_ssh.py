@@ -268,7 +268,7 @@ def test_a_file_like_object_arrives_whole_and_keeps_its_position(conn: SSMConnec
     report = transfer.put(conn, source, f"{host.remote}/obj.bin")
     assert (host.path / "obj.bin").read_bytes() == data and source.tell() == 1234
     assert mode_of(host.path / "obj.bin") == 0o644  # no mode to keep: the host's default
-    assert report.items[0].source == "<BytesIO .>" and report.items[0].sha256 == sha(data)
+    assert report.items[0].source == report.source == "<BytesIO .>" and report.items[0].sha256 == sha(data)
 
 
 def test_a_named_file_object_goes_into_a_folder_under_its_name(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
@@ -820,7 +820,7 @@ def test_a_single_file_whose_name_is_not_utf8_goes_under_the_name_given_for_the_
     Path(local).write_bytes(b"data")
     with pytest.raises(TransferError) as failed:  # into a folder: the host's name would be the local one
         transfer.put(conn, local, f"{host.remote}/")
-    assert str(failed.value) == (
+    assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: cannot upload to '{host.path}/caf\\xe9.txt': the name is not UTF-8, as SFTP needs; rename it or name the remote file"
     )
     assert os.listdir(host.path) == []
@@ -1141,3 +1141,43 @@ def test_a_warm_connection_that_went_silent_is_replaced_before_the_upload_sends_
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_symlink_goes_under_its_own_name_not_its_targets(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    """As cp and scp do: ``put current.tar dir/`` with current.tar -> release-42.tar lands dir/current.tar, with
+    the target's bytes."""
+    (tmp_path / "release-42.tar").write_bytes(b"release 42")
+    (tmp_path / "current.tar").symlink_to("release-42.tar")
+    report = transfer.put(conn, str(tmp_path / "current.tar"), f"{host.remote}/")
+    assert os.listdir(host.path) == ["current.tar"] and (host.path / "current.tar").read_bytes() == b"release 42"
+    assert report.source == str(tmp_path / "current.tar") and report.destination == str(host.path / "current.tar")
+
+
+@pytest.mark.parametrize("top_exists", [False, True], ids=["into-a-new-folder", "into-an-existing-one"])
+def test_folders_inside_a_folder_just_made_are_made_without_looking_them_up_first(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, top_exists: bool
+) -> None:
+    """Each lookup is a round trip through the SSM tunnel (tens of milliseconds on a real link): a tree of many
+    folders makes each new one with one mkdir, and looks nothing up below a folder it has just made."""
+    import paramiko
+
+    site = tmp_path / "site"
+    for folder in ("a/b/c", "a/d", "e"):
+        (site / folder).mkdir(parents=True)
+        (site / folder / "f.txt").write_text(folder)
+    if top_exists:
+        (host.path / "new" / "site" / "e").mkdir(parents=True)
+    looked_up: list[str] = []
+    stat = paramiko.SFTPClient.stat
+
+    def counted_stat(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes:
+        looked_up.append(path)
+        return stat(sftp, path)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "stat", counted_stat)
+    transfer.put(conn, str(site), f"{host.remote}/new/", recursive=True)
+    assert sorted(str(p.relative_to(host.path)) for p in host.path.rglob("f.txt")) == [
+        f"new/site/{folder}/f.txt" for folder in ("a/b/c", "a/d", "e")
+    ]
+    made = f"{host.path}/new/site/a/" if top_exists else f"{host.path}/new/site/"
+    assert [path for path in looked_up if path.startswith(made)] == []
