@@ -5,6 +5,7 @@ and the path, and leave no temporary file."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -1181,3 +1182,33 @@ def test_folders_inside_a_folder_just_made_are_made_without_looking_them_up_firs
     ]
     made = f"{host.path}/new/site/a/" if top_exists else f"{host.path}/new/site/"
     assert [path for path in looked_up if path.startswith(made)] == []
+
+
+class _FailingDisk(io.RawIOBase):
+    """A local source that reads ``good`` bytes, then fails as a dying disk or a dropped NFS mount does."""
+
+    def __init__(self, good: int) -> None:
+        self.left = good
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left <= 0:
+            raise OSError(errno.EIO, "Input/output error")
+        n = min(len(buffer), self.left)
+        buffer[:n] = b"\0" * n
+        self.left -= n
+        return n
+
+
+def test_a_local_read_that_fails_mid_stream_ends_the_upload_at_once_in_one_line(conn: SSMConnection, host: HostFolder) -> None:
+    """The host's program is still waiting for the rest of the stream: nothing waits for it to finish, and the
+    cause is the local error, not the connection."""
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, io.BufferedReader(_FailingDisk(BIG + 12345)), f"{host.remote}/f.bin", compress=False)
+    assert failed.value.host == LABEL and str(failed.value) == (
+        f"{LABEL}: upload to {host.remote}/f.bin failed, nothing left half-written (OSError: [Errno 5] Input/output error); "
+        "fix the cause, then retry"
+    )
+    assert list(host.path.iterdir()) == [] and conn.is_connected
