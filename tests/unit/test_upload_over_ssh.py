@@ -1212,3 +1212,15 @@ def test_a_local_read_that_fails_mid_stream_ends_the_upload_at_once_in_one_line(
         "fix the cause, then retry"
     )
     assert list(host.path.iterdir()) == [] and conn.is_connected
+
+
+def test_a_trees_report_counts_the_bytes_of_every_file_that_crossed_the_link(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    (site / "sub").mkdir(parents=True)
+    sizes = {"a.bin": 1000, "sub/b.bin": SMALL, "sub/c.bin": BIG}
+    for name, size in sizes.items():
+        (site / name).write_bytes(os.urandom(size))
+    report = transfer.put(conn, str(site), host.remote, recursive=True, compress=False)
+    assert report.files == 3 and report.bytes == report.wire_bytes == sum(sizes.values())
