@@ -1093,23 +1093,6 @@ def test_a_write_the_host_refuses_once_is_sent_again_as_a_stream_and_verified(
     assert temporaries(host.path) == []
 
 
-def _sshd_descendants(listener: int) -> set[int]:
-    """Every process below the sshd listener ``listener`` (one per connection, and what each runs)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # it exited while the list was read
-    found: set[int] = set()
-    frontier = {listener}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def test_a_warm_connection_that_went_silent_is_replaced_before_the_upload_sends_anything(
     server: tuple[Any, Path], host: HostFolder, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -1117,15 +1100,17 @@ def test_a_warm_connection_that_went_silent_is_replaced_before_the_upload_sends_
     stalled) is proven by the transfer's first channel, and replaced: the upload arrives over a new tunnel, and
     nothing waits out paramiko's hour-long channel timeout. The silence is the host's sshd for that connection
     stopped with SIGSTOP: the TCP connection stays up, nothing answers."""
+    from ssmfab.sandbox.sshd import descendants
+
     from .sshconn import loopback_ssm_connection
 
     sshd, _key = server
     warm = loopback_ssm_connection(server, tmp_path_factory.mktemp("keys") / "known_hosts", connect_timeout=2.0)
-    before = _sshd_descendants(sshd.process.pid)
+    before = set(descendants(sshd.process.pid))
     frozen: set[int] = set()
     try:
         warm.open()
-        frozen = _sshd_descendants(sshd.process.pid) - before
+        frozen = set(descendants(sshd.process.pid)) - before
         assert frozen, "the connection's sshd processes were not found"
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
