@@ -23,7 +23,8 @@ import shlex
 #: the same) is an error, and the file is removed, as on any failed upload: it only ever has a temporary name;
 #: ``get PATH [CODEC]`` copies PATH to stdout and prints the SHA-256 of what it sent on stderr. Runs on any
 #: Python 3.4+. CODEC: for put, ``gzip`` means stdin is gzip, written decompressed; for get,
-#: ``gzip`` compresses, ``auto:RATE`` compresses when the first MiB shrinks by 15% and this host compresses
+#: ``gzip`` compresses, ``auto:RATE`` compresses when the first MiB shrinks by 15% (and its first 64 KiB, looked
+#: at first: see compress.QUICK_LOOK) and this host compresses
 #: faster than the link's RATE (bytes/s) moves it, and a one-byte header (``Z``: gzip, ``R``: raw) says which.
 #: ``ask`` is auto for a client that has not timed the link yet: when the first MiB shrinks, the host sends
 #: ``?SPEED`` and a newline (its compression speed, bytes/s) and waits for one byte on stdin, ``Z`` or ``R``,
@@ -89,10 +90,14 @@ try:
             first = next(source, b"")
             if codec != "raw":
                 if codec.startswith(("auto:", "ask")) and first:
-                    started = time.time()
-                    packed = len(zlib.compress(first, 1))
-                    speed = len(first) / max(time.time() - started, 1e-6)
-                    squeeze = packed <= 0.85 * len(first)
+                    # A quick look at the first 64 KiB first: what does not shrink there (archives, media,
+                    # random bytes) goes raw without compressing the whole MiB (~18 ms before the first byte).
+                    squeeze = len(zlib.compress(first[:65536], 1)) <= 0.85 * len(first[:65536])
+                    if squeeze:
+                        started = time.time()
+                        packed = len(zlib.compress(first, 1))
+                        speed = len(first) / max(time.time() - started, 1e-6)
+                        squeeze = packed <= 0.85 * len(first)
                     if squeeze and codec == "ask":
                         write_all(out, ("?%.0f\\n" % speed).encode())
                         squeeze = sys.stdin.buffer.read(1) == b"Z"

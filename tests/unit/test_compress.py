@@ -163,6 +163,21 @@ def test_asked_about_data_that_does_not_shrink_the_host_sends_it_raw_at_once(tmp
     assert done.stdout == b"R" + RANDOM
 
 
+def test_asked_about_a_file_whose_start_does_not_shrink_the_host_sends_it_raw_at_once(tmp_path: Path) -> None:
+    # Its first MiB as a whole would shrink (it would ask): the first 64 KiB, judged first, do not.
+    from ssmfab.transfer.compress import QUICK_LOOK, WORTH_RATIO
+
+    data = RANDOM[:QUICK_LOOK] + TEXT
+    assert len(zlib.compress(data[: 1 << 20], 1)) <= WORTH_RATIO * (1 << 20)
+    source = tmp_path / "down.bin"
+    source.write_bytes(data)
+    done = run(stream_command("get"), source, "ask", b"Z")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"R" + data
+    done = run(stream_command("get"), source, "auto:1000")  # a slow link does not change that
+    assert done.stdout == b"R" + data
+
+
 def test_without_python_a_download_says_raw_and_is_not_compressed(tmp_path: Path) -> None:
     source = tmp_path / "down.txt"
     source.write_bytes(TEXT)
@@ -185,10 +200,30 @@ def test_the_compressors_speed_is_the_samples_size_over_the_time_it_took(monkeyp
 
     sample = TEXT[: 1 << 20]
     packed = len(zlib.compress(sample, compress.LEVEL))
-    monkeypatch.setattr(compress, "time", SimpleNamespace(perf_counter=iter([1.0, 1.25]).__next__))
+    # Two timings: the quick look (text shrinks there), then the whole sample's, which is the one returned.
+    monkeypatch.setattr(compress, "time", SimpleNamespace(perf_counter=iter([0.0, 0.5, 1.0, 1.25]).__next__))
     assert judge(sample) == (packed / len(sample), len(sample) / 0.25)
-    monkeypatch.setattr(compress, "time", SimpleNamespace(perf_counter=iter([1.0, 1.0]).__next__))
+    monkeypatch.setattr(compress, "time", SimpleNamespace(perf_counter=iter([0.0, 0.5, 1.0, 1.0]).__next__))
     assert judge(sample) == (packed / len(sample), len(sample) / 1e-6)  # too fast to time: bounded, not a division by 0
+
+
+def test_a_sample_whose_start_does_not_shrink_is_judged_on_its_start_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssmfab.transfer import compress
+
+    # Random bytes, then text: the whole MiB would shrink below WORTH_RATIO, its start does not.
+    sample = RANDOM[: compress.QUICK_LOOK] + TEXT[: (1 << 20) - compress.QUICK_LOOK]
+    assert len(zlib.compress(sample, compress.LEVEL)) <= compress.WORTH_RATIO * len(sample)
+    compressed: list[int] = []
+    real = zlib.compress
+    monkeypatch.setattr(compress.zlib, "compress", lambda data, level: compressed.append(len(data)) or real(data, level))
+    ratio, speed = judge(sample)
+    assert compressed == [compress.QUICK_LOOK] and ratio > 0.99 and speed > 0
+    compressed.clear()
+    ratio, _ = judge(TEXT[: 1 << 20])  # a start that shrinks: the whole sample decides
+    assert compressed == [compress.QUICK_LOOK, 1 << 20] and ratio == len(real(TEXT[: 1 << 20], compress.LEVEL)) / (1 << 20)
+    compressed.clear()
+    ratio, _ = judge(TEXT[:1000])
+    assert compressed == [1000] and ratio == len(real(TEXT[:1000], compress.LEVEL)) / 1000  # no longer than the look: once
 
 
 def test_the_thresholds_hold_the_ratio_inclusively_and_the_link_strictly() -> None:
