@@ -66,7 +66,7 @@ class StallWatch:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.limit = float(getattr(conn, "stall_timeout", DEFAULT_STALL_TIMEOUT))
+        self.limit = stall_limit(conn)
         self.last = time.monotonic()
         self.stalled = False
         self.held = False
@@ -118,6 +118,23 @@ class StallWatch:
         self._thread.join()
 
 
+def stall_limit(conn: Any) -> float:
+    """Seconds without progress after which a transfer on ``conn`` fails (its ssh.stall_timeout)."""
+    return float(getattr(conn, "stall_timeout", DEFAULT_STALL_TIMEOUT))
+
+
+def open_channel(conn: Any, **kwargs: Any) -> Any:
+    """A new session channel on ``conn`` (``transport.open_session(**kwargs)``), connecting first if need be. An
+    ssmfab connection opens it itself: one taken warm is replaced there if it died while it waited (before
+    anything is sent); paramiko's from_transport would wait up to an hour on it."""
+    if not conn.is_connected:
+        conn.open()
+    opener = getattr(conn, "open_channel", None)
+    if opener is not None:
+        return opener(**kwargs)
+    return conn.client.get_transport().open_session(**kwargs)
+
+
 class Session:
     """One transfer's own SFTP channel (a fresh one: it starts in the login directory whatever the
     connection's shared client did, and a large window keeps a slow tunnel full)."""
@@ -125,16 +142,8 @@ class Session:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.host = label_of(conn)
-        self.stall = float(getattr(conn, "stall_timeout", DEFAULT_STALL_TIMEOUT))
-        if not conn.is_connected:
-            conn.open()
-        # An ssmfab connection opens the first channel itself: one taken warm is replaced there if it died
-        # while it waited (before anything is sent); paramiko's from_transport would wait up to an hour on it.
-        open_channel = getattr(conn, "open_channel", None)
-        if open_channel is not None:
-            channel = open_channel(window_size=WINDOW_SIZE)
-        else:
-            channel = conn.client.get_transport().open_session(window_size=WINDOW_SIZE)
+        self.stall = stall_limit(conn)
+        channel = open_channel(conn, window_size=WINDOW_SIZE)
         self.transport: Any = conn.client.get_transport()
         try:
             channel.invoke_subsystem("sftp")
@@ -315,7 +324,13 @@ class BackgroundHash:
 def stream_channel(session: Session, command: str) -> Any:
     """An exec channel for one streamed file. No timeout while bytes flow: the StallWatch judges progress
     (and cuts a frozen tunnel); only the wait for the host's checksum gets one (see answer_timeout)."""
-    channel = session.transport.open_session(window_size=WINDOW_SIZE, max_packet_size=STREAM_PACKET, timeout=session.stall)
+    return exec_stream(session.transport.open_session, command, session.stall)
+
+
+def exec_stream(open_session: Callable[..., Any], command: str, stall: float) -> Any:
+    """``command`` on a new channel from ``open_session`` (a transport's, or open_channel for a connection's
+    first), with a stream's window and packets."""
+    channel = open_session(window_size=WINDOW_SIZE, max_packet_size=STREAM_PACKET, timeout=stall)
     channel.exec_command(command)
     return channel
 
@@ -326,11 +341,12 @@ def answer_timeout(session: Session, size: int) -> float:
     return session.stall + size / HASH_BYTES_PER_SECOND
 
 
-def host_digest(
-    session: Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str, what: str = ""
-) -> str:
-    """Once the bytes moved: the SHA-256 the host computed of them, read with ``read`` (the channel's stdout or
-    stderr) within a time that grows with the size; "" when the answer holds none. Closes the channel."""
+def host_answer(
+    session: Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str
+) -> tuple[bytes, int, bytes]:
+    """(what ``read`` gave until its end, the exit status, the first 4 KiB of stderr when ``read`` is not the
+    stderr) of a stream's host program, within answer_timeout; closes the channel. Raises EOFError when the
+    connection closed meanwhile."""
     answer = bytearray()
     said = bytearray()
     try:
@@ -346,10 +362,19 @@ def host_digest(
         channel.close()
     if not session.alive():
         raise EOFError(f"the connection closed during the {doing}")
-    found = DIGEST_LINE.search(bytes(answer))
+    return bytes(answer), status, bytes(said)
+
+
+def host_digest(
+    session: Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str, what: str = ""
+) -> str:
+    """Once the bytes moved: the SHA-256 the host computed of them, read with ``read`` (the channel's stdout or
+    stderr) within a time that grows with the size; "" when the answer holds none. Closes the channel."""
+    answer, status, said = host_answer(session, channel, moved, watch, read, doing)
+    found = DIGEST_LINE.search(answer)
     if found is None and status != 0 and doing == "upload":
         # The host's copy program failed (a full disk, a quota): its own words say why.
-        reason = one_line(bytes(said).decode(errors="replace")) or f"exit status {status}"
+        reason = one_line(said.decode(errors="replace")) or f"exit status {status}"
         raise TransferError(
             f"{session.host}: the host stopped writing {show(watch.current or what)} after {moved} bytes sent ({reason}); "
             "nothing left half-written; check its free space and limits, then retry",

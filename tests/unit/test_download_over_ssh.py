@@ -266,7 +266,7 @@ def test_a_file_that_changed_on_the_host_is_dropped(
     script = 'for f; do printf x >> "$f"; done; exec sha256sum -- "$@"'
     monkeypatch.setattr(transfer_session, "SUM_COMMAND", f"xargs -0 sh -c {shlex.quote(script)} sh")
     with pytest.raises(TransferError) as failed:
-        transfer.get(conn, f"{host.remote}/f.bin", str(tmp_path))
+        transfer.get(conn, f"{host.remote}/f.bi[n]", str(tmp_path))  # a pattern: SFTP, then the read-back checksum
     assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: {host.path / 'f.bin'} did not verify after download (it changed while being copied); retry"
     )
@@ -279,7 +279,7 @@ def test_a_file_the_host_cannot_hash_is_dropped(
     (host.path / "f.bin").write_bytes(b"data")
     monkeypatch.setattr(transfer_session, "SUM_COMMAND", "cat >/dev/null; echo 'cannot read it' >&2; exit 1")
     with pytest.raises(TransferError) as failed:
-        transfer.get(conn, f"{host.remote}/f.bin", str(tmp_path))
+        transfer.get(conn, f"{host.remote}/f.bi[n]", str(tmp_path))  # a pattern: SFTP, then the read-back checksum
     assert failed.value.host == LABEL and str(failed.value) == (
         f"{LABEL}: {host.path / 'f.bin'} did not verify after download (the host could not read it (cannot read it)); retry"
     )
@@ -769,7 +769,137 @@ def test_asked_by_the_host_the_links_rate_gives_the_verdict(
     (host.path / "z.txt").write_bytes(data)
     conn.open()
     conn.link_rates["get"] = link_rate
-    monkeypatch.setattr(transfer.download, "_codec", lambda session: "ask")
+    monkeypatch.setattr(transfer.download, "_codec", lambda conn, compress: "ask")
     report = transfer.get(conn, f"{host.remote}/z.txt", str(tmp_path / "z.txt"))
     assert (tmp_path / "z.txt").read_bytes() == data and report.items[0].sha256 == sha(data)
     assert (report.wire_bytes < len(data) // 10) if compressed else (report.wire_bytes == len(data)), report.wire_bytes
+
+
+def _channel_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every exec command and subsystem the connection's channels ask for, in order."""
+    import paramiko
+
+    asked: list[str] = []
+    real_exec, real_subsystem = paramiko.Channel.exec_command, paramiko.Channel.invoke_subsystem
+
+    def exec_command(self: paramiko.Channel, command: str) -> None:
+        asked.append(command)
+        real_exec(self, command)
+
+    def invoke_subsystem(self: paramiko.Channel, subsystem: str) -> None:
+        asked.append(f"subsystem {subsystem}")
+        real_subsystem(self, subsystem)
+
+    monkeypatch.setattr(paramiko.Channel, "exec_command", exec_command)
+    monkeypatch.setattr(paramiko.Channel, "invoke_subsystem", invoke_subsystem)
+    return asked
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+@pytest.mark.parametrize("form", ["relative", "home", "absolute"])
+def test_one_named_file_streams_in_one_command_started_before_the_sftp_session(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, form: str
+) -> None:
+    # The host starts its program while the SFTP session opens and plans (each step a round trip on a real
+    # link), and a small file comes with its checksum in that command: no SFTP read, no checksum command after.
+    data = os.urandom(size)
+    (host.path / "one.bin").write_bytes(data)
+    remote = {"relative": f"{host.remote}/one.bin", "home": f"~/{host.remote}/one.bin", "absolute": str(host.path / "one.bin")}[form]
+    conn.open()
+    asked = _channel_requests(monkeypatch)
+    report = transfer.get(conn, remote, str(tmp_path / "one.bin"))
+    assert (tmp_path / "one.bin").read_bytes() == data and report.items[0].sha256 == sha(data)
+    assert len(asked) == 2 and asked[1] == "subsystem sftp", asked
+    assert asked[0].startswith(transfer.download._SAY_WHERE + transfer.download.STREAM_GET)  # noqa: SLF001
+    assert asked[0].endswith(shlex.quote(remote.removeprefix("~/")) + " ask")
+
+
+def test_a_relative_path_streamed_early_is_used_only_where_the_sftp_session_starts(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An SFTP server may start elsewhere than the login folder (sftp-server -d): a relative path then names
+    # another file for the early program than the one planned. Stood for here by an early program that starts
+    # in another folder holding a file of the same relative name: the planned file arrives, not that one.
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / host.remote).mkdir(parents=True)
+    (elsewhere / host.remote / "f.bin").write_bytes(b"the wrong file" * (BIG // 3))  # more than its window holds
+    data = os.urandom(BIG)
+    (host.path / "f.bin").write_bytes(data)
+    monkeypatch.setattr(transfer.download, "_SAY_WHERE", f"sh -c 'cd {shlex.quote(str(elsewhere))} && pwd -P >&2; exec \"$@\"' sh ")
+    early_left: list[int] = []
+
+    def check_the_early_program() -> None:  # once the planned file flows: the other, given the relative path, ended
+        deadline = time.monotonic() + 10
+        while (left := _streaming(f"{host.remote}/f.bin")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        early_left.extend(left)
+
+    hook = ActAfter(check_the_early_program)
+    _watch_bytes(monkeypatch, hook)
+    report = transfer.get(conn, f"{host.remote}/f.bin", str(tmp_path / "f.bin"))
+    assert (tmp_path / "f.bin").read_bytes() == data and report.items[0].sha256 == sha(data)
+    assert hook.fired.is_set() and early_left == []
+
+
+@pytest.mark.parametrize("python", [True, False], ids=["python3", "posix-tools"])
+def test_a_streamed_file_gone_before_its_turn_is_reported_and_the_rest_arrives(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: bool
+) -> None:
+    # Listed, then rotated away before its stream opened it: the host's own words, as for a file SFTP cannot open.
+    from ssmfab.hoststreams import stream_command
+
+    data = os.urandom(BIG)
+    (host.path / "a.log").write_bytes(os.urandom(BIG))
+    (host.path / "b.log").write_bytes(data)
+    real_plan = transfer.download.plan_download
+
+    def plan_then_rotate(*args: object) -> object:
+        plan = real_plan(*args)  # type: ignore[arg-type]
+        (host.path / "a.log").unlink()
+        return plan
+
+    monkeypatch.setattr(transfer.download, "plan_download", plan_then_rotate)
+    monkeypatch.setattr(transfer.download, "STREAM_GET", stream_command("get", python=python))
+    with pytest.raises(TransferError) as failed:
+        transfer.get(conn, f"{host.remote}/*.log", str(tmp_path))
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: cannot read {host.path / 'a.log'} (") and "\n" not in message, message
+    assert "No such file" in message and message.endswith("); check it on the host"), message
+    assert everything(tmp_path) == ["b.log"] and (tmp_path / "b.log").read_bytes() == data
+
+
+def test_a_small_file_streamed_early_goes_raw_without_timing_the_link(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    # Over SFTP it would have gone raw; timing the link for it would cost more than compressing could save.
+    data = b"a compressible line\n" * (SMALL // 20)
+    (host.path / "small.log").write_bytes(data)
+    conn.open()
+    report = transfer.get(conn, f"{host.remote}/small.log", str(tmp_path / "small.log"))
+    assert (tmp_path / "small.log").read_bytes() == data and report.wire_bytes == len(data)
+    assert "get" not in conn.link_rates
+
+
+def _streaming(remote: str) -> list[int]:
+    """The processes (the host's programs: the loopback sshd's, on this machine) given ``remote`` to stream."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and remote.encode() in (proc / "cmdline").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def test_an_early_stream_left_unused_ends_on_the_host(conn: SSMConnection, host: HostFolder, tmp_path: Path) -> None:
+    # The file is skipped (a local folder stands where it would land): its program, which started before the
+    # plan and filled the window, must not be left blocked on the host until the connection closes.
+    (host.path / "big.bin").write_bytes(os.urandom(4 * BIG))
+    (tmp_path / "big.bin").mkdir()
+    conn.open()
+    with pytest.raises(TransferError, match="is a folder; move it away") as failed:
+        transfer.get(conn, f"{host.remote}/big.bin", str(tmp_path) + os.sep)
+    deadline = time.monotonic() + 10
+    while _streaming(f"{host.remote}/big.bin") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The error is still held (a script keeping each host's failure): collecting the channel is not what ends it.
+    assert _streaming(f"{host.remote}/big.bin") == [] and conn.is_connected and failed.value.__traceback__ is not None
