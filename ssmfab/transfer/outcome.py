@@ -66,6 +66,15 @@ def incomplete(report: TransferReport) -> TransferError:
     return error
 
 
+class LocalReadError(Exception):
+    """Reading a file on this machine failed during an upload (a dying disk, a dropped network mount, a file
+    removed since it was listed). Not an OSError on purpose: the handlers of the link's and the host's
+    OSErrors must never take it for theirs (failure words it)."""
+
+    def __init__(self, what: str, exc: OSError) -> None:
+        super().__init__(f"reading {what} on this machine: {exc.strerror or exc}")
+
+
 def failure(
     conn: Any, session: Session | None, exc: BaseException, doing: str, watch: StallWatch, left: list[str]
 ) -> BaseException:
@@ -88,6 +97,11 @@ def failure(
         return TransferError(
             f"{host}: {doing} stalled: no progress for {watch.limit:g}s (ssh.stall_timeout); nothing left "
             f"half-written{note}; check the host and its tunnel, then retry",
+            host,
+        )
+    if isinstance(exc, LocalReadError):
+        return TransferError(
+            f"{host}: {doing} failed, nothing left half-written{note} ({exc}); check this machine's disk or mount, then retry",
             host,
         )
     if isinstance(exc, SSMFabError):

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..exceptions import ConfigError, TransferError
-from .outcome import TransferReport
+from .outcome import LocalReadError, TransferReport
 from .paths import glob_matches, has_glob, remote_inside, remote_join, sftp_name, show, split_glob, temp_name, unsafe_name
 from .session import STREAM_MIN_BYTES, Session
 
@@ -35,13 +35,38 @@ class Upload:
         return str(self.local) if self.fileobj is None else f"<{type(self.fileobj).__name__} {show(str(self.local))}>"
 
     @contextmanager
-    def open(self) -> Iterator[Any]:
+    def open(self) -> Iterator[LocalReader]:
         """The bytes to send, readable from their start; a caller's file-like object is left open."""
-        if self.fileobj is None:
-            with self.local.open("rb") as source:
-                yield source
-        else:
-            yield self.fileobj
+        if self.fileobj is not None:
+            yield LocalReader(self.fileobj, self.source)
+            return
+        try:
+            source = self.local.open("rb")
+        except OSError as exc:  # removed or made unreadable since it was listed
+            raise LocalReadError(self.source, exc) from exc
+        with source:
+            yield LocalReader(source, self.source)
+
+
+class LocalReader:
+    """A local source whose failed reads raise LocalReadError naming ``what``."""
+
+    def __init__(self, source: Any, what: str) -> None:
+        self._source = source
+        self.what = what
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self._source.read(size)
+        except OSError as exc:
+            raise LocalReadError(self.what, exc) from exc
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return int(self._source.seek(offset, whence))
+        except OSError as exc:
+            raise LocalReadError(self.what, exc) from exc
 
 
 @dataclass

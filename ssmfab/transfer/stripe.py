@@ -19,15 +19,21 @@ import shlex
 import threading
 import time
 from contextlib import suppress
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from ..exceptions import TransferError
 from ..fastssh import WINDOW_SIZE, send_stream
 from ..hoststreams import STREAM_PART
 from ..interrupt import Interrupted
 from .compress import SLOW_LINK, Gzipping, link_rate
+from .outcome import LocalReadError
 from .paths import one_line, show
+from .plan import Upload
 from .session import CHUNK, STREAM_PACKET, Session, StallWatch, answer_timeout
+
+_T = TypeVar("_T")
 
 #: Files smaller than this go over one session (more would spend longer opening than sending).
 STRIPE_MIN_BYTES = 16 * 1024 * 1024
@@ -81,7 +87,11 @@ def striped_up(
                 worker.conn = sibling
                 sibling.open()
             transport = worker.conn.client.get_transport()
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = _local(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC), path)
+
+            def read_at(size: int, offset: int) -> bytes:
+                return _local(lambda: os.pread(fd, size, offset), path)
+
             try:
                 while not stop.is_set():
                     try:
@@ -89,7 +99,7 @@ def striped_up(
                     except queue.Empty:
                         return
                     try:
-                        moved = _send_piece(session, transport, fd, temp, final, piece, level, worker, watch, stop)
+                        moved = _send_piece(session, transport, read_at, temp, final, piece, level, worker, watch, stop)
                     except BaseException:
                         pieces.put(piece)  # written in place: whoever takes it writes the same bytes again
                         raise
@@ -99,12 +109,13 @@ def striped_up(
                 os.close(fd)
         except BaseException as exc:  # noqa: BLE001 - handed to the supervising thread
             worker.error = exc
-            if worker.own:
+            local = isinstance(exc, LocalReadError)  # every session would meet it: the upload has failed
+            if worker.own or local:
                 stop.set()  # the upload has failed: the siblings stop at their next chunk, without a word
             notify = getattr(session.conn, "notify", None)
             # A sibling failing after the transfer's own session went (its temporary file removed with it) is
             # that failure's echo, not news.
-            dropped = not worker.own and not stop.is_set() and session.alive() and not isinstance(exc, Interrupted)
+            dropped = not worker.own and not local and not stop.is_set() and session.alive() and not isinstance(exc, Interrupted)
             if dropped and notify is not None:
                 notify(f"{session.host}: one of {streams} striping sessions dropped out, the others go on ({one_line(str(exc))})")
 
@@ -113,13 +124,14 @@ def striped_up(
         for index, worker in enumerate(workers):
             worker.thread = threading.Thread(target=run, args=(worker,), name=f"ssmfab-stripe-{index}", daemon=True)
             worker.thread.start()
-        with open(path, "rb") as whole:  # the local SHA-256 of the whole, while the pieces travel
+        with Upload(Path(path), "", size, None).open() as whole:  # the local SHA-256 of the whole, while the pieces travel
             while block := whole.read(CHUNK * 4):
                 digest.update(block)
         _supervise(workers, watch)
-        own = workers[0].error
-        if own is not None:
-            raise own
+        # A local read failing stopped every session (the own one at its next chunk, as if interrupted): it is the cause.
+        failed = next((w.error for w in workers if isinstance(w.error, LocalReadError)), None) or workers[0].error
+        if failed is not None:
+            raise failed
         if not pieces.empty():  # siblings that failed left pieces: the transfer's own session takes them
             workers[0].error = None
             run(workers[0])
@@ -137,6 +149,14 @@ def striped_up(
     with watch.hold():
         sums, tail = session.sha256([temp], size)
     return size, digest.hexdigest(), sums.get(temp, ""), wire[0]
+
+
+def _local(call: Callable[[], _T], path: str) -> _T:
+    """``call()`` (an open or a read of the local file at ``path``), its OSError as a LocalReadError."""
+    try:
+        return call()
+    except OSError as exc:
+        raise LocalReadError(show(path), exc) from exc
 
 
 def _supervise(workers: list[_Worker], watch: StallWatch) -> None:
@@ -158,7 +178,7 @@ def _supervise(workers: list[_Worker], watch: StallWatch) -> None:
 def _send_piece(
     session: Session,
     transport: Any,
-    fd: int,
+    read_at: Callable[[int, int], bytes],
     temp: str,
     final: str,
     piece: tuple[int, int],
@@ -185,7 +205,7 @@ def _send_piece(
             while position < end:
                 if stop.is_set():
                     raise Interrupted()
-                data = os.pread(fd, min(CHUNK, end - position), position)
+                data = read_at(min(CHUNK, end - position), position)
                 if not data:
                     raise TransferError(f"{session.host}: local file shrank while uploading {show(final)}; retry", session.host)
                 (packer.write if packer is not None else raw)(data)

@@ -10,6 +10,7 @@ import re
 import shlex
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -503,3 +504,36 @@ def test_one_stream_asked_for_is_one_session(conn: SSMConnection, host: HostFold
     data = big_file(tmp_path)
     report = transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=1, compress=False)
     assert (host.path / "big.bin").read_bytes() == data and report.streams == 1 and opened(conn) == 1
+
+
+def test_a_local_read_failing_mid_stripe_fails_the_upload_as_this_machines_without_a_drop_out_notice(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dying disk under the file: every session would meet it, so none is "dropped" and the others do not go on.
+    import errno
+
+    big_file(tmp_path)
+    conn.open()  # its own notice (a host key pinned) said before
+    notices = notices_of(conn)
+    real_pread, bad = os.pread, set()
+
+    def dying_pread(fd: int, size: int, offset: int) -> bytes:
+        # The first piece a sibling reads lies on a bad block, and stays bad for whoever reads it next; the
+        # transfer's own session reads slowly, so that the siblings get pieces at all.
+        if threading.current_thread().name == "ssmfab-stripe-0":
+            time.sleep(0.05)
+        elif not bad:
+            bad.add(offset - offset % stripe.PIECE_BYTES)
+        if offset - offset % stripe.PIECE_BYTES in bad:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", dying_pread)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / "big.bin"), f"{host.remote}/big.bin", streams=3, compress=False)
+    assert str(failed.value) == (
+        f"{LABEL}: upload to {host.remote}/big.bin failed, nothing left half-written (reading {tmp_path / 'big.bin'} on "
+        "this machine: Input/output error); check this machine's disk or mount, then retry"
+    )
+    assert bad and notices == [] and not (host.path / "big.bin").exists()
+    wait_until(lambda: temporaries(host.path) == [], "the temporary file removed")

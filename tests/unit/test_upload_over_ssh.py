@@ -1187,16 +1187,43 @@ class _FailingDisk(io.RawIOBase):
         return n
 
 
-def test_a_local_read_that_fails_mid_stream_ends_the_upload_at_once_in_one_line(conn: SSMConnection, host: HostFolder) -> None:
+@pytest.mark.parametrize("good", [1000, BIG + 12345], ids=["over-sftp", "streamed"])
+def test_a_local_read_that_fails_mid_stream_ends_the_upload_at_once_in_one_line(conn: SSMConnection, host: HostFolder, good: int) -> None:
     """The host's program is still waiting for the rest of the stream: nothing waits for it to finish, and the
-    cause is the local error, not the connection."""
+    cause is said to be this machine's, not the connection's nor the host's (over SFTP a failed write is
+    otherwise retried as a stream, to learn the host's reason)."""
     with pytest.raises(TransferError) as failed:
-        transfer.put(conn, io.BufferedReader(_FailingDisk(BIG + 12345)), f"{host.remote}/f.bin", compress=False)
+        transfer.put(conn, io.BufferedReader(_FailingDisk(good)), f"{host.remote}/f.bin", compress=False)
     assert failed.value.host == LABEL and str(failed.value) == (
-        f"{LABEL}: upload to {host.remote}/f.bin failed, nothing left half-written (OSError: [Errno 5] Input/output error); "
-        "fix the cause, then retry"
+        f"{LABEL}: upload to {host.remote}/f.bin failed, nothing left half-written (reading <BufferedReader .> on this "
+        "machine: Input/output error); check this machine's disk or mount, then retry"
     )
     assert list(host.path.iterdir()) == [] and conn.is_connected
+
+
+def test_a_local_file_gone_since_it_was_listed_is_named_as_this_machines(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("a")
+    (site / "b.txt").write_text("b")
+    real_scan = transfer.upload.scan_local
+
+    def scan_then_remove(*args: Any) -> Any:
+        tree = real_scan(*args)
+        (site / "b.txt").unlink()  # rotated away, or the deploy's build cleaned it up
+        return tree
+
+    monkeypatch.setattr(transfer.upload, "scan_local", scan_then_remove)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(site), host.remote, recursive=True)
+    assert str(failed.value) == (
+        f"{LABEL}: upload to {host.remote} (at {host.path / 'site' / 'b.txt'}) failed, nothing left half-written "
+        f"(reading {site / 'b.txt'} on this machine: "
+        "No such file or directory); check this machine's disk or mount, then retry"
+    )
+    assert temporaries(host.path) == []
 
 
 def test_a_trees_report_counts_the_bytes_of_every_file_that_crossed_the_link(
