@@ -244,7 +244,7 @@ def test_a_host_stream_without_its_codec_byte_is_refused_not_guessed(
     # download would then fail its checksum, one byte short, under a misleading cause).
     (home / "plain.txt").write_bytes(b"x" * BIG)
     monkeypatch.setattr(transfer.download, "STREAM_GET", """sh -c 'cat -- "$1"; sha256sum < "$1" >&2' sh""")
-    monkeypatch.setattr(transfer.download, "_codec", lambda session: "ask")
+    monkeypatch.setattr(transfer.download, "_codec", lambda conn, compress: "ask")
     dest = tmp_path / "dest"
     with client.connect(instance) as conn, pytest.raises(TransferError, match=r"plain.txt .*began with b'x', not the codec byte"):
         transfer.get(conn, "plain.txt", str(dest) + os.sep)
