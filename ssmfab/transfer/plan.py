@@ -40,12 +40,13 @@ class Upload:
         if self.fileobj is not None:
             yield LocalReader(self.fileobj, self.source)
             return
+        what = show(str(self.local))  # one line, whatever the name holds
         try:
             source = self.local.open("rb")
         except OSError as exc:  # removed or made unreadable since it was listed
-            raise LocalReadError(self.source, exc) from exc
+            raise LocalReadError(what, exc) from exc
         with source:
-            yield LocalReader(source, self.source)
+            yield LocalReader(source, what)
 
 
 class LocalReader:

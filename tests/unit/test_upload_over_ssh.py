@@ -1218,6 +1218,7 @@ def test_a_local_file_gone_since_it_was_listed_is_named_as_this_machines(
     monkeypatch.setattr(transfer.upload, "scan_local", scan_then_remove)
     with pytest.raises(TransferError) as failed:
         transfer.put(conn, str(site), host.remote, recursive=True)
+    assert failed.value.host == LABEL
     assert str(failed.value) == (
         f"{LABEL}: upload to {host.remote} (at {host.path / 'site' / 'b.txt'}) failed, nothing left half-written "
         f"(reading {site / 'b.txt'} on this machine: "
@@ -1236,3 +1237,23 @@ def test_a_trees_report_counts_the_bytes_of_every_file_that_crossed_the_link(
         (site / name).write_bytes(os.urandom(size))
     report = transfer.put(conn, str(site), host.remote, recursive=True, compress=False)
     assert report.files == 3 and report.bytes == report.wire_bytes == sum(sizes.values())
+
+
+def test_a_local_file_gone_since_it_was_listed_is_named_on_one_line_whatever_its_name(
+    conn: SSMConnection, host: HostFolder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "b\x1b[2Jx.txt"  # a terminal escape in a file name (newlines are refused before anything moves)
+    (tmp_path / name).write_text("b")
+    real_scan = transfer.upload.scan_local
+
+    def scan_then_remove(*args: Any) -> Any:
+        tree = real_scan(*args)
+        (tmp_path / name).unlink()
+        return tree
+
+    monkeypatch.setattr(transfer.upload, "scan_local", scan_then_remove)
+    with pytest.raises(TransferError) as failed:
+        transfer.put(conn, str(tmp_path / name), f"{host.remote}/b.txt")
+    message = str(failed.value)
+    assert message.startswith(f"{LABEL}: upload to {host.remote}/b.txt failed") and "\x1b" not in message, message
+    assert f"(reading {str(tmp_path / name)!r} on this machine: No such file or directory)" in message, message
