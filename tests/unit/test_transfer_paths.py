@@ -416,7 +416,8 @@ def test_a_file_object_is_scanned_whole_under_its_base_name(tmp_path: Path) -> N
         assert (item.local, item.rel, item.size, item.mode, item.exact) == (Path("data.bin"), "", 10, None, True)
         assert item.fileobj is named and named.tell() == 0  # rewound, as Fabric does
         with item.open() as source:
-            assert source is named
+            assert source.read(4) == b"0123"  # the caller's object, read through
+        assert not named.closed and named.tell() == 4  # and left open, where the read left it
     with os.fdopen(os.open(tmp_path / "data.bin", os.O_RDONLY), "rb") as by_fd:  # its .name is an int
         assert scan_fileobj(by_fd, "h").files[0].local == Path("")
     bad = tmp_path / "bad\nname"
