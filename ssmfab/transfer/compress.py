@@ -2,10 +2,11 @@
 
 Both are measured, not assumed. The data: the first MiB of an upload is compressed (zlib level 1) before
 anything is sent, giving its ratio and this machine's compression speed (when its first 64 KiB do not shrink,
-they alone decide); a download's first MiB is judged the same way by the host (see hoststreams.HOST_COPY). The link: a probe through the connection's own
-tunnel (64 KiB), once per connection and direction (through AWS's plugin an upload moves ~0.65 MB/s; the sandbox's
-stand-in hundreds). Compression is gzip's format, which every host can undo (python3's zlib, or gzip), and the
-SHA-256 both ends compare is always of the file's own bytes, never of the compressed stream.
+they alone decide); a download's first MiB is judged the same way by the host (see hoststreams.HOST_COPY). The
+link: a probe through the connection's own tunnel (64 KiB), once per connection and direction (through AWS's
+plugin an upload moves ~0.65 MB/s; the sandbox's stand-in hundreds). Compression is gzip's format, which every
+host can undo (python3's zlib, or gzip), and the SHA-256 both ends compare is always of the file's own bytes,
+never of the compressed stream.
 """
 
 from __future__ import annotations
