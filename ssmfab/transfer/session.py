@@ -366,13 +366,14 @@ def host_answer(
 
 
 def host_digest(
-    session: Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], doing: str, what: str = ""
+    session: Session, channel: Any, moved: int, watch: StallWatch, read: Callable[[int], bytes], what: str = ""
 ) -> str:
-    """Once the bytes moved: the SHA-256 the host computed of them, read with ``read`` (the channel's stdout or
-    stderr) within a time that grows with the size; "" when the answer holds none. Closes the channel."""
-    answer, status, said = host_answer(session, channel, moved, watch, read, doing)
+    """Once an upload's bytes moved: the SHA-256 the host computed of them, read with ``read`` (the channel's
+    stdout) within a time that grows with the size; "" when the answer holds none. Closes the channel. (A
+    download reads its answer with host_answer: a failed stream means something else there.)"""
+    answer, status, said = host_answer(session, channel, moved, watch, read, "upload")
     found = DIGEST_LINE.search(answer)
-    if found is None and status != 0 and doing == "upload":
+    if found is None and status != 0:
         # The host's copy program failed (a full disk, a quota): its own words say why.
         reason = one_line(said.decode(errors="replace")) or f"exit status {status}"
         raise TransferError(

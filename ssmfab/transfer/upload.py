@@ -402,7 +402,7 @@ def _stream_up(
     except BaseException:
         channel.close()
         raise
-    return sent, host_digest(session, channel, sent, watch, channel.recv, "upload", final)
+    return sent, host_digest(session, channel, sent, watch, channel.recv, final)
 
 
 def _compression(session: Session, source: Any, streams: int = 1) -> tuple[Any, int]:
