@@ -110,3 +110,20 @@ def test_codec_loads_on_builtin_modules_only() -> None:
     )  # fmt: skip
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert imported & {"hashlib", "json", "re", "typing", "enum", "collections", "uuid", "struct"} == set()
+
+
+@pytest.mark.parametrize("size", [0, 1, dc.OPENSSL_DIGEST_FROM - 1, dc.OPENSSL_DIGEST_FROM, 1 << 20])
+def test_the_digest_is_sha256_below_and_above_the_size_openssl_takes_over(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert dc.digest(payload) == hashlib.sha256(payload).digest()
+
+
+def test_a_session_without_bulk_never_loads_openssl() -> None:
+    """Handshakes and keystrokes keep the built-in SHA-256: the stand-in plugin's start pays nothing for OpenSSL."""
+    code = (
+        f"import sys; sys.path.insert(0, {dc.__file__.rsplit('/', 1)[0]!r}); import datachannel as dc; "
+        f"dc.digest(b'x' * (dc.OPENSSL_DIGEST_FROM - 1)); print('_hashlib' in sys.modules); "
+        f"dc.digest(b'x' * dc.OPENSSL_DIGEST_FROM); print('_hashlib' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
