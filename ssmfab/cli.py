@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from invoke.exceptions import Exit
@@ -30,7 +30,8 @@ from .client import Client
 from .exceptions import ConfigError, SelectorError, SSMFabError
 from .audit import AuditLog
 from .doctor import caller_arn
-from .interrupt import Interrupted, exit_now, signals_interrupt
+from .headstart import HeadStartTunnels
+from .interrupt import CLOSE_GRACE, Interrupted, exit_now, signals_interrupt
 from .fleet import FleetResult, HostResult, Policy, checked_parallel, fan_out
 from .persist import parse_persist
 from .output import Progress, failure_lines, report_dict, summary_table
@@ -145,6 +146,8 @@ class Flags:
     #: Where Clients come from when a keeper runs the command (warm sessions: see ``keeper``); None: made here.
     clients: Callable[[dict[str, Any], Flags], Client] | None = None
     reason: str | None = None
+    #: Tunnels opened while their instance was looked up (``selection(head_start=True)``), dropped with the run.
+    head_starts: list[HeadStartTunnels] = field(default_factory=list, compare=False, repr=False)
 
     def client(self) -> Client:
         given: dict[str, Any] = {
@@ -163,13 +166,16 @@ class Flags:
         # Several regions, profiles or roles: a MultiClient, one Client per combination (see scopes).
         return scoped_clients(self.region, self.profile, self.role_arn, notify=notice, **given)
 
-    def targets(self, client: Client, positional: str | None = None) -> list[Target]:
+    def targets(self, client: Client, positional: str | None = None, *, head_start: bool = False) -> list[Target]:
         """Resolve the selectors and insist on at least one target; what was left out rides along (``Targets``)."""
-        return require_targets(self.selection(client, positional), client.aws.profile)
+        return require_targets(self.selection(client, positional, head_start=head_start), client.aws.profile)
 
-    def selection(self, client: Client, positional: str | None = None, *, tunnels: bool = True) -> Selection:
-        """Resolve the selectors (at least one is required). ``tunnels``: the
-        hosts will be reached through SSM tunnels, whose checks can run while the hosts are looked up."""
+    def selection(
+        self, client: Client, positional: str | None = None, *, tunnels: bool = True, head_start: bool = False
+    ) -> Selection:
+        """Resolve the selectors (at least one is required). ``tunnels``: the hosts will be reached through SSM
+        tunnels, whose checks can run while the hosts are looked up. ``head_start``: they will be reached through
+        ``client.connect``, so the tunnel of a single instance id can open during the lookup (see headstart)."""
         extra = loose_selector(positional)
         ids, names, tags = (self.id + extra.get("id", ()), self.name + extra.get("name", ()), self.tag + extra.get("tag", ()))
         asgs, ips = self.asg, self.ip + extra.get("ip", ())
@@ -181,11 +187,27 @@ class Flags:
         if tunnels:
             client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
+            if head_start and self.clients is None and len(ids) == 1 and not (names or tags or asgs or ips):
+                self.start_tunnel(client, ids[0])
         selection = client.select(ids, names, tags, asgs=asgs, ips=ips, refresh=self.refresh)
         if self.clients is None:
             startup_over()  # a keeper lives on: what one command leaves alive is not there for good
         # Hosts left out are not announced here: the report lists them (skipped, or failed if named by id).
         return selection
+
+    def start_tunnel(self, client: Client, target: str) -> None:
+        """Open ``target``'s tunnel beside its lookup when it is one plain instance id (a keeper's warm
+        connections need none: ``self.clients`` is set there, and the Client says None where it pools)."""
+        if INSTANCE_ID.fullmatch(target):
+            started = client.start_tunnel(target)
+            if started is not None:
+                self.head_starts.append(started)
+
+    def drop_head_starts(self) -> None:
+        """Close the tunnels opened beside a lookup that no connection took (the instance was left out, the run
+        failed or was interrupted first), waiting at most CLOSE_GRACE for each."""
+        for started in self.head_starts:
+            started.drop(CLOSE_GRACE)
 
     def parallel_given(self) -> int | None:
         """--parallel as a number of hosts, None when not given."""
@@ -423,10 +445,13 @@ def ssmfab_task(*groups: str, **task_kwargs: Any) -> Callable[[Callable[..., Any
                     except KeyboardInterrupt as exc:
                         stopped = exc if isinstance(exc, Interrupted) else Interrupted.from_exception(exc)
                         notice(stopped.message(f"ssmfab {body.__name__.replace('_', '-')}"))
+                        flags.drop_head_starts()  # before exit_now: no tunnel or session outlives the command
                         if clients is not None:
                             raise Exit(code=stopped.exit_code) from None
                         exit_now(stopped.exit_code)  # threads stuck on AWS must not hold the exit
                         raise
+                    finally:
+                        flags.drop_head_starts()
             except SSMFabError as exc:
                 raise Exit(f"error: {exc}", code=exc.exit_code) from None
             except BrokenPipeError:

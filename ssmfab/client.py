@@ -27,6 +27,7 @@ from .pool import ConnectionPool
 from .retry import Backoff
 from .targets import INSTANCE_ID, Selection, Target, parse_selector, require_targets, resolve
 from .exceptions import SelectorError
+from .headstart import HeadStartTunnels
 from .tunnel import TunnelFactory, tunnel_factory
 
 #: Friendly keyword names accepted by Client(...) and connect(...), mapped to settings keys.
@@ -131,6 +132,17 @@ class Client:
         if key is None:
             return
         key.push(self.aws.client("ec2-instance-connect"), target.id, self.user_for(target))  # made once, in AWSContext
+
+    def start_tunnel(self, target_id: str) -> HeadStartTunnels | None:
+        """Open a tunnel to ``target_id`` now, on a thread, for the next connection to it to take: while the
+        instance is looked up (see headstart). Drop it (``drop``) once the run is over, taken or not. None when
+        connections are kept warm: a warm one needs no tunnel."""
+        if self.pool is not None:
+            return None
+        with self._lock:
+            head_start = HeadStartTunnels(self.tunnels, target_id)
+            self._tunnels = head_start
+        return head_start
 
     def check_ssh_key(self) -> None:
         """ConfigError now, before any AWS call, if the configured key file cannot work (see keys.check_key_file)."""

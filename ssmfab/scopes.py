@@ -87,6 +87,9 @@ class MultiClient(Client):
     def check_ssh_key(self) -> None:
         self.clients[0].check_ssh_key()
 
+    def start_tunnel(self, target_id: str) -> None:
+        return None  # which scope holds the instance is known only once it is looked up
+
     def select(
         self, ids: Iterable[str] = (), names: Iterable[str] = (), tags: Iterable[str] = (), *,
         asgs: Iterable[str] = (), ips: Iterable[str] = (), refresh: bool = False,

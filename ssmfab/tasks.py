@@ -104,7 +104,7 @@ def run(
     client = flags.client()
     if via == "run-command" and isinstance(client, MultiClient):
         raise ConfigError("--via run-command works in one region and account at a time; over SSH a run spans several")
-    selection = flags.selection(client, tunnels=via == "ssh")
+    selection = flags.selection(client, tunnels=via == "ssh", head_start=via == "ssh")
     targets = require_targets(selection, client.aws.profile)
     if stdin and len(targets) > 1:
         raise SelectorError(f"--stdin goes to one host; the selectors match {len(targets)}")
@@ -168,7 +168,7 @@ def put(
     squeeze = compression(compress, no_compress)
     sessions = stream_count(streams)
     client = flags.client()
-    targets = flags.targets(client)
+    targets = flags.targets(client, head_start=True)
     progress = flags.progress(len(targets))
     progress.expected = artifact_bytes(source) * len(targets)
     operation = lambda conn: transfer.put(  # noqa: E731
@@ -194,7 +194,7 @@ def get(c: Any, remote: str, flags: Flags, dest: str = ".", compress: bool = Fal
     root = Path(dest).expanduser()
     transfer.check_local_folder(root)  # before any session opens
     client = flags.client()
-    targets = flags.targets(client)
+    targets = flags.targets(client, head_start=True)
 
     def operation(conn: Any) -> Any:
         folder = root / conn.target.id if len(targets) > 1 else root
@@ -224,7 +224,7 @@ def deploy(
     client = flags.client()
     settings = client.settings.merged({"deploy.artifact": artifact, "deploy.base_dir": base_dir}).deploy
     artifact_path = check_artifact(settings)
-    targets = flags.targets(client)
+    targets = flags.targets(client, head_start=not dry_run)
     progress = flags.progress(len(targets))
     progress.expected = artifact_bytes(artifact_path) * len(targets)
     deployer = Deployer(settings, artifact_path, notify=notice, on_bytes=progress.moving, compress=squeeze, streams=sessions)
@@ -248,7 +248,7 @@ def rollback(c: Any, flags: Flags, base_dir: str | None = None) -> None:
     client = flags.client()
     settings = client.settings.merged({"deploy.base_dir": base_dir}).deploy
     deployer = Deployer(settings, Path("."), notify=notice)
-    targets = flags.targets(client)
+    targets = flags.targets(client, head_start=True)
     flags.fan_out(client, targets, deployer.rollback, action="rollback", detail=deployer.base, on_interrupt=deployer.interrupt,
                   describe=lambda r: {"release": r.release, "previous": r.previous})  # fmt: skip
 
@@ -281,7 +281,7 @@ def fetch_logs(
         since=parse_duration(since) if since else None,
         lines=parse_number(lines, "lines", int) if lines else None,
     )
-    targets = flags.targets(client, target)
+    targets = flags.targets(client, target, head_start=True)
     result = flags.fan_out(
         client, targets, fetcher.fetch, action="fetch-logs", detail=" ".join(path or ()) or "(configured paths)",
         describe=lambda r: {"files": r.files, "bytes": r.bytes, "wire_bytes": r.wire_bytes, "missing": r.missing},

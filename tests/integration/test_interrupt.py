@@ -28,6 +28,7 @@ from ssmfab.interrupt import Interrupted
 from ssmfab.sandbox import Sandbox
 from ssmfab.transfer import put
 
+from .awsproxy import AWSProxy
 from .conftest import TUNNEL_PROCESS_MARKERS, active_sessions, processes_matching, tunnel_processes
 from ..waiting import wait_until
 
@@ -284,40 +285,10 @@ def test_ctrl_c_in_a_fan_out_closes_every_connection(
 
 @pytest.fixture
 def endpoint_that_hangs_on_terminate(sandbox: Sandbox) -> Iterator[tuple[str, threading.Event]]:
-    """A TCP proxy to the sandbox's AWS endpoint that passes every call but TerminateSession, which it holds
+    """A proxy to the sandbox's AWS endpoint that passes every call but TerminateSession, which it holds
     unanswered (AWS stopping to answer just as the command closes); the event is set when one arrives."""
-    upstream = sandbox.endpoint.removeprefix("http://").split(":")
-    server = socket.create_server(("127.0.0.1", 0))
-    held = threading.Event()
-    sockets: list[socket.socket] = [server]
-
-    def pipe(source: socket.socket, sink: socket.socket, watch: bool) -> None:
-        seen = b""
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                seen = (seen + data)[-4096:]
-                if watch and b"TerminateSession" in seen:
-                    held.set()
-                    return  # never forwarded, never answered
-                sink.sendall(data)
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = server.accept()
-                aws = socket.create_connection((upstream[0], int(upstream[1])))
-                sockets.extend((client, aws))
-                threading.Thread(target=pipe, args=(client, aws, True), daemon=True).start()
-                threading.Thread(target=pipe, args=(aws, client, False), daemon=True).start()
-
-    threading.Thread(target=serve, name="hanging-proxy", daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}", held
-    finally:
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+    with AWSProxy(sandbox.endpoint, hold=b"AmazonSSM.TerminateSession") as proxy:
+        yield proxy.url, proxy.held
 
 
 def test_ctrl_c_while_closing_and_aws_does_not_answer(
