@@ -282,6 +282,9 @@ class ProcessTunnel:
                 f"{host}: the aws CLI found no AWS credentials: set AWS_PROFILE, run `aws configure` or `aws sso login`"
             )
         last = next((line.strip() for line in reversed(text.splitlines()) if _telling(line)), "")
+        # A plugin that ended before paramiko read anything (its first write, the banner, found the stream
+        # closed) left its last words unread: take them in now.
+        self.sock.read_available_preamble(via=None if self._closed else self._own)
         said = self.sock.reason  # what the plugin printed on the stream instead of an SSH banner
         if self.sock.overflowed:
             return TunnelError(

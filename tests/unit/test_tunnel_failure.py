@@ -162,6 +162,24 @@ def test_what_the_plugin_said_is_shown_whole_up_to_300_characters(length: int) -
     )
 
 
+def test_what_a_plugin_said_before_anything_was_read_is_the_reason() -> None:
+    """The plugin said why and ended before the connection read a byte (a tunnel opened while the instance was
+    looked up is taken later): the connection's first write, its banner, finds the stream closed. Its last
+    words are still the reason, not a closed tunnel without one."""
+    refused = "SessionId: ops-0 : Unable to connect to specified port: dial tcp 127.0.0.1:22: connect: connection refused"
+    tunnel = ended(saying("", 0, f"{GREETING}\n\n{refused}\n\n"))
+    try:
+        with pytest.raises(BrokenPipeError):
+            tunnel.sock.sendall(b"SSH-2.0-paramiko_3.5.1\r\n")  # what paramiko does first
+        failure = tunnel.failure(HOST)
+    finally:
+        tunnel.close()
+    assert str(failure) == (
+        f"{HOST}: the SSM session ended before SSH started: {refused}; "
+        "check that sshd runs on the instance and listens on the document's port"
+    )
+
+
 def test_a_stream_that_is_not_ssh_shows_its_first_120_characters() -> None:
     line = "HTTP/1.1 400 Bad Request"
     tunnel = ProcessTunnel([sys.executable, "-c", f"import os, time; os.write(1, {(line + chr(10)) * 2000!r}.encode()); time.sleep(60)"])
