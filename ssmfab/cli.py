@@ -187,7 +187,7 @@ class Flags:
         if tunnels:
             client.check_ssh_key()
             client.tunnels.prepare()  # the plugin's version check, beside the AWS clients and lookups
-            if head_start and self.clients is None and len(ids) == 1 and not (names or tags or asgs or ips):
+            if head_start and len(ids) == 1 and not (names or tags or asgs or ips):
                 self.start_tunnel(client, ids[0])
         selection = client.select(ids, names, tags, asgs=asgs, ips=ips, refresh=self.refresh)
         if self.clients is None:
@@ -196,9 +196,9 @@ class Flags:
         return selection
 
     def start_tunnel(self, client: Client, target: str) -> None:
-        """Open ``target``'s tunnel beside its lookup when it is one plain instance id (a keeper's warm
-        connections need none: ``self.clients`` is set there, and the Client says None where it pools)."""
-        if INSTANCE_ID.fullmatch(target):
+        """Open ``target``'s tunnel beside its lookup when it is one plain instance id. Not in a keeper (its
+        connections are warm and need none), nor where the Client pools connections (it says None)."""
+        if self.clients is None and INSTANCE_ID.fullmatch(target):
             started = client.start_tunnel(target)
             if started is not None:
                 self.head_starts.append(started)
