@@ -1,12 +1,12 @@
 """A tunnel opened while its instance is still being looked up, for the connection that follows to take.
 
-A command naming one instance id (``ssmfab get i-0abc… log``, ``inv fetch-logs i-0abc…``) looks the instance up
-first (DescribeInstances and DescribeInstanceInformation: is it running, is its agent Online, what are its tags)
-and only then opens its SSM session (StartSession, then the plugin's own setup with the service). Neither needs
-the other's answer: the id is all StartSession takes. So the tunnel is opened on a thread of its own while the
-lookup runs, and the connection that follows takes it instead of opening one. Against AWS that hides the lookup's
-two round trips behind the session's start; on the sandbox the plugin's and sshd's start-up run on the other core
-while this process looks the instance up.
+A command naming one instance id (``ssmfab get i-0abc… log``, ``inv fetch-logs i-0abc…``, ``ssmfab forward i-0abc…
+5432:db:5432``) looks the instance up first (DescribeInstances and DescribeInstanceInformation: is it running, is
+its agent Online, what are its tags) and only then opens its SSM session (StartSession, then the plugin's own setup
+with the service). Neither needs the other's answer: the id is all StartSession takes. So the tunnel is opened on a
+thread of its own while the lookup runs, and the connection that follows takes it instead of opening one. Against
+AWS that hides the lookup's two round trips behind the session's start; on the sandbox the plugin's and sshd's
+start-up run on the other core while this process looks the instance up.
 
 The lookup still decides: an instance it leaves out is never connected to, and its tunnel (when StartSession
 even accepted it) is closed, the SSM session ended. A tunnel that failed to open is not an error of its own: the

@@ -352,7 +352,9 @@ def forward(c: Any, target: str, spec: str, flags: Flags, via: str = "ssh") -> N
     if via not in ("ssh", "ssm"):
         raise ConfigError(f"--via {via!r}: expected ssh or ssm")
     client = flags.client()
-    selection = Flags(**loose_selector(target)).selection(client, tunnels=via == "ssh")  # type: ignore[arg-type]
+    # The task's own list of head starts: the task wrapper closes a tunnel no connection took.
+    one_host = Flags(**loose_selector(target), head_starts=flags.head_starts)  # type: ignore[arg-type]
+    selection = one_host.selection(client, tunnels=via == "ssh", head_start=via == "ssh")
     targets = require_targets(selection, client.aws.profile)
     if len(targets) > 1:
         raise SelectorError(f"{target} matches {len(targets)} hosts; forward needs exactly one (use an instance id)")

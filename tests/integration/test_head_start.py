@@ -2,13 +2,15 @@
 lookup still decides: through a proxy that holds DescribeInstances (AWS slow to answer the lookup alone), the SSM
 session starts and the plugin runs before the lookup's answer comes; the run then uses that session and no other.
 An instance the lookup leaves out, a Ctrl-C while it is still looked up: the session that was started early is
-ended and its plugin gone."""
+ended and its plugin gone. `forward` (over SSH) takes its early tunnel too."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socketserver
 import subprocess
+import threading
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from ssmfab.sandbox import Sandbox
 
 from .awsproxy import AWSProxy
 from .conftest import TUNNEL_PROCESS_MARKERS, new_active_sessions, processes_matching
+from .test_forward import PAYLOAD, Echo, echoed
 from ..waiting import wait_until
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
@@ -80,10 +83,15 @@ def test_the_tunnel_opens_while_the_instance_is_looked_up(
     assert not new_active_sessions(sandbox_env, sessions_before)
 
 
+@pytest.mark.parametrize("command", ["get", "forward"])
 def test_ctrl_c_while_the_lookup_hangs_ends_the_early_session(
-    sandbox: Sandbox, slow_lookup: AWSProxy, sessions_before: set[str], sandbox_env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, slow_lookup: AWSProxy, sessions_before: set[str], sandbox_env: dict[str, str], tmp_path: Path,
+    command: str,
 ) -> None:
-    process = start(slow_lookup, "get", "/etc/hostname", "--id", sandbox.host("web-2").instance_id, "--dest", str(tmp_path))
+    instance_id = sandbox.host("web-2").instance_id
+    get = ("get", "/etc/hostname", "--id", instance_id, "--dest", str(tmp_path))
+    args = get if command == "get" else ("forward", instance_id, "localhost:9")
+    process = start(slow_lookup, *args)
     _, err = once_the_early_tunnel_is_up(slow_lookup, process, lambda: process.send_signal(signal.SIGINT))
     assert process.returncode == 130, err
     assert "Traceback" not in err
@@ -117,4 +125,34 @@ def test_an_instance_the_lookup_leaves_out_gets_no_connection_and_its_early_sess
         assert proxy.count(START_SESSION) == 1  # the early session did start: its end is what is checked
         assert proxy.count(b"AmazonSSM.TerminateSession") == 1
         assert plugins_of(proxy) == []
+    assert not new_active_sessions(sandbox_env, sessions_before)
+
+
+def test_forward_takes_the_tunnel_opened_during_the_lookup(
+    sandbox: Sandbox, slow_lookup: AWSProxy, sessions_before: set[str], sandbox_env: dict[str, str]
+) -> None:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        process = start(slow_lookup, "forward", sandbox.host("web-1").instance_id, f"localhost:{port}")
+        stdout = process.stdout
+        assert stdout is not None
+        forwarded: list[bytes] = []
+
+        def release_then_use_the_forward_and_stop() -> None:
+            slow_lookup.release()
+            line = stdout.readline()
+            assert " -> " in line, line
+            forwarded.append(echoed(line.split(" -> ")[0]))
+            process.send_signal(signal.SIGINT)
+
+        try:
+            _, err = once_the_early_tunnel_is_up(slow_lookup, process, release_then_use_the_forward_and_stop)
+        finally:
+            server.shutdown()
+    assert process.returncode == 0, err
+    assert forwarded == [PAYLOAD]
+    assert slow_lookup.count(START_SESSION) == 1  # the forward used the early session: it started no other
+    assert plugins_of(slow_lookup) == []
     assert not new_active_sessions(sandbox_env, sessions_before)
