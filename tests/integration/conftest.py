@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socketserver
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +155,22 @@ def no_tunnel_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None
 def client(request: pytest.FixtureRequest, sandbox_env: dict[str, str]) -> Client:
     """A library Client on the sandbox, once per tunnel mode."""
     return Client(tunnel=request.param, notify=lambda message: None)
+
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo_servers() -> Iterator[tuple[int, int]]:
+    """An echo server on 127.0.0.1 (a port on the instance) and one on 127.0.0.2 (a host only it reaches)."""
+    servers = [socketserver.ThreadingTCPServer((address, 0), Echo) for address in ("127.0.0.1", "127.0.0.2")]
+    for server in servers:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield servers[0].server_address[1], servers[1].server_address[1]
+    for server in servers:
+        server.shutdown()
+        server.server_close()

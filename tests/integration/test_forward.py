@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import socketserver
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,25 +22,6 @@ from .test_cli import assert_one_line_error, ssmfab
 
 #: Bytes a relay could mangle: NULs, newlines, a shell's specials, and more than one read's worth.
 PAYLOAD = b"\x00hello\r\n$(id) `x` 'q' \"d\"\n" + bytes(range(256)) * 300
-
-
-class Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
-
-
-@pytest.fixture
-def echo_servers() -> Iterator[tuple[int, int]]:
-    """An echo server on 127.0.0.1 (a port on the instance) and one on 127.0.0.2 (a host only it reaches)."""
-    servers = [socketserver.ThreadingTCPServer((address, 0), Echo) for address in ("127.0.0.1", "127.0.0.2")]
-    for server in servers:
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield servers[0].server_address[1], servers[1].server_address[1]
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def echoed(address: str, payload: bytes = PAYLOAD) -> bytes:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socketserver
 import subprocess
-import threading
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from ssmfab.sandbox import Sandbox
 
 from .awsproxy import AWSProxy
 from .conftest import TUNNEL_PROCESS_MARKERS, new_active_sessions, processes_matching
-from .test_forward import PAYLOAD, Echo, echoed
+from .test_forward import PAYLOAD, echoed
 from ..waiting import wait_until
 
 SSMFAB = [sys.executable, "-m", "ssmfab.program"]
@@ -129,28 +127,22 @@ def test_an_instance_the_lookup_leaves_out_gets_no_connection_and_its_early_sess
 
 
 def test_forward_takes_the_tunnel_opened_during_the_lookup(
-    sandbox: Sandbox, slow_lookup: AWSProxy, sessions_before: set[str], sandbox_env: dict[str, str]
+    sandbox: Sandbox, slow_lookup: AWSProxy, sessions_before: set[str], sandbox_env: dict[str, str],
+    echo_servers: tuple[int, int],
 ) -> None:
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as server:
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        port = server.server_address[1]
-        process = start(slow_lookup, "forward", sandbox.host("web-1").instance_id, f"localhost:{port}")
-        stdout = process.stdout
-        assert stdout is not None
-        forwarded: list[bytes] = []
+    process = start(slow_lookup, "forward", sandbox.host("web-1").instance_id, f"localhost:{echo_servers[0]}")
+    stdout = process.stdout
+    assert stdout is not None
+    forwarded: list[bytes] = []
 
-        def release_then_use_the_forward_and_stop() -> None:
-            slow_lookup.release()
-            line = stdout.readline()
-            assert " -> " in line, line
-            forwarded.append(echoed(line.split(" -> ")[0]))
-            process.send_signal(signal.SIGINT)
+    def release_then_use_the_forward_and_stop() -> None:
+        slow_lookup.release()
+        line = stdout.readline()
+        assert " -> " in line, line
+        forwarded.append(echoed(line.split(" -> ")[0]))
+        process.send_signal(signal.SIGINT)
 
-        try:
-            _, err = once_the_early_tunnel_is_up(slow_lookup, process, release_then_use_the_forward_and_stop)
-        finally:
-            server.shutdown()
+    _, err = once_the_early_tunnel_is_up(slow_lookup, process, release_then_use_the_forward_and_stop)
     assert process.returncode == 0, err
     assert forwarded == [PAYLOAD]
     assert slow_lookup.count(START_SESSION) == 1  # the forward used the early session: it started no other
